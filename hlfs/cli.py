@@ -1,0 +1,56 @@
+"""
+The C{hlfs} operator command: C{hlfs SUBCOMMAND [options]}.
+
+Each subcommand lives in its own module with a C{main(argv) -> int}; this
+front end only picks the module, so a subcommand's imports cost nothing
+to the others.
+"""
+
+import importlib
+import sys
+
+# name: (module, one-line summary)
+SUBCOMMANDS = {
+    "resolve": ("hlfs.rpc.query", "ask a running server what `home` resolves to for a caller"),
+}
+
+USAGE = """\
+usage: hlfs SUBCOMMAND [options]
+
+Operator tools for the Home-Link File System.  The server itself runs
+under twistd: `twistd hlfs --help`.
+
+subcommands:
+{}
+
+`hlfs SUBCOMMAND --help` describes each one.
+"""
+
+
+def usage():
+    width = max(map(len, SUBCOMMANDS))
+    return USAGE.format(
+        "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in SUBCOMMANDS.items())
+    )
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from hlfs import __version__
+
+        print(__version__.public())
+        return 0
+    entry = SUBCOMMANDS.get(argv[0])
+    if entry is None:
+        sys.stderr.write(f"hlfs: unknown subcommand {argv[0]!r}\n" + usage())
+        return 2
+    module = importlib.import_module(entry[0])
+    return module.main(argv[1:], prog=f"hlfs {argv[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
