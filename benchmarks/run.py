@@ -1,0 +1,470 @@
+"""
+The hlfs benchmark suite: one command.
+
+    .venv/bin/python benchmarks/run.py [--scenario NAME ...] [--seconds S]
+
+It builds C{benchmarks/build/loadgen} with the system C compiler, makes
+sure Debian's C{rpcbind} answers on 127.0.0.1:111 (starting C{rpcbind -w}
+if not), writes a password file with C{--users} users whose homes live
+under a temporary directory, starts C{twistd -n hlfs} on an ephemeral
+loopback port, and runs the chosen scenarios.  Every hlfs figure is paired
+with C{rpcbind} NULL at the same transport and window, measured right
+before it, and reported as a ratio: absolute numbers drift between runs on
+shared machines, ratios much less.  The results are printed and appended,
+with the command and the date, to C{benchmarks/BENCHMARKS.md}.
+
+Scenarios (issue "a benchmark suite"):
+  - C{tools}: loadgen against every other client on this machine that can
+    call rpcbind NULL (proves the load generator is not the bottleneck);
+  - C{readlink} (1): cached READLINK, one uid and 10,000 rotating uids,
+    UDP and TCP, window 1 and 32;
+  - C{getattr-lookup} (2): GETATTR and LOOKUP of the link;
+  - C{storm} (3), C{hung} (4), C{scale} (5): need the probe options of the
+    server (C{--probe-deadline}, C{-c}); skipped when it lacks them.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.join(HERE, "build")
+LOADGEN_SRC = os.path.join(HERE, "loadgen.c")
+LOADGEN = os.path.join(BUILD, "loadgen")
+RESULTS = os.path.join(HERE, "BENCHMARKS.md")
+
+FIRST_UID = 10000
+EXPORT = "/mail"
+
+SCENARIOS = ("tools", "readlink", "getattr-lookup", "storm", "hung", "scale")
+DEFAULT_SCENARIOS = ("readlink", "getattr-lookup")
+
+# Targets of the issue, as (scenario key, minimum ratio to rpcbind NULL).
+TARGETS = {
+    ("readlink", 1, "udp", 32): 1.5,
+    ("readlink", 1, "tcp", 32): 2.0,
+    ("readlink", "many", "udp", 32): 1.5,
+    ("readlink", "many", "tcp", 32): 1.5,
+}
+
+
+class BenchError(Exception):
+    """
+    A problem that stops the benchmark, with a message for the user.
+    """
+
+
+def build_loadgen(cc="gcc"):
+    """
+    Compile the load generator if it is missing or older than its source.
+
+    @return: the path of the executable.
+    """
+    os.makedirs(BUILD, exist_ok=True)
+    if not os.path.exists(LOADGEN) or os.path.getmtime(LOADGEN) < os.path.getmtime(LOADGEN_SRC):
+        if shutil.which(cc) is None:
+            raise BenchError(f"no C compiler {cc!r}: install gcc")
+        r = subprocess.run([cc, "-O2", "-Wall", "-o", LOADGEN, LOADGEN_SRC],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"building loadgen failed:\n{r.stderr}")
+    return LOADGEN
+
+
+def loadgen(port, *args, seconds=None, calls=None, server_pid=None, warmup=0.0, check=True):
+    """
+    Run the load generator once.
+
+    @return: its JSON result as a dict, or C{None} when it failed and
+        C{check} is false.
+    """
+    cmd = [LOADGEN, "--port", str(port), "--quiet", *map(str, args)]
+    if seconds is not None:
+        cmd += ["--duration", str(seconds)]
+    if calls is not None:
+        cmd += ["--calls", str(calls)]
+    if warmup:
+        cmd += ["--warmup", str(warmup)]
+    if server_pid:
+        cmd += ["--server-pid", str(server_pid)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        if check:
+            raise BenchError(f"loadgen failed: {' '.join(cmd)}\n{r.stderr.strip()}")
+        return None
+    return json.loads(r.stdout)
+
+
+def find_pid(comm):
+    """
+    @return: the pid of a process whose command name is C{comm}, or C{None}.
+    """
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == comm:
+                        return int(entry)
+            except OSError:
+                pass
+    return None
+
+
+def rpcbind_answers():
+    r = loadgen(111, "--calls", 1, "--timeout-ms", 500, check=False)
+    return r is not None and r["ok"] == 1
+
+
+def ensure_rpcbind():
+    """
+    Make sure rpcbind answers NULL on 127.0.0.1:111, starting it if needed.
+
+    @return: C{(pid, started)}: its pid, and whether this call started it.
+    """
+    if rpcbind_answers():
+        return find_pid("rpcbind"), False
+    exe = shutil.which("rpcbind") or "/usr/sbin/rpcbind"
+    if not os.path.exists(exe):
+        raise BenchError("rpcbind is not installed: apt-get install rpcbind")
+    for args in ([exe, "-w"], [exe]):
+        subprocess.run(args, capture_output=True)
+        for _ in range(20):
+            if rpcbind_answers():
+                return find_pid("rpcbind"), True
+            time.sleep(0.1)
+    raise BenchError("could not start rpcbind (it needs root): start it and retry")
+
+
+def free_port():
+    """
+    @return: a loopback port free for both TCP and UDP right now.
+    """
+    for _ in range(50):
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+    raise BenchError("no free loopback port")
+
+
+def write_users(directory, count, make_homes=True):
+    """
+    Write a passwd(5) file of C{count} users C{u<uid>} with uids from
+    L{FIRST_UID} and homes (with their C{.mailspool}) under C{directory}.
+
+    @return: the password file's path.
+    """
+    path = os.path.join(directory, "passwd")
+    homes = os.path.join(directory, "home")
+    with open(path, "w") as f:
+        f.write(f"root:x:0:0:root:{directory}/root:/bin/sh\n")
+        for uid in range(FIRST_UID, FIRST_UID + count):
+            f.write(f"u{uid}:x:{uid}:100::{homes}/u{uid}:/bin/sh\n")
+    if make_homes:
+        for uid in range(FIRST_UID, FIRST_UID + count):
+            os.makedirs(f"{homes}/u{uid}/.mailspool", exist_ok=True)
+    return path
+
+
+def twistd_path():
+    exe = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return exe if os.path.exists(exe) else shutil.which("twistd")
+
+
+def server_help(twistd):
+    """
+    @return: the text of C{twistd hlfs --help}, or C{""} if there is no
+        hlfs plugin.
+    """
+    r = subprocess.run([twistd, "hlfs", "--help"], capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else ""
+
+
+class Server:
+    """
+    A C{twistd -n hlfs} process on an ephemeral loopback port.
+    """
+
+    def __init__(self, twistd, workdir, users, extra=(), profile=None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.log = os.path.join(workdir, "server.log")
+        help_text = server_help(twistd)
+        if not help_text:
+            raise BenchError(f"{twistd} has no hlfs plugin: install hlfs in this venv")
+        alt = os.path.join(workdir, "alt_mail")
+        os.makedirs(alt, exist_ok=True)
+        cmd = [twistd, "-n", "--pidfile="]
+        if profile:
+            cmd += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
+        cmd += ["hlfs", "--no-mount", "--port", str(self.port), "--interface", "127.0.0.1",
+                "--insecure", "--password-file", users, "--alt-dir", alt]
+        if "--no-portmap" in help_text:
+            cmd.append("--no-portmap")
+        cmd += list(extra)
+        self.command = cmd
+        self.logfile = open(self.log, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.logfile, stderr=subprocess.STDOUT,
+                                     cwd=workdir)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"hlfs exited with status {self.proc.returncode}:\n{self.log_tail()}")
+            r = loadgen(self.port, "--prog", 100003, "--vers", 3, "--calls", 1,
+                        "--timeout-ms", 300, check=False)
+            if r is not None and r["ok"] == 1:
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise BenchError(f"hlfs did not answer NULL within 30 s:\n{self.log_tail()}")
+
+    def log_tail(self, lines=20):
+        with open(self.log) as f:
+            return "".join(f.readlines()[-lines:])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logfile.close()
+
+
+def paired(server, rpcbind_pid, call, proto, window, uids, seconds, name=None):
+    """
+    Measure rpcbind NULL and then hlfs C{call} at the same transport and
+    window.
+
+    @return: a result row (dict).
+    """
+    floor = loadgen(111, "--proto", proto, "--window", window, seconds=seconds,
+                    warmup=0.5, server_pid=rpcbind_pid)
+    args = ["--proto", proto, "--window", window, "--call", call, "--export", EXPORT]
+    if uids > 1:
+        args += ["--uids", f"{FIRST_UID}-{FIRST_UID + uids - 1}"]
+    else:
+        args += ["--uid", FIRST_UID]
+    res = loadgen(server.port, *args, seconds=seconds, warmup=0.5, server_pid=server.pid)
+    ratio = res["ops_per_s"] / floor["ops_per_s"] if floor["ops_per_s"] else 0.0
+    row = {
+        "scenario": name or call, "call": call, "uids": uids, "proto": proto,
+        "window": window, "hlfs": res, "rpcbind": floor, "ratio": ratio,
+    }
+    key = (call, 1 if uids == 1 else "many", proto, window)
+    if key in TARGETS:
+        row["target"] = TARGETS[key]
+    line = (f"  {call:<8} {uids:>6} uid{'s' if uids > 1 else ' '} {proto} w{window:<3}"
+            f" {res['ops_per_s']:>9,.0f}/s  p99 {res['latency_us']['p99']:>8.1f} us"
+            f"  err {res['errors']:<3} | rpcbind NULL {floor['ops_per_s']:>9,.0f}/s"
+            f"  -> {ratio:.2f}x")
+    if "target" in row:
+        line += f"  (target >= {row['target']}x: {'met' if ratio >= row['target'] else 'MISSED'})"
+    print(line, flush=True)
+    return row
+
+
+def scenario_readlink(server, rpcbind_pid, seconds, many):
+    rows = []
+    for uids in (1, many):
+        for proto in ("udp", "tcp"):
+            for window in (1, 32):
+                rows.append(paired(server, rpcbind_pid, "readlink", proto, window, uids, seconds))
+    return rows
+
+
+def scenario_getattr_lookup(server, rpcbind_pid, seconds, many):
+    rows = []
+    for call in ("getattr", "lookup"):
+        for uids in (1, many):
+            for proto in ("udp", "tcp"):
+                rows.append(paired(server, rpcbind_pid, call, proto, 32, uids, seconds))
+    return rows
+
+
+def uid_cost_note(rows):
+    """
+    The 10,000-uid target: rotating uids may cost at most 1.1x one uid
+    (server CPU per call).
+
+    @return: lines of text.
+    """
+    notes = []
+    by = {(r["call"], r["uids"] > 1, r["proto"], r["window"]): r for r in rows}
+    for (call, many, proto, window), r in sorted(by.items(), key=str):
+        one = by.get((call, False, proto, window))
+        if not many or one is None:
+            continue
+        a = one["hlfs"].get("server_cpu_us_per_op")
+        b = r["hlfs"].get("server_cpu_us_per_op")
+        if a and b:
+            notes.append(f"{call} {proto} w{window}: server CPU per call with {r['uids']} uids ="
+                         f" {b / a:.2f}x one uid (target <= 1.1x at w32)")
+    return notes
+
+
+def format_table(rows):
+    lines = [
+        "| scenario | call | uids | transport | window | hlfs calls/s | p50 us | p99 us | max us"
+        " | errors | server CPU us/call | rpcbind NULL calls/s | ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        h, f = r["hlfs"], r["rpcbind"]
+        lat = h["latency_us"]
+        cpu = h.get("server_cpu_us_per_op")
+        target = ""
+        if "target" in r:
+            target = f">= {r['target']}x {'met' if r['ratio'] >= r['target'] else 'missed'}"
+        lines.append(
+            f"| {r['scenario']} | {r['call'].upper()} | {r['uids']} | {r['proto']} | {r['window']}"
+            f" | {h['ops_per_s']:,.0f} | {lat['p50']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f}"
+            f" | {h['errors']} | {cpu:.1f} | {f['ops_per_s']:,.0f} | {r['ratio']:.2f}x | {target} |"
+            if cpu is not None else
+            f"| {r['scenario']} | {r['call'].upper()} | {r['uids']} | {r['proto']} | {r['window']}"
+            f" | {h['ops_per_s']:,.0f} | {lat['p50']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f}"
+            f" | {h['errors']} | - | {f['ops_per_s']:,.0f} | {r['ratio']:.2f}x | {target} |"
+        )
+    return "\n".join(lines)
+
+
+def git_commit():
+    r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
+def append_results(command, sections):
+    """
+    Append a dated section with the command and the tables.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = (f"\n## {now}\n\n"
+            f"Command: `{command}`  \n"
+            f"Commit {git_commit()}; {os.cpu_count()} CPUs; Linux {platform.release()};"
+            f" Python {platform.python_version()}.\n")
+    new = not os.path.exists(RESULTS)
+    with open(RESULTS, "a") as f:
+        if new:
+            f.write("# hlfs benchmark results\n\n"
+                    "Appended by `benchmarks/run.py`, newest last.  Ratios are to Debian's"
+                    " rpcbind answering NULL at the same transport and window, measured"
+                    " right before each figure in the same run.\n")
+        f.write(head)
+        for title, body in sections:
+            f.write(f"\n### {title}\n\n{body}\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios: " + ", ".join(SCENARIOS))
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
+                        help=f"run this scenario (repeatable; default: {' '.join(DEFAULT_SCENARIOS)})")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--users", type=int, default=10000,
+                        help="users in the password file, and uids rotated (10000)")
+    parser.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS}")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    scenarios = args.scenario or list(DEFAULT_SCENARIOS)
+    if args.users < 2 or args.seconds <= 0:
+        parser.error("--users must be at least 2 and --seconds positive")
+    command = "python3 benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    sections = []
+    workdir = tempfile.mkdtemp(prefix="hlfs-bench-")
+    server = None
+    rpcbind_started = None
+    try:
+        build_loadgen()
+        rpcbind_pid, started = ensure_rpcbind()
+        if started:
+            rpcbind_started = rpcbind_pid
+        print(f"rpcbind pid {rpcbind_pid}{' (started here)' if started else ''}", flush=True)
+
+        if "tools" in scenarios:
+            sys.path.insert(0, HERE)
+            import compare_null
+
+            print("tools: loadgen vs other clients, rpcbind NULL", flush=True)
+            table = compare_null.format_rows(
+                compare_null.compare(LOADGEN, 111, 32, args.seconds, rpcbind_pid))
+            print(table, flush=True)
+            sections.append(("Load generator vs other clients (rpcbind NULL)", table))
+
+        server_scenarios = [s for s in scenarios if s != "tools"]
+        if server_scenarios:
+            twistd = twistd_path()
+            if twistd is None:
+                raise BenchError("no twistd: run with the project's .venv/bin/python")
+            help_text = server_help(twistd)
+            probe_ready = "--probe-deadline" in help_text and "-c" in help_text.split()
+            rows = []
+            needs_server = [s for s in server_scenarios if s in ("readlink", "getattr-lookup")]
+            if needs_server:
+                users = write_users(workdir, args.users)
+                server = Server(twistd, workdir, users)
+                print(f"hlfs pid {server.pid} port {server.port}: {' '.join(server.command)}",
+                      flush=True)
+                if "readlink" in server_scenarios:
+                    print("scenario 1: cached READLINK", flush=True)
+                    rows += scenario_readlink(server, rpcbind_pid, args.seconds, args.users)
+                if "getattr-lookup" in server_scenarios:
+                    print("scenario 2: GETATTR and LOOKUP of the link", flush=True)
+                    rows += scenario_getattr_lookup(server, rpcbind_pid, args.seconds, args.users)
+                server.stop()
+                server = None
+            for s in ("storm", "hung", "scale"):
+                if s in server_scenarios:
+                    why = ("the server lacks --probe-deadline/-c" if not probe_ready
+                           else "not yet implemented in this runner")
+                    print(f"scenario {s}: skipped ({why})", flush=True)
+                    sections.append((f"Scenario {s}", f"Skipped: {why}."))
+            if rows:
+                table = format_table(rows)
+                notes = uid_cost_note(rows)
+                body = table + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
+                print(body, flush=True)
+                sections.insert(0, ("Scenarios 1-2: hlfs vs rpcbind NULL", body))
+        if sections and not args.no_write:
+            append_results(command, sections)
+            print(f"appended to {RESULTS}")
+        return 0
+    except BenchError as e:
+        print(f"run.py: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+        if rpcbind_started:
+            os.kill(rpcbind_started, signal.SIGTERM)
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
