@@ -130,7 +130,7 @@ static struct slot slots[MAX_WINDOW];
 static uint32_t xid_gen[MAX_WINDOW];
 static uint32_t xid_salt;
 
-static void die(const char *fmt, ...)
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -808,7 +808,8 @@ static void parse_args(int argc, char **argv)
         .kind = K_NULL, .prog = 100000, .vers = 2, .proc = 0, .gid = 100,
         .export_path = "/mail", .name = "home", .timeout_ms = 2000};
     int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'H': cfg.host = optarg; break;
         case 'p': cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
@@ -863,7 +864,8 @@ static void parse_args(int argc, char **argv)
         case 's': cfg.server_pid = (int)parse_num("--server-pid", optarg, 1, 1 << 30); break;
         case 'q': cfg.quiet = 1; break;
         case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
+        case ':': die("%s needs a value (see --help)", argv[optind - 1]);
+        default: die("unknown option %s (see --help)", argv[optind - 1]);
         }
     }
     if (optind < argc)
