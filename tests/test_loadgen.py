@@ -136,3 +136,39 @@ def test_bad_options_one_line(loadgen, args, message):
     err = run(loadgen, *args, expect_status=2)
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+# Against a real hlfs server (the conftest's twistd fixture): the NFS calls
+# and the per-uid handles of the setup phase.
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+@pytest.mark.parametrize("call", ["readlink", "getattr", "lookup"])
+def test_nfs_calls_per_uid_handles(loadgen, server, proto, call):
+    """
+    MNT, one LOOKUP per uid (each uid gets its own link handle), then every
+    call answered NFS3_OK for uids 1000-1005, present in the table or not.
+    """
+    r = run(loadgen, "--port", server.port, "--proto", proto, "--call", call,
+            "--uids", "1000-1005", "--calls", 600, "--window", 16)
+    assert (r["sent"], r["ok"], r["errors"], r["uids"]) == (600, 600, 0, 6)
+    assert (r["prog"], r["vers"]) == (100003, 3)
+
+
+def test_nfs_error_status_counted(loadgen, server):
+    """
+    A handle the server never made gets NFS3ERR_STALE (or BADHANDLE):
+    accepted, SUCCESS at the RPC level, counted as an NFS error.
+    """
+    r = run(loadgen, "--port", server.port, "--call", "getattr", "--uid", 1001,
+            "--fh", "00" * 8, "--calls", 50)
+    assert (r["replies"], r["ok"], r["error_kinds"]["nfs_error"]) == (50, 0, 50)
+
+
+def test_setup_failure_is_one_line(loadgen, server):
+    err = run(loadgen, "--port", server.port, "--call", "readlink", "--uid", 1001,
+              "--name", "nosuch", "--calls", 1, expect_status=2)
+    assert "LOOKUP" in err and len(err.strip().splitlines()) == 1
+    err = run(loadgen, "--port", server.port, "--call", "readlink", "--uid", 1001,
+              "--export", "/not-exported", "--calls", 1, expect_status=2)
+    assert "MNT" in err and len(err.strip().splitlines()) == 1
