@@ -16,6 +16,8 @@ with the command and the date, to C{benchmarks/BENCHMARKS.md}.
 Scenarios (issue "a benchmark suite"):
   - C{tools}: loadgen against every other client on this machine that can
     call rpcbind NULL (proves the load generator is not the bottleneck);
+  - C{floors}: a bare Twisted server answering every call with a fixed
+    reply (C{bare_twisted.py}): what Twisted itself costs per call;
   - C{readlink} (1): cached READLINK, one uid and 10,000 rotating uids,
     UDP and TCP, window 1 and 32;
   - C{getattr-lookup} (2): GETATTR and LOOKUP of the link;
@@ -49,7 +51,7 @@ PROFILE = os.path.join(HERE, "PROFILE.md")
 FIRST_UID = 10000
 EXPORT = "/mail"
 
-SCENARIOS = ("tools", "readlink", "getattr-lookup", "profile", "storm", "hung", "scale")
+SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "storm", "hung", "scale")
 DEFAULT_SCENARIOS = ("readlink", "getattr-lookup")
 
 # Targets of the issue, as (scenario key, minimum ratio to rpcbind NULL).
@@ -272,7 +274,9 @@ def paired(server, rpcbind_pid, call, proto, window, uids, seconds, rounds=3, na
 
     @return: a result row (dict).
     """
-    args = ["--proto", proto, "--window", window, "--call", call, "--export", EXPORT]
+    args = ["--proto", proto, "--window", window, "--call", call]
+    if call != "null":
+        args += ["--export", EXPORT]
     if uids > 1:
         args += ["--uids", f"{FIRST_UID}-{FIRST_UID + uids - 1}"]
     else:
@@ -337,6 +341,40 @@ def scenario_storm(twistd, workdir, users, rpcbind_pid, seconds, many, rounds):
                        name="storm (-c 0)", target=STORM_TARGET) for proto in ("udp", "tcp")]
     finally:
         server.stop()
+
+
+class BareTwisted:
+    """
+    C{bare_twisted.py} on an ephemeral port, for the C{floors} scenario.
+    """
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bare_twisted.py"),
+                                      str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        for _ in range(100):
+            r = loadgen(self.port, "--calls", 1, "--timeout-ms", 200, check=False)
+            if r is not None and r["ok"] == 1:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise BenchError("bare_twisted.py did not answer")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def scenario_floors(workdir, rpcbind_pid, seconds, rounds):
+    bare = BareTwisted(workdir)
+    try:
+        return [paired(bare, rpcbind_pid, "null", proto, 32, 1, seconds, rounds,
+                       name="bare Twisted, fixed reply") for proto in ("udp", "tcp")]
+    finally:
+        bare.stop()
 
 
 def scenario_profile(server, seconds, many):
@@ -415,7 +453,7 @@ def uid_cost_note(rows):
 
 def format_table(rows):
     lines = [
-        "| scenario | call | uids | transport | window | hlfs calls/s | p50 us | p99 us | max us"
+        "| scenario | call | uids | transport | window | server calls/s | p50 us | p99 us | max us"
         " | errors | server CPU us/call | rpcbind NULL calls/s | ratio (rounds) | target |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -442,15 +480,18 @@ def git_commit():
     return r.stdout.strip() or "unknown"
 
 
-def append_results(command, sections):
+def append_results(command, sections, load_before):
     """
     Append a dated section with the command and the tables.
     """
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_after = os.getloadavg()[0]
     head = (f"\n## {now}\n\n"
             f"Command: `{command}`  \n"
             f"Commit {git_commit()}; {os.cpu_count()} CPUs; Linux {platform.release()};"
-            f" Python {platform.python_version()}.\n")
+            f" Python {platform.python_version()}; 1-minute load average {load_before:.1f}"
+            f" before, {load_after:.1f} after (anything above about 2 means other programs"
+            f" shared the CPUs).\n")
     new = not os.path.exists(RESULTS)
     with open(RESULTS, "a") as f:
         if new:
@@ -481,8 +522,12 @@ def main(argv=None):
     scenarios = args.scenario or list(DEFAULT_SCENARIOS)
     if args.users < 2 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--users must be at least 2, --seconds and --rounds positive")
-    command = "python3 benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    python = sys.executable
+    if python.startswith(ROOT + os.sep):
+        python = os.path.relpath(python, ROOT)
+    command = f"{python} benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     sections = []
+    load_before = os.getloadavg()[0]
     workdir = tempfile.mkdtemp(prefix="hlfs-bench-")
     server = None
     rpcbind_started = None
@@ -503,14 +548,18 @@ def main(argv=None):
             print(table, flush=True)
             sections.append(("Load generator vs other clients (rpcbind NULL)", table))
 
-        server_scenarios = [s for s in scenarios if s != "tools"]
+        rows = []
+        if "floors" in scenarios:
+            print("floors: a bare Twisted server with a fixed reply", flush=True)
+            rows += scenario_floors(workdir, rpcbind_pid, args.seconds, args.rounds)
+
+        server_scenarios = [s for s in scenarios if s not in ("tools", "floors")]
         if server_scenarios:
             twistd = twistd_path()
             if twistd is None:
                 raise BenchError("no twistd: run with the project's .venv/bin/python")
             help_text = server_help(twistd)
             probe_ready = "--probe-deadline" in help_text and "-c," in help_text
-            rows = []
             needs_server = [s for s in server_scenarios
                             if s in ("readlink", "getattr-lookup", "profile")]
             users = None
@@ -547,18 +596,18 @@ def main(argv=None):
                            else "not yet implemented in this runner")
                     print(f"scenario {s}: skipped ({why})", flush=True)
                     sections.append((f"Scenario {s}", f"Skipped: {why}."))
-            if rows:
-                os.makedirs(BUILD, exist_ok=True)
-                with open(os.path.join(BUILD, "last-run.jsonl"), "w") as f:
-                    for r in rows:
-                        f.write(json.dumps(r) + "\n")
-                table = format_table(rows)
-                notes = uid_cost_note(rows)
-                body = table + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
-                print(body, flush=True)
-                sections.insert(0, ("Scenarios 1-2: hlfs vs rpcbind NULL", body))
+        if rows:
+            os.makedirs(BUILD, exist_ok=True)
+            with open(os.path.join(BUILD, "last-run.jsonl"), "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+            table = format_table(rows)
+            notes = uid_cost_note(rows)
+            body = table + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
+            print(body, flush=True)
+            sections.insert(0, ("Servers vs rpcbind NULL, same transport and window", body))
         if sections and not args.no_write:
-            append_results(command, sections)
+            append_results(command, sections, load_before)
             print(f"appended to {RESULTS}")
         return 0
     except BenchError as e:
