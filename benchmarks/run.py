@@ -23,6 +23,8 @@ Scenarios (issue "a benchmark suite"):
   - C{getattr-lookup} (2): GETATTR and LOOKUP of the link;
   - C{profile}: py-spy samples of the server during scenario 1 at window
     32, summarised into C{benchmarks/PROFILE.md} (not run by default);
+  - C{what-if}: scenario 1 at window 32 on servers with changes patched in
+    at start-up (C{what_if.py}): bounds on what they would gain;
   - C{storm} (3), C{hung} (4), C{scale} (5): need the probe options of the
     server (C{--probe-deadline}, C{-c}); skipped when it lacks them.
 """
@@ -51,7 +53,7 @@ PROFILE = os.path.join(HERE, "PROFILE.md")
 FIRST_UID = 10000
 EXPORT = "/mail"
 
-SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "storm", "hung", "scale")
+SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "what-if", "storm", "hung", "scale")
 DEFAULT_SCENARIOS = ("readlink", "getattr-lookup")
 
 # Targets of the issue, as (scenario key, minimum ratio to rpcbind NULL).
@@ -216,7 +218,7 @@ class Server:
     A C{twistd -n hlfs} process on an ephemeral loopback port.
     """
 
-    def __init__(self, twistd, workdir, users, extra=(), profile=None):
+    def __init__(self, twistd, workdir, users, extra=(), profile=None, launcher=None, env=None):
         self.workdir = workdir
         self.port = free_port()
         self.log = os.path.join(workdir, "server.log")
@@ -225,7 +227,7 @@ class Server:
             raise BenchError(f"{twistd} has no hlfs plugin: install hlfs in this venv")
         alt = os.path.join(workdir, "alt_mail")
         os.makedirs(alt, exist_ok=True)
-        cmd = [twistd, "-n", "--pidfile="]
+        cmd = list(launcher or [twistd]) + ["-n", "--pidfile="]
         if profile:
             cmd += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
         cmd += ["hlfs", "--no-mount", "--port", str(self.port), "--interface", "127.0.0.1",
@@ -236,7 +238,7 @@ class Server:
         self.command = cmd
         self.logfile = open(self.log, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.logfile, stderr=subprocess.STDOUT,
-                                     cwd=workdir)
+                                     cwd=workdir, env=env)
         self.pid = self.proc.pid
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -375,6 +377,25 @@ def scenario_floors(workdir, rpcbind_pid, seconds, rounds):
                        name="bare Twisted, fixed reply") for proto in ("udp", "tcp")]
     finally:
         bare.stop()
+
+
+def scenario_what_if(twistd, workdir, users, rpcbind_pid, seconds, rounds):
+    """
+    Cached READLINK, one uid, window 32, on the server as it is and with
+    each change of C{what_if.py} patched in.
+    """
+    rows = []
+    for changes in ("", "rawsend", "replycache", "rawsend,replycache"):
+        env = dict(os.environ, WHAT_IF=changes)
+        server = Server(twistd, workdir, users, env=env,
+                        launcher=[sys.executable, os.path.join(HERE, "what_if.py")])
+        try:
+            for proto in ("udp", "tcp"):
+                rows.append(paired(server, rpcbind_pid, "readlink", proto, 32, 1, seconds, rounds,
+                                   name=f"what-if: {changes or 'as is'}"))
+        finally:
+            server.stop()
+    return rows
 
 
 def scenario_profile(server, seconds, many):
@@ -584,6 +605,11 @@ def main(argv=None):
                         print(f"wrote {PROFILE}")
                 server.stop()
                 server = None
+            if "what-if" in server_scenarios:
+                print("what-if: changes patched into the server", flush=True)
+                users = users or write_users(workdir, args.users)
+                rows += scenario_what_if(twistd, workdir, users, rpcbind_pid, args.seconds,
+                                         args.rounds)
             if "storm" in server_scenarios and probe_ready:
                 print("scenario 3: uncached storm (-c 0)", flush=True)
                 users = users or write_users(workdir, args.users)
