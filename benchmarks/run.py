@@ -16,8 +16,9 @@ with the command and the date, to C{benchmarks/BENCHMARKS.md}.
 Scenarios (issue "a benchmark suite"):
   - C{tools}: loadgen against every other client on this machine that can
     call rpcbind NULL (proves the load generator is not the bottleneck);
-  - C{floors}: a bare Twisted server answering every call with a fixed
-    reply (C{bare_twisted.py}): what Twisted itself costs per call;
+  - C{floors}: servers answering every call with a fixed reply: a C batch
+    echo over UDP (C{echo_server.c}: the load generator's own ceiling) and
+    a bare Twisted protocol (C{bare_twisted.py}: what Twisted costs);
   - C{readlink} (1): cached READLINK, one uid and 10,000 rotating uids,
     UDP and TCP, window 1 and 32;
   - C{getattr-lookup} (2): GETATTR and LOOKUP of the link;
@@ -345,16 +346,15 @@ def scenario_storm(twistd, workdir, users, rpcbind_pid, seconds, many, rounds):
         server.stop()
 
 
-class BareTwisted:
+class FloorServer:
     """
-    C{bare_twisted.py} on an ephemeral port, for the C{floors} scenario.
+    A minimal server answering every call with a fixed reply, on an
+    ephemeral port, for the C{floors} scenario.
     """
 
-    def __init__(self, workdir):
-        self.workdir = workdir
+    def __init__(self, argv):
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bare_twisted.py"),
-                                      str(self.port)], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*argv, str(self.port)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.pid = self.proc.pid
         for _ in range(100):
@@ -363,38 +363,43 @@ class BareTwisted:
                 return
             time.sleep(0.1)
         self.stop()
-        raise BenchError("bare_twisted.py did not answer")
+        raise BenchError(f"{argv[-1]} did not answer")
 
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
 
 
-def scenario_floors(workdir, rpcbind_pid, seconds, rounds):
-    bare = BareTwisted(workdir)
-    try:
-        return [paired(bare, rpcbind_pid, "null", proto, 32, 1, seconds, rounds,
-                       name="bare Twisted, fixed reply") for proto in ("udp", "tcp")]
-    finally:
-        bare.stop()
+def build_echo_server():
+    exe = os.path.join(BUILD, "echo_server")
+    src = os.path.join(HERE, "echo_server.c")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        r = subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, src], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"building echo_server failed:\n{r.stderr}")
+    return exe
 
 
-def scenario_what_if(twistd, workdir, users, rpcbind_pid, seconds, rounds):
+def scenario_floors(rpcbind_pid, seconds, rounds):
     """
-    Cached READLINK, one uid, window 32, on the server as it is and with
-    each change of C{what_if.py} patched in.
+    Servers that do nothing per call: a C batch echo over UDP (the load
+    generator's own ceiling) and a bare Twisted protocol (Twisted's cost).
     """
     rows = []
-    for changes in ("", "rawsend", "replycache", "rawsend,replycache"):
-        env = dict(os.environ, WHAT_IF=changes)
-        server = Server(twistd, workdir, users, env=env,
-                        launcher=[sys.executable, os.path.join(HERE, "what_if.py")])
-        try:
-            for proto in ("udp", "tcp"):
-                rows.append(paired(server, rpcbind_pid, "readlink", proto, 32, 1, seconds, rounds,
-                                   name=f"what-if: {changes or 'as is'}"))
-        finally:
-            server.stop()
+    echo = FloorServer([build_echo_server()])
+    try:
+        for window in (1, 32):
+            rows.append(paired(echo, rpcbind_pid, "null", "udp", window, 1, seconds, rounds,
+                               name="C echo, recvmmsg/sendmmsg"))
+    finally:
+        echo.stop()
+    bare = FloorServer([sys.executable, os.path.join(HERE, "bare_twisted.py")])
+    try:
+        for proto in ("udp", "tcp"):
+            rows.append(paired(bare, rpcbind_pid, "null", proto, 32, 1, seconds, rounds,
+                               name="bare Twisted, fixed reply"))
+    finally:
+        bare.stop()
     return rows
 
 
@@ -572,7 +577,7 @@ def main(argv=None):
         rows = []
         if "floors" in scenarios:
             print("floors: a bare Twisted server with a fixed reply", flush=True)
-            rows += scenario_floors(workdir, rpcbind_pid, args.seconds, args.rounds)
+            rows += scenario_floors(rpcbind_pid, args.seconds, args.rounds)
 
         server_scenarios = [s for s in scenarios if s not in ("tools", "floors")]
         if server_scenarios:
