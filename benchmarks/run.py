@@ -464,9 +464,9 @@ def uid_cost_note(rows):
     @return: lines of text.
     """
     notes = []
-    by = {(r["call"], r["uids"] > 1, r["proto"], r["window"]): r for r in rows}
-    for (call, many, proto, window), r in sorted(by.items(), key=str):
-        one = by.get((call, False, proto, window))
+    by = {(r["scenario"], r["call"], r["uids"] > 1, r["proto"], r["window"]): r for r in rows}
+    for (scenario, call, many, proto, window), r in sorted(by.items(), key=str):
+        one = by.get((scenario, call, False, proto, window))
         if not many or one is None:
             continue
         a = one["hlfs"].get("server_cpu_us_per_op")
