@@ -12,6 +12,9 @@ import sys
 # name: (module, one-line summary)
 SUBCOMMANDS = {
     "resolve": ("hlfs.rpc.query", "ask a running server what `home` resolves to for a caller"),
+    "deliver": ("hlfs.deliver", "local delivery agent: append stdin to mailboxes as each recipient"),
+    "lostmail": ("hlfs.lostmail", "resend mail found in the alternate spool to its owners"),
+    "check": ("hlfs.check", "warn about password, group, mount and spool problems"),
 }
 
 USAGE = """\
