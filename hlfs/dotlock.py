@@ -97,6 +97,7 @@ class DotLock:
         self.pid = os.getpid() if pid is None else pid
         self.held = False
         self._identity = None
+        self._unique = None
         directory, base = os.path.split(self.path)
         self._directory = directory or "."
         self._base = base
@@ -120,6 +121,10 @@ class DotLock:
         """
         Make one attempt.
 
+        On success the unique file stays linked to the lock's inode until
+        release: as long as it exists the inode cannot be freed and reused,
+        so "same inode as ours" really means "our lock".
+
         @return: C{(owned, now)} where C{now} is the file server's current
             time (the mtime of the file we just created), so lock ages
             are measured on one clock even across NFS.
@@ -134,9 +139,13 @@ class DotLock:
             raise LockError(
                 f"cannot create a lock file in {self._directory}: {e.strerror}"
             ) from None
+        owned = False
         try:
             try:
-                os.write(fd, f"{self.pid} {self.hostname}\n".encode())
+                os.write(
+                    fd,
+                    f"{self.pid} {self.hostname} {os.path.basename(unique)}\n".encode(),
+                )
             except OSError as e:
                 # A full disk still lets an empty lock work; the content only
                 # helps to recognise a dead holder.
@@ -150,14 +159,13 @@ class DotLock:
             st = os.fstat(fd)
             if st.st_nlink == 2:
                 self._identity = (st.st_dev, st.st_ino)
-                return True, st.st_mtime
-            return False, st.st_mtime
+                self._unique = unique
+                owned = True
+            return owned, st.st_mtime
         finally:
             os.close(fd)
-            try:
-                os.unlink(unique)
-            except OSError:
-                pass
+            if not owned:
+                _unlink_quietly(unique)
 
     def _holder(self):
         """
@@ -176,9 +184,10 @@ class DotLock:
         finally:
             os.close(fd)
         fields = data.split()
-        if len(fields) != 2 or not fields[0].isdigit():
+        if len(fields) not in (2, 3) or not fields[0].isdigit():
             return None
-        return int(fields[0]), fields[1].decode("ascii", "replace")
+        twin = fields[2] if len(fields) == 3 else b""
+        return int(fields[0]), fields[1].decode("ascii", "replace"), twin
 
     def _break_if_stale(self, now):
         try:
@@ -187,10 +196,10 @@ class DotLock:
             return
         age = now - st.st_mtime
         reason = None
+        holder = self._holder()
         if age > self.stale_after:
             reason = f"{age:.0f}s old, older than {self.stale_after:g}s"
         else:
-            holder = self._holder()
             if holder and holder[1] == self.hostname and _pid_is_gone(holder[0]):
                 reason = f"its holder, process {holder[0]} on this host, is gone"
         if reason is None:
@@ -210,6 +219,10 @@ class DotLock:
             self.log(f"stale lock {self.path} ({reason}) cannot be removed: {e.strerror}")
             return
         self.log(f"broke stale lock {self.path}: {reason}")
+        # The dead holder's unique file, named in the lock, goes too.
+        twin = holder[2].decode("ascii", "replace") if holder else ""
+        if twin.startswith(f".{self._base}.") and "/" not in twin:
+            _unlink_quietly(os.path.join(self._directory, twin))
 
     def acquire(self):
         """
@@ -236,7 +249,7 @@ class DotLock:
                     f"lock {self.path} still held after {self.timeout:g}s"
                 )
             self.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.25)
 
     def still_ours(self):
         """
@@ -265,20 +278,31 @@ class DotLock:
             return False
         self.held = False
         try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            self.log(f"lock {self.path} vanished while held; someone broke it")
-            return False
-        if (st.st_dev, st.st_ino) != self._identity:
-            self.log(
-                f"lock {self.path} was taken over by another process; left in place"
-            )
-            return False
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            return False
-        return True
+            try:
+                st = os.lstat(self.path)
+            except FileNotFoundError:
+                self.log(f"lock {self.path} vanished while held; someone broke it")
+                return False
+            if (st.st_dev, st.st_ino) != self._identity:
+                self.log(
+                    f"lock {self.path} was taken over by another process; left in place"
+                )
+                return False
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                return False
+            return True
+        finally:
+            _unlink_quietly(self._unique)
+            self._unique = None
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _is_regular(st):
@@ -306,7 +330,7 @@ def lock_fd(fd, timeout=60.0, clock=time.monotonic, sleep=time.sleep):
         if remaining <= 0:
             raise LockTimeout(f"mailbox fcntl lock still held after {timeout:g}s")
         sleep(min(delay, remaining))
-        delay = min(delay * 2, 1.0)
+        delay = min(delay * 2, 0.25)
 
 
 def unlock_fd(fd):
