@@ -216,7 +216,9 @@ class DotLock:
         except FileNotFoundError:
             return
         except OSError as e:
-            self.log(f"stale lock {self.path} ({reason}) cannot be removed: {e.strerror}")
+            if not self._unbreakable_logged:
+                self._unbreakable_logged = True
+                self.log(f"stale lock {self.path} ({reason}) cannot be removed: {e.strerror}")
             return
         self.log(f"broke stale lock {self.path}: {reason}")
         # The dead holder's unique file, named in the lock, goes too.
@@ -233,6 +235,7 @@ class DotLock:
         """
         deadline = self.clock() + self.timeout
         delay = 0.02
+        self._unbreakable_logged = False
         while True:
             owned, now = self._try_once()
             if owned:
