@@ -77,6 +77,7 @@ class DotLock:
         sleep=time.sleep,
         hostname=None,
         pid=None,
+        owner=None,
     ):
         """
         @param path: lock file path, usually the mailbox path plus C{.lock}.
@@ -86,6 +87,9 @@ class DotLock:
         @param log: callable taking one C{str} line.
         @param clock: returns the current time in seconds, for the timeout.
         @param sleep: waits the given number of seconds.
+        @param owner: uid to give the lock file when running as root on
+            behalf of a user (the remailer), so that in a sticky spool the
+            user's own delivery agent can break it if we die holding it.
         """
         self.path = os.fsdecode(path)
         self.timeout = timeout
@@ -95,6 +99,7 @@ class DotLock:
         self.sleep = sleep
         self.hostname = hostname or socket.gethostname()
         self.pid = os.getpid() if pid is None else pid
+        self.owner = owner
         self.held = False
         self._identity = None
         self._unique = None
@@ -141,6 +146,8 @@ class DotLock:
             ) from None
         owned = False
         try:
+            if self.owner is not None:
+                os.fchown(fd, self.owner, -1)
             try:
                 os.write(
                     fd,

@@ -380,11 +380,15 @@ class Remailer:
         """
         path = os.path.join(self.alt_dir, name)
         shown = os.fsdecode(name)
+        user = self.users.by_name(name)
         lock = DotLock(
             path + b".lock",
             timeout=self.options.lock_timeout,
             stale_after=self.options.stale_after,
             log=lambda line: self.log(f"{shown}: {line}"),
+            # Should we die holding it, the owner's delivery agent can break
+            # it in the sticky spool.
+            owner=user.uid if user is not None else None,
         )
         try:
             lock.acquire()

@@ -180,6 +180,20 @@ def test_lock_name_taken_by_a_directory(tmp_path):
     assert (tmp_path / "alice.lock").is_dir()
 
 
+def test_owner_gets_the_lock_file(tmp_path):
+    """
+    A lock taken by root on a user's behalf belongs to that user, so the
+    user's own agent may break it in a sticky spool.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    path = tmp_path / "alice.lock"
+    lock = DotLock(path, owner=60001)
+    lock.acquire()
+    assert os.stat(path).st_uid == 60001
+    lock.release()
+
+
 COUNTER = textwrap.dedent(
     """
     import sys
