@@ -31,6 +31,7 @@ import argparse
 import configparser
 import email.utils
 import errno
+import fcntl
 import os
 import re
 import signal
@@ -585,14 +586,25 @@ class Remailer:
             self.dry_run()
         else:
             self.ensure_work_dir()
-            for name in self.scan():
-                self.take(name)
-            self.clean_work_dir()
+            guard = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
-                for work_name in self.work_files():
-                    self.resend(work_name)
+                try:
+                    # Two runs at once (a slow run overlapping the next
+                    # timer) would resend the same working files twice.
+                    fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self.out("another hlfs lostmail run is in progress; nothing done")
+                    return EX_OK
+                for name in self.scan():
+                    self.take(name)
+                self.clean_work_dir()
+                try:
+                    for work_name in self.work_files():
+                        self.resend(work_name)
+                finally:
+                    self.transport.close()
             finally:
-                self.transport.close()
+                os.close(guard)
         for line in self.tally.lines():
             self.out(line)
         return EX_FAILED if self.tally.failed() or self.problems else EX_OK

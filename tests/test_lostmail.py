@@ -345,6 +345,29 @@ def test_delivery_while_the_remailer_runs(env):
 
 
 @needs_root
+def test_overlapping_runs_do_not_resend_twice(env):
+    """
+    While one run holds the working directory, a second one does nothing.
+    """
+    import fcntl
+
+    env.mailbox(messages=TRICKY[:2])
+    work = os.path.join(env.alt, ".lostmail")
+    os.mkdir(work, 0o700)
+    fd = os.open(work, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        result = env.run()
+        assert result.returncode == 0
+        assert b"another hlfs lostmail run is in progress" in result.stdout
+        assert env.sent() == [] and os.path.exists(os.path.join(env.alt, "alice"))
+    finally:
+        os.close(fd)
+    assert env.run().returncode == 0
+    assert len(env.sent()) == 2
+
+
+@needs_root
 def test_unknown_user_goes_to_postmaster(env):
     env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
     result = env.run("--postmaster", "root")
