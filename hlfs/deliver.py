@@ -36,28 +36,6 @@ EX_NOPERM = 77
 
 DEFAULT_SPOOL = "/var/spool/mail"
 
-# Errors that mean "try again later": full disks, quotas, homes on a
-# server that is down or slow.
-TEMPORARY_ERRNOS = {
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EIO,
-    errno.ESTALE,
-    errno.ETIMEDOUT,
-    errno.EAGAIN,
-    errno.EINTR,
-    errno.ENOENT,
-    errno.ENOTDIR,
-    errno.EACCES,
-    errno.EPERM,
-    errno.EROFS,
-    errno.ENOLCK,
-    errno.EHOSTDOWN,
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-    errno.ECONNREFUSED,
-}
-
 WRITE_BATCH = 64 * 1024
 
 
@@ -186,7 +164,12 @@ def _reason(e):
 
 
 def _code_for(e):
-    return EX_TEMPFAIL if e.errno in TEMPORARY_ERRNOS else EX_SOFTWARE
+    """
+    Every file system error defers the mail: full disks, quotas and homes
+    on a server that is down must be retried, and for anything stranger a
+    queued message with a log line beats a bounce.
+    """
+    return EX_TEMPFAIL
 
 
 def open_mailbox(path, uid):
@@ -213,8 +196,8 @@ def open_mailbox(path, uid):
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise DeliveryFailure(EX_TEMPFAIL, "mailbox is a symbolic link; refused") from None
-            if e.errno == errno.ENXIO:
-                raise DeliveryFailure(EX_TEMPFAIL, "mailbox is not a regular file (FIFO or device); refused") from None
+            if e.errno in (errno.ENXIO, errno.EISDIR):
+                raise DeliveryFailure(EX_TEMPFAIL, "mailbox is not a regular file; refused") from None
             raise DeliveryFailure(_code_for(e), f"cannot open mailbox: {_reason(e)}") from None
         try:
             _check_mailbox(fd, path, uid)
@@ -357,7 +340,7 @@ def switch_credentials(account, groups):
     os.setgid(account.gid)
     os.setuid(account.uid)
     if os.getuid() != account.uid or os.geteuid() != account.uid:
-        raise DeliveryFailure(EX_SOFTWARE, "credential switch did not stick")
+        raise DeliveryFailure(EX_TEMPFAIL, "credential switch did not stick")
 
 
 def _child(account, groups, must_switch, message_fd, message_size, options, when, log):
@@ -380,9 +363,12 @@ def _child(account, groups, must_switch, message_fd, message_size, options, when
     except DeliveryFailure as e:
         log(f"{display}: {path}: 0 bytes: failed ({e.code}): {e.reason}", syslog.LOG_WARNING)
         code = e.code
-    except BaseException as e:  # never a traceback into the MTA's bounce
-        log(f"{display}: {path}: 0 bytes: failed ({EX_SOFTWARE}): {e!r}", syslog.LOG_ERR)
-        code = EX_SOFTWARE
+    except BaseException as e:
+        # Never a traceback into the MTA's bounce, and never a bounce for
+        # our own fault: the MTA keeps the message.
+        log(f"{display}: {path}: 0 bytes: failed ({EX_TEMPFAIL}): internal error: {e!r}",
+            syslog.LOG_ERR)
+        code = EX_TEMPFAIL
     finally:
         os._exit(code)
 

@@ -438,6 +438,14 @@ def test_mailbox_fifo_is_refused_without_hanging(setup):
     _assert_refused(result, spool, ["alice"], b"not a regular file")
 
 
+def test_mailbox_directory_is_refused(setup):
+    _, spool, passwd = setup
+    make_dir(os.path.join(spool, "alice"), 0o777, ALICE[1])
+    result = deliver(spool, passwd, "alice", input=message(1))
+    _assert_refused(result, spool, ["alice"], b"not a regular file; refused")
+    assert os.listdir(os.path.join(spool, "alice")) == []
+
+
 def test_mailbox_hard_link_to_another_users_file_is_refused(setup):
     world, spool, passwd = setup
     victim = _victim(world)
