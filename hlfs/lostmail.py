@@ -535,7 +535,7 @@ class Remailer:
                 f"{shown}: malformed mailbox: {len(message.content)} bytes before the "
                 "first From_ line; resent with the null sender"
             )
-        elif sender and not _SAFE_SENDER.match(sender) or sender.startswith(b"-"):
+        elif sender and (not _SAFE_SENDER.match(sender) or sender.startswith(b"-")):
             self.log(f"{shown}: unusable envelope sender {sender!r}; using the null sender")
             sender = b""
         data = (

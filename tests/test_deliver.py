@@ -15,7 +15,6 @@ import time
 import pytest
 
 from hlfs import mbox
-from hlfs.dotlock import DotLock
 from mailhelpers import (
     ALICE,
     BOB,
