@@ -177,16 +177,18 @@ def open_mailbox(path, uid):
     Open (or create, mode 0600) the mailbox at C{path} for writing,
     refusing anything but a regular file with one link owned by C{uid}.
 
-    @return: an open file descriptor.
+    @return: C{(fd, created)}.
     @raise DeliveryFailure: refused or failed.
     """
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     for _ in range(3):
+        created = False
         try:
             fd = os.open(path, flags)
         except FileNotFoundError:
             try:
                 fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                created = True
                 # Whatever the umask, a new mailbox is private.
                 os.fchmod(fd, 0o600)
             except FileExistsError:
@@ -204,7 +206,7 @@ def open_mailbox(path, uid):
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, created
     raise DeliveryFailure(EX_TEMPFAIL, "mailbox keeps appearing and vanishing")
 
 
@@ -284,6 +286,20 @@ def _truncate_back(fd, size):
         pass
 
 
+def _remove_if_same(path, fd):
+    """
+    Remove the mailbox a failed delivery created, so a failure leaves no
+    trace; only if C{path} is still the file we hold.
+    """
+    try:
+        st = os.fstat(fd)
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) and st.st_size == 0:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def deliver_to(spool, name, uid, message_fd, message_size, sender, when, options, log):
     """
     Deliver the spooled message into C{spool}/C{name}, with the current
@@ -313,7 +329,7 @@ def deliver_to(spool, name, uid, message_fd, message_size, sender, when, options
     except LockError as e:
         raise DeliveryFailure(EX_TEMPFAIL, str(e)) from None
     try:
-        fd = open_mailbox(path, uid)
+        fd, created = open_mailbox(path, uid)
         try:
             try:
                 lock_fd(fd, timeout=options.lock_timeout)
@@ -324,6 +340,10 @@ def deliver_to(spool, name, uid, message_fd, message_size, sender, when, options
             )
             written = append_message(fd, chunks)
             unlock_fd(fd)
+        except BaseException:
+            if created:
+                _remove_if_same(path, fd)
+            raise
         finally:
             os.close(fd)
     finally:

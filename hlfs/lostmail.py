@@ -201,7 +201,7 @@ class SMTPTransport:
                 f"{self.host}:{self.port} refused the recipient: {code} "
                 f"{text.decode('utf-8', 'replace')}"
             ) from None
-        except (smtplib.SMTPException, OSError) as e:
+        except (smtplib.SMTPException, OSError, UnicodeError) as e:
             self.close()
             raise SendFailure(f"{self.host}:{self.port}: {e}") from None
 

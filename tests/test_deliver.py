@@ -292,6 +292,12 @@ def test_full_file_system_leaves_mailbox_unchanged(world):
         assert b"No space left on device" in result.stderr
         assert open(path, "rb").read() == before
         assert sorted(os.listdir(spool)) == ["alice", "filler"]
+        # A mailbox created by a failed delivery does not stay behind.
+        result = run_hlfs("deliver", "--spool", spool, "--password-file", passwd, "bob",
+                          input=message(3, body=b"x" * 100000 + b"\n"))
+        assert result.returncode == EX_TEMPFAIL, result.stderr
+        assert b"No space left on device" in result.stderr
+        assert sorted(os.listdir(spool)) == ["alice", "filler"]
 
 
 def test_lock_held_by_live_process_times_out(setup):
