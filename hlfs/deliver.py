@@ -20,11 +20,11 @@ import os
 import signal
 import stat
 import sys
-import syslog
 import tempfile
 import time
 
 from hlfs import accounts, mbox
+from hlfs.maillog import DEFAULT_SOCKET, LOG_ERR, LOG_WARNING, MailLog
 from hlfs.dotlock import DotLock, LockError, LockTimeout, lock_fd, unlock_fd
 
 EX_OK = 0
@@ -80,24 +80,10 @@ def build_parser(prog):
                         help="break dotlocks older than this")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                         help="give up on one recipient (a hung home server) after this")
+    parser.add_argument("--syslog-socket", default=DEFAULT_SOCKET, metavar="PATH",
+                        help=f"syslog socket (default {DEFAULT_SOCKET}; empty: stderr only)")
     parser.add_argument("recipients", nargs="+", metavar="USER")
     return parser
-
-
-class Reporter:
-    """
-    Writes result and log lines to stderr and to syslog (facility mail).
-    """
-
-    def __init__(self, prog):
-        self.prog = prog
-        syslog.openlog("hlfs-deliver", syslog.LOG_PID, syslog.LOG_MAIL)
-
-    def __call__(self, line, priority=syslog.LOG_INFO):
-        # os.write: children exit with os._exit, so nothing may sit in a
-        # Python buffer.
-        os.write(2, f"{self.prog}: {line}\n".encode("utf-8", "replace"))
-        syslog.syslog(priority, line)
 
 
 def valid_user_name(name):
@@ -381,13 +367,13 @@ def _child(account, groups, must_switch, message_fd, message_size, options, when
         log(f"{display}: {os.fsdecode(path)}: {written} bytes: delivered")
         code = EX_OK
     except DeliveryFailure as e:
-        log(f"{display}: {path}: 0 bytes: failed ({e.code}): {e.reason}", syslog.LOG_WARNING)
+        log(f"{display}: {path}: 0 bytes: failed ({e.code}): {e.reason}", LOG_WARNING)
         code = e.code
     except BaseException as e:
         # Never a traceback into the MTA's bounce, and never a bounce for
         # our own fault: the MTA keeps the message.
         log(f"{display}: {path}: 0 bytes: failed ({EX_TEMPFAIL}): internal error: {e!r}",
-            syslog.LOG_ERR)
+            LOG_ERR)
         code = EX_TEMPFAIL
     finally:
         os._exit(code)
@@ -432,7 +418,7 @@ def deliver_all(options, stdin, log):
     try:
         message_fd, message_size = spool_message(stdin)
     except DeliveryFailure as e:
-        log(f"failed ({e.code}): {e.reason}", syslog.LOG_WARNING)
+        log(f"failed ({e.code}): {e.reason}", LOG_WARNING)
         return e.code
     when = time.time()
     euid = os.geteuid()
@@ -441,17 +427,17 @@ def deliver_all(options, stdin, log):
         name = os.fsencode(raw)
         display = raw
         if not valid_user_name(name):
-            log(f"{display}: not a valid user name", syslog.LOG_WARNING)
+            log(f"{display}: not a valid user name", LOG_WARNING)
             codes.append(EX_NOUSER)
             continue
         try:
             account = accounts.find_account(name, options.password_file)
         except OSError as e:
-            log(f"{display}: cannot read {options.password_file}: {e.strerror}", syslog.LOG_ERR)
+            log(f"{display}: cannot read {options.password_file}: {e.strerror}", LOG_ERR)
             codes.append(EX_TEMPFAIL)
             continue
         if account is None:
-            log(f"{display}: no such user", syslog.LOG_WARNING)
+            log(f"{display}: no such user", LOG_WARNING)
             codes.append(EX_NOUSER)
             continue
         if euid == 0:
@@ -461,7 +447,7 @@ def deliver_all(options, stdin, log):
         else:
             log(
                 f"{display}: running as uid {euid}, neither root nor the recipient; refused",
-                syslog.LOG_WARNING,
+                LOG_WARNING,
             )
             codes.append(EX_NOPERM)
             continue
@@ -476,7 +462,7 @@ def deliver_all(options, stdin, log):
             log(
                 f"{display}: {os.path.join(options.spool, display)}: 0 bytes: "
                 f"failed ({EX_TEMPFAIL}): delivery did not finish in {options.timeout:g}s",
-                syslog.LOG_WARNING,
+                LOG_WARNING,
             )
             code = EX_TEMPFAIL
         codes.append(code)
@@ -493,7 +479,7 @@ def main(argv, prog="hlfs deliver"):
         return EX_USAGE
     except SystemExit as e:  # --help
         return EX_OK if not e.code else EX_USAGE
-    log = Reporter(prog)
+    log = MailLog(prog, "hlfs-deliver", options.syslog_socket)
     return deliver_all(options, sys.stdin.buffer, log)
 
 

@@ -40,10 +40,10 @@ import socket
 import stat
 import subprocess
 import sys
-import syslog
 import time
 
 from hlfs import mbox
+from hlfs.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog
 from hlfs.dotlock import DotLock, LockError, lock_fd, unlock_fd
 from hlfs.users import UserTable
 
@@ -68,6 +68,7 @@ DEFAULTS = {
     "stale-after": 300.0,
     "max-size": 1 << 30,
     "send-timeout": 300.0,
+    "syslog-socket": DEFAULT_SOCKET,
 }
 
 # Plausible user names: what useradd(8) and NSS accept, nothing that
@@ -641,6 +642,8 @@ def build_parser(prog):
     parser.add_argument("--max-size", type=int, metavar="BYTES",
                         help="skip mailboxes larger than this")
     parser.add_argument("--send-timeout", type=float, metavar="SECONDS")
+    parser.add_argument("--syslog-socket", metavar="PATH",
+                        help=f"syslog socket (default {DEFAULT_SOCKET}; empty: stderr only)")
     return parser
 
 
@@ -699,13 +702,12 @@ def resolve_options(args):
     return options
 
 
-def _make_log(prog):
-    syslog.openlog("hlfs-lostmail", syslog.LOG_PID, syslog.LOG_MAIL)
+def _make_log(prog, socket_path):
+    mail_log = MailLog(prog, "hlfs-lostmail", socket_path)
 
     def log(line):
-        sys.stderr.write(f"{prog}: {line}\n")
         sys.stderr.flush()
-        syslog.syslog(syslog.LOG_WARNING, line)
+        mail_log(line, LOG_WARNING)
 
     return log
 
@@ -724,7 +726,7 @@ def main(argv, prog="hlfs lostmail"):
         return EX_USAGE
     except SystemExit as e:  # --help
         return EX_OK if not e.code else EX_USAGE
-    log = _make_log(prog)
+    log = _make_log(prog, options.syslog_socket)
     try:
         if options.password_file:
             users = UserTable.from_passwd_file(options.password_file)

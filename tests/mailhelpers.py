@@ -8,6 +8,7 @@ mounts, and running the real C{hlfs} command.
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -127,3 +128,28 @@ def message(n, body=b""):
         b"\n"
         b"%sEND-OF-MESSAGE-%d\n" % (n, n, n, body, n)
     )
+
+
+@contextlib.contextmanager
+def syslog_listener(path):
+    """
+    Listen on a Unix datagram socket as syslogd does; yield a function
+    returning the records received so far.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    records = []
+
+    def received():
+        while True:
+            try:
+                records.append(sock.recv(65536))
+            except BlockingIOError:
+                return list(records)
+
+    try:
+        yield received
+    finally:
+        sock.close()
+        os.unlink(path)

@@ -24,6 +24,7 @@ from mailhelpers import (
     message,
     needs_root,
     run_hlfs,
+    syslog_listener,
     tmpfs,
     world,  # noqa: F401 (fixture)
     write_passwd,
@@ -87,6 +88,26 @@ def test_delivers_mboxrd_as_recipient(setup):
     assert parsed["Subject"] == "quoting"
     line = result.stderr.decode()
     assert f"alice: {path}: {len(raw)} bytes: delivered" in line
+
+
+def test_result_lines_reach_syslog(setup):
+    """
+    Each recipient's result line also goes to syslog, facility mail,
+    sent by the child that did the delivery.
+    """
+    world, spool, passwd = setup
+    socket_path = os.path.join(world, "log")
+    with syslog_listener(socket_path) as received:
+        result = deliver(spool, passwd, "alice", "nosuchuser", input=message(1),
+                         extra=["--syslog-socket", socket_path])
+        assert result.returncode == EX_NOUSER
+        records = received()
+    assert len(records) == 2
+    text = b"\n".join(records).decode()
+    path = os.path.join(spool, "alice")
+    assert "<22>" in text and "hlfs-deliver[" in text
+    assert f"alice: {path}: " in text and " bytes: delivered" in text
+    assert "<20>" in text and "nosuchuser: no such user" in text
 
 
 def test_message_without_final_newline_and_null_sender(setup):
@@ -215,7 +236,7 @@ def test_concurrent_deliveries_and_a_locking_reader(setup):
     """
     world, spool, passwd = setup
     path = os.path.join(spool, "alice")
-    count = 16
+    count = 12
     reader_script = (
         "import sys, os, time\n"
         "from hlfs.dotlock import DotLock, lock_fd\n"

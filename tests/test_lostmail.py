@@ -28,6 +28,7 @@ from mailhelpers import (
     message,
     needs_root,
     run_hlfs,
+    syslog_listener,
     world,  # noqa: F401 (fixture)
     write_passwd,
 )
@@ -313,7 +314,7 @@ def test_delivery_while_the_remailer_runs(env):
     Agents keep delivering to the alternate spool while the remailer
     runs again and again: every message is resent exactly once.
     """
-    count = 16
+    count = 12
     stop = threading.Event()
     runs = []
 
@@ -413,6 +414,20 @@ def test_hostile_spool_entries(env):
     assert open(outside, "rb").read() == before
     assert os.path.exists(forged) and os.path.exists(big)
     assert env.work_entries() == []
+
+
+@needs_root
+def test_problems_reach_syslog(env):
+    os.symlink("/etc/passwd", os.path.join(env.alt, "alice"))
+    socket_path = os.path.join(env.root, "log")
+    with syslog_listener(socket_path) as received:
+        result = env.run("--syslog-socket", socket_path)
+        records = received()
+    assert result.returncode == 1
+    assert len(records) == 1
+    assert records[0].startswith(b"<20>")
+    assert b"hlfs-lostmail[" in records[0]
+    assert records[0].endswith(b"alice: symbolic link; not followed, skipped")
 
 
 @needs_root
@@ -543,7 +558,7 @@ lines = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([b"", b"a@b", b"x<y>"]), lines), max_size=5))
 def test_mbox_round_trip(messages):
     """
