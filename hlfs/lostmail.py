@@ -583,6 +583,14 @@ class Remailer:
 
         @return: the exit status.
         """
+        try:
+            st = os.stat(self.alt_dir)
+        except OSError as e:
+            self.log(f"alternate spool {os.fsdecode(self.alt_dir)}: {e.strerror}")
+            return EX_FAILED
+        if not stat.S_ISDIR(st.st_mode):
+            self.log(f"alternate spool {os.fsdecode(self.alt_dir)} is not a directory")
+            return EX_FAILED
         if self.options.dry_run:
             self.dry_run()
         else:

@@ -519,6 +519,12 @@ def test_python_dash_m_and_config_file(env):
     assert len(env.sent()) == 1
 
 
+def test_missing_alternate_spool(tmp_path):
+    result = run_hlfs("lostmail", "--alt-dir", str(tmp_path / "none"), "--syslog-socket", "")
+    assert result.returncode == 1
+    assert f"alternate spool {tmp_path / 'none'}: No such file or directory".encode() in result.stderr
+
+
 def test_configuration_errors_are_usage_errors(tmp_path):
     bad = tmp_path / "bad.conf"
     bad.write_text("[lostmail]\nsendmial = /usr/sbin/sendmail\n")
