@@ -356,6 +356,33 @@ def _old_lock(spool, owner):
     return lock
 
 
+def test_recipient_that_takes_too_long_is_killed_and_deferred(setup):
+    """
+    A child stuck for longer than --timeout (a hung home server; here a
+    lock that is not released) is killed, and the mail deferred.
+    """
+    _, spool, passwd = setup
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\nfrom hlfs.dotlock import DotLock\n"
+         "lock = DotLock(sys.argv[1]); lock.acquire()\n"
+         "print('locked', flush=True); sys.stdin.read(); lock.release()",
+         os.path.join(spool, "alice.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        result = deliver(spool, passwd, "alice", input=message(1),
+                         extra=["--lock-timeout", "60", "--timeout", "1"])
+        assert result.returncode == EX_TEMPFAIL
+        assert b"alice: " in result.stderr
+        assert b"0 bytes: failed (75): delivery did not finish in 1s" in result.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    assert not os.path.exists(os.path.join(spool, "alice"))
+
+
 def test_stale_lock_is_broken_and_logged(setup):
     _, spool, passwd = setup
     _old_lock(spool, ALICE[1])
