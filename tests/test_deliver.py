@@ -243,7 +243,7 @@ def test_concurrent_deliveries_and_a_locking_reader(setup):
         "from hlfs import mbox\n"
         "path, stop = sys.argv[1], sys.argv[2]\n"
         "snapshots = 0\n"
-        "while not os.path.exists(stop):\n"
+        "while not (snapshots and os.path.exists(stop)):\n"
         "    with DotLock(path + '.lock', timeout=30):\n"
         "        try:\n"
         "            f = open(path, 'r+b')\n"
