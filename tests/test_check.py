@@ -10,7 +10,7 @@ import pytest
 
 from hlfs.accounts import Account
 from hlfs.check import check_accounts
-from mailhelpers import make_dir, needs_root, run_hlfs, tmpfs, world  # noqa: F401
+from mailfixtures import make_dir, needs_root, run_hlfs, tmpfs, world  # noqa: F401
 
 from test_mounts import DEFAULT_NFS4_LINE, HLFS_LINE
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from hlfs import mbox
-from mailhelpers import (
+from mailfixtures import (
     ALICE,
     BOB,
     fill,

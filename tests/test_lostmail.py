@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from hlfs import mbox
 from hlfs.lostmail import CRASH_ENV, DEFAULTS
-from mailhelpers import (
+from mailfixtures import (
     ALICE,
     BOB,
     hlfs_command,
