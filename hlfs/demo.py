@@ -40,7 +40,7 @@ def main(argv, prog="hlfs demo"):
     server = subprocess.Popen(
         [
             _bin("twistd"), "-n", "--pidfile=", f"--logfile={base}/hlfs.log",
-            "hlfs", "--no-mount", "--insecure", "--port", "0", "--port-file", str(portfile),
+            "hlfs", "--no-mount", "--no-portmap", "--insecure", "--port", "0", "--port-file", str(portfile),
             "--password-file", str(base / "passwd"), "--alt-dir", str(base / "alt_mail"),
             "--group", str(HLFS_GID),
         ],
