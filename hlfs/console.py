@@ -8,9 +8,10 @@ the user table) the helper starts it and returns its Deferred, which the
 console prints when it fires.
 
 The namespace is built against the service's attributes (C{fs},
-C{resolver}, C{stats}, C{config}, C{reload}) and the resolver's optional
-ones (C{flush}, C{in_flight}, C{hung}, C{cache}, C{pool}); a part that is
-missing shows up as a clear "not available" instead of an error.
+C{resolver}, C{stats}, C{config}, C{reload}) and the probing resolver's
+optional ones (C{flush}, C{in_flight}, C{hung}, C{pool}, C{stats_dict},
+C{cache_entry} or C{cache}); a part that is missing shows up as a clear
+"not available" instead of an error.
 """
 
 import os
@@ -170,18 +171,41 @@ class _Context:
 
 def _cache_entry(resolver, uid):
     """
-    The probe cache's entry for C{uid}, by whichever lookup the cache
-    offers, or L{None}.
+    The probe cache's entry for C{uid}: from the resolver's
+    C{cache_entry(uid)} if it has one, else from a C{cache} mapping, else
+    L{None}.
     """
-    cache = getattr(resolver, "cache", None)
-    if cache is None:
-        return None
     try:
+        lookup = getattr(resolver, "cache_entry", None)
+        if lookup is not None:
+            return lookup(uid)
+        cache = getattr(resolver, "cache", None)
+        if cache is None:
+            return None
         if hasattr(cache, "get"):
             return cache.get(uid)
         return cache[uid]
     except Exception:
         return None
+
+
+def _probes(resolver):
+    """
+    Whether C{resolver} verifies homes with probes (it can flush them).
+    """
+    return hasattr(resolver, "flush") and getattr(resolver, "verify", True)
+
+
+def _describe_flight(item):
+    """
+    One probe in flight, for an operator: uid, path, age, running time.
+    """
+    key, path, age = (getattr(item, name, None) for name in ("key", "path", "age"))
+    if key is None or age is None:
+        return repr(item)
+    running = getattr(item, "running", None)
+    state = "queued, no thread yet" if running is None else f"running {running:.1f}s"
+    return f"uid {key}: {_as_text(path)} asked {age:.1f}s ago, {state}"
 
 
 def _fired_result(d):
@@ -236,8 +260,6 @@ class _Helpers:
         entry = _cache_entry(resolver, uid)
         if entry is not None:
             lines.append(f"probe cache entry: {entry!r}")
-        elif not isinstance(getattr(resolver, "cache", None), (type(None), NotAvailable)):
-            lines.append("probe cache: no entry for this uid")
         peek = getattr(resolver, "peek", None)
         if peek is not None:
             try:
@@ -260,19 +282,29 @@ class _Helpers:
             when = "?"
         return f"{_as_text(target)} (changed {when})"
 
-    def _verdict(self, lines, uid, user, resolution):
+    def _verdict(self, lines, uid, user, resolution, probed):
+        """
+        The report's last lines: the link, and why.
+
+        @param probed: whether the answer waited for a probe (L{False}:
+            it came at once, from the table or the probe cache).
+        """
         resolver = self.context.resolver
         rules = getattr(resolver, "rules", None)
         target = getattr(resolution, "target", None)
         lines.append(f"home -> {_as_text(target) if target is not None else repr(resolution)}")
         if rules is not None and target is not None and user is not None:
             spool = rules.spool_of(user)
+            source = "this probe" if probed else "the cached probe result"
             if spool is not None and target == spool:
-                lines.append("because: the home is usable")
+                if _probes(resolver):
+                    lines.append(f"because: the home is usable ({source})")
+                else:
+                    lines.append("because: the home is in the table (homes are not verified)")
             elif spool is not None and target == rules.alt_dir:
                 lines.append(
-                    "because: the spool was found unusable, so mail goes to the "
-                    "alternate spool (see the probe cache entry above)"
+                    f"because: the spool failed {source} or the probe did not finish in "
+                    "time, so mail goes to the alternate spool (the daemon log says why)"
                 )
         return Text("\n".join(lines))
 
@@ -290,15 +322,15 @@ class _Helpers:
         if isinstance(result, Deferred):
             fired, value = _fired_result(result)
             if fired and not hasattr(value, "getErrorMessage"):
-                return self._verdict(lines, uid, user, value)
+                return self._verdict(lines, uid, user, value, True)
             if not fired:
                 self.write("\n".join(lines))
                 self.write(
                     f"probe started for uid {uid}; its answer prints below when it finishes"
                 )
-                return result.addCallback(lambda res: self._verdict([], uid, user, res))
+                return result.addCallback(lambda res: self._verdict([], uid, user, res, True))
             return result
-        return self._verdict(lines, uid, user, result)
+        return self._verdict(lines, uid, user, result, False)
 
     def flush(self, user=None):
         """
@@ -354,7 +386,7 @@ class _Helpers:
                 continue
             items = list(get())
             lines.append(f"{len(items)} probe(s) {label}" + (":" if items else ""))
-            lines.extend(f"  {item!r}" for item in items)
+            lines.extend(f"  {_describe_flight(item)}" for item in items)
         return Text("\n".join(lines))
 
 
@@ -408,6 +440,19 @@ def leave():
     raise LeaveConsole()
 
 
+def _probe_stats(context):
+    """
+    A L{Live} view of the resolver's probe counters (C{stats_dict()}, or
+    its C{stats}).
+    """
+    resolver = context.resolver
+    if hasattr(resolver, "stats_dict"):
+        return Live(lambda: context.resolver.stats_dict(), "probe_stats")
+    if hasattr(resolver, "stats"):
+        return Live(lambda: context.resolver.stats, "probe_stats")
+    return NotAvailable("the resolver keeps no probe counters")
+
+
 def build_namespace(service, reactor=None):
     """
     Build the console namespace for a running hlfs service.
@@ -437,6 +482,7 @@ def build_namespace(service, reactor=None):
         "cache": _live_attribute(lambda: context.resolver, "cache", "the resolver"),
         "pool": _live_attribute(lambda: context.resolver, "pool", "the resolver"),
         "stats": _live_attribute(lambda: service, "stats", "the service"),
+        "probe_stats": _probe_stats(context),
         "config": attribute("config"),
         "reactor": reactor,
         "resolve": helpers.resolve,
@@ -454,6 +500,7 @@ def build_namespace(service, reactor=None):
         ("cache", "the probe cache"),
         ("pool", "the probe pool"),
         ("stats", "RPC request counts"),
+        ("probe_stats", "probe cache hits, misses, probes, fallbacks (current)"),
         ("config", "the options the daemon was started with"),
         ("reactor", "the Twisted reactor"),
     ]

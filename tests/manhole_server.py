@@ -24,6 +24,7 @@ import os
 import json
 import sys
 import time
+from typing import NamedTuple
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import DatagramProtocol
@@ -37,17 +38,15 @@ from hlfs.users import UserTable
 PROBE_SECONDS = 0.5
 
 
-class Probe:
+class Flight(NamedTuple):
     """
-    One probe in flight: which uid, since when.
+    One probe in flight, shaped as the probing resolver reports it.
     """
 
-    def __init__(self, uid, started):
-        self.uid = uid
-        self.started = started
-
-    def __repr__(self):
-        return f"<probe uid={self.uid} age={reactor.seconds() - self.started:.1f}s>"
+    key: int
+    path: bytes
+    age: float
+    running: float | None
 
 
 class StandInProbingResolver:
@@ -76,10 +75,10 @@ class StandInProbingResolver:
         if uid in self.cache:
             return self.cache[uid]
         if uid in self.pending:
-            probe, waiting = self.pending[uid]
+            started, waiting = self.pending[uid]
         else:
-            probe, waiting = Probe(uid, reactor.seconds()), []
-            self.pending[uid] = (probe, waiting)
+            started, waiting = reactor.seconds(), []
+            self.pending[uid] = (started, waiting)
             self.probes += 1
             reactor.callLater(PROBE_SECONDS, self._finish, uid)
         d = defer.Deferred()
@@ -107,11 +106,18 @@ class StandInProbingResolver:
         return dropped
 
     def in_flight(self):
-        return [probe for probe, _ in self.pending.values()]
+        now = reactor.seconds()
+        flights = []
+        for uid, (started, _) in self.pending.items():
+            path = self.rules.spool_of(self.table.by_uid(uid)) or b"?"
+            flights.append(Flight(uid, path, now - started, now - started))
+        return flights
 
     def hung(self):
-        now = reactor.seconds()
-        return [probe for probe in self.in_flight() if now - probe.started > 10]
+        return [flight for flight in self.in_flight() if flight.age > 10]
+
+    def stats_dict(self):
+        return {"probes": self.probes, "cached": len(self.cache)}
 
 
 class StandInService:

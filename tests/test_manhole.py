@@ -264,7 +264,13 @@ def test_resolve_explains_the_alternate_spool(daemon, keys):
 
 def test_hung_lists_probes_in_flight_with_their_age(daemon, keys):
     console = open_console(daemon, keys["operator"])
-    run(console, "flush(); resolve(1002); hung()", r"1 probe\(s\) in flight:\r\n\s+<probe uid=1002 age=[\d.]+s>")
+    run(
+        console,
+        "flush(); resolve(1000); hung()",
+        r"1 probe\(s\) in flight:\r\n\s+uid 1000: /home/alice/\.mailspool asked [\d.]+s ago, running",
+    )
+    run(console, "", r"called back: home -> /home/alice/\.mailspool")
+    run(console, "probe_stats", r"\{'probes': \d+, 'cached': 1\}")
     close(console)
 
 
