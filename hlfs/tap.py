@@ -14,6 +14,12 @@ from hlfs.config import (
     check_component,
     check_port,
 )
+from hlfs.manhole import (
+    ManholeConfigError,
+    ManholeOptions,
+    check_manhole_options,
+    manhole_service_from_options,
+)
 
 DESCRIPTION = """\
 Serve the Home-Link File System: a read-only NFS filesystem holding one
@@ -39,7 +45,7 @@ Example, an unprivileged demonstration on an ephemeral port:
 """
 
 
-class Options(usage.Options):
+class Options(ManholeOptions, usage.Options):
     synopsis = "[twistd options] hlfs [options]"
     longdesc = DESCRIPTION
 
@@ -80,6 +86,7 @@ class Options(usage.Options):
             self.config = self._config()
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        check_manhole_options(self)
 
     def _config(self):
         interface = self["interface"]
@@ -108,7 +115,11 @@ def makeService(options):
     from hlfs.service import HLFSService
 
     try:
-        return HLFSService(options.config, reactor)
-    except ConfigError as e:
+        service = HLFSService(options.config, reactor)
+        manhole = manhole_service_from_options(options, service, reactor)
+    except (ConfigError, ManholeConfigError) as e:
         sys.stderr.write(f"hlfs: {e}\n")
         raise SystemExit(2)
+    if manhole is not None:
+        manhole.setServiceParent(service)
+    return service
