@@ -12,6 +12,7 @@ import sys
 # name: (module, one-line summary)
 SUBCOMMANDS = {
     "resolve": ("hlfs.query", "ask a running server what `home` resolves to for a caller"),
+    "demo": ("hlfs.demo", "run a throwaway unprivileged server and show per-uid links"),
 }
 
 USAGE = """\

@@ -500,7 +500,7 @@ def build_namespace(service, reactor=None):
         ("cache", "the probe cache"),
         ("pool", "the probe pool"),
         ("stats", "RPC request counts"),
-        ("probe_stats", "probe cache hits, misses, probes, fallbacks (current)"),
+        ("probe_stats", "probe counters: cache hits, misses, probes started, fallbacks"),
         ("config", "the options the daemon was started with"),
         ("reactor", "the Twisted reactor"),
     ]
