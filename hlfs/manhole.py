@@ -181,7 +181,10 @@ class AuthorizedKeysChecker:
         return defer.execute(self._check, credentials)
 
     def _check(self, credentials):
-        offered = keys.Key.fromString(credentials.blob)
+        try:
+            offered = keys.Key.fromString(credentials.blob)
+        except (keys.BadKeyError, ValueError):
+            raise UnauthorizedLogin("unreadable public key") from None
         try:
             authorized = read_authorized_keys(self.path)
         except OSError as e:
@@ -197,7 +200,11 @@ class AuthorizedKeysChecker:
         # answering it for authorized keys alone tells an intruder nothing.
         if not credentials.signature:
             raise conch_error.ValidPublicKey()
-        if not offered.verify(credentials.signature, credentials.sigData):
+        try:
+            verified = offered.verify(credentials.signature, credentials.sigData)
+        except Exception:
+            verified = False
+        if not verified:
             raise UnauthorizedLogin("bad signature")
         return credentials.username
 
@@ -272,11 +279,11 @@ class Console(Manhole):
     The line-editing Python console the operator talks to.
     """
 
+    greeted = False
+
     def connectionMade(self):
         Manhole.connectionMade(self)
         self.interpreter = ConsoleInterpreter(self, self.namespace)
-
-    greeted = False
 
     def terminalSize(self, width, height):
         # Twisted clears the screen here, which the SSH session does right

@@ -326,6 +326,19 @@ def test_exceptions_end_neither_the_session_nor_the_service(daemon, keys):
     close(console)
 
 
+def test_console_reads_piped_input_without_a_terminal(daemon, keys):
+    # ssh -T: no pty, lines from a pipe; end of input ends the session.
+    result = subprocess.run(
+        ["ssh", "-T", *ssh_args(daemon.ssh_port, keys["operator"], "-o", "BatchMode=yes")],
+        input=b'print("PIPED", 3 * 3)\nresolve(1001)\n',
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"PIPED 9\r\n" in result.stdout
+    assert b"home '/' is the root directory" in result.stdout
+
+
 def test_commands_are_not_executed(daemon, keys):
     result = subprocess.run(
         ["ssh", *ssh_args(daemon.ssh_port, keys["operator"], "-o", "BatchMode=yes"), "id"],
