@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import stat
+import struct
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.internet import StreamServerEndpointService
@@ -26,7 +27,7 @@ from twisted.conch.checkers import readAuthorizedKeyFile
 from twisted.conch.insults import insults
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.manhole import Manhole, ManholeInterpreter
-from twisted.conch.manhole_ssh import TerminalRealm, TerminalSession
+from twisted.conch.manhole_ssh import TerminalRealm, TerminalSession, TerminalSessionTransport
 from twisted.conch.ssh import factory, keys, userauth
 from twisted.conch.ssh.common import getNS
 from twisted.cred.checkers import ICredentialsChecker
@@ -305,6 +306,24 @@ class Console(Manhole):
         self.terminal.loseConnection()
 
 
+class ConsoleTransport(TerminalSessionTransport):
+    """
+    Twisted's glue between the SSH channel and the console, except that
+    the channel closes with exit status 0, so C{ssh} exits 0 when the
+    operator leaves.
+    """
+
+    def __init__(self, proto, chainedProtocol, avatar, width, height):
+        TerminalSessionTransport.__init__(self, proto, chainedProtocol, avatar, width, height)
+        channel = proto.session
+
+        def close():
+            avatar.conn.sendRequest(channel, b"exit-status", struct.pack(">L", 0))
+            avatar.conn.sendClose(channel)
+
+        proto.transport.loseConnection = close
+
+
 class ConsoleSession(TerminalSession):
     """
     A terminal session that follows window size changes and closes on EOF
@@ -340,6 +359,7 @@ class ConsoleSession(TerminalSession):
 
 class ConsoleRealm(TerminalRealm):
     sessionFactory = ConsoleSession
+    transportFactory = ConsoleTransport
 
     def __init__(self, namespace):
         TerminalRealm.__init__(self)

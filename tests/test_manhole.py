@@ -206,6 +206,7 @@ def close(console):
     console.sendcontrol("d")
     console.expect(pexpect.EOF)
     console.close()
+    assert console.exitstatus == 0
 
 
 # The console itself.
