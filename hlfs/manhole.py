@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import stat
+import struct
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.internet import StreamServerEndpointService
@@ -26,7 +27,7 @@ from twisted.conch.checkers import readAuthorizedKeyFile
 from twisted.conch.insults import insults
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.manhole import Manhole, ManholeInterpreter
-from twisted.conch.manhole_ssh import TerminalRealm, TerminalSession
+from twisted.conch.manhole_ssh import TerminalRealm, TerminalSession, TerminalSessionTransport
 from twisted.conch.ssh import factory, keys, userauth
 from twisted.conch.ssh.common import getNS
 from twisted.cred.checkers import ICredentialsChecker
@@ -181,7 +182,10 @@ class AuthorizedKeysChecker:
         return defer.execute(self._check, credentials)
 
     def _check(self, credentials):
-        offered = keys.Key.fromString(credentials.blob)
+        try:
+            offered = keys.Key.fromString(credentials.blob)
+        except (keys.BadKeyError, ValueError):
+            raise UnauthorizedLogin("unreadable public key") from None
         try:
             authorized = read_authorized_keys(self.path)
         except OSError as e:
@@ -197,7 +201,11 @@ class AuthorizedKeysChecker:
         # answering it for authorized keys alone tells an intruder nothing.
         if not credentials.signature:
             raise conch_error.ValidPublicKey()
-        if not offered.verify(credentials.signature, credentials.sigData):
+        try:
+            verified = offered.verify(credentials.signature, credentials.sigData)
+        except Exception:
+            verified = False
+        if not verified:
             raise UnauthorizedLogin("bad signature")
         return credentials.username
 
@@ -272,11 +280,11 @@ class Console(Manhole):
     The line-editing Python console the operator talks to.
     """
 
+    greeted = False
+
     def connectionMade(self):
         Manhole.connectionMade(self)
         self.interpreter = ConsoleInterpreter(self, self.namespace)
-
-    greeted = False
 
     def terminalSize(self, width, height):
         # Twisted clears the screen here, which the SSH session does right
@@ -296,6 +304,24 @@ class Console(Manhole):
         End this session; the daemon keeps running.
         """
         self.terminal.loseConnection()
+
+
+class ConsoleTransport(TerminalSessionTransport):
+    """
+    Twisted's glue between the SSH channel and the console, except that
+    the channel closes with exit status 0, so C{ssh} exits 0 when the
+    operator leaves.
+    """
+
+    def __init__(self, proto, chainedProtocol, avatar, width, height):
+        TerminalSessionTransport.__init__(self, proto, chainedProtocol, avatar, width, height)
+        channel = proto.session
+
+        def close():
+            avatar.conn.sendRequest(channel, b"exit-status", struct.pack(">L", 0))
+            avatar.conn.sendClose(channel)
+
+        proto.transport.loseConnection = close
 
 
 class ConsoleSession(TerminalSession):
@@ -333,6 +359,7 @@ class ConsoleSession(TerminalSession):
 
 class ConsoleRealm(TerminalRealm):
     sessionFactory = ConsoleSession
+    transportFactory = ConsoleTransport
 
     def __init__(self, namespace):
         TerminalRealm.__init__(self)

@@ -206,6 +206,7 @@ def close(console):
     console.sendcontrol("d")
     console.expect(pexpect.EOF)
     console.close()
+    assert console.exitstatus == 0
 
 
 # The console itself.
@@ -319,9 +320,24 @@ def test_exceptions_end_neither_the_session_nor_the_service(daemon, keys):
     assert failures == []
     assert answered == sorted(answered) and len(answered) > 10
     assert daemon.alive()
+    # Nothing unwound into the reactor: errors stayed in the session.
+    assert "Traceback" not in daemon.log_text(), daemon.log_text()[-3000:]
     console = open_console(daemon, keys["operator"])
     run(console, 'print("BACK", 2 + 2)', r"BACK 4\r\n")
     close(console)
+
+
+def test_console_reads_piped_input_without_a_terminal(daemon, keys):
+    # ssh -T: no pty, lines from a pipe; end of input ends the session.
+    result = subprocess.run(
+        ["ssh", "-T", *ssh_args(daemon.ssh_port, keys["operator"], "-o", "BatchMode=yes")],
+        input=b'print("PIPED", 3 * 3)\nresolve(1001)\n',
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"PIPED 9\r\n" in result.stdout
+    assert b"home '/' is the root directory" in result.stdout
 
 
 def test_commands_are_not_executed(daemon, keys):
@@ -549,6 +565,20 @@ def test_existing_host_key_is_reused(tmp_path, keys):
 
 
 # Options and the namespace, in process.
+
+
+def test_each_factory_has_its_own_host_key(tmp_path):
+    from twisted.conch.manhole_ssh import ConchFactory
+    from twisted.cred.portal import Portal
+
+    from hlfs.manhole import ManholeSSHFactory, load_or_create_host_key
+
+    directory = private_dir(tmp_path / "keys")
+    first = ManholeSSHFactory(Portal(None), load_or_create_host_key(str(directory / "a")))
+    second = ManholeSSHFactory(Portal(None), load_or_create_host_key(str(directory / "b")))
+    assert first.publicKeys != second.publicKeys
+    assert first.privateKeys[b"ssh-ed25519"] != second.privateKeys[b"ssh-ed25519"]
+    assert ConchFactory.publicKeys == {} and ConchFactory.privateKeys == {}
 
 
 def test_manhole_options_go_together():
