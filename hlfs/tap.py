@@ -18,6 +18,12 @@ from hlfs.config import (
     check_port,
     check_seconds,
 )
+from hlfs.manhole import (
+    ManholeConfigError,
+    ManholeOptions,
+    check_manhole_options,
+    manhole_service_from_options,
+)
 
 DESCRIPTION = """\
 Serve the Home-Link File System: a read-only NFS filesystem holding one
@@ -67,7 +73,7 @@ Example, an unprivileged demonstration on an ephemeral port:
 """
 
 
-class Options(usage.Options):
+class Options(ManholeOptions, usage.Options):
     synopsis = "[twistd options] hlfs [options]"
     longdesc = DESCRIPTION
 
@@ -123,6 +129,7 @@ class Options(usage.Options):
             self.config = self._config()
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        check_manhole_options(self)
 
     def _config(self):
         interface = self["interface"]
@@ -185,7 +192,11 @@ def makeService(options):
 
     _syslog_as_daemon()
     try:
-        return HLFSService(options.config, reactor)
-    except ConfigError as e:
+        service = HLFSService(options.config, reactor)
+        manhole = manhole_service_from_options(options, service, reactor)
+    except (ConfigError, ManholeConfigError) as e:
         sys.stderr.write(f"hlfs: {e}\n")
         raise SystemExit(2)
+    if manhole is not None:
+        manhole.setServiceParent(service)
+    return service
