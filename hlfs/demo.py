@@ -8,7 +8,6 @@ C{nfs-ls} where installed) that each caller sees its own C{home}.
 """
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys

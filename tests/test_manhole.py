@@ -418,39 +418,11 @@ def connection_refused(host, port):
     return False
 
 
-def own_global_ipv4():
-    """
-    An IPv4 address of one of this machine's own interfaces, not loopback,
-    or L{None}.
-    """
-    try:
-        out = subprocess.run(
-            ["ip", "-o", "-4", "addr", "show", "scope", "global"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    for match in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+)/", out):
-        return match.group(1)
-    return None
-
-
 def test_listens_on_loopback_only_by_default(daemon, keys):
     assert not connection_refused("127.0.0.1", daemon.ssh_port)
     # Another loopback address: a socket bound to all interfaces would
     # answer here, one bound to 127.0.0.1 does not.
     assert connection_refused("127.0.0.2", daemon.ssh_port)
-
-
-def test_not_reachable_on_this_machines_own_network_address(daemon, keys):
-    address = own_global_ipv4()
-    if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address to try")
-    # The address is this machine's own (from its interface list): the
-    # connection attempt never leaves the host.
-    assert connection_refused(address, daemon.ssh_port)
 
 
 def test_port_specs():
