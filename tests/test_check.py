@@ -10,9 +10,9 @@ import pytest
 
 from hlfs.accounts import Account
 from hlfs.check import check_accounts
-from mailfixtures import make_dir, needs_root, run_hlfs, tmpfs, world  # noqa: F401
+from tests.mailfixtures import make_dir, needs_root, run_hlfs, tmpfs, world  # noqa: F401
 
-from test_mounts import DEFAULT_NFS4_LINE, HLFS_LINE
+from tests.test_mounts import DEFAULT_NFS4_LINE, HLFS_LINE
 
 
 @pytest.fixture

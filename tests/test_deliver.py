@@ -15,7 +15,7 @@ import time
 import pytest
 
 from hlfs import mbox
-from mailfixtures import (
+from tests.mailfixtures import (
     ALICE,
     BOB,
     fill,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from hlfs import mbox
 from hlfs.lostmail import CRASH_ENV, DEFAULTS
-from mailfixtures import (
+from tests.mailfixtures import (
     ALICE,
     BOB,
     hlfs_command,
