@@ -8,8 +8,9 @@ C{hlfs check}: find the configuration problems hlfs cannot fix itself.
   - a missing HLFS group (its members see every user's mailbox link);
   - a mount point that is not world readable and searchable (C{getwd()}
     fails under it) and an alternate spool that is not mode 1777;
-  - when hlfs is mounted, client caches left on: with attribute or
-    lookup caching, the kernel may hand one user's link to the next user.
+  - when hlfs is mounted, client caches left on: with lookup caching
+    (and, for a server without per-caller link handles, attribute
+    caching), the kernel may hand one user's link to the next user.
 
 The checks are pure functions over data; L{main} gathers the data.
 Exit status 0 means nothing was found, 1 that something was.
@@ -108,22 +109,34 @@ def check_alt_dir(path, st):
     return []
 
 
-def check_mount(mount_point, entry):
+def check_mount(mount_point, entry, require_noac=False):
     """
     @param entry: the L{mounts.MountEntry} at the mount point, or L{None}.
+    @param require_noac: whether an attribute cache left on is a problem
+        (it is for servers that give every caller the same handle for the
+        link; hlfs gives each caller its own, so only the lookup cache
+        matters).
     @return: C{(warnings, notes)}.
     """
     if entry is None:
         return [], [f"nothing is mounted on {mount_point}; mount checks skipped"]
     if not entry.fstype.startswith("nfs"):
         return [f"{mount_point} is a {entry.fstype} mount, not hlfs (NFS)"], []
-    missing = mounts.missing_cache_options(entry.options)
+    notes = []
+    missing = mounts.missing_cache_options(entry.options, attributes=require_noac)
     if missing:
         return [
             f"{mount_point} is mounted with client caches on; "
             f"remount with {','.join(missing)} or users may get each other's link"
         ], []
-    return [], [f"{mount_point}: {entry.device} mounted with caches off"]
+    if mounts.attribute_cache_off(entry.options):
+        notes.append(f"{mount_point}: {entry.device} mounted with the lookup and attribute caches off")
+    else:
+        notes.append(
+            f"{mount_point}: {entry.device} mounted with the lookup cache off; the "
+            "attribute cache is on, which per-caller link handles make safe"
+        )
+    return [], notes
 
 
 def build_parser(prog):
@@ -142,6 +155,9 @@ def build_parser(prog):
                         help=f"alternate spool (default {DEFAULT_ALT_DIR})")
     parser.add_argument("--proc-mounts", default=DEFAULT_PROC_MOUNTS, metavar="FILE",
                         help=f"mount table to read (default {DEFAULT_PROC_MOUNTS})")
+    parser.add_argument("--require-noac", action="store_true",
+                        help="also warn when the attribute cache is on (for servers "
+                        "without per-caller link handles)")
     return parser
 
 
@@ -182,7 +198,10 @@ def gather(options):
     except OSError as e:
         warnings.append(f"cannot read {options.proc_mounts}: {e.strerror}")
     else:
-        more, extra = check_mount(options.mount_point, mounts.find_mount(table, options.mount_point))
+        more, extra = check_mount(
+            options.mount_point, mounts.find_mount(table, options.mount_point),
+            options.require_noac,
+        )
         warnings += more
         notes += extra
     return warnings, notes

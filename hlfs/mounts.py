@@ -127,13 +127,18 @@ def lookup_cache_off(options):
     return options.get("lookupcache") == "none"
 
 
-def missing_cache_options(options):
+def missing_cache_options(options, attributes=True):
     """
     Return the cache-disabling options a per-caller NFS mount lacks, as
     the options an administrator would add (empty when all is well).
+
+    @param attributes: whether the attribute cache must be off too.  A
+        server that gives each caller its own file handle for a per-caller
+        link (as hlfs does) needs only the lookup cache off: attributes
+        are cached per handle.
     """
     missing = []
-    if not attribute_cache_off(options):
+    if attributes and not attribute_cache_off(options):
         missing.append("noac")
     if not lookup_cache_off(options):
         missing.append("lookupcache=none")

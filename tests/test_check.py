@@ -64,7 +64,7 @@ def test_healthy_system_passes(system):
     assert result.returncode == 0, result.stdout
     assert warnings_of(result) == []
     assert b"no problems found" in result.stdout
-    assert b"mounted with caches off" in result.stdout
+    assert b"mounted with the lookup and attribute caches off" in result.stdout
 
 
 @needs_root
@@ -144,7 +144,28 @@ def test_mount_with_caches_on(system):
     result = check(system)
     assert result.returncode == 1
     [warning] = warnings_of(result)
-    assert "client caches on; remount with noac,lookupcache=none" in warning
+    assert "client caches on; remount with lookupcache=none or users" in warning
+    result = check(system, "--require-noac")
+    [warning] = warnings_of(result)
+    assert "client caches on; remount with noac,lookupcache=none or users" in warning
+
+
+@needs_root
+def test_attribute_cache_on_is_a_note_unless_required(system):
+    """
+    The daemon's own default mount (lookup cache off, attribute cache on)
+    passes; with --require-noac it does not.
+    """
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs ro,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    with open(system["mounts"], "w") as f:
+        f.write(line)
+    result = check(system)
+    assert result.returncode == 0, result.stdout
+    assert b"attribute cache is on, which per-caller link handles make safe" in result.stdout
+    result = check(system, "--require-noac")
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "remount with noac or users" in warning
 
 
 @needs_root

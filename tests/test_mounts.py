@@ -67,6 +67,12 @@ def test_default_mount_misses_both():
     assert missing_cache_options(entry.options) == ["noac", "lookupcache=none"]
 
 
+def test_lookup_cache_alone_when_attributes_are_per_handle():
+    [entry] = parse_proc_mounts(DEFAULT_NFS4_LINE)
+    assert missing_cache_options(entry.options, attributes=False) == ["lookupcache=none"]
+    assert missing_cache_options(parse_options("lookupcache=none"), attributes=False) == []
+
+
 def test_zero_attribute_times_count_as_off():
     [entry] = parse_proc_mounts(ACTIMEO_LINE)
     assert attribute_cache_off(entry.options)
