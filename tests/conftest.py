@@ -39,17 +39,18 @@ class RunningServer:
         self.alt = base / "alt_mail"
         self.log = base / "hlfs.log"
         self.portfile = base / "port"
-        self.args = args
         self.env = env
         self.proc = None
         self.port = None
+        self.portmap = [] if "--portmap" in args else ["--no-portmap"]
+        self.args = [a for a in args if a != "--portmap"]
 
     def start(self, timeout=20):
         if self.portfile.exists():
             self.portfile.unlink()
         cmd = [
             str(BIN / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
-            "hlfs", "--no-mount", "--password-file", str(self.passwd),
+            "hlfs", "--no-mount", *self.portmap, "--password-file", str(self.passwd),
             "--alt-dir", str(self.alt), "--group", str(HLFS_GID),
             "--port-file", str(self.portfile), *self.args,
         ]
@@ -89,6 +90,7 @@ def make_base(tmp_path_factory, name="hlfs"):
     for user in ("alice", "bob", "carol"):
         (base / "home" / user).mkdir(parents=True)
     (base / "alt_mail").mkdir()
+    (base / "alt_mail").chmod(0o1777)
     write_passwd(base / "passwd", base)
     return base
 
