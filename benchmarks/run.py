@@ -517,6 +517,25 @@ def scenario_scale(twistd, workdir, seconds, sizes):
     return "\n".join(lines)
 
 
+def scenario_what_if(twistd, workdir, users, rpcbind_pid, seconds, rounds):
+    """
+    Cached READLINK, one uid, window 32, on the server as it is and with
+    each change of C{what_if.py} patched in.
+    """
+    rows = []
+    for changes in ("", "rawsend", "replycache", "rawsend,replycache"):
+        env = dict(os.environ, WHAT_IF=changes)
+        server = Server(twistd, workdir, users, env=env,
+                        launcher=[sys.executable, os.path.join(HERE, "what_if.py")])
+        try:
+            for proto in ("udp", "tcp"):
+                rows.append(paired(server, rpcbind_pid, "readlink", proto, 32, 1, seconds, rounds,
+                                   name=f"what-if: {changes or 'as is'}"))
+        finally:
+            server.stop()
+    return rows
+
+
 def scenario_profile(server, seconds, many):
     """
     Sample the server with py-spy while loadgen drives cached READLINK at
