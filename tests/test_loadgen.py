@@ -172,3 +172,33 @@ def test_setup_failure_is_one_line(loadgen, server):
     err = run(loadgen, "--port", server.port, "--call", "readlink", "--uid", 1001,
               "--export", "/not-exported", "--calls", 1, expect_status=2)
     assert "MNT" in err and len(err.strip().splitlines()) == 1
+
+
+def _row(scenario, uids, cpu, ratio=1.0, proto="udp", window=32):
+    result = {"ops_per_s": 1000.0, "errors": 0, "server_cpu_us_per_op": cpu,
+              "latency_us": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0}}
+    return {"scenario": scenario, "call": "readlink", "uids": uids, "proto": proto,
+            "window": window, "hlfs": result, "rpcbind": dict(result), "ratio": ratio,
+            "ratios": [ratio]}
+
+
+def test_uid_cost_compares_within_a_scenario():
+    """
+    The rotating-uid cost is one scenario's 10,000-uid row over the same
+    scenario's one-uid row, never another scenario's.
+    """
+    rows = [_row("readlink", 1, 20.0), _row("readlink", 10000, 22.0),
+            _row("what-if: as is", 1, 2.0)]
+    notes = bench.uid_cost_note(rows)
+    assert notes == ["readlink udp w32: server CPU per call with 10000 uids = 1.10x one uid"
+                     " (target <= 1.1x at w32)"]
+
+
+def test_results_table_marks_targets():
+    row = _row("readlink", 1, 20.0, ratio=1.2)
+    row["target"] = 1.5
+    table = bench.format_table([row, _row("getattr", 1, None)])
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert ">= 1.5x missed" in lines[2] and "| 1.20x (1.20) |" in lines[2]
+    assert "| - |" in lines[3]
