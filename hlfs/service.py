@@ -23,6 +23,7 @@ from hlfs.nfs import status
 from hlfs.resolver import HomeResolver, SpoolRules
 from hlfs.rpc.dispatch import Dispatcher, Program
 from hlfs.rpc.registration import PortmapRegistration
+from hlfs.rpc.replycache import ReplyCache
 from hlfs.server import RPCServerService, build_programs
 from hlfs.users import UserTable
 
@@ -84,14 +85,17 @@ class HLFSService(MultiService):
             self.resolver,
             time.time_ns(),
         )
-        programs = build_programs(self.fs) + [
+        self.replies = ReplyCache(self.resolver, reactor)
+        programs = build_programs(self.fs, replies=self.replies) + [
             Program(
                 status.PROGRAM, "hlfs-status",
                 {status.VERSION: status.StatusProgram(self.status_report).procedures},
                 secure=False,
             )
         ]
-        self.dispatcher = Dispatcher(programs, insecure=config.insecure, verbose=config.verbose)
+        self.dispatcher = Dispatcher(
+            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies
+        )
         self.stats = self.dispatcher.stats
         self.server = RPCServerService(self.dispatcher, config.port, config.interface, reactor)
         self.server.setServiceParent(self)
