@@ -11,7 +11,7 @@ import sys
 
 # name: (module, one-line summary)
 SUBCOMMANDS = {
-    "resolve": ("hlfs.rpc.query", "ask a running server what `home` resolves to for a caller"),
+    "resolve": ("hlfs.query", "ask a running server what `home` resolves to for a caller"),
 }
 
 USAGE = """\

@@ -1,0 +1,72 @@
+"""
+The daemon's configuration: one immutable value built from the command
+line, shared by every part of the service.
+"""
+
+import grp
+import os
+from dataclasses import dataclass
+
+
+class ConfigError(Exception):
+    """
+    A configuration value is unusable; the message says which and why, in
+    one line.
+    """
+
+
+@dataclass(frozen=True)
+class Config:
+    mount: str = "/mail"
+    linkname: str = "home"
+    subdir: str = ".mailspool"
+    alt_dir: str = "/var/alt_mail"
+    port: int = 0
+    interface: str = "127.0.0.1"
+    password_file: str | None = None
+    group: str = "hlfs"
+    insecure: bool = False
+    no_mount: bool = False
+    port_file: str | None = None
+
+    @property
+    def export_path(self):
+        return os.fsencode(self.mount)
+
+
+def resolve_group(group):
+    """
+    Return the gid named by C{group} (a name or a number), or L{None} when
+    no such group exists: the HLFS_GID feature is then off.
+    """
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
+def check_component(option, value):
+    """
+    A link name or spool subdirectory: one path component.
+    """
+    if not value or value in (".", "..") or "/" in value or "\0" in value:
+        raise ConfigError(f"--{option} must be a single path component, not {value!r}")
+    return value
+
+
+def check_absolute(option, value):
+    if not value.startswith("/") or "\0" in value:
+        raise ConfigError(f"--{option} must be an absolute path, not {value!r}")
+    return os.path.normpath(value)
+
+
+def check_port(option, value):
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"--{option} must be a port number, not {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--{option} must be between 0 and 65535, not {port}")
+    return port
