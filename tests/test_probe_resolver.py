@@ -299,7 +299,9 @@ def test_reload_under_load(setup, homes, rt):
     # Cached results survived the reload: no new probes.
     assert s.pool.started_count == started
     assert ticks_during > 10
-    assert max(gaps) < 0.25, (max(gaps), took)
+    # A request that waited for the reload would leave a gap as long as
+    # the reload itself; allow for a loaded machine's scheduling.
+    assert max(gaps) < took * 0.6, (max(gaps), took)
     # The new users resolve.
     assert s.resolve(100_005).target == os.fsencode(homes.alt)  # no such home: probe fails
     assert s.rt.call(s.resolver.mailbox, b"gen7").target == b"/nonexistent/gen7/.mailspool/gen7"
