@@ -50,8 +50,7 @@ log = Logger(namespace="hlfs.probe")
 PROBE_DATA = b"hlfs home probe: this file is removed at once\n"
 NOGROUP = 65534
 
-_OPEN_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_OPEN_SUBDIR = _OPEN_DIR | os.O_NOFOLLOW
+_OPEN_SUBDIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -85,33 +84,66 @@ class ProbeResult(NamedTuple):
         return f"{os.fsdecode(self.path)}: {errno_name(self.errno)} ({self.reason})"
 
 
-def nss_credentials(user, home):
+class Credentials:
     """
-    Return the C{(uid, gid, groups)} a probe for C{user} runs with.
+    The C{(uid, gid, groups)} a probe for a user runs with.
 
-    A user the name service knows (same name and uid) gets its primary
-    group and its supplementary groups from NSS.  A user only a private
-    password file knows gets the group of its home directory and no
-    supplementary groups.  This may block (NSS, a hung home); it runs in a
-    probe thread.
+    With the name service (hlfs's default user source), a user NSS knows
+    under the same name and uid gets its primary group and supplementary
+    groups from NSS.  Those lookups can cost a fraction of a millisecond
+    (or a network round trip), so they are kept, a bounded number of them,
+    until L{forget} (the resolver calls it when the user table is
+    reloaded).
+
+    A user NSS does not know, and every user when C{nss} is false (hlfs's
+    C{--password-file}), runs with the group of its home directory and no
+    supplementary groups: the user table holds no groups.
+
+    Calls may block (NSS, a hung home): they happen in probe threads.
     """
-    name = os.fsdecode(user.name)
-    try:
-        entry = pwd.getpwnam(name)
-    except (KeyError, UnicodeError):
-        entry = None
-    if entry is not None and entry.pw_uid == user.uid:
+
+    def __init__(self, nss=True, max_cached=65536):
+        self.nss = nss
+        self.max_cached = max_cached
+        self._cache = {}
+
+    def forget(self):
+        """
+        Drop every kept lookup.
+        """
+        self._cache = {}
+
+    def __call__(self, user, home):
+        cache = self._cache
+        kept = cache.get(user.uid)
+        if kept is not None and kept[0] == user.name and kept[1] == home:
+            return kept[2]
+        found = self._from_nss(user) if self.nss else None
+        if found is None:
+            try:
+                found = user.uid, os.stat(home).st_gid, ()
+            except OSError:
+                # The probe will fail on the home anyway, with the real
+                # reason; do not keep this.
+                return user.uid, NOGROUP, ()
+        if len(cache) >= self.max_cached:
+            cache.clear()
+        cache[user.uid] = (user.name, home, found)
+        return found
+
+    def _from_nss(self, user):
+        name = os.fsdecode(user.name)
         try:
-            groups = os.getgrouplist(name, entry.pw_gid)
+            entry = pwd.getpwnam(name)
+        except (KeyError, UnicodeError):
+            return None
+        if entry.pw_uid != user.uid:
+            return None
+        try:
+            groups = tuple(os.getgrouplist(name, entry.pw_gid))
         except OSError:
-            groups = [entry.pw_gid]
+            groups = (entry.pw_gid,)
         return user.uid, entry.pw_gid, groups
-    try:
-        gid = os.stat(home).st_gid
-    except OSError:
-        # The probe will fail on the home anyway, with the real reason.
-        gid = NOGROUP
-    return user.uid, gid, ()
 
 
 class HomeProbe:
@@ -125,13 +157,22 @@ class HomeProbe:
         errors only at write-back).
     """
 
-    def __init__(self, fsync=False, credentials=nss_credentials):
+    def __init__(self, fsync=False, credentials=None):
+        """
+        @param credentials: a L{Credentials}; by default, from NSS.
+        """
         self.fsync = fsync
-        self.credentials = credentials
+        self.credentials = credentials if credentials is not None else Credentials()
         self._names = itertools.count()
         self._prefix = ".hlfs-probe.{}.{}.".format(
             socket.gethostname().replace("/", "_"), os.getpid()
         )
+
+    def forget(self):
+        """
+        Forget what is known about users (the table was reloaded).
+        """
+        self.credentials.forget()
 
     def _unique_name(self):
         return os.fsencode(f"{self._prefix}{next(self._names)}")
@@ -155,27 +196,20 @@ class HomeProbe:
             return ProbeResult(False, errnos.EIO, spool, f"probe error: {e!r}")
 
     def _check(self, uid, home, subdir, spool):
+        # Only the last component is the user's to change (the home's
+        # parent is not): O_NOFOLLOW on it is all it takes.
+        spool_fd = self._open_spool(home, spool)
+        if isinstance(spool_fd, ProbeResult):
+            return spool_fd
         try:
-            home_fd = os.open(home, _OPEN_DIR)
-        except OSError as e:
-            return ProbeResult(False, e.errno, home, e.strerror)
-        try:
-            spool_fd = self._open_spool(home_fd, subdir, spool)
-            if isinstance(spool_fd, ProbeResult):
-                return spool_fd
-            try:
-                owner = os.fstat(spool_fd).st_uid
-                if owner != uid:
-                    return ProbeResult(
-                        False, errnos.EPERM, spool, f"owned by uid {owner}, not {uid}"
-                    )
-                return self._write_file(spool_fd, spool)
-            finally:
-                os.close(spool_fd)
+            owner = os.fstat(spool_fd).st_uid
+            if owner != uid:
+                return ProbeResult(False, errnos.EPERM, spool, f"owned by uid {owner}, not {uid}")
+            return self._write_file(spool_fd, spool)
         finally:
-            os.close(home_fd)
+            os.close(spool_fd)
 
-    def _open_spool(self, home_fd, subdir, spool):
+    def _open_spool(self, home, spool):
         """
         Open the spool directory (creating it when missing) without
         following a symbolic link; return the descriptor or a failed
@@ -183,32 +217,52 @@ class HomeProbe:
         """
         for attempt in (1, 2):
             try:
-                return os.open(subdir, _OPEN_SUBDIR, dir_fd=home_fd)
-            except FileNotFoundError:
+                return os.open(spool, _OPEN_SUBDIR)
+            except FileNotFoundError as e:
                 if attempt == 2:
-                    raise
+                    return ProbeResult(False, e.errno, spool, e.strerror)
                 try:
                     # Made with the thread's fsuid, so owned by the user;
-                    # the umask can only narrow 0700.
-                    os.mkdir(subdir, 0o700, dir_fd=home_fd)
+                    # the umask can only narrow 0700.  mkdir never follows
+                    # a link in the last component.
+                    os.mkdir(spool, 0o700)
                 except FileExistsError:
                     pass  # made meanwhile: open it on the next turn
                 except OSError as e:
+                    if e.errno in (errnos.ENOENT, errnos.ENOTDIR):
+                        return self._home_failure(home, e)
                     return ProbeResult(False, e.errno, spool, f"cannot create: {e.strerror}")
-            except (NotADirectoryError, OSError) as e:
+            except OSError as e:
                 if e.errno in (errnos.ENOTDIR, errnos.ELOOP):
-                    return ProbeResult(False, e.errno, spool, self._not_a_directory(home_fd, subdir))
+                    return self._not_a_directory(home, spool, e)
                 return ProbeResult(False, e.errno, spool, e.strerror)
         raise AssertionError("unreachable")
 
-    def _not_a_directory(self, home_fd, subdir):
+    def _home_failure(self, home, error):
+        """
+        The spool directory cannot be made: say what is wrong with the
+        home itself.
+        """
         try:
-            mode = os.lstat(subdir, dir_fd=home_fd).st_mode
+            mode = os.stat(home).st_mode
         except OSError as e:
-            return e.strerror
+            return ProbeResult(False, e.errno, home, e.strerror)
+        if not stat.S_ISDIR(mode):
+            return ProbeResult(False, errnos.ENOTDIR, home, "the home is not a directory")
+        return ProbeResult(False, error.errno, home, error.strerror)
+
+    def _not_a_directory(self, home, spool, error):
+        try:
+            mode = os.lstat(spool).st_mode
+        except NotADirectoryError:
+            return self._home_failure(home, error)
+        except OSError as e:
+            return ProbeResult(False, e.errno, spool, e.strerror)
         if stat.S_ISLNK(mode):
-            return "is a symbolic link, not a directory; not followed"
-        return "is not a directory"
+            reason = "is a symbolic link, not a directory; not followed"
+        else:
+            reason = "is not a directory"
+        return ProbeResult(False, error.errno, spool, reason)
 
     def _write_file(self, spool_fd, spool):
         name = self._unique_name()
@@ -876,6 +930,7 @@ class ProbingResolver:
         return table
 
     def _install(self, state, removed):
+        old_table = self._state.table
         # The stamp is taken now, in the reactor thread: later than any
         # answer given before the swap.
         stamp = self.changes.now()
@@ -885,6 +940,9 @@ class ProbingResolver:
         if removed:
             self._unknown = stamp
         self._state = state
+        forget = getattr(self.probe, "forget", None)
+        if forget is not None and state.table is not old_table:
+            forget()
 
 
 def resolver_for(table, rules, reactor, threads=10, cache_interval=300.0, deadline=1.0,
