@@ -41,13 +41,17 @@ def _load():
     numbers = _SYSCALLS.get(platform.machine())
     if numbers is None:
         return None, None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # PyDLL keeps the GIL across the call: these system calls never
+    # block, and letting go of the GIL a dozen times a probe makes probe
+    # threads queue for it behind each other.
+    libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     syscall = libc.syscall
     syscall.restype = ctypes.c_long
     return syscall, numbers
 
 
 _syscall, _NR = _load()
+_base = threading.local()
 
 
 def supported():
@@ -115,7 +119,10 @@ def as_user(uid, gid, groups=()):
     """
     if _syscall is None:
         raise CredentialsError(38, f"per-thread credentials unsupported on {platform.machine()}")
-    saved = current()
+    saved = getattr(_base, "credentials", None)
+    if saved is None:
+        # A thread's own identity, read once: as_user always puts it back.
+        saved = _base.credentials = current()
     try:
         set_thread_credentials(uid, gid, groups)
         yield

@@ -25,6 +25,7 @@ the service starts, L{ProbePool.stop} when it stops (it does not wait for
 probes stuck in a dead filesystem).
 """
 
+import collections
 import errno as errnos
 import itertools
 import os
@@ -38,6 +39,7 @@ from typing import NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -320,7 +322,7 @@ class Flight:
     meanwhile.
     """
 
-    __slots__ = ("key", "path", "submitted", "started", "waiters", "late")
+    __slots__ = ("key", "path", "submitted", "started", "waiters", "late", "finish")
 
     def __init__(self, key, path, submitted):
         self.key = key
@@ -329,6 +331,7 @@ class Flight:
         self.started = None  # set by the thread that runs it
         self.waiters = []
         self.late = False
+        self.finish = None
 
 
 class _ProbeThreadPool(ThreadPool):
@@ -385,6 +388,8 @@ class ProbePool:
         self._threadpool = _ProbeThreadPool(0, threads, name="hlfs-probe")
         self._flights = {}
         self._running = set()  # Flights a thread is running; threads add and discard
+        self._results = collections.deque()  # (Flight, result) from the threads
+        self._wake_pending = False
         self._exhausted_logged = None
         self._exhausted_unlogged = 0
 
@@ -483,25 +488,43 @@ class ProbePool:
         flight = Flight(key, path, self.clock.seconds())
         self._flights[key] = flight
         self.started_count += 1
-        d = deferToThreadPool(self.reactor, self._threadpool, self._run, flight, probe, args)
-        d.addBoth(self._finished, flight, finish)
+        flight.finish = finish
+        self._threadpool.callInThread(self._run, flight, probe, args)
         return flight
 
     def _run(self, flight, probe, args):
-        # In a probe thread.
+        # In a probe thread.  Results go back in batches: one wake-up of
+        # the reactor for every result waiting, not one per result (what
+        # deferToThreadPool would do), which matters in a probe storm.
         flight.started = self.clock.seconds()
         self._running.add(flight)
         try:
-            return probe(*args)
+            result = probe(*args)
+        except BaseException:
+            result = Failure()
         finally:
             self._running.discard(flight)
+        self._results.append((flight, result))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.reactor.callFromThread(self._deliver)
 
-    def _finished(self, result, flight, finish):
-        if not isinstance(result, tuple) and hasattr(result, "getTraceback"):
+    def _deliver(self):
+        # Clear the flag before emptying the queue: a result appended
+        # after this point schedules another delivery.
+        self._wake_pending = False
+        results = self._results
+        while results:
+            flight, result = results.popleft()
+            self._finished(result, flight)
+
+    def _finished(self, result, flight):
+        if isinstance(result, Failure):
             log.failure("home probe for {key} raised", result, key=flight.key)
             result = None
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
+        finish, flight.finish = flight.finish, None
         answer = finish(flight, result)
         waiters, flight.waiters = flight.waiters, []
         for d, timer in waiters:
