@@ -30,6 +30,7 @@ import errno as errnos
 import itertools
 import os
 import pwd
+import re
 import socket
 import stat
 import threading
@@ -616,13 +617,23 @@ class _UserState:
         return len(self.status) + 8 * len(self.expires) + 8 * len(self.changed)
 
 
+_TOUCHED = re.compile(rb"[^\x00]")
+
+
 def _remap(old, new_table, epoch):
     """
-    Build the L{_UserState} of C{new_table} from C{old}: entries whose uid,
-    name and home did not change keep their state.  Runs in a thread.
+    Build the L{_UserState} of C{new_table} from C{old}.  Runs in a thread.
 
-    @return: C{(state, removed)}, C{removed} telling whether a uid of the
-        old table is gone.
+    An identical table keeps every user's state.  Otherwise, users whose
+    entry (uid, name, home) did not change keep their cached probe result
+    and link time; every other user starts afresh, its link time the
+    reload's (later than any time given before, so a changed value always
+    shows a new time).  Only users with some state are looked at: the
+    cost follows the users seen since the last reload, not the table's
+    size.
+
+    @return: C{(state, changed)}, C{changed} telling whether the table
+        changed at all.
     """
     old_table = old.table
     state = _UserState.__new__(_UserState)
@@ -638,19 +649,17 @@ def _remap(old, new_table, epoch):
     expires = array("d", bytes(8 * n))
     changed = array("q", [-epoch]) * n
     old_status, old_expires, old_changed = old.status, old.expires, old.changed
-    index_of = old_table.index_of
-    old_at, new_at = old_table.at, new_table.at
-    kept = 0
-    for j in range(n):
-        user = new_at(j)
-        i = index_of(user.uid)
-        if i >= 0 and old_at(i) == user:
+    old_at, new_at, index_of = old_table.at, new_table.at, new_table.index_of
+    for match in _TOUCHED.finditer(old_status):
+        i = match.start()
+        user = old_at(i)
+        j = index_of(user.uid)
+        if j >= 0 and new_at(j) == user:
             status[j] = old_status[i]
             expires[j] = old_expires[i]
             changed[j] = old_changed[i]
-            kept += 1
     state.status, state.expires, state.changed = status, expires, changed
-    return state, kept < len(old_table)
+    return state, True
 
 
 @implementer(ILinkResolver)
@@ -691,6 +700,7 @@ class ProbingResolver:
         self._unknown = self._epochs[0]
         self._state = _UserState(table, 0)
         self._dirty = None  # positions changed while a reload runs
+        self._flush_after_reload = False
         self._reloading = None
 
     @property
@@ -872,7 +882,7 @@ class ProbingResolver:
         if uid is None:
             state.status[:] = state.status.translate(_CLEAR_CHECKED)
             if self._dirty is not None:
-                self._dirty.update(range(len(state.status)))
+                self._flush_after_reload = True
             return
         i = state.table.index_of(uid)
         if i >= 0:
@@ -894,8 +904,8 @@ class ProbingResolver:
         """
         if self._reloading is not None:
             raise RuntimeError("a reload is running")
-        state, removed = _remap(self._state, table, len(self._epochs))
-        self._install(state, removed)
+        state, changed = _remap(self._state, table, len(self._epochs))
+        self._install(state, changed)
 
     def reload(self, loader):
         """
@@ -912,6 +922,7 @@ class ProbingResolver:
             return d
         self._reloading = []
         self._dirty = set()
+        self._flush_after_reload = False
         old = self._state
         epoch = len(self._epochs)
         reactor = self.pool.reactor
@@ -925,7 +936,7 @@ class ProbingResolver:
         return d
 
     def _reloaded(self, result, old):
-        state, removed = result
+        state, changed = result
         dirty, self._dirty = self._dirty, None
         # Whatever happened to the old state while the thread copied it.
         for i in dirty:
@@ -935,7 +946,9 @@ class ProbingResolver:
                 state.status[j] = old.status[i]
                 state.expires[j] = old.expires[i]
                 state.changed[j] = old.changed[i]
-        self._install(state, removed)
+        if self._flush_after_reload:
+            state.status[:] = state.status.translate(_CLEAR_CHECKED)
+        self._install(state, changed)
         return self._reload_done(state.table)
 
     def _reload_failed(self, failure):
@@ -952,7 +965,7 @@ class ProbingResolver:
             d.callback(table)
         return table
 
-    def _install(self, state, removed):
+    def _install(self, state, changed):
         old_table = self._state.table
         # The stamp is taken now, in the reactor thread: later than any
         # answer given before the swap.
@@ -960,7 +973,7 @@ class ProbingResolver:
         self._epochs.append(stamp)
         if state.epoch != len(self._epochs) - 1:
             raise AssertionError("reload epochs out of order")
-        if removed:
+        if changed:
             self._unknown = stamp
         self._state = state
         forget = getattr(self.probe, "forget", None)

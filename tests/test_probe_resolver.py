@@ -397,3 +397,58 @@ def test_waiters_wait_on_the_test_clock_deadline(rt, homes):
     finally:
         gate.set()
         rt.call(pool.stop)
+
+
+def test_answers_given_during_a_reload_survive_it(setup, homes):
+    """
+    The per-user state is copied in the loading thread while the reactor
+    goes on changing it: what changed meanwhile is carried over at the
+    swap, and a flush of everything during the reload still holds after.
+    """
+    import threading
+
+    a = homes.add("alice")
+    b = homes.add("bob")
+    s = setup()
+    ra = s.resolve(a)
+    gate = threading.Event()
+    loaded = threading.Event()
+
+    def slow_loader():
+        table = homes.table()
+        loaded.set()
+        gate.wait(30)
+        return table
+
+    # A changed table (a new user), so the state is remapped, not copied.
+    homes.add("carol")
+    done = []
+    s.rt.call(lambda: s.resolver.reload(slow_loader).addCallback(done.append) and None)
+    assert loaded.wait(10)
+    spool = os.fsdecode(homes.spool("alice"))
+    os.chmod(spool, 0o000)
+    os.chown(spool, 0, 0)
+    s.rt.call(s.resolver.flush, a)
+    alt = s.resolve(a)  # probed during the reload: a failure now
+    assert alt.target == os.fsencode(homes.alt) and alt.changed > ra.changed
+    rb = s.resolve(b)  # first seen during the reload
+    started = s.pool.started_count
+    gate.set()
+    wait_for(lambda: bool(done))
+    assert len(s.resolver.table) == 3
+    assert s.resolve(a) == alt
+    assert s.resolve(b) == rb
+    assert s.pool.started_count == started
+
+    # flush() during a reload applies to the table swapped in.
+    gate.clear()
+    loaded.clear()
+    homes.add("dave")
+    done.clear()
+    s.rt.call(lambda: s.resolver.reload(slow_loader).addCallback(done.append) and None)
+    assert loaded.wait(10)
+    s.rt.call(s.resolver.flush)
+    gate.set()
+    wait_for(lambda: bool(done))
+    s.resolve(b)
+    assert s.pool.started_count == started + 1
