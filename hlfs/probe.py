@@ -345,7 +345,7 @@ class _ProbeThreadPool(ThreadPool):
     def threadFactory(self, *args, **kwargs):
         return threading.Thread(*args, daemon=True, **kwargs)
 
-    def stop(self, timeout=1.0):
+    def stop(self, timeout=0.5):
         self.joined = True
         self.started = False
         self._team.quit()
@@ -474,9 +474,9 @@ class ProbePool:
         stuck.
 
         @param path: what the probe checks, for logs and the console.
-        @param finish: called in the reactor thread with the probe's
-            result (L{None} if it raised) before any waiter is answered;
-            what it returns is every waiter's answer.
+        @param finish: called in the reactor thread with the L{Flight}
+            and the probe's result (L{None} if it raised) before any
+            waiter is answered; what it returns is every waiter's answer.
         @return: the new L{Flight}, or L{None} when the pool is exhausted.
         @raise ValueError: if a probe for C{key} is already in flight.
         """
@@ -775,11 +775,15 @@ class ProbingResolver:
         if not flight.late:
             flight.late = True
             log.warn(
-                "home probe of {path} for uid {uid} still running after {deadline} s; "
-                "answering {alt} meanwhile",
-                path=os.fsdecode(flight.path), uid=flight.key, deadline=self.deadline,
-                alt=os.fsdecode(self.rules.alt_dir),
+                "home probe of {path} for {user} (uid {uid}) still running after "
+                "{deadline} s; answering {alt} meanwhile",
+                path=os.fsdecode(flight.path), user=self._name_of(flight.key), uid=flight.key,
+                deadline=self.deadline, alt=os.fsdecode(self.rules.alt_dir),
             )
+
+    def _name_of(self, uid):
+        user = self._state.table.by_uid(uid)
+        return "?" if user is None else os.fsdecode(user.name)
 
     def _fallback_answer(self, flight):
         self._fallback(flight)
@@ -833,14 +837,15 @@ class ProbingResolver:
         return Resolution(self.rules.alt_dir if alt else spool, self._stamp(state, i))
 
     def mailbox(self, name):
+        """
+        Return C{~NAME/<subdir>/NAME}, or the alternate spool's C{NAME}
+        while the user's link points there; never waits for a probe.
+        """
         state = self._state
         user = state.table.by_name(name)
         if user is None:
             return None
         i = state.table.index_of(user.uid)
-        if state.table.at(i) != user:
-            # A second entry for the uid: its home never resolves for the uid.
-            return Resolution(self.rules.mailbox_of(user), self._stamp(state, i))
         target = self.rules.mailbox_of(user)
         if self.verify and state.status[i] & _SERVED_ALT:
             target = self.rules.alt_dir + b"/" + user.name
