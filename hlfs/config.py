@@ -28,6 +28,17 @@ class Config:
     insecure: bool = False
     no_mount: bool = False
     port_file: str | None = None
+    cache_interval: float = 300.0
+    reload_interval: float = 900.0
+    verify: bool = True
+    probe_deadline: float = 1.0
+    probe_threads: int = 16
+    mount_options: str = ""
+    fast_start: bool = False
+    allow_attribute_cache: bool = False
+    portmap: bool = True
+    run_dir: str = "/run/hlfs"
+    verbose: bool = False
 
     @property
     def export_path(self):
@@ -70,3 +81,34 @@ def check_port(option, value):
     if not 0 <= port <= 65535:
         raise ConfigError(f"--{option} must be between 0 and 65535, not {port}")
     return port
+
+
+def check_seconds(option, value, minimum=0.0):
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"--{option} must be a number of seconds, not {value!r}") from None
+    if not seconds >= minimum or seconds > 10**9:
+        raise ConfigError(f"--{option} must be at least {minimum:g} seconds, not {value}")
+    return seconds
+
+
+def check_count(option, value, minimum=1, maximum=1024):
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"--{option} must be a whole number, not {value!r}") from None
+    if not minimum <= count <= maximum:
+        raise ConfigError(f"--{option} must be between {minimum} and {maximum}, not {count}")
+    return count
+
+
+def check_mount_options(value):
+    """
+    Extra mount options: a comma-separated list, without the ones hlfs
+    sets itself to keep one user's link from another.
+    """
+    for option in filter(None, value.split(",")):
+        if not option.replace("=", "").replace("_", "").replace(".", "").replace("-", "").isalnum():
+            raise ConfigError(f"-o: invalid mount option {option!r}")
+    return value.strip(",")

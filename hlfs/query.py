@@ -10,7 +10,7 @@ import sys
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from hlfs.nfs import mount, v3
+from hlfs.nfs import mount, status, v3
 from hlfs.rpc.client import RPCClient, RPCError
 from hlfs.rpc.message import AUTH_SYS, SUCCESS, Credential
 from hlfs.rpc.portmap import getport
@@ -164,6 +164,44 @@ def main(argv, prog="hlfs resolve"):
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
     sys.stdout.buffer.write(target + b"\n")
+    return 0
+
+
+def status_main(argv, prog="hlfs status"):
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Show a running hlfs's status through its status RPC program: "
+        "uptime, requests per procedure, cache and probe state, last reload.",
+    )
+    parser.add_argument(
+        "--server", type=parse_server, default=("127.0.0.1", 0),
+        help="HOST:PORT of the server (default: ask the local portmapper)",
+    )
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default: 5)")
+    args = parser.parse_args(argv)
+
+    @defer.inlineCallbacks
+    def ask(reactor):
+        host, port = args.server
+        if port == 0:
+            port = yield getport(reactor, status.PROGRAM, status.VERSION, "udp", host=host)
+            if not port:
+                raise NFSCallError(f"hlfs is not registered with the portmapper on {host}")
+        rpc = yield RPCClient.connect(reactor, host, port, "udp", timeout=args.timeout)
+        try:
+            reply = yield rpc.call(status.PROGRAM, status.VERSION, 1)
+        finally:
+            rpc.close()
+        return status.decode_pairs(_accepted(reply, "STATUS"))
+
+    try:
+        pairs = run_in_reactor(ask)
+    except (RPCError, NFSCallError, OSError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    width = max((len(name) for name, _ in pairs), default=0)
+    for name, value in pairs:
+        print(f"{name:<{width}}  {value}")
     return 0
 
 

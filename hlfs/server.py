@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from hlfs.nfs import mount, v2, v3
 from hlfs.nfs.attrs import AttrEncoder
-from hlfs.rpc.dispatch import Dispatcher, Program
+from hlfs.rpc.dispatch import Program
 from hlfs.rpc.transport import RPCDatagramProtocol, RPCStreamFactory
 
 # (program, version, name) of everything hlfs serves, for registration.

@@ -45,6 +45,8 @@ class _Pending:
 
 
 class _UDPClient(DatagramProtocol):
+    noisy = False
+
     def __init__(self, pending):
         self.pending = pending
 

@@ -43,13 +43,16 @@ class Dispatcher:
     @ivar stats: call counts keyed by C{(prog, vers, proc)}, and by
         C{"dropped"}, C{"rejected"} and C{"errors"}.
     @ivar insecure: serve calls from unprivileged ports too.
+    @ivar verbose: log each refused or malformed call (debugging only: a
+        hostile client could otherwise flood the log).
     """
 
     log = Logger()
 
-    def __init__(self, programs, insecure=False):
+    def __init__(self, programs, insecure=False, verbose=False):
         self.programs = {p.number: p for p in programs}
         self.insecure = insecure
+        self.verbose = verbose
         self.stats = Counter()
 
     def dispatch(self, data, peer):
@@ -62,11 +65,13 @@ class Dispatcher:
             call = decode_call(data)
         except Drop as e:
             self.stats["dropped"] += 1
-            self.log.debug("dropped a message from {peer}: {reason}", peer=peer, reason=e)
+            if self.verbose:
+                self.log.info("dropped a message from {peer}: {reason}", peer=peer, reason=e)
             return None
         except Rejected as e:
             self.stats["rejected"] += 1
-            self.log.debug("rejected a call from {peer}: {reason}", peer=peer, reason=e.reason)
+            if self.verbose:
+                self.log.info("rejected a call from {peer}: {reason}", peer=peer, reason=e.reason)
             return e.reply
         program = self.programs.get(call.prog)
         if program is None:
@@ -103,7 +108,9 @@ class Dispatcher:
 
     def _garbage(self, call, peer, reason):
         self.stats["garbage"] += 1
-        self.log.debug(
+        if not self.verbose:
+            return message.accepted(call.xid, message.GARBAGE_ARGS)
+        self.log.info(
             "garbage arguments for {prog}/{vers}/{proc} from {peer}: {reason}",
             prog=call.prog, vers=call.vers, proc=call.proc, peer=peer, reason=reason,
         )

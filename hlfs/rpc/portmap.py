@@ -1,6 +1,8 @@
 """
-Portmapper client (RFC 1833 version 2): GETPORT, and the SET/UNSET pair
-that registers a server.
+Portmapper client (RFC 1833 version 2): GETPORT, SET and UNSET.
+
+PMAPPROC_UNSET removes a program version's mappings for every transport
+at once, so a registration unsets first and then sets each transport.
 """
 
 import struct
@@ -17,30 +19,53 @@ PORT = 111
 SET = 1
 UNSET = 2
 GETPORT = 3
-DUMP = 4
 
 IPPROTO = {"tcp": 6, "udp": 17}
 _MAPPING = struct.Struct(">IIII")
 
-# rpcbind treats SET/UNSET from loopback as the owner "superuser" only with
-# a credential; AUTH_SYS uid 0 is what the C library's pmap_set() sends.
+# rpcbind lets a loopback caller with AUTH_SYS uid 0 (what the C library's
+# pmap_set() sends) replace mappings.
 _ROOT = Credential(AUTH_SYS, 0, 0, (), b"localhost")
 
 
-def _bool_result(reply, what):
-    if reply.stat != SUCCESS:
-        raise RPCError(f"portmapper {what}: {reply.reject or reply.stat}")
-    return reply.body.bool()
+class Portmapper:
+    """
+    Calls to the portmapper on C{host}, over one UDP socket.
+    """
 
+    def __init__(self, client):
+        self.client = client
 
-@defer.inlineCallbacks
-def _call(reactor, proc, args, host="127.0.0.1", timeout=3.0):
-    client = yield RPCClient.connect(reactor, host, PORT, "udp", timeout=timeout)
-    try:
-        reply = yield client.call(PROGRAM, VERSION, proc, args, _ROOT)
-    finally:
-        client.close()
-    return reply
+    @classmethod
+    @defer.inlineCallbacks
+    def connect(cls, reactor, host="127.0.0.1", timeout=3.0):
+        client = yield RPCClient.connect(reactor, host, PORT, "udp", timeout=timeout)
+        return cls(client)
+
+    def close(self):
+        self.client.close()
+
+    @defer.inlineCallbacks
+    def _call(self, proc, args):
+        reply = yield self.client.call(PROGRAM, VERSION, proc, args, _ROOT)
+        if reply.stat != SUCCESS:
+            raise RPCError(f"portmapper procedure {proc}: {reply.reject or reply.stat}")
+        return reply.body
+
+    @defer.inlineCallbacks
+    def getport(self, prog, vers, transport):
+        body = yield self._call(GETPORT, _MAPPING.pack(prog, vers, IPPROTO[transport], 0))
+        return body.uint()
+
+    @defer.inlineCallbacks
+    def set(self, prog, vers, transport, port):
+        body = yield self._call(SET, _MAPPING.pack(prog, vers, IPPROTO[transport], port))
+        return body.bool()
+
+    @defer.inlineCallbacks
+    def unset(self, prog, vers):
+        body = yield self._call(UNSET, _MAPPING.pack(prog, vers, 0, 0))
+        return body.bool()
 
 
 @defer.inlineCallbacks
@@ -48,30 +73,9 @@ def getport(reactor, prog, vers, transport, host="127.0.0.1", timeout=3.0):
     """
     Return the port registered for C{prog}/C{vers} over C{transport}, or 0.
     """
-    reply = yield _call(
-        reactor, GETPORT, _MAPPING.pack(prog, vers, IPPROTO[transport], 0), host, timeout
-    )
-    if reply.stat != SUCCESS:
-        raise RPCError(f"portmapper GETPORT: {reply.reject or reply.stat}")
-    return reply.body.uint()
-
-
-@defer.inlineCallbacks
-def set_mapping(reactor, prog, vers, transport, port, timeout=3.0):
-    """
-    Register C{prog}/C{vers}/C{transport} at C{port}, replacing whatever a
-    previous instance left: rpcbind refuses a SET over an existing mapping.
-    """
-    args = _MAPPING.pack(prog, vers, IPPROTO[transport], port)
-    yield _call(reactor, UNSET, args, timeout=timeout)
-    ok = _bool_result((yield _call(reactor, SET, args, timeout=timeout)), "SET")
-    return ok
-
-
-@defer.inlineCallbacks
-def unset_mapping(reactor, prog, vers, timeout=3.0):
-    """
-    Remove every mapping of C{prog}/C{vers}.
-    """
-    reply = yield _call(reactor, UNSET, _MAPPING.pack(prog, vers, 0, 0), timeout=timeout)
-    return _bool_result(reply, "UNSET")
+    pm = yield Portmapper.connect(reactor, host, timeout)
+    try:
+        port = yield pm.getport(prog, vers, transport)
+    finally:
+        pm.close()
+    return port
