@@ -577,6 +577,27 @@ _SERVED_ALT = 4  # the last answer for this user was the alternate spool
 _CLEAR_CHECKED = bytes(b & ~(_CHECKED | _FAILED) for b in range(256))
 
 
+class CacheEntry(NamedTuple):
+    """
+    One user's cached state, for the operator.
+
+    @ivar state: C{ok}, C{failed} (either may be C{(expired)}) or
+        C{unverified}.
+    @ivar age: seconds since the cached probe finished, or L{None}.
+    @ivar expires_in: seconds the result is still used, or L{None}.
+    @ivar probing: whether a probe is in flight.
+    @ivar target: the link's last answer.
+    @ivar changed: the link's time (ns).
+    """
+
+    state: str
+    age: float | None
+    expires_in: float | None
+    probing: bool
+    target: bytes
+    changed: int
+
+
 class ProbeStats:
     """
     Counters for the operator console.
@@ -857,13 +878,75 @@ class ProbingResolver:
         """
         Return the probes in flight (L{FlightInfo}s, with their ages).
         """
-        return self.pool.in_flight()
+        return self.pool.in_flight() if self.pool is not None else []
 
     def hung(self):
         """
         Return the probes running longer than the deadline.
         """
-        return self.pool.hung()
+        return self.pool.hung() if self.pool is not None else []
+
+    def cache_entry(self, uid):
+        """
+        Return the L{CacheEntry} of C{uid}, or L{None} for a uid the table
+        does not know.
+        """
+        state = self._state
+        i = state.table.index_of(uid)
+        if i < 0:
+            return None
+        st = state.status[i]
+        now = self.clock.seconds()
+        if st & _CHECKED:
+            verdict = "failed" if st & _FAILED else "ok"
+            expires_in = state.expires[i] - now
+            if expires_in <= 0:
+                verdict += " (expired)"
+            age = now - (state.expires[i] - self.cache_interval)
+        else:
+            verdict, expires_in, age = "unverified", None, None
+        flight = self.pool.find(uid) if self.pool is not None else None
+        target = self.rules.alt_dir if st & _SERVED_ALT else self.rules.spool_of(state.table.at(i))
+        return CacheEntry(
+            verdict, age, expires_in, flight is not None,
+            target if target is not None else self.rules.alt_dir, self._stamp(state, i),
+        )
+
+    def describe(self, uid):
+        """
+        Return C{(state, age)} of C{uid}'s cached probe result for a dump:
+        C{ok}, C{failed}, C{unverified} (possibly C{+probing}), and the
+        result's age in whole seconds or C{-}.
+        """
+        entry = self.cache_entry(uid)
+        if entry is None:
+            return "unknown", "-"
+        state = entry.state.replace(" (expired)", "-expired")
+        if entry.probing:
+            state += "+probing"
+        return state, "-" if entry.age is None else str(int(entry.age))
+
+    def status(self):
+        """
+        Name/value pairs for the status report: the cache's and the
+        pool's counters.
+        """
+        counts = self.stats_dict()
+        pairs = [("verify", self.verify), ("cache_interval", self.cache_interval),
+                 ("probe_deadline", self.deadline)]
+        pairs += [(f"cache_{name}", counts[name]) for name in ("hits", "misses")]
+        pairs += [
+            ("probes_started", counts["started"]),
+            ("probes_in_flight", counts["in_flight"]),
+            ("probes_hung", len(self.hung())),
+            ("probes_failed", counts["failures"]),
+            ("probes_late", counts["late"]),
+            ("fallbacks", counts["fallbacks"]),
+            ("pool_exhausted", counts["exhausted"]),
+            ("pool_threads", self.pool.threads if self.pool is not None else 0),
+            ("pool_busy", self.pool.busy() if self.pool is not None else 0),
+        ]
+        return pairs
 
     def stats_dict(self):
         """
@@ -873,9 +956,9 @@ class ProbingResolver:
         their deadline.
         """
         counts = self.stats.as_dict()
-        counts["started"] = self.pool.started_count if self.pool else 0
-        counts["exhausted"] = self.pool.exhausted_count if self.pool else 0
-        counts["in_flight"] = self.pool.count() if self.pool else 0
+        counts["started"] = self.pool.started_count if self.pool is not None else 0
+        counts["exhausted"] = self.pool.exhausted_count if self.pool is not None else 0
+        counts["in_flight"] = self.pool.count() if self.pool is not None else 0
         return counts
 
     def flush(self, uid=None):

@@ -484,3 +484,28 @@ def test_child_loader_gives_the_same_table(homes):
     assert table == direct
     assert table.problems == direct.problems and len(table.problems) == 1
     assert table.by_name(b"gen5") == direct.by_name(b"gen5")
+
+
+def test_operator_views(setup, homes):
+    """
+    What the console, the status report and the SIGUSR1 dump show of a
+    user's cached state.
+    """
+    a = homes.add("alice")
+    b = homes.add("bob")
+    s = setup()
+    r = s.resolver
+    assert s.rt.call(r.describe, a) == ("unverified", "-")
+    assert s.rt.call(r.cache_entry, 12345) is None
+    s.resolve(a)
+    s.advance(10)
+    entry = s.rt.call(r.cache_entry, a)
+    assert entry.state == "ok" and entry.age == 10 and entry.expires_in == INTERVAL - 10
+    assert entry.target == homes.spool("alice") and not entry.probing
+    assert s.rt.call(r.describe, a) == ("ok", "10")
+    s.advance(INTERVAL)
+    assert s.rt.call(r.describe, a) == ("ok-expired", str(INTERVAL + 10))
+    assert s.rt.call(r.describe, b) == ("unverified", "-")
+    status = dict(s.rt.call(r.status))
+    assert status["cache_misses"] == 1 and status["probes_started"] == 1
+    assert status["pool_threads"] == 4 and status["probes_in_flight"] == 0
