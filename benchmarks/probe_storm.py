@@ -100,12 +100,17 @@ def main():
                 # are the steady state (cache expired, directories there).
                 for r in range(args.rounds):
                     resolver.flush()
+                    cpu = os.times()
                     took, lat, alt = yield storm(resolver, uids, args.window)
+                    cpu_after = os.times()
+                    used = (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system)
                     print(
                         f"round {r}: {len(uids)} uncached resolves in {took:.2f} s: "
                         f"{len(uids) / took:.0f}/s, p50 {percentile(lat, 0.5) * 1e3:.2f} ms, "
                         f"p99 {percentile(lat, 0.99) * 1e3:.2f} ms, max {lat[-1] * 1e3:.2f} ms, "
-                        f"alternate spool {alt} (threads {args.threads}, window {args.window})"
+                        f"alternate spool {alt} (threads {args.threads}, window {args.window}); "
+                        f"CPU {used / len(uids) * 1e6:.0f} us a probe "
+                        f"({used / took * 100:.0f}% of one core), load {os.getloadavg()[0]:.1f}"
                     )
             finally:
                 pool.stop()

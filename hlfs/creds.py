@@ -51,7 +51,7 @@ def _load():
 
 
 _syscall, _NR = _load()
-_base = threading.local()
+_local = threading.local()
 
 
 def supported():
@@ -81,29 +81,45 @@ def current():
     """
     Return this thread's C{(fsuid, fsgid, groups)}.
     """
-    return _fsuid(_NO_ID), _fsgid(_NO_ID), os.getgroups()
+    return _fsuid(_NO_ID), _fsgid(_NO_ID), tuple(os.getgroups())
+
+
+def _apply(current, wanted, check):
+    """
+    Move this thread from credentials C{current} (L{None}: unknown) to
+    C{wanted}, both C{(fsuid, fsgid, groups)}, making only the calls that
+    change something: each costs a new credentials structure in the
+    kernel.
+
+    The groups and the gid go first: they need C{CAP_SETGID}, which the
+    thread keeps whatever its fsuid (only the filesystem capabilities
+    follow the fsuid).
+
+    @param check: read the ids back (setfsuid and setfsgid report failure
+        only by not changing the value).
+    @raise CredentialsError: if a change did not take.
+    """
+    uid, gid, groups = wanted
+    if current is None or current[2] != groups:
+        _setgroups(groups)
+    if current is None or current[1] != gid:
+        _fsgid(gid)
+        if check and _fsgid(_NO_ID) != gid:
+            raise CredentialsError(1, f"setfsgid({gid}) did not take")
+    if current is None or current[0] != uid:
+        _fsuid(uid)
+        if check and _fsuid(_NO_ID) != uid:
+            raise CredentialsError(1, f"setfsuid({uid}) did not take")
 
 
 def set_thread_credentials(uid, gid, groups):
     """
     Make this thread's filesystem uid C{uid}, filesystem gid C{gid} and
-    supplementary groups C{groups}.
+    supplementary groups C{groups}, checking that each change took.
 
-    The order matters: the groups and gid need C{CAP_SETGID}, which a
-    thread keeps when its fsuid changes (only the filesystem capabilities
-    follow the fsuid), but set them first anyway so a failure leaves the
-    thread's uid alone.
-
-    @raise CredentialsError: if a change did not take (setfsuid and
-        setfsgid report failure only by not changing the value).
+    @raise CredentialsError: if a change did not take.
     """
-    _setgroups(groups)
-    _fsgid(gid)
-    if _fsgid(_NO_ID) != gid:
-        raise CredentialsError(1, f"setfsgid({gid}) did not take")
-    _fsuid(uid)
-    if _fsuid(_NO_ID) != uid:
-        raise CredentialsError(1, f"setfsuid({uid}) did not take")
+    _apply(None, (uid, gid, tuple(groups)), True)
 
 
 @contextmanager
@@ -113,21 +129,31 @@ def as_user(uid, gid, groups=()):
     C{gid} and C{groups}; restore the thread's previous identity after it,
     in a C{finally}.
 
+    A thread's first switch (there and back) reads every id back to
+    check it took; later ones trust the kernel, which grants or refuses
+    these calls by the thread's capabilities alone, which do not change.
+
     @raise CredentialsError: if the identity cannot be set.  A failure to
         restore it is also raised: a pool thread must not go on running
         with a user's identity.
     """
     if _syscall is None:
         raise CredentialsError(38, f"per-thread credentials unsupported on {platform.machine()}")
-    saved = getattr(_base, "credentials", None)
-    if saved is None:
+    base = getattr(_local, "base", None)
+    if base is None:
         # A thread's own identity, read once: as_user always puts it back.
-        saved = _base.credentials = current()
+        base = _local.base = current()
+    check = not getattr(_local, "checked", False)
+    wanted = (uid, gid, tuple(groups))
+    switched = False
     try:
-        set_thread_credentials(uid, gid, groups)
+        _apply(base, wanted, check)
+        switched = True
         yield
     finally:
-        set_thread_credentials(*saved)
+        # After a failed switch the thread's state is unknown: every call.
+        _apply(wanted if switched else None, base, check or not switched)
+    _local.checked = True
 
 
 def thread_status(tid=None):
