@@ -1069,14 +1069,19 @@ class ProbingResolver:
             forget()
 
 
-def resolver_for(table, rules, reactor, threads=10, cache_interval=300.0, deadline=1.0,
-                 verify=True):
+def resolver_for(config, table, rules, reactor):
     """
-    Return C{(resolver, pool)} for a daemon: a L{ProbingResolver} on
-    C{reactor}'s clock with a L{ProbePool} of C{threads} threads.  The
-    caller starts and stops the pool with its service.
+    Return C{(resolver, pool)} for the daemon, from its L{hlfs.config.Config}
+    (C{cache_interval}, C{probe_deadline}, C{probe_threads}, C{verify},
+    C{password_file}): a L{ProbingResolver} on C{reactor}'s clock and its
+    L{ProbePool}.  The service starts the pool in C{startService} and
+    stops it in C{stopService}.
     """
-    pool = ProbePool(threads=threads, reactor=reactor, stuck_after=deadline)
-    resolver = ProbingResolver(table, rules, reactor, pool, cache_interval=cache_interval,
-                               deadline=deadline, verify=verify)
+    pool = ProbePool(threads=config.probe_threads, reactor=reactor,
+                     stuck_after=config.probe_deadline)
+    probe = HomeProbe(credentials=Credentials(nss=config.password_file is None))
+    resolver = ProbingResolver(
+        table, rules, reactor, pool, cache_interval=config.cache_interval,
+        deadline=config.probe_deadline, verify=config.verify, probe=probe,
+    )
     return resolver, pool
