@@ -509,3 +509,30 @@ def test_operator_views(setup, homes):
     status = dict(s.rt.call(r.status))
     assert status["cache_misses"] == 1 and status["probes_started"] == 1
     assert status["pool_threads"] == 4 and status["probes_in_flight"] == 0
+
+
+def test_resolver_for_the_daemon_config(rt, homes):
+    """
+    The daemon builds its resolver and pool from its Config: -c, -n,
+    --probe-deadline, --probe-threads, and NSS or a password file.
+    """
+    from hlfs.config import Config
+    from hlfs.probe import resolver_for
+
+    uid = homes.add("alice")
+    rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
+    config = Config(cache_interval=42.0, probe_deadline=0.25, probe_threads=3,
+                    password_file="/etc/passwd-like")
+    resolver, pool = resolver_for(config, homes.table(), rules, rt.reactor)
+    assert (resolver.cache_interval, resolver.deadline, resolver.verify) == (42.0, 0.25, True)
+    assert (pool.threads, pool.stuck_after) == (3, 0.25)
+    assert resolver.probe.credentials.nss is False
+    pool.start()
+    try:
+        assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
+    finally:
+        rt.call(pool.stop)
+    resolver, pool = resolver_for(Config(verify=False), homes.table(), rules, rt.reactor)
+    assert not resolver.verify and resolver.probe.credentials.nss is True
+    assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
+    assert pool.started_count == 0
