@@ -536,3 +536,48 @@ def test_resolver_for_the_daemon_config(rt, homes):
     assert not resolver.verify and resolver.probe.credentials.nss is True
     assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
     assert pool.started_count == 0
+
+
+def _snapshot(path):
+    found = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            found[p] = (st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return found
+
+
+@pytest.mark.parametrize("case", ["spool owned by another user", "symlink as spool", "home is a file"])
+def test_permission_problems(setup, homes, case):
+    """
+    Each gets the alternate spool and one log line naming the user, the
+    path and the error, and nothing outside the user's home changes.
+    """
+    uid = homes.add("alice")
+    spool = os.fsdecode(homes.spool("alice"))
+    home = spool.rpartition("/")[0]
+    outside = os.path.join(homes.base, "outside")
+    os.mkdir(outside, 0o777)
+    os.chown(outside, uid, uid)
+    if case == "spool owned by another user":
+        os.mkdir(spool, 0o777)
+        os.chown(spool, uid + 1, uid + 1)
+        errname, path = "EPERM", spool
+    elif case == "symlink as spool":
+        os.symlink(outside, spool)
+        os.lchown(spool, uid, uid)
+        errname, path = "ENOTDIR", spool
+    else:
+        os.rmdir(home)
+        with open(home, "w") as f:
+            f.write("a file\n")
+        errname, path = "ENOTDIR", home
+    before = _snapshot(homes.base)
+    s = setup()
+    with LogCapture() as logs:
+        answer = s.resolve(uid)
+    assert answer.target == os.fsencode(homes.alt)
+    [line] = logs.lines
+    assert "alice" in line and f"uid {uid}" in line and f"{path}: {errname}" in line, line
+    assert _snapshot(homes.base) == before
