@@ -35,10 +35,9 @@ import socket
 import stat
 import threading
 from array import array
-from functools import partial
 from typing import NamedTuple
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.logger import Logger

@@ -229,7 +229,7 @@ def test_spool_owned_by_another_user(homes):
 
 
 def test_home_the_user_cannot_write(homes):
-    uid = homes.add("alice")
+    homes.add("alice")
     home = os.fsdecode(homes.spool("alice")).rpartition("/")[0]
     os.chown(home, 0, 0)
     os.chmod(home, 0o755)
