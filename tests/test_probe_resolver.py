@@ -581,3 +581,20 @@ def test_permission_problems(setup, homes, case):
     [line] = logs.lines
     assert "alice" in line and f"uid {uid}" in line and f"{path}: {errname}" in line, line
     assert _snapshot(homes.base) == before
+
+
+def test_child_loader_that_hangs_is_killed(homes):
+    """
+    A loader stuck (in the name service, say) is killed after the timeout
+    and the reload fails with one line, instead of holding reloads
+    forever.
+    """
+    stuck = os.path.join(homes.base, "stuck-python")
+    with open(stuck, "w") as f:
+        f.write("#!/bin/sh\nexec sleep 60\n")
+    os.chmod(stuck, 0o755)
+    started = time.monotonic()
+    with pytest.raises(TableLoadError) as e:
+        load_in_subprocess(None, timeout=0.5, python=stuck)
+    assert str(e.value) == "loading the user table took more than 0.5 s"
+    assert time.monotonic() - started < 10
