@@ -775,7 +775,15 @@ class ProbingResolver:
         now = self.clock.seconds()
         if st & _CHECKED and now < state.expires[i]:
             self.stats.hits += 1
-            return self._serve(state, i, spool, bool(st & _FAILED))
+            failed = bool(st & _FAILED)
+            if failed == bool(st & _SERVED_ALT):
+                # The usual case, inline: the same answer as last time.
+                value = state.changed[i]
+                return Resolution(
+                    self.rules.alt_dir if failed else spool,
+                    value if value > 0 else self._epochs[-value],
+                )
+            return self._serve(state, i, spool, failed)
         self.stats.misses += 1
         pool = self.pool
         flight = pool.find(uid)
