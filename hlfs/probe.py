@@ -29,7 +29,6 @@ import collections
 import errno as errnos
 import itertools
 import os
-import pwd
 import re
 import socket
 import stat
@@ -134,18 +133,15 @@ class Credentials:
         return found
 
     def _from_nss(self, user):
-        name = os.fsdecode(user.name)
+        # Through ctypes: the lookups let go of the GIL while NSS waits.
         try:
-            entry = pwd.getpwnam(name)
-        except (KeyError, UnicodeError):
-            return None
-        if entry.pw_uid != user.uid:
-            return None
-        try:
-            groups = tuple(os.getgrouplist(name, entry.pw_gid))
+            ids = creds.user_ids(user.name)
         except OSError:
-            groups = (entry.pw_gid,)
-        return user.uid, entry.pw_gid, groups
+            return None
+        if ids is None or ids[0] != user.uid:
+            return None
+        gid = ids[1]
+        return user.uid, gid, creds.group_list(user.name, gid)
 
 
 class HomeProbe:

@@ -265,3 +265,27 @@ def test_read_only_filesystem(homes):
         result = probe_in_thread(HomeProbe(), user_of(homes, "alice"), spool)
         assert not result.ok
         assert result.errno == errno.EROFS
+
+
+def test_credentials_from_nss_and_from_the_home():
+    """
+    A user NSS knows (root, daemon here) gets its NSS groups; one only a
+    password file knows gets its home's group and no other; the lookups
+    agree with the standard library's.
+    """
+    import grp
+    import pwd
+
+    from hlfs.probe import Credentials
+
+    entry = pwd.getpwnam("daemon")
+    user = User(b"daemon", entry.pw_uid, os.fsencode(entry.pw_dir))
+    expected = sorted(os.getgrouplist("daemon", entry.pw_gid))
+    uid, gid, groups = Credentials()(user, user.home)
+    assert (uid, gid, sorted(groups)) == (entry.pw_uid, entry.pw_gid, expected)
+    assert creds.user_ids(b"no-such-user-here") is None
+    # Without NSS, or for a user NSS does not know: the home's group.
+    assert Credentials(nss=False)(user, b"/tmp") == (entry.pw_uid, os.stat("/tmp").st_gid, ())
+    stranger = User(b"no-such-user-here", 43210, b"/tmp")
+    assert Credentials()(stranger, b"/tmp") == (43210, os.stat("/tmp").st_gid, ())
+    assert grp.getgrgid(entry.pw_gid)
