@@ -138,6 +138,11 @@ def test_hung_home_gets_the_alternate_spool_in_time(hung_setup):
         assert back.changed > answer.changed
         assert s.pool.started_count == started + len(s.ok)
         assert s.resolver.stats.late == 1
+        # And the next probe, once that result expires, finds the home.
+        s.rt.call(s.resolver.flush, hung)
+        again, took = s.resolve(hung)
+        assert again == back
+        assert s.pool.started_count == started + len(s.ok) + 1
 
 
 def test_exhausted_pool_answers_at_once(hung_setup):

@@ -12,14 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from twisted.internet import defer
 
 from hlfs.linkfs import HomeLinkFS, LinkConfig
 from hlfs.probe import ProbePool, ProbingResolver
-from hlfs.query import HomeLinkClient
+from hlfs.query import HomeLinkClient, credential
 from hlfs.resolver import SpoolRules
 from hlfs.rpc.client import RPCClient
 from hlfs.rpc.dispatch import Dispatcher
 from hlfs.server import RPCServerService, build_programs
+from hlfs.tableload import load_in_subprocess
 from tests.probe_support import Homes, ReactorThread, frozen_mount
 
 pytestmark = [
@@ -99,6 +101,89 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
                 time.sleep(0.02)
             target, _ = rt.timed(client.resolve, hung, hung)
             assert target == homes.spool("hung")
+    finally:
+        if rpc is not None:
+            rt.call(rpc.close)
+        rt.call(server.stopService)
+        rt.call(pool.stop)
+
+
+def test_reload_under_readlink_load_through_the_server(homes):
+    """
+    A client keeps reading the link over UDP while a 200,000-user password
+    file is reloaded: every READLINK is answered, correctly, and none
+    waits for the reload.
+    """
+    rt = ReactorThread.get()
+    uids = [homes.add(f"user{n}") for n in range(10)]
+    passwd = os.path.join(homes.base, "passwd")
+    with open(passwd, "wb") as f:
+        for name, uid, home in homes.users:
+            f.write(b"%s:x:%d:%d::%s:/bin/sh\n" % (name, uid, uid, home))
+        for n in range(200_000):
+            f.write(b"gen%d:x:%d:100::/nonexistent/gen%d:/bin/sh\n" % (n, 100000 + n, n))
+    alt = os.fsencode(homes.alt)
+    pool = ProbePool(threads=4, reactor=rt.reactor)
+    resolver = ProbingResolver(
+        homes.table(), SpoolRules(b".mailspool", alt), rt.reactor, pool, deadline=DEADLINE
+    )
+    fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, time.time_ns())
+    server = RPCServerService(
+        Dispatcher(build_programs(fs), insecure=True), 0, "127.0.0.1", rt.reactor
+    )
+    pool.start()
+    rt.call(server.startService)
+    rpc = None
+    try:
+        rpc = rt.call(RPCClient.connect, rt.reactor, "127.0.0.1", server.port, "udp", timeout=5.0)
+        client = HomeLinkClient(rpc)
+
+        @defer.inlineCallbacks
+        def handles():
+            found = []
+            for uid in uids:
+                cred = credential(uid, uid)
+                root = yield client.mnt(b"/mail", cred)
+                found.append((uid, cred, (yield client.lookup(root, b"home", cred))))
+            return found
+
+        links = rt.call(handles)
+        expected = {uid: homes.spool(f"user{n}") for n, uid in enumerate(uids)}
+        results = []
+        running = [True]
+
+        @defer.inlineCallbacks
+        def keep_reading():
+            n = 0
+            while running[0]:
+                uid, cred, fh = links[n % len(links)]
+                n += 1
+                start = time.monotonic()
+                try:
+                    target = yield client.readlink(fh, cred)
+                except Exception as e:  # recorded, and the test fails below
+                    target = e
+                results.append((start, time.monotonic() - start, uid, target))
+
+        done = []
+        rt.call(lambda: keep_reading().addBoth(done.append) and None)
+        time.sleep(0.2)
+        begun = time.monotonic()
+        table = rt.call(resolver.reload, lambda: load_in_subprocess(passwd), timeout=60)
+        ended = time.monotonic()
+        time.sleep(0.2)
+        running[0] = False
+        deadline = time.monotonic() + 10
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert done, "the reading client did not stop"
+        assert len(table) == 200_010 and resolver.table is table
+        wrong = [r for r in results if r[3] != expected[r[2]]]
+        assert not wrong, wrong[:3]
+        during = [r for r in results if begun <= r[0] <= ended]
+        assert len(during) > 10
+        longest = max(r[1] for r in results)
+        assert longest < (ended - begun) * 0.5, (longest, ended - begun)
     finally:
         if rpc is not None:
             rt.call(rpc.close)
