@@ -683,6 +683,18 @@ class ProbingResolver:
     """
     Resolve the home link, verifying the home with a L{HomeProbe}.
 
+    A cached probe result (good or bad) answers at once for the cache
+    interval.  Otherwise the caller waits for the user's probe (started
+    now, or shared with the callers already waiting on it) until the
+    probe is C{deadline} seconds old, then gets the alternate spool; a
+    probe that finishes later still fills the cache.  A user's link time
+    (C{Resolution.changed}) moves, strictly forward, exactly when the
+    answer for that user changes, and on reloads that change the table.
+
+    Reload with L{reload} (in threads; see L{hlfs.tableload} for a loader
+    that keeps the parsing out of the daemon), not L{set_table}, whose
+    remapping runs in the calling thread.
+
     @ivar table: the current L{hlfs.users.UserTable}.
     @ivar stats: a L{ProbeStats}.
     """
