@@ -633,6 +633,7 @@ class _UserState:
         return len(self.status) + 8 * len(self.expires) + 8 * len(self.changed)
 
 
+_FOREVER = float("inf")
 _TOUCHED = re.compile(rb"[^\x00]")
 
 
@@ -730,6 +731,9 @@ class ProbingResolver:
         self._dirty = None  # positions changed while a reload runs
         self._flush_after_reload = False
         self._reloading = None
+        # Moves whenever an answer may change other than by expiry: the
+        # reply cache drops everything it holds then.
+        self.generation = 0
 
     @property
     def table(self):
@@ -751,6 +755,7 @@ class ProbingResolver:
             state.status[i] = st ^ _SERVED_ALT
             stamp = self.changes.now()
             state.changed[i] = stamp
+            self.generation += 1
             self._touch(state, i)
         else:
             stamp = self._stamp(state, i)
@@ -860,6 +865,15 @@ class ProbingResolver:
         state.expires[i] = self.clock.seconds() + self.cache_interval
         self._touch(state, i)
         return self._serve(state, i, spool, not result.ok)
+
+    def valid_until(self, uid):
+        state = self._state
+        i = state.table.index_of(uid)
+        if i < 0 or not self.verify or self.rules.spool_of(state.table.at(i)) is None:
+            return _FOREVER
+        if state.status[i] & _CHECKED:
+            return state.expires[i]
+        return 0.0
 
     def peek(self, uid):
         state = self._state
@@ -982,6 +996,7 @@ class ProbingResolver:
         request probes again.  Link values stay as they are until then.
         """
         state = self._state
+        self.generation += 1
         if uid is None:
             state.status[:] = state.status.translate(_CLEAR_CHECKED)
             if self._dirty is not None:
@@ -1079,6 +1094,7 @@ class ProbingResolver:
         if changed:
             self._unknown = stamp
         self._state = state
+        self.generation += 1
         forget = getattr(self.probe, "forget", None)
         if forget is not None and state.table is not old_table:
             forget()
