@@ -3,7 +3,8 @@ Profile a running hlfs server under load and summarise where its time goes.
 
 The sampler is py-spy (C{pip install py-spy}): it reads the server's
 stacks from outside, so the server runs at full speed and the figures are
-shares of busy samples (time waiting in epoll is left out).  A leaf frame
+shares of busy samples (time waiting in epoll, and threads waiting on a
+condition for work, are left out).  A leaf frame
 that is a Python function calling into C (C{socket.sendto}, C{struct})
 carries that C time as its own: py-spy shows Python frames only.
 
@@ -55,6 +56,11 @@ def frame_name(frame):
     return f"{m.group('func')} ({m.group('file')})"
 
 
+# Leaf frames of threads that wait for work: not busy, although py-spy
+# does not always see them as idle.
+IDLE_LEAVES = frozenset({"Condition.wait (threading.py)", "Event.wait (threading.py)"})
+
+
 def parse_collapsed(lines):
     """
     Read py-spy's raw (collapsed) output.
@@ -71,6 +77,8 @@ def parse_collapsed(lines):
             continue
         stack, count = m.group(1), int(m.group(2))
         frames = [frame_name(f) for f in stack.split(";")]
+        if frames[-1] in IDLE_LEAVES:
+            continue
         total += count
         own[frames[-1]] += count
         for f in set(frames):

@@ -194,6 +194,8 @@ def write_users(directory, count, make_homes=True):
     """
     path = os.path.join(directory, "passwd")
     homes = os.path.join(directory, "home")
+    # mkdtemp makes 0700 directories: the users must reach their homes.
+    os.chmod(directory, 0o755)
     with open(path, "w") as f:
         f.write(f"root:x:0:0:root:{directory}/root:/bin/sh\n")
         f.write(f"nohome:x:{NO_HOME_UID}:100::{directory}/missing/nohome:/bin/sh\n")
@@ -240,6 +242,7 @@ class Server:
             raise BenchError(f"{twistd} has no hlfs plugin: install hlfs in this venv")
         alt = os.path.join(workdir, "alt_mail")
         os.makedirs(alt, exist_ok=True)
+        os.chmod(alt, 0o1777)  # a spool directory's mode
         cmd = list(launcher or [twistd]) + ["-n", "--pidfile="]
         if profile:
             cmd += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
@@ -536,12 +539,13 @@ def scenario_what_if(twistd, workdir, users, rpcbind_pid, seconds, rounds):
     return rows
 
 
-def scenario_profile(server, seconds, many):
+def scenario_profile(server, seconds, many, cases=None, label="READLINK"):
     """
-    Sample the server with py-spy while loadgen drives cached READLINK at
-    window 32 (one uid and C{many} uids, UDP and TCP).
+    Sample the server with py-spy while loadgen drives READLINK at window
+    32, for each C{(uids, proto)} of C{cases} (default: one uid and C{many}
+    uids, UDP and TCP).
 
-    @return: Markdown text for L{PROFILE}.
+    @return: C{(heading, Markdown)} pairs for L{PROFILE}.
     """
     sys.path.insert(0, HERE)
     import profile_server
@@ -550,30 +554,34 @@ def scenario_profile(server, seconds, many):
     if pyspy is None:
         raise BenchError("the profile needs py-spy: .venv/bin/pip install py-spy")
     parts = []
-    for uids in (1, many):
-        for proto in ("udp", "tcp"):
-            args = ["--proto", proto, "--window", 32, "--call", "readlink", "--export", EXPORT]
-            args += ["--uids", f"{FIRST_UID}-{FIRST_UID + uids - 1}"] if uids > 1 else ["--uid", FIRST_UID]
-            raw = os.path.join(server.workdir, f"profile-{uids}-{proto}.txt")
-            cmd = [LOADGEN, "--port", str(server.port), "--quiet", "--server-pid", str(server.pid),
-                   "--duration", str(seconds + 2), *map(str, args)]
-            load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(1)
-            spy = profile_server.record(pyspy, server.pid, seconds, raw)
-            _, spy_err = spy.communicate(timeout=seconds + 60)
-            out, err = load.communicate(timeout=seconds + 60)
-            if load.returncode != 0:
-                raise BenchError(f"loadgen failed: {err.strip()}")
-            if not os.path.exists(raw):
-                raise BenchError(f"py-spy recorded nothing: {spy_err.strip()}")
-            res = json.loads(out)
-            with open(raw) as f:
-                own, inclusive, total = profile_server.parse_collapsed(f)
-            head = (f"READLINK, {uids} uid{'s' if uids > 1 else ''}, {proto.upper()}, window 32:"
-                    f" {res['ops_per_s']:,.0f} calls/s, server CPU"
-                    f" {res['server_cpu_us_per_op']:.1f} us/call, {total} busy samples")
-            print(f"  {head}", flush=True)
-            parts.append((head, profile_server.summarise(own, inclusive, total)))
+    if cases is None:
+        cases = [(uids, proto) for uids in (1, many) for proto in ("udp", "tcp")]
+    for uids, proto in cases:
+        args = ["--proto", proto, "--window", 32, "--call", "readlink", "--export", EXPORT]
+        args += ["--uids", f"{FIRST_UID}-{FIRST_UID + uids - 1}"] if uids > 1 else ["--uid", FIRST_UID]
+        # One pass first, so that the sampled run's set-up (a LOOKUP per
+        # uid) finds every home already checked.
+        loadgen(server.port, *args, calls=uids)
+        raw = os.path.join(server.workdir, f"profile-{uids}-{proto}.txt")
+        cmd = [LOADGEN, "--port", str(server.port), "--quiet", "--server-pid", str(server.pid),
+               "--duration", str(seconds + 2), *map(str, args)]
+        load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        spy = profile_server.record(pyspy, server.pid, seconds, raw)
+        _, spy_err = spy.communicate(timeout=seconds + 60)
+        out, err = load.communicate(timeout=seconds + 60)
+        if load.returncode != 0:
+            raise BenchError(f"loadgen failed: {err.strip()}")
+        if not os.path.exists(raw):
+            raise BenchError(f"py-spy recorded nothing: {spy_err.strip()}")
+        res = json.loads(out)
+        with open(raw) as f:
+            own, inclusive, total = profile_server.parse_collapsed(f)
+        head = (f"{label}, {uids} uid{'s' if uids > 1 else ''}, {proto.upper()}, window 32:"
+                f" {res['ops_per_s']:,.0f} calls/s, server CPU"
+                f" {res['server_cpu_us_per_op']:.1f} us/call, {total} busy samples")
+        print(f"  {head}", flush=True)
+        parts.append((head, profile_server.summarise(own, inclusive, total)))
     return parts
 
 
@@ -582,7 +590,8 @@ def write_profile(command, parts):
     with open(PROFILE, "w") as f:
         f.write("# Where hlfs spends its time: scenario 1 (cached READLINK)\n\n"
                 f"{now}, commit {git_commit()}, {os.cpu_count()} CPUs. Command: `{command}`.\n\n"
-                "py-spy samples of the running server (idle time in epoll left out); own % is"
+                "py-spy samples of the running server (idle time in epoll, and threads waiting"
+                " for work, left out); own % is"
                 " the share of busy samples with the function as the innermost Python frame,"
                 " C calls (socket.sendto, struct) included.\n")
         for head, body in parts:
@@ -741,11 +750,25 @@ def main(argv=None):
                 if "profile" in server_scenarios:
                     print("profile: py-spy during scenario 1 at window 32", flush=True)
                     parts = scenario_profile(server, args.seconds, args.users)
+                    server.stop()
+                    server = None
+                    if probe_ready:
+                        storm = Server(twistd, workdir, users, extra=["-c", "0"])
+                        try:
+                            if probes_homes(storm, workdir):
+                                print("profile: py-spy during the uncached storm", flush=True)
+                                parts += scenario_profile(
+                                    storm, args.seconds, args.users,
+                                    cases=[(args.users, "udp")],
+                                    label="Uncached READLINK (-c 0, every call probes a home)")
+                        finally:
+                            storm.stop()
                     if not args.no_write:
                         write_profile(command, parts)
                         print(f"wrote {PROFILE}")
-                server.stop()
-                server = None
+                if server is not None:
+                    server.stop()
+                    server = None
             if "what-if" in server_scenarios:
                 print("what-if: changes patched into the server", flush=True)
                 users = users or write_users(workdir, args.users)

@@ -18,12 +18,15 @@ RAW = """\
 <module> (twistd:8);run (twisted/internet/base.py:686);Port.doRead (twisted/internet/udp.py:250);datagramReceived (hlfs/rpc/transport.py:37);dispatch (hlfs/rpc/dispatch.py:60);decode_call (hlfs/rpc/message.py:150) 3
 <module> (twistd:8);run (twisted/internet/base.py:686);Port.doRead (twisted/internet/udp.py:250);datagramReceived (hlfs/rpc/transport.py:37);dispatch (hlfs/rpc/dispatch.py:61);decode_call (hlfs/rpc/message.py:152) 1
 not a stack line
+<module> (twistd:8);Thread._bootstrap (threading.py:995);Condition.wait (threading.py:320) 50
 """
 
 
 def test_own_and_inclusive():
     own, inclusive, total = profile_server.parse_collapsed(RAW.splitlines())
+    # Threads waiting for work are idle, not busy.
     assert total == 10
+    assert "Condition.wait (threading.py)" not in own
     # Lines of one function are merged: decode_call was on two lines.
     assert own["decode_call (hlfs/rpc/message.py)"] == 4
     assert own["Port.write (twisted/internet/udp.py)"] == 6
