@@ -2,9 +2,10 @@
 Profile a running hlfs server under load and summarise where its time goes.
 
 The sampler is py-spy (C{pip install py-spy}): it reads the server's
-stacks from outside, so the server runs at full speed and the figures are
-shares of busy samples (time waiting in epoll, and threads waiting on a
-condition for work, are left out).  A leaf frame
+stacks from outside, so the server runs at full speed.  Threads waiting on
+a condition for work are left out; the reactor's time in epoll, waiting
+included, is not (it shows as C{doPoll}), so compare the server's CPU per
+call (loadgen's C{--server-pid}) before reading shares as costs.  A leaf frame
 that is a Python function calling into C (C{socket.sendto}, C{struct})
 carries that C time as its own: py-spy shows Python frames only.
 

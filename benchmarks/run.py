@@ -590,8 +590,8 @@ def write_profile(command, parts):
     with open(PROFILE, "w") as f:
         f.write("# Where hlfs spends its time: scenario 1 (cached READLINK)\n\n"
                 f"{now}, commit {git_commit()}, {os.cpu_count()} CPUs. Command: `{command}`.\n\n"
-                "py-spy samples of the running server (idle time in epoll, and threads waiting"
-                " for work, left out); own % is"
+                "py-spy samples of the running server (threads waiting on a condition for"
+                " work left out; time in epoll, waiting included, shows as doPoll); own % is"
                 " the share of busy samples with the function as the innermost Python frame,"
                 " C calls (socket.sendto, struct) included.\n")
         for head, body in parts:
