@@ -9,9 +9,11 @@ to the others.
 import importlib
 import sys
 
-# name: (module, one-line summary)
+# name: ("module[:function]", one-line summary); the function defaults to main.
 SUBCOMMANDS = {
-    "resolve": ("hlfs.rpc.query", "ask a running server what `home` resolves to for a caller"),
+    "resolve": ("hlfs.query", "ask a running server what `home` resolves to for a caller"),
+    "status": ("hlfs.query:status_main", "show a running server's status (requests, cache, probes)"),
+    "demo": ("hlfs.demo", "run a throwaway unprivileged server and show per-uid links"),
 }
 
 USAGE = """\
@@ -48,8 +50,9 @@ def main(argv=None):
     if entry is None:
         sys.stderr.write(f"hlfs: unknown subcommand {argv[0]!r}\n" + usage())
         return 2
-    module = importlib.import_module(entry[0])
-    return module.main(argv[1:], prog=f"hlfs {argv[0]}")
+    module, _, function = entry[0].partition(":")
+    main_of = getattr(importlib.import_module(module), function or "main")
+    return main_of(argv[1:], prog=f"hlfs {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,13 @@ class UserTable:
         for i in range(len(self._uids)):
             yield self._user_at(i)
 
+    def __eq__(self, other):
+        if not isinstance(other, UserTable):
+            return NotImplemented
+        return self._uids == other._uids and self._blob == other._blob
+
+    __hash__ = None
+
     def index_of(self, uid):
         """
         Return the position of C{uid} in uid order, or -1 if unknown.

@@ -1,0 +1,114 @@
+"""
+The daemon's configuration: one immutable value built from the command
+line, shared by every part of the service.
+"""
+
+import grp
+import os
+from dataclasses import dataclass
+
+
+class ConfigError(Exception):
+    """
+    A configuration value is unusable; the message says which and why, in
+    one line.
+    """
+
+
+@dataclass(frozen=True)
+class Config:
+    mount: str = "/mail"
+    linkname: str = "home"
+    subdir: str = ".mailspool"
+    alt_dir: str = "/var/alt_mail"
+    port: int = 0
+    interface: str = "127.0.0.1"
+    password_file: str | None = None
+    group: str = "hlfs"
+    insecure: bool = False
+    no_mount: bool = False
+    port_file: str | None = None
+    cache_interval: float = 300.0
+    reload_interval: float = 900.0
+    verify: bool = True
+    probe_deadline: float = 1.0
+    probe_threads: int = 16
+    mount_options: str = ""
+    fast_start: bool = False
+    allow_attribute_cache: bool = False
+    portmap: bool = True
+    run_dir: str = "/run/hlfs"
+    verbose: bool = False
+
+    @property
+    def export_path(self):
+        return os.fsencode(self.mount)
+
+
+def resolve_group(group):
+    """
+    Return the gid named by C{group} (a name or a number), or L{None} when
+    no such group exists: the HLFS_GID feature is then off.
+    """
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
+def check_component(option, value):
+    """
+    A link name or spool subdirectory: one path component.
+    """
+    if not value or value in (".", "..") or "/" in value or "\0" in value:
+        raise ConfigError(f"--{option} must be a single path component, not {value!r}")
+    return value
+
+
+def check_absolute(option, value):
+    if not value.startswith("/") or "\0" in value:
+        raise ConfigError(f"--{option} must be an absolute path, not {value!r}")
+    return os.path.normpath(value)
+
+
+def check_port(option, value):
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"--{option} must be a port number, not {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--{option} must be between 0 and 65535, not {port}")
+    return port
+
+
+def check_seconds(option, value, minimum=0.0):
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"--{option} must be a number of seconds, not {value!r}") from None
+    if not seconds >= minimum or seconds > 10**9:
+        raise ConfigError(f"--{option} must be at least {minimum:g} seconds, not {value}")
+    return seconds
+
+
+def check_count(option, value, minimum=1, maximum=1024):
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"--{option} must be a whole number, not {value!r}") from None
+    if not minimum <= count <= maximum:
+        raise ConfigError(f"--{option} must be between {minimum} and {maximum}, not {count}")
+    return count
+
+
+def check_mount_options(value):
+    """
+    Extra mount options: a comma-separated list, without the ones hlfs
+    sets itself to keep one user's link from another.
+    """
+    for option in filter(None, value.split(",")):
+        if not option.replace("=", "").replace("_", "").replace(".", "").replace("-", "").isalnum():
+            raise ConfigError(f"-o: invalid mount option {option!r}")
+    return value.strip(",")

@@ -1,0 +1,4 @@
+"""
+NFS versions 2 and 3, MOUNT versions 1 and 3, and hlfs's status program:
+argument decoding and result encoding around the L{hlfs.linkfs} core.
+"""

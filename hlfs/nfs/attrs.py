@@ -1,0 +1,65 @@
+"""
+Attribute encodings: NFSv2's fattr (RFC 1094 2.3.5) and NFSv3's fattr3,
+pre_op_attr, post_op_attr and wcc_data (RFC 1813 2.5, 2.6).
+"""
+
+import struct
+
+from hlfs.linkfs import DIR
+
+_FATTR3 = struct.Struct(">5I2Q2I2Q6I")
+_FATTR2 = struct.Struct(">17I")
+_WCC_ATTR = struct.Struct(">IQ4I")  # follows=1, size, mtime, ctime
+
+_S_IFDIR = 0o040000
+_S_IFLNK = 0o120000
+
+TRUE = struct.pack(">I", 1)
+FALSE = struct.pack(">I", 0)
+NO_WCC = FALSE + FALSE
+
+
+def _split(ns):
+    return divmod(ns, 1_000_000_000)
+
+
+class AttrEncoder:
+    """
+    Encode L{hlfs.linkfs.Attr} for one filesystem (C{fsid}).
+    """
+
+    def __init__(self, fsid):
+        self.fsid = fsid
+
+    def fattr3(self, a):
+        msec, mnsec = _split(a.mtime)
+        csec, cnsec = _split(a.ctime)
+        return _FATTR3.pack(
+            a.type, a.mode, a.nlink, a.uid, a.gid,
+            a.size, 0,
+            0, 0,
+            self.fsid, a.fileid,
+            msec, mnsec, msec, mnsec, csec, cnsec,
+        )
+
+    def post_op(self, a):
+        return TRUE + self.fattr3(a)
+
+    def wcc(self, a):
+        """
+        Return wcc_data for an operation that changed nothing.
+        """
+        msec, mnsec = _split(a.mtime)
+        csec, cnsec = _split(a.ctime)
+        return _WCC_ATTR.pack(1, a.size, msec, mnsec, csec, cnsec) + self.post_op(a)
+
+    def fattr2(self, a):
+        msec, mnsec = _split(a.mtime)
+        csec, cnsec = _split(a.ctime)
+        mode = a.mode | (_S_IFDIR if a.type == DIR else _S_IFLNK)
+        return _FATTR2.pack(
+            a.type, mode, a.nlink, a.uid, a.gid,
+            a.size & 0xFFFFFFFF, 4096, 0, 1,
+            self.fsid & 0xFFFFFFFF, a.fileid & 0xFFFFFFFF,
+            msec, mnsec // 1000, msec, mnsec // 1000, csec, cnsec // 1000,
+        )

@@ -1,0 +1,43 @@
+"""
+What NFSv2 and v3 procedures share: answering from the core's results
+(immediate or Deferred), and decoding the argument types both versions
+use.
+"""
+
+from twisted.internet.defer import Deferred
+
+from hlfs.linkfs import NFSError
+
+MAX_PATH = 1024
+MAX_NAME_ON_WIRE = 4096
+
+
+def answer(compute, ok, fail):
+    """
+    Call C{compute()}; encode its result with C{ok(result)} or its
+    L{NFSError} with C{fail(status)}, now or when a Deferred fires.
+    """
+    try:
+        result = compute()
+    except NFSError as e:
+        return fail(e.status)
+    if isinstance(result, Deferred):
+        return result.addCallbacks(ok, lambda f: fail(f.trap(NFSError) and f.value.status))
+    return ok(result)
+
+
+def caller_of(fs, call):
+    cred = call.cred
+    return fs.caller(cred.flavor, cred.uid, cred.gid)
+
+
+def name(args):
+    """
+    Decode a file name: a string of at most 4096 bytes on the wire.  The
+    core answers NAMETOOLONG or NOENT for names it cannot have.
+    """
+    return args.opaque(MAX_NAME_ON_WIRE)
+
+
+def path(args):
+    return args.opaque(MAX_PATH)

@@ -1,0 +1,171 @@
+"""
+NFS version 2 (RFC 1094): every procedure, over the L{HomeLinkFS} core.
+"""
+
+import struct
+
+from hlfs.linkfs import NFSError, ROFS
+from hlfs.nfs.attrs import FALSE, TRUE
+from hlfs.nfs.common import answer, caller_of, name, path
+from hlfs.xdr import UINT, pack_opaque
+
+PROGRAM = 100003
+VERSION = 2
+
+FHSIZE = 32
+ACCES = 13
+
+_OK = UINT.pack(0)
+# tsize bsize blocks bfree bavail
+_STATFS = struct.Struct(">5I").pack(8192, 4096, 0, 0, 0)
+_READDIR_OVERHEAD = 4 + 4 + 4
+_ENTRY_FIXED = 4 + 4 + 4 + 4
+
+
+def status(code):
+    return UINT.pack(code)
+
+
+def fhandle(args):
+    return args.fixed(FHSIZE)
+
+
+def _sattr(args):
+    args.skip(32)
+
+
+class NFSv2:
+    """
+    The procedure table of NFS version 2 for one L{HomeLinkFS}.
+    """
+
+    def __init__(self, fs, encoder):
+        self.fs = fs
+        self.enc = encoder
+        self.procedures = (
+            self.null, self.getattr, self.setattr, self.null, self.lookup,
+            self.readlink, self.read, self.null, self.write, self.create,
+            self.remove, self.rename, self.link, self.symlink, self.mkdir,
+            self.rmdir, self.readdir, self.statfs,
+        )
+
+    def _refuse(self, call, *fhs):
+        caller = caller_of(self.fs, call)
+        try:
+            for fh in fhs:
+                self.fs.attr_for_update(fh, caller)
+        except NFSError as e:
+            return status(e.status)
+        return status(ROFS)
+
+    def null(self, args, call):
+        return b""
+
+    def getattr(self, args, call):
+        fh = fhandle(args)
+        return answer(
+            lambda: self.fs.getattr(fh, caller_of(self.fs, call)),
+            lambda a: _OK + self.enc.fattr2(a),
+            status,
+        )
+
+    def setattr(self, args, call):
+        fh = fhandle(args)
+        _sattr(args)
+        return self._refuse(call, fh)
+
+    def lookup(self, args, call):
+        dirfh = fhandle(args)
+        filename = name(args)
+        return answer(
+            lambda: self.fs.lookup(dirfh, filename, caller_of(self.fs, call)),
+            lambda r: _OK + r[0] + self.enc.fattr2(r[1]),
+            status,
+        )
+
+    def readlink(self, args, call):
+        fh = fhandle(args)
+        return answer(
+            lambda: self.fs.readlink(fh, caller_of(self.fs, call)),
+            lambda r: _OK + pack_opaque(r[0]),
+            status,
+        )
+
+    def read(self, args, call):
+        fh = fhandle(args)
+        args.skip(12)  # offset, count, totalcount
+        reply = self._refuse(call, fh)
+        return status(ACCES) if reply == status(ROFS) else reply
+
+    def write(self, args, call):
+        fh = fhandle(args)
+        args.skip(12)  # beginoffset, offset, totalcount
+        args.opaque(8192)
+        return self._refuse(call, fh)
+
+    def create(self, args, call):
+        dirfh = fhandle(args)
+        name(args)
+        _sattr(args)
+        return self._refuse(call, dirfh)
+
+    mkdir = create
+
+    def remove(self, args, call):
+        dirfh = fhandle(args)
+        name(args)
+        return self._refuse(call, dirfh)
+
+    rmdir = remove
+
+    def rename(self, args, call):
+        fromfh = fhandle(args)
+        name(args)
+        tofh = fhandle(args)
+        name(args)
+        return self._refuse(call, fromfh, tofh)
+
+    def link(self, args, call):
+        fh = fhandle(args)
+        dirfh = fhandle(args)
+        name(args)
+        return self._refuse(call, fh, dirfh)
+
+    def symlink(self, args, call):
+        dirfh = fhandle(args)
+        name(args)
+        path(args)
+        _sattr(args)
+        return self._refuse(call, dirfh)
+
+    def readdir(self, args, call):
+        fh = fhandle(args)
+        (cookie,) = struct.unpack(">I", args.fixed(4))
+        count = args.uint()
+        try:
+            entries = self.fs.readdir(fh, caller_of(self.fs, call))
+        except NFSError as e:
+            return status(e.status)
+        parts = [_OK]
+        size = _READDIR_OVERHEAD
+        for i in range(min(cookie, len(entries)), len(entries)):
+            e = entries[i]
+            entry_size = _ENTRY_FIXED + len(e.name) + (-len(e.name) & 3)
+            if size + entry_size > count:
+                parts.append(FALSE + FALSE)
+                return b"".join(parts)
+            size += entry_size
+            parts.append(
+                TRUE + UINT.pack(e.fileid & 0xFFFFFFFF) + pack_opaque(e.name) + UINT.pack(i + 1)
+            )
+        parts.append(FALSE + TRUE)
+        return b"".join(parts)
+
+    def statfs(self, args, call):
+        fh = fhandle(args)
+        caller = caller_of(self.fs, call)
+        try:
+            self.fs.attr_for_update(fh, caller)
+        except NFSError as e:
+            return status(e.status)
+        return _OK + _STATFS

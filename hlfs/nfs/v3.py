@@ -1,0 +1,314 @@
+"""
+NFS version 3 (RFC 1813): every procedure, over the L{HomeLinkFS} core.
+
+Write-type procedures decode their arguments and answer ROFS with the
+object's (or directory's) weak cache consistency data; READ answers ACCES.
+"""
+
+import struct
+
+from hlfs import linkfs
+from hlfs.linkfs import ISDIR, INVAL, NFSError, ROFS
+from hlfs.nfs.attrs import FALSE, NO_WCC, TRUE
+from hlfs.nfs.common import answer, caller_of, name, path
+from hlfs.xdr import UHYPER, UINT, XDRError, pack_opaque
+
+PROGRAM = 100003
+VERSION = 3
+
+OK = 0
+ACCES = 13
+BAD_COOKIE = 10003
+TOOSMALL = 10005
+
+FHSIZE3 = 64
+
+# ACCESS bits
+ACCESS_READ = 0x01
+ACCESS_LOOKUP = 0x02
+ACCESS_EXECUTE = 0x20
+
+_STATUS = [UINT.pack(i) for i in range(128)]
+_OK = _STATUS[0]
+_FSSTAT = struct.Struct(">6QI").pack(0, 0, 0, 0, 0, 0, 0)
+# rtmax rtpref rtmult wtmax wtpref wtmult dtpref maxfilesize time_delta properties
+# FSF3_SYMLINK | FSF3_HOMOGENEOUS: symlinks, and pathconf holds everywhere.
+_FSINFO = struct.Struct(">7IQIII").pack(
+    8192, 8192, 4096, 8192, 8192, 4096, 8192, 1 << 31, 0, 1, 0x0002 | 0x0008
+)
+_PATHCONF = struct.Struct(">6I").pack(1, linkfs.MAX_NAME, 1, 1, 0, 1)
+COOKIE_VERIFIER = bytes(8)
+
+# Sizes for READDIR/READDIRPLUS accounting.
+_READDIR_OVERHEAD = 4 + 4 + 84 + 8 + 4 + 4
+_ENTRY_FIXED = 4 + 8 + 4 + 8
+_PLUS_EXTRA = 4 + 84 + 4 + 4 + FHSIZE3
+
+
+def status(code):
+    return _STATUS[code] if code < len(_STATUS) else UINT.pack(code)
+
+
+def fh3(args):
+    return args.opaque(FHSIZE3)
+
+
+def _sattr3(args):
+    for _ in range(3):  # mode, uid, gid
+        if args.bool():
+            args.uint()
+    if args.bool():  # size
+        args.uhyper()
+    for _ in range(2):  # atime, mtime
+        how = args.uint()
+        if how == 2:
+            args.skip(8)
+        elif how > 2:
+            raise XDRError(f"invalid time_how {how}")
+
+
+def _diropargs(args):
+    return fh3(args), name(args)
+
+
+class NFSv3:
+    """
+    The procedure table of NFS version 3 for one L{HomeLinkFS}.
+    """
+
+    def __init__(self, fs, encoder):
+        self.fs = fs
+        self.enc = encoder
+        self.procedures = (
+            self.null, self.getattr, self.setattr, self.lookup, self.access,
+            self.readlink, self.read, self.write, self.create, self.mkdir,
+            self.symlink, self.mknod, self.remove, self.rmdir, self.rename,
+            self.link, self.readdir, self.readdirplus, self.fsstat, self.fsinfo,
+            self.pathconf, self.commit,
+        )
+
+    # -- helpers
+
+    def _post_op_of(self, fh, caller):
+        """
+        post_op_attr of C{fh} for an error reply: attributes when the
+        handle is ours, none otherwise.
+        """
+        try:
+            return self.enc.post_op(self.fs.attr_for_update(fh, caller))
+        except NFSError:
+            return FALSE
+
+    def _refuse_write(self, fh, caller, extra=b""):
+        """
+        ROFS with C{fh}'s wcc_data (STALE with none for a foreign handle).
+        """
+        try:
+            attr = self.fs.attr_for_update(fh, caller)
+        except NFSError as e:
+            return status(e.status) + NO_WCC + extra
+        return status(ROFS) + self.enc.wcc(attr) + extra
+
+    # -- procedures
+
+    def null(self, args, call):
+        return b""
+
+    def getattr(self, args, call):
+        fh = fh3(args)
+        return answer(
+            lambda: self.fs.getattr(fh, caller_of(self.fs, call)),
+            lambda a: _OK + self.enc.fattr3(a),
+            status,
+        )
+
+    def setattr(self, args, call):
+        fh = fh3(args)
+        _sattr3(args)
+        if args.bool():  # guard
+            args.skip(8)
+        return self._refuse_write(fh, caller_of(self.fs, call))
+
+    def lookup(self, args, call):
+        dirfh, filename = _diropargs(args)
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.lookup(dirfh, filename, caller),
+            lambda r: _OK
+            + pack_opaque(r[0])
+            + self.enc.post_op(r[1])
+            + self.enc.post_op(self.fs.root_attr),
+            lambda s: status(s) + self._post_op_of(dirfh, caller),
+        )
+
+    def access(self, args, call):
+        fh = fh3(args)
+        wanted = args.uint()
+        caller = caller_of(self.fs, call)
+        try:
+            attr = self.fs.attr_for_update(fh, caller)
+        except NFSError as e:
+            return status(e.status) + FALSE
+        granted = wanted & (ACCESS_READ | ACCESS_LOOKUP | ACCESS_EXECUTE)
+        return _OK + self.enc.post_op(attr) + UINT.pack(granted)
+
+    def readlink(self, args, call):
+        fh = fh3(args)
+        caller = caller_of(self.fs, call)
+
+        def fail(code):
+            return status(INVAL if code == ISDIR else code) + self._post_op_of(fh, caller)
+
+        return answer(
+            lambda: self.fs.readlink(fh, caller),
+            lambda r: _OK + self.enc.post_op(r[1]) + pack_opaque(r[0]),
+            fail,
+        )
+
+    def read(self, args, call):
+        fh = fh3(args)
+        args.uhyper()
+        args.uint()
+        caller = caller_of(self.fs, call)
+        try:
+            self.fs.attr_for_update(fh, caller)
+        except NFSError as e:
+            return status(e.status) + FALSE
+        return status(ACCES) + self._post_op_of(fh, caller)
+
+    def write(self, args, call):
+        fh = fh3(args)
+        args.uhyper()  # offset
+        args.uint()  # count
+        if args.uint() > 2:
+            raise XDRError("invalid stable_how")
+        args.opaque()
+        return self._refuse_write(fh, caller_of(self.fs, call))
+
+    def create(self, args, call):
+        dirfh, _ = _diropargs(args)
+        mode = args.uint()
+        if mode in (0, 1):
+            _sattr3(args)
+        elif mode == 2:
+            args.skip(8)
+        else:
+            raise XDRError(f"invalid createmode3 {mode}")
+        return self._refuse_write(dirfh, caller_of(self.fs, call))
+
+    def mkdir(self, args, call):
+        dirfh, _ = _diropargs(args)
+        _sattr3(args)
+        return self._refuse_write(dirfh, caller_of(self.fs, call))
+
+    def symlink(self, args, call):
+        dirfh, _ = _diropargs(args)
+        _sattr3(args)
+        path(args)
+        return self._refuse_write(dirfh, caller_of(self.fs, call))
+
+    def mknod(self, args, call):
+        dirfh, _ = _diropargs(args)
+        ftype = args.uint()
+        if ftype in (3, 4):  # CHR, BLK
+            _sattr3(args)
+            args.skip(8)
+        elif ftype in (6, 7):  # SOCK, FIFO
+            _sattr3(args)
+        elif not 1 <= ftype <= 7:
+            raise XDRError(f"invalid ftype3 {ftype}")
+        return self._refuse_write(dirfh, caller_of(self.fs, call))
+
+    def remove(self, args, call):
+        dirfh, _ = _diropargs(args)
+        return self._refuse_write(dirfh, caller_of(self.fs, call))
+
+    rmdir = remove
+
+    def rename(self, args, call):
+        fromfh, _ = _diropargs(args)
+        tofh, _ = _diropargs(args)
+        caller = caller_of(self.fs, call)
+        reply = self._refuse_write(fromfh, caller)
+        if reply[:4] != status(ROFS):
+            return reply + NO_WCC
+        try:
+            return reply + self.enc.wcc(self.fs.attr_for_update(tofh, caller))
+        except NFSError as e:
+            return status(e.status) + NO_WCC + NO_WCC
+
+    def link(self, args, call):
+        fh = fh3(args)
+        dirfh, _ = _diropargs(args)
+        caller = caller_of(self.fs, call)
+        file_attr = self._post_op_of(fh, caller)
+        try:
+            dir_attr = self.fs.attr_for_update(dirfh, caller)
+            self.fs.attr_for_update(fh, caller)
+        except NFSError as e:
+            return status(e.status) + file_attr + NO_WCC
+        return status(ROFS) + file_attr + self.enc.wcc(dir_attr)
+
+    def _entries(self, args, call, plus):
+        fh = fh3(args)
+        cookie = args.uhyper()
+        verifier = args.fixed(8)
+        count = args.uint()
+        if plus:
+            count = args.uint()  # maxcount bounds the whole reply
+        caller = caller_of(self.fs, call)
+        try:
+            entries = self.fs.readdir(fh, caller)
+        except NFSError as e:
+            return status(e.status) + self._post_op_of(fh, caller)
+        dir_attr = self.enc.post_op(self.fs.root_attr)
+        if cookie and (verifier != COOKIE_VERIFIER or cookie > len(entries)):
+            return status(BAD_COOKIE) + dir_attr
+        parts = [_OK, dir_attr, COOKIE_VERIFIER]
+        size = _READDIR_OVERHEAD
+        for i in range(cookie, len(entries)):
+            e = entries[i]
+            entry_size = _ENTRY_FIXED + len(e.name) + (-len(e.name) & 3)
+            if plus:
+                entry_size += _PLUS_EXTRA
+            if size + entry_size > count:
+                if len(parts) == 3:
+                    return status(TOOSMALL) + dir_attr
+                parts.append(FALSE + FALSE)
+                return b"".join(parts)
+            size += entry_size
+            parts.append(TRUE + UHYPER.pack(e.fileid) + pack_opaque(e.name) + UHYPER.pack(i + 1))
+            if plus:
+                parts.append(self.enc.post_op(e.attr) + TRUE + pack_opaque(e.fh))
+        parts.append(FALSE + TRUE)
+        return b"".join(parts)
+
+    def readdir(self, args, call):
+        return self._entries(args, call, plus=False)
+
+    def readdirplus(self, args, call):
+        return self._entries(args, call, plus=True)
+
+    def _fs_info(self, args, call, body):
+        fh = fh3(args)
+        caller = caller_of(self.fs, call)
+        try:
+            attr = self.fs.attr_for_update(fh, caller)
+        except NFSError as e:
+            return status(e.status) + FALSE
+        return _OK + self.enc.post_op(attr) + body
+
+    def fsstat(self, args, call):
+        return self._fs_info(args, call, _FSSTAT)
+
+    def fsinfo(self, args, call):
+        return self._fs_info(args, call, _FSINFO)
+
+    def pathconf(self, args, call):
+        return self._fs_info(args, call, _PATHCONF)
+
+    def commit(self, args, call):
+        fh = fh3(args)
+        args.uhyper()
+        args.uint()
+        return self._refuse_write(fh, caller_of(self.fs, call))

@@ -1,0 +1,125 @@
+"""
+What the home link means for a uid: the password table plus the spool
+rules of the paper's Figure 1, without any I/O.
+
+L{HomeResolver} is hlfsd's C{-n} (no verify) behaviour: the link points
+into the home whenever the table has a usable home.  The probing resolver
+(L{hlfs.probe}) adds the check that the spool directory is writable,
+behind the same two methods, C{resolve} and C{peek}.
+"""
+
+from typing import NamedTuple
+
+from zope.interface import Interface, implementer
+
+
+class Resolution(NamedTuple):
+    """
+    A link value and the time (ns) it last changed for its caller.  The
+    link's mtime and ctime come from C{changed}, so a client that cached
+    the old value sees new attributes and reads the link again.
+    """
+
+    target: bytes
+    changed: int
+
+
+class ILinkResolver(Interface):
+    def resolve(uid):
+        """
+        Return the L{Resolution} of the home link for caller C{uid}, or a
+        Deferred that fires with one (it never fails).
+        """
+
+    def peek(uid):
+        """
+        Return the last known L{Resolution} for C{uid} without waiting.
+        """
+
+    def mailbox(name):
+        """
+        Return the L{Resolution} of user C{name}'s mailbox link
+        (C{~NAME/<subdir>/NAME}), or L{None} for an unknown user.
+        """
+
+
+class ChangeClock:
+    """
+    Strictly increasing nanosecond timestamps from a reactor-style clock
+    (anything with C{seconds()}), so two changes never share a ctime.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.last = 0
+
+    def now(self):
+        stamp = max(int(self.clock.seconds() * 1e9), self.last + 1)
+        self.last = stamp
+        return stamp
+
+
+class SpoolRules:
+    """
+    The pure part of the policy: which path a user's link would point to
+    if the home is usable, and the fallback when it is not.
+    """
+
+    def __init__(self, subdir, alt_dir):
+        self.subdir = subdir
+        self.alt_dir = alt_dir
+
+    def spool_of(self, user):
+        """
+        Return C{~user/<subdir>}, or L{None} when the user is unknown or the
+        home is C{/} or relative (those get the alternate spool).
+        """
+        if user is None:
+            return None
+        home = user.home.rstrip(b"/")
+        if not home.startswith(b"/"):
+            return None
+        return home + b"/" + self.subdir
+
+    def mailbox_of(self, user):
+        spool = self.spool_of(user)
+        if spool is None:
+            return self.alt_dir + b"/" + user.name
+        return spool + b"/" + user.name
+
+
+@implementer(ILinkResolver)
+class HomeResolver:
+    """
+    Resolve without verifying the home (hlfsd's C{-n}).
+
+    @ivar table: the current L{hlfs.users.UserTable}; replace it with
+        L{set_table}.
+    """
+
+    def __init__(self, table, rules, clock):
+        self.rules = rules
+        self.changes = ChangeClock(clock)
+        self.table = table
+        self.generation = self.changes.now()
+
+    def set_table(self, table):
+        """
+        Swap in a reloaded table.  Link times move only if the table's
+        contents changed.
+        """
+        old, self.table = self.table, table
+        if old != table:
+            self.generation = self.changes.now()
+
+    def resolve(self, uid):
+        spool = self.rules.spool_of(self.table.by_uid(uid))
+        return Resolution(self.rules.alt_dir if spool is None else spool, self.generation)
+
+    peek = resolve
+
+    def mailbox(self, name):
+        user = self.table.by_name(name)
+        if user is None:
+            return None
+        return Resolution(self.rules.mailbox_of(user), self.generation)

@@ -1,0 +1,130 @@
+"""
+The dispatcher: from a call message to a reply message, over a table of
+programs.  Procedures may answer at once (C{bytes}) or later (a Deferred),
+so replies may leave in any order.
+"""
+
+from collections import Counter
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from hlfs.rpc import message
+from hlfs.rpc.message import Drop, Rejected, Unpacker, decode_call, success_header
+from hlfs.xdr import XDRError
+
+PRIVILEGED_PORTS = 1024
+
+
+class Program:
+    """
+    One RPC program: C{versions} maps a version number to its procedure
+    table, a sequence indexed by procedure number whose items are callables
+    C{(args: Unpacker, call: Call) -> bytes | Deferred[bytes]} returning the
+    encoded result.
+
+    @ivar secure: whether non-NULL calls must come from a privileged port
+        (an NFS server's C{secure} export option).
+    """
+
+    def __init__(self, number, name, versions, secure=True):
+        self.number = number
+        self.name = name
+        self.versions = versions
+        self.secure = secure
+        self.low = min(versions)
+        self.high = max(versions)
+
+
+class Dispatcher:
+    """
+    Answer calls for a set of L{Program}s.
+
+    @ivar stats: call counts keyed by C{(prog, vers, proc)}, and by
+        C{"dropped"}, C{"rejected"} and C{"errors"}.
+    @ivar insecure: serve calls from unprivileged ports too.
+    @ivar verbose: log each refused or malformed call (debugging only: a
+        hostile client could otherwise flood the log).
+    """
+
+    log = Logger()
+
+    def __init__(self, programs, insecure=False, verbose=False):
+        self.programs = {p.number: p for p in programs}
+        self.insecure = insecure
+        self.verbose = verbose
+        self.stats = Counter()
+
+    def dispatch(self, data, peer):
+        """
+        Return the reply to the call in C{data} from C{peer} (a C{(host,
+        port)} pair): C{bytes}, a Deferred firing with C{bytes}, or L{None}
+        when nothing is to be sent.
+        """
+        try:
+            call = decode_call(data)
+        except Drop as e:
+            self.stats["dropped"] += 1
+            if self.verbose:
+                self.log.info("dropped a message from {peer}: {reason}", peer=peer, reason=e)
+            return None
+        except Rejected as e:
+            self.stats["rejected"] += 1
+            if self.verbose:
+                self.log.info("rejected a call from {peer}: {reason}", peer=peer, reason=e.reason)
+            return e.reply
+        program = self.programs.get(call.prog)
+        if program is None:
+            self.stats["rejected"] += 1
+            return message.accepted(call.xid, message.PROG_UNAVAIL)
+        table = program.versions.get(call.vers)
+        if table is None:
+            self.stats["rejected"] += 1
+            return message.prog_mismatch(call.xid, program.low, program.high)
+        if call.proc >= len(table):
+            self.stats["rejected"] += 1
+            return message.accepted(call.xid, message.PROC_UNAVAIL)
+        if (
+            call.proc
+            and program.secure
+            and not self.insecure
+            and peer[1] >= PRIVILEGED_PORTS
+        ):
+            self.stats["rejected"] += 1
+            return message.auth_error(call.xid, message.AUTH_TOOWEAK)
+        self.stats[call.prog, call.vers, call.proc] += 1
+        try:
+            result = table[call.proc](Unpacker(data, call.offset), call)
+        except XDRError as e:
+            return self._garbage(call, peer, e)
+        except Exception:
+            return self._failed(call, peer)
+        if isinstance(result, Deferred):
+            return result.addCallbacks(
+                lambda body: success_header(call.xid) + body,
+                lambda f: self._late_failure(f, call, peer),
+            )
+        return success_header(call.xid) + result
+
+    def _garbage(self, call, peer, reason):
+        self.stats["garbage"] += 1
+        if not self.verbose:
+            return message.accepted(call.xid, message.GARBAGE_ARGS)
+        self.log.info(
+            "garbage arguments for {prog}/{vers}/{proc} from {peer}: {reason}",
+            prog=call.prog, vers=call.vers, proc=call.proc, peer=peer, reason=reason,
+        )
+        return message.accepted(call.xid, message.GARBAGE_ARGS)
+
+    def _failed(self, call, peer, failure=None):
+        self.stats["errors"] += 1
+        self.log.failure(
+            "procedure {prog}/{vers}/{proc} failed for a call from {peer}",
+            failure, prog=call.prog, vers=call.vers, proc=call.proc, peer=peer,
+        )
+        return message.accepted(call.xid, message.SYSTEM_ERR)
+
+    def _late_failure(self, failure, call, peer):
+        if failure.check(XDRError):
+            return self._garbage(call, peer, failure.value)
+        return self._failed(call, peer, failure)

@@ -1,0 +1,90 @@
+"""
+The RPC programs hlfs serves, assembled around one L{HomeLinkFS}, and the
+service that listens for them on one port number over UDP and TCP.
+"""
+
+import errno
+
+from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from hlfs.nfs import mount, v2, v3
+from hlfs.nfs.attrs import AttrEncoder
+from hlfs.rpc.dispatch import Program
+from hlfs.rpc.transport import RPCDatagramProtocol, RPCStreamFactory
+
+# (program, version, name) of everything hlfs serves, for registration.
+NFS = v3.PROGRAM
+MOUNT = mount.PROGRAM
+
+
+def build_programs(fs, mount_state=None):
+    """
+    Return the L{Program}s serving C{fs}: NFS 2 and 3, MOUNT 1 and 3.
+    """
+    encoder = AttrEncoder(fs.handles.fingerprint)
+    mounts = mount.Mount(fs, mount_state)
+    return [
+        Program(
+            NFS,
+            "nfs",
+            {
+                2: v2.NFSv2(fs, encoder).procedures,
+                3: v3.NFSv3(fs, encoder).procedures,
+            },
+        ),
+        Program(MOUNT, "mountd", {1: mounts.v1, 3: mounts.v3}),
+    ]
+
+
+class RPCServerService(Service):
+    """
+    Listen for one L{Dispatcher} on one port number, UDP and TCP alike.
+    Port 0 picks a number free for both.
+
+    @ivar port: the port number in use, once started.
+    """
+
+    log = Logger()
+    EPHEMERAL_TRIES = 20
+
+    def __init__(self, dispatcher, port, interface, reactor):
+        self.dispatcher = dispatcher
+        self.requested_port = port
+        self.interface = interface
+        self.reactor = reactor
+        self.port = None
+        self._listeners = []
+
+    def startService(self):
+        tries = 1 if self.requested_port else self.EPHEMERAL_TRIES
+        for attempt in range(tries):
+            udp = self.reactor.listenUDP(
+                self.requested_port,
+                RPCDatagramProtocol(self.dispatcher),
+                interface=self.interface,
+                maxPacketSize=65536,
+            )
+            port = udp.getHost().port
+            try:
+                tcp = self.reactor.listenTCP(
+                    port, RPCStreamFactory(self.dispatcher), backlog=128, interface=self.interface
+                )
+            except CannotListenError as e:
+                udp.stopListening()
+                if self.requested_port or getattr(e.socketError, "errno", None) != errno.EADDRINUSE:
+                    raise
+                continue
+            self._listeners = [udp, tcp]
+            self.port = port
+            break
+        else:
+            raise CannotListenError(self.interface, 0, "no port free for both UDP and TCP")
+        Service.startService(self)
+
+    def stopService(self):
+        Service.stopService(self)
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.stopListening()

@@ -1,0 +1,135 @@
+"""
+Fixtures that run a real hlfs server (twistd, as an administrator would)
+on loopback, with a throwaway password file and homes.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+HLFS_GID = 4242
+
+USERS = [
+    ("root", 0, "/root"),
+    ("toor", 0, "/"),
+    ("alice", 1001, "{base}/home/alice"),
+    ("bob", 1002, "{base}/home/bob"),
+    ("carol", 1003, "{base}/home/carol"),
+    ("alias", 1001, "{base}/home/elsewhere"),
+    ("slash", 1004, "/"),
+    ("relative", 1005, "home/relative"),
+]
+
+
+def write_passwd(path, base, users=USERS):
+    lines = [f"{n}:x:{u}:{u}::{h.format(base=base)}:/bin/sh" for n, u, h in users]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class RunningServer:
+    def __init__(self, base, args, env=None):
+        self.base = base
+        self.passwd = base / "passwd"
+        self.alt = base / "alt_mail"
+        self.log = base / "hlfs.log"
+        self.portfile = base / "port"
+        self.env = env
+        self.proc = None
+        self.port = None
+        self.portmap = [] if "--portmap" in args else ["--no-portmap"]
+        self.args = [a for a in args if a != "--portmap"]
+
+    def start(self, timeout=20):
+        if self.portfile.exists():
+            self.portfile.unlink()
+        cmd = [
+            str(BIN / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
+            "hlfs", "--no-mount", *self.portmap, "--password-file", str(self.passwd),
+            "--alt-dir", str(self.alt), "--group", str(HLFS_GID),
+            "--port-file", str(self.portfile), *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=self.env, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.portfile.exists() or not self.portfile.read_text().strip():
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace")
+                raise AssertionError(f"twistd exited {self.proc.returncode}: {out}\n{self.logtext()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not start:\n" + self.logtext())
+            time.sleep(0.05)
+        self.port = int(self.portfile.read_text())
+        return self
+
+    def logtext(self):
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+        return self.proc.returncode if self.proc else None
+
+
+def make_base(tmp_path_factory, name="hlfs"):
+    base = tmp_path_factory.mktemp(name)
+    for user in ("alice", "bob", "carol"):
+        (base / "home" / user).mkdir(parents=True)
+    (base / "alt_mail").mkdir()
+    (base / "alt_mail").chmod(0o1777)
+    write_passwd(base / "passwd", base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """
+    A running C{twistd hlfs --insecure} on an ephemeral port.
+    """
+    srv = RunningServer(make_base(tmp_path_factory), ["--insecure"]).start()
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.logtext(), srv.logtext()
+
+
+@pytest.fixture
+def make_server(tmp_path_factory):
+    """
+    Start servers with custom arguments; all are stopped at the end.
+    """
+    started = []
+
+    def start(*args, users=USERS):
+        base = make_base(tmp_path_factory)
+        write_passwd(base / "passwd", base, users)
+        srv = RunningServer(base, list(args)).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+        assert "Traceback" not in srv.logtext(), srv.logtext()
+
+
+def pytest_collection_modifyitems(config, items):
+    # Running as root matters for privileged source ports and mounts; say
+    # so once instead of failing obscurely.
+    if os.geteuid() != 0:
+        for item in items:
+            if "root" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="needs root"))
