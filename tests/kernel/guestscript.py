@@ -6,6 +6,7 @@ A scenario prints result lines C{R KEY VALUE...}; everything else in its
 output is for people reading a failure.
 """
 
+import os
 import re
 import shlex
 
@@ -34,6 +35,7 @@ def nfs_options(port, vers=3, extra=NO_CACHES):
         f"addr={HOST_FROM_GUEST}",
         f"mountaddr={HOST_FROM_GUEST}",
         "nolock",
+        "ro",
     ]
     return ",".join(base + list(extra))
 
@@ -43,7 +45,10 @@ def preamble(probe):
     Shell functions every scenario uses: C{up} (guest uptime), C{as}
     (run as UID GID EGID), C{R} (print a result line).
     """
-    return f"""\
+    # The guest runs the host's Python as the tests see it.
+    pythonpath = os.environ.get("PYTHONPATH")
+    export = f"export PYTHONPATH={shlex.quote(pythonpath)}\n" if pythonpath else ""
+    return export + f"""\
 set -u
 P={shlex.quote(str(probe))}
 up() {{ cut -d' ' -f1 /proc/uptime; }}
