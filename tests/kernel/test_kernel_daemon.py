@@ -9,7 +9,6 @@ leaving C{/mail/home} the fixed link to the alternate spool.  Started with
 a mount option that keeps the client's lookup cache on, it refuses to run.
 """
 
-import shlex
 
 import pytest
 

@@ -56,7 +56,7 @@ def scenario(world, probe, port):
         user = users[name]
         lines.append(f"printf '{message('deliver', name)}' | {deliver} {name}")
         lines.append(f"R deliver.{name} $?")
-        lines.append(f'R read.{name} "$(as {user.uid} {user.gid} {user.gid} grep -c {token("deliver", name)} /var/spool/mail/{name} 2>&1)"')
+        lines.append(f'R read.{name} "$(as {user.uid} {user.gid} {user.gid} grep -c \"^Subject: {token("deliver", name)}\\$\" /var/spool/mail/{name} 2>&1)"')
     # Scenario 5: a delivery loop alternating alice and bob while the host
     # kills the daemon (SIGKILL) and restarts it; a temporary failure is
     # retried, as an MTA's queue would.
