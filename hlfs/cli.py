@@ -14,6 +14,9 @@ SUBCOMMANDS = {
     "resolve": ("hlfs.query", "ask a running server what `home` resolves to for a caller"),
     "status": ("hlfs.query:status_main", "show a running server's status (requests, cache, probes)"),
     "demo": ("hlfs.demo", "run a throwaway unprivileged server and show per-uid links"),
+    "deliver": ("hlfs.deliver", "local delivery agent: append stdin to mailboxes as each recipient"),
+    "lostmail": ("hlfs.lostmail", "resend mail found in the alternate spool to its owners"),
+    "check": ("hlfs.check", "warn about password, group, mount and spool problems"),
 }
 
 USAGE = """\

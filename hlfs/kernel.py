@@ -8,10 +8,12 @@ directory until this process serves again.
 """
 
 import os
-from typing import NamedTuple
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
+
+from hlfs import mounts
+from hlfs.mounts import find_mount, parse_proc_mounts
 
 PROC_MOUNTS = "/proc/mounts"
 MOUNT = "/bin/mount"
@@ -19,41 +21,8 @@ UMOUNT = "/bin/umount"
 
 # The caches that could hand one user's link to another.  With per-caller
 # link handles the one that matters is the dentry cache (lookupcache=none);
-# nothing else is needed for correctness.
-REQUIRED_OPTIONS = ("lookupcache=none",)
+# noac only doubles the RPCs per access.
 DEFAULT_OPTIONS = "ro,lookupcache=none,nolock,vers=3,proto=tcp,mountproto=tcp,retry=0"
-
-
-class MountEntry(NamedTuple):
-    device: str
-    mountpoint: str
-    fstype: str
-    options: dict
-
-
-def _unescape(field):
-    # /proc/mounts escapes space, tab, newline and backslash as octal.
-    return (
-        field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-    )
-
-
-def parse_proc_mounts(text):
-    """
-    Return the L{MountEntry}s of a /proc/mounts text; options map to their
-    value, or to L{None} for flags.
-    """
-    entries = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        options = {}
-        for option in fields[3].split(","):
-            key, sep, value = option.partition("=")
-            options[key] = value if sep else None
-        entries.append(MountEntry(_unescape(fields[0]), _unescape(fields[1]), fields[2], options))
-    return entries
 
 
 def read_mounts(path=PROC_MOUNTS):
@@ -63,18 +32,13 @@ def read_mounts(path=PROC_MOUNTS):
 
 def our_mount(entries, mountpoint, export):
     """
-    Return the NFS entry mounted on C{mountpoint} from our export, or
-    L{None}.  The last one wins: it is the one on top.
+    Return the mount on top of C{mountpoint} if it is an NFS mount of our
+    export, or L{None}.
     """
-    found = None
-    for entry in entries:
-        if (
-            entry.mountpoint == mountpoint
-            and entry.fstype in ("nfs", "nfs4")
-            and entry.device.endswith(":" + export)
-        ):
-            found = entry
-    return found
+    entry = find_mount(entries, mountpoint)
+    if entry is not None and entry.fstype in ("nfs", "nfs4") and entry.device.endswith(":" + export):
+        return entry
+    return None
 
 
 def mounted_port(entry):
@@ -101,14 +65,11 @@ def mount_command(address, export, mountpoint, port, extra=""):
 
 def missing_cache_options(entry):
     """
-    Return the cache-disabling options the kernel did not keep.
+    Return the cache-disabling options the kernel did not keep.  Link
+    handles are per caller, so attributes may be cached: only the lookup
+    cache must be off.
     """
-    missing = []
-    for option in REQUIRED_OPTIONS:
-        key, _, value = option.partition("=")
-        if entry.options.get(key, "") != (value or None):
-            missing.append(option)
-    return missing
+    return mounts.missing_cache_options(entry.options, attributes=False)
 
 
 class _Collect(protocol.ProcessProtocol):
