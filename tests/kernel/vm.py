@@ -150,7 +150,9 @@ class Guest:
             argv += ["-virtfs", f"local,path={share},mount_tag=rw{index},security_model=none,multidevs=remap"]
             append.append(f"hlfs.rw{index}={share}")
         if net:
-            argv += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
+            # IPv4 only: the guest talks to 10.0.2.2 (the host's loopback)
+            # and nothing else; no IPv6 router or forwarding to offer it.
+            argv += ["-netdev", "user,id=net0,ipv6=off", "-device", "virtio-net-pci,netdev=net0"]
             append.append("hlfs.net=1")
         return argv + ["-append", " ".join(append)]
 
