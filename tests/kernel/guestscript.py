@@ -40,6 +40,22 @@ def nfs_options(port, vers=3, extra=NO_CACHES):
     return ",".join(base + list(extra))
 
 
+def daemon_cache_options():
+    """
+    The cache options of the mount the daemon makes of itself by default
+    (L{hlfs.kernel.DEFAULT_OPTIONS}), so the scenarios prove what hlfs
+    actually uses.  Options for C{mount.nfs} alone (C{retry=}) are left
+    out: the guest calls mount(2) directly.
+    """
+    from hlfs.kernel import DEFAULT_OPTIONS
+
+    return tuple(
+        option
+        for option in DEFAULT_OPTIONS.split(",")
+        if option.split("=")[0] in ("lookupcache", "noac", "actimeo", "acregmin", "acregmax", "acdirmin", "acdirmax", "ac", "nocto")
+    )
+
+
 def preamble(probe):
     """
     Shell functions every scenario uses: C{up} (guest uptime), C{as}

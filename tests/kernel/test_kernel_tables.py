@@ -8,13 +8,13 @@ import pytest
 
 import guestscript as gs
 from hlfsserver import HlfsServer, plugin_help
-from world import HLFS_GID, SUBDIR
+from world import HLFS_GID
 
 #: (mount point, NFS version, cache options); the first is the one
 #: /var/spool/mail leads to.
 MOUNTS = (
     ("/mail", 3, gs.NO_CACHES),
-    ("/mnt/v3-lookupcache", 3, ("lookupcache=none",)),
+    ("/mnt/v3-default", 3, gs.daemon_cache_options()),
     ("/mnt/v2", 2, gs.NO_CACHES),
 )
 
@@ -95,8 +95,9 @@ def server(world, kernel_workdir, request):
 def test_tables(guest, probe, world, server, run_dir, measure):
     """
     Every kind of caller resolves C{/var/spool/mail/NAME} and reads C{home}
-    exactly as Tables 1-3 say, on NFSv3 with and without C{noac} and on
-    NFSv2; C{home}'s owner is the caller; the directory lists only the link.
+    exactly as Tables 1-3 say, on NFSv3 with C{noac,lookupcache=none} and
+    with the daemon's default cache options, and on NFSv2; C{home}'s owner
+    is the caller; the directory lists only the link.
     """
     result = guest.run(run_dir, scenario(world, probe, server.port), net=True, timeout=240)
     assert result.status == 0, result.describe() + server.log()
