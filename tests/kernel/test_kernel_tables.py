@@ -57,6 +57,8 @@ def scenario(world, probe, port):
         lines.append(f'R mailbox{mountpoint} "$(as {hlfsgid} readlink {mountpoint}/alice 2>&1)"')
         lines.append(f'R listing{mountpoint} "$(ls -a {mountpoint} | tr "\\n" " ")"')
     lines.append(f"R unknown \"$(as {hlfsgid} readlink /mail/nobody-such >/dev/null 2>&1 && echo found || echo absent)\"")
+    for mountpoint, _, _ in MOUNTS:
+        lines.append(f"R vers{mountpoint} $(grep ' {mountpoint} nfs ' /proc/mounts | grep -o ',vers=[0-9]*' | tr -d ,)")
     lines.append("grep ' nfs ' /proc/mounts")
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
@@ -79,6 +81,8 @@ def expected(world):
     for mountpoint, _, _ in MOUNTS:
         want[f"mailbox{mountpoint}"] = world.mailbox_link("alice")
         want[f"listing{mountpoint}"] = ". .. home "
+    for mountpoint, vers, _ in MOUNTS:
+        want[f"vers{mountpoint}"] = f"vers={vers}"
     want["unknown"] = "absent"
     return want
 
