@@ -8,6 +8,7 @@ C{nfs-ls} where installed) that each caller sees its own C{home}.
 """
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -28,11 +29,25 @@ def main(argv, prog="hlfs demo"):
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="hlfs-demo-"))
+    root = os.geteuid() == 0
     lines = []
     for name, uid in USERS:
         (base / "home" / name).mkdir(parents=True)
+        if root:
+            os.chown(base / "home" / name, uid, uid)
         lines.append(f"{name}:x:{uid}:{uid}::{base}/home/{name}:/bin/sh")
+    # Homes are checked as their users: they must be able to reach them.
+    base.chmod(0o755)
+    # Checking a home as its user takes root; without it, do as hlfsd -n.
+    verify = [] if root else ["--no-verify"]
     lines.append("nohome:x:2004:2004::/:/bin/sh")
+    # A home whose spool is unusable: a plain file stands where the spool
+    # directory should be.
+    (base / "home" / "dave").mkdir()
+    (base / "home" / "dave" / ".mailspool").write_text("not a directory\n")
+    if root:
+        os.chown(base / "home" / "dave", 2005, 2005)
+    lines.append(f"dave:x:2005:2005::{base}/home/dave:/bin/sh")
     (base / "passwd").write_text("\n".join(lines) + "\n")
     (base / "alt_mail").mkdir()
     portfile = base / "port"
@@ -41,7 +56,7 @@ def main(argv, prog="hlfs demo"):
             _bin("twistd"), "-n", "--pidfile=", f"--logfile={base}/hlfs.log",
             "hlfs", "--no-mount", "--no-portmap", "--insecure", "--port", "0", "--port-file", str(portfile),
             "--password-file", str(base / "passwd"), "--alt-dir", str(base / "alt_mail"),
-            "--group", str(HLFS_GID),
+            "--group", str(HLFS_GID), *verify,
         ],
         cwd=base, stdin=subprocess.DEVNULL,
     )
@@ -53,11 +68,16 @@ def main(argv, prog="hlfs demo"):
                 return 1
             time.sleep(0.05)
         port = int(portfile.read_text())
-        print(f"hlfs is serving on 127.0.0.1 port {port} (UDP and TCP); homes under {base}/home\n")
+        print(f"hlfs is serving on 127.0.0.1 port {port} (UDP and TCP); homes under {base}/home")
+        if root:
+            print("Each home is checked as its user (a test file written to ~/.mailspool).\n")
+        else:
+            print("Not root: homes are not checked as their users (as with hlfsd -n).\n")
         print("What `home` resolves to, asked over NFSv3 (MOUNT, LOOKUP, READLINK) by `hlfs resolve`:\n")
         cases = [(f"uid {uid} ({name})", "home", ["--uid", str(uid)]) for name, uid in USERS]
         cases += [
             ("uid 2004 (home is /)", "home", ["--uid", "2004"]),
+            ("uid 2005 (spool is a file)", "home", ["--uid", "2005"]),
             ("uid 9999 (no such user)", "home", ["--uid", "9999"]),
             ("uid 2001, gid HLFS_GID", "home", ["--uid", "2001", "--gid", str(HLFS_GID)]),
             ("uid 2001, gid HLFS_GID", "bob", ["--uid", "2001", "--gid", str(HLFS_GID), "--name", "bob"]),

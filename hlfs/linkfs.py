@@ -16,8 +16,6 @@ about XDR or sockets.
 
 from typing import NamedTuple
 
-from twisted.internet.defer import Deferred
-
 from hlfs.nfs import handles
 from hlfs.nfs.handles import ANONYMOUS, HLFS_CALLER, HandleCodec
 from hlfs.resolver import Resolution
@@ -44,6 +42,7 @@ MAX_NAME = 255
 AUTH_NONE = 0
 AUTH_UNIX = 1
 
+_FOREVER = float("inf")
 _DOT = Resolution(b".", 0)
 _NOTHING = Resolution(b"", 0)
 
@@ -105,9 +104,9 @@ def _then(result, f):
     """
     Apply C{f} to C{result} now, or when it fires if it is a Deferred.
     """
-    if isinstance(result, Deferred):
-        return result.addCallback(f)
-    return f(result)
+    if isinstance(result, tuple):
+        return f(result)
+    return result.addCallback(f)
 
 
 class HomeLinkFS:
@@ -205,6 +204,15 @@ class HomeLinkFS:
         """
         if handle.uid != caller.uid or handle.flags != caller.flags:
             raise NFSError(STALE)
+
+    def valid_until(self, caller):
+        """
+        Until when (clock seconds) the answers about C{caller}'s link stay
+        as they are, barring a change of the resolver's C{generation}.
+        """
+        if caller.flags:
+            return _FOREVER
+        return self.resolver.valid_until(caller.uid)
 
     # -- operations
 

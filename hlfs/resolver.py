@@ -10,7 +10,7 @@ behind the same two methods, C{resolve} and C{peek}.
 
 from typing import NamedTuple
 
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 
 class Resolution(NamedTuple):
@@ -41,6 +41,18 @@ class ILinkResolver(Interface):
         Return the L{Resolution} of user C{name}'s mailbox link
         (C{~NAME/<subdir>/NAME}), or L{None} for an unknown user.
         """
+
+    def valid_until(uid):
+        """
+        Return the time (clock seconds) until which C{resolve(uid)} will
+        answer as it does now without any I/O, unless C{generation} moves;
+        0 when the next call may need to check the home.
+        """
+
+    generation = Attribute(
+        "A number that changes whenever any answer may have changed "
+        "(a reload, a flushed cache, a link that points elsewhere now)."
+    )
 
 
 class ChangeClock:
@@ -101,7 +113,8 @@ class HomeResolver:
         self.rules = rules
         self.changes = ChangeClock(clock)
         self.table = table
-        self.generation = self.changes.now()
+        self.loaded = self.changes.now()
+        self.generation = 0
 
     def set_table(self, table):
         """
@@ -110,11 +123,15 @@ class HomeResolver:
         """
         old, self.table = self.table, table
         if old != table:
-            self.generation = self.changes.now()
+            self.loaded = self.changes.now()
+            self.generation += 1
 
     def resolve(self, uid):
         spool = self.rules.spool_of(self.table.by_uid(uid))
-        return Resolution(self.rules.alt_dir if spool is None else spool, self.generation)
+        return Resolution(self.rules.alt_dir if spool is None else spool, self.loaded)
+
+    def valid_until(self, uid):
+        return float("inf")
 
     peek = resolve
 
@@ -122,4 +139,4 @@ class HomeResolver:
         user = self.table.by_name(name)
         if user is None:
             return None
-        return Resolution(self.rules.mailbox_of(user), self.generation)
+        return Resolution(self.rules.mailbox_of(user), self.loaded)

@@ -19,9 +19,12 @@ NFS = v3.PROGRAM
 MOUNT = mount.PROGRAM
 
 
-def build_programs(fs, mount_state=None):
+def build_programs(fs, mount_state=None, replies=None):
     """
     Return the L{Program}s serving C{fs}: NFS 2 and 3, MOUNT 1 and 3.
+
+    @param replies: a L{hlfs.rpc.replycache.ReplyCache} the NFS procedures
+        offer their answers to, or L{None}.
     """
     encoder = AttrEncoder(fs.handles.fingerprint)
     mounts = mount.Mount(fs, mount_state)
@@ -30,8 +33,8 @@ def build_programs(fs, mount_state=None):
             NFS,
             "nfs",
             {
-                2: v2.NFSv2(fs, encoder).procedures,
-                3: v3.NFSv3(fs, encoder).procedures,
+                2: v2.NFSv2(fs, encoder, replies).procedures,
+                3: v3.NFSv3(fs, encoder, replies).procedures,
             },
         ),
         Program(MOUNT, "mountd", {1: mounts.v1, 3: mounts.v3}),

@@ -11,7 +11,7 @@ import sys
 import time
 
 from twisted.application.service import MultiService
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
@@ -20,27 +20,29 @@ from hlfs import __version__, kernel
 from hlfs.config import ConfigError, resolve_group
 from hlfs.linkfs import HomeLinkFS, LinkConfig
 from hlfs.nfs import status
-from hlfs.resolver import HomeResolver, SpoolRules
+from hlfs.resolver import SpoolRules
 from hlfs.rpc.dispatch import Dispatcher, Program
 from hlfs.rpc.registration import PortmapRegistration
+from hlfs.rpc.replycache import ReplyCache
 from hlfs.server import RPCServerService, build_programs
-from hlfs.users import UserTable
+from hlfs.probe import resolver_for
+from hlfs.tableload import TableLoadError, load_in_subprocess
 
 DUMP_FILE = "hlfs-dump.txt"
 
 
 def load_table(password_file):
     """
-    Load the user table from C{password_file}, or from NSS when L{None}.
+    Load the user table from C{password_file}, or from NSS when L{None},
+    in a child process (a million entries' parsing garbage and GIL time
+    stay there).  Blocks: reloads call it in a thread.
 
-    @raise ConfigError: if the file cannot be read.
+    @raise ConfigError: if the table cannot be loaded.
     """
-    if password_file is None:
-        return UserTable.from_nss()
     try:
-        return UserTable.from_passwd_file(password_file)
-    except OSError as e:
-        raise ConfigError(f"cannot read password file {password_file}: {e.strerror}") from None
+        return load_in_subprocess(password_file)
+    except TableLoadError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _twistd_log_file():
@@ -84,14 +86,17 @@ class HLFSService(MultiService):
             self.resolver,
             time.time_ns(),
         )
-        programs = build_programs(self.fs) + [
+        self.replies = ReplyCache(self.resolver, reactor)
+        programs = build_programs(self.fs, replies=self.replies) + [
             Program(
                 status.PROGRAM, "hlfs-status",
                 {status.VERSION: status.StatusProgram(self.status_report).procedures},
                 secure=False,
             )
         ]
-        self.dispatcher = Dispatcher(programs, insecure=config.insecure, verbose=config.verbose)
+        self.dispatcher = Dispatcher(
+            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies
+        )
         self.stats = self.dispatcher.stats
         self.server = RPCServerService(self.dispatcher, config.port, config.interface, reactor)
         self.server.setServiceParent(self)
@@ -112,7 +117,8 @@ class HLFSService(MultiService):
 
     def _make_resolver(self, table):
         rules = SpoolRules(os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir))
-        return HomeResolver(table, rules, self.reactor)
+        resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
+        return resolver
 
     # -- start-up
 
@@ -158,6 +164,7 @@ class HLFSService(MultiService):
             except (OSError, kernel.MountError) as e:
                 raise ConfigError(f"cannot prepare {config.mount}: {e}") from None
         self._report_table(self.resolver.table)
+        self.probe_pool.start()
         if self.hlfs_gid is None:
             self.log.info(
                 "group {group!r} does not exist: the HLFS_GID feature is off", group=config.group
@@ -251,22 +258,22 @@ class HLFSService(MultiService):
             # Keep serving while the kernel unmounts: it may need replies.
             d.addCallback(lambda _: self.kernel_mount.unmount())
         d.addCallback(lambda _: MultiService.stopService(self))
+        d.addBoth(lambda result: (self.probe_pool.stop(), result)[1])
         return d
 
     # -- operations
 
     def reload(self):
         """
-        Reload the user table in a thread and swap it in; serving never
-        waits for it.  Fires with the new table, or None if it failed.
+        Reload the user table (in a child process, waited for in a thread)
+        and swap it in; serving never waits for it.  Fires with the new
+        table, or None if it failed (the resolver logs why).
         """
         started = time.monotonic()
-        d = threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), load_table, self.config.password_file
-        )
 
-        def swap(table):
-            self.resolver.set_table(table)
+        def swapped(table):
+            if table is None:
+                return None
             seconds = time.monotonic() - started
             self.last_reload = (time.time(), len(table), seconds)
             self.log.info(
@@ -277,12 +284,7 @@ class HLFSService(MultiService):
                 self.log.warn("password file: skipped {problem}", problem=str(problem))
             return table
 
-        def failed(failure):
-            self.log.error(
-                "reload failed, keeping the previous table: {error}", error=failure.getErrorMessage()
-            )
-
-        return d.addCallbacks(swap, failed)
+        return self.resolver.reload(lambda: load_table(self.config.password_file)).addCallback(swapped)
 
     def hangup(self):
         """

@@ -4,9 +4,11 @@ on loopback, with a throwaway password file and homes.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +46,9 @@ class RunningServer:
         self.port = None
         self.portmap = [] if "--portmap" in args else ["--no-portmap"]
         self.args = [a for a in args if a != "--portmap"]
+        if os.geteuid() != 0 and "--no-verify" not in self.args:
+            # Checking a home as its user needs root.
+            self.args.append("--no-verify")
 
     def start(self, timeout=20):
         if self.portfile.exists():
@@ -85,14 +90,34 @@ class RunningServer:
         return self.proc.returncode if self.proc else None
 
 
-def make_base(tmp_path_factory, name="hlfs"):
-    base = tmp_path_factory.mktemp(name)
-    for user in ("alice", "bob", "carol"):
-        (base / "home" / user).mkdir(parents=True)
+_BASES = []
+
+
+def make_base(tmp_path_factory=None, name="hlfs"):
+    """
+    A directory with homes owned by their users (when root), reachable by
+    them: the server checks each home as its user, so pytest's private
+    temporary directory will not do.
+    """
+    base = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
+    base.chmod(0o755)
+    _BASES.append(base)
+    for user, uid in (("alice", 1001), ("bob", 1002), ("carol", 1003)):
+        home = base / "home" / user
+        home.mkdir(parents=True)
+        if os.geteuid() == 0:
+            os.chown(home, uid, uid)
     (base / "alt_mail").mkdir()
     (base / "alt_mail").chmod(0o1777)
     write_passwd(base / "passwd", base)
     return base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_bases():
+    yield
+    for base in _BASES:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -298,6 +298,8 @@ def test_signals(make_server):
     srv = make_server("--insecure")
     assert resolve(srv.port, 1077) == str(srv.alt)
     (srv.base / "home" / "dave").mkdir()
+    if os.geteuid() == 0:
+        os.chown(srv.base / "home" / "dave", 1077, 1077)
     write_passwd(srv.passwd, srv.base, USERS + [("dave", 1077, "{base}/home/dave")])
     srv.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reloaded 7 users" in srv.logtext(), srv)

@@ -75,7 +75,7 @@ def test_call_vector():
     cred = Credential(AUTH_SYS, 1001, 100, (100,), b"host")
     assert encode_call(0x12345678, 100003, 3, 5, cred) == CALL_VECTOR
     call = decode_call(CALL_VECTOR + b"ARGS")
-    assert call == message.Call(0x12345678, 100003, 3, 5, cred, len(CALL_VECTOR))
+    assert call == message.Call(0x12345678, 100003, 3, 5, cred, len(CALL_VECTOR), CALL_VECTOR + b"ARGS")
 
 
 def test_reply_vectors():
@@ -128,7 +128,7 @@ credentials = st.builds(
 def test_call_roundtrip(xid, prog, vers, proc, cred, args):
     data = encode_call(xid, prog, vers, proc, cred, args)
     call = decode_call(data)
-    assert call == message.Call(xid, prog, vers, proc, cred, len(data) - len(args))
+    assert call == message.Call(xid, prog, vers, proc, cred, len(data) - len(args), data)
     assert data[call.offset :] == args
 
 

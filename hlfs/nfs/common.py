@@ -4,8 +4,6 @@ What NFSv2 and v3 procedures share: answering from the core's results
 use.
 """
 
-from twisted.internet.defer import Deferred
-
 from hlfs.linkfs import NFSError
 
 MAX_PATH = 1024
@@ -21,9 +19,21 @@ def answer(compute, ok, fail):
         result = compute()
     except NFSError as e:
         return fail(e.status)
-    if isinstance(result, Deferred):
-        return result.addCallbacks(ok, lambda f: fail(f.trap(NFSError) and f.value.status))
-    return ok(result)
+    # Answers are tuples; isinstance() against Deferred, an ABC by way of
+    # Awaitable, would be slow on this path.
+    if isinstance(result, tuple):
+        return ok(result)
+    return result.addCallbacks(ok, lambda f: fail(f.trap(NFSError) and f.value.status))
+
+
+def remember(replies, fs, call, caller, body):
+    """
+    Offer C{body}, a successful result of C{call}, to the reply cache (if
+    any) for as long as C{caller}'s link stays as it is; return it.
+    """
+    if replies is not None:
+        replies.store(call, body, fs.valid_until(caller))
+    return body
 
 
 def caller_of(fs, call):

@@ -6,7 +6,7 @@ import struct
 
 from hlfs.linkfs import NFSError, ROFS
 from hlfs.nfs.attrs import FALSE, TRUE
-from hlfs.nfs.common import answer, caller_of, name, path
+from hlfs.nfs.common import answer, caller_of, name, path, remember
 from hlfs.xdr import UINT, pack_opaque
 
 PROGRAM = 100003
@@ -39,9 +39,10 @@ class NFSv2:
     The procedure table of NFS version 2 for one L{HomeLinkFS}.
     """
 
-    def __init__(self, fs, encoder):
+    def __init__(self, fs, encoder, replies=None):
         self.fs = fs
         self.enc = encoder
+        self.replies = replies
         self.procedures = (
             self.null, self.getattr, self.setattr, self.null, self.lookup,
             self.readlink, self.read, self.null, self.write, self.create,
@@ -63,9 +64,10 @@ class NFSv2:
 
     def getattr(self, args, call):
         fh = fhandle(args)
+        caller = caller_of(self.fs, call)
         return answer(
-            lambda: self.fs.getattr(fh, caller_of(self.fs, call)),
-            lambda a: _OK + self.enc.fattr2(a),
+            lambda: self.fs.getattr(fh, caller),
+            lambda a: remember(self.replies, self.fs, call, caller, _OK + self.enc.fattr2(a)),
             status,
         )
 
@@ -77,17 +79,19 @@ class NFSv2:
     def lookup(self, args, call):
         dirfh = fhandle(args)
         filename = name(args)
+        caller = caller_of(self.fs, call)
         return answer(
-            lambda: self.fs.lookup(dirfh, filename, caller_of(self.fs, call)),
-            lambda r: _OK + r[0] + self.enc.fattr2(r[1]),
+            lambda: self.fs.lookup(dirfh, filename, caller),
+            lambda r: remember(self.replies, self.fs, call, caller, _OK + r[0] + self.enc.fattr2(r[1])),
             status,
         )
 
     def readlink(self, args, call):
         fh = fhandle(args)
+        caller = caller_of(self.fs, call)
         return answer(
-            lambda: self.fs.readlink(fh, caller_of(self.fs, call)),
-            lambda r: _OK + pack_opaque(r[0]),
+            lambda: self.fs.readlink(fh, caller),
+            lambda r: remember(self.replies, self.fs, call, caller, _OK + pack_opaque(r[0])),
             status,
         )
 

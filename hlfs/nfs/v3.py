@@ -10,7 +10,7 @@ import struct
 from hlfs import linkfs
 from hlfs.linkfs import ISDIR, INVAL, NFSError, ROFS
 from hlfs.nfs.attrs import FALSE, NO_WCC, TRUE
-from hlfs.nfs.common import answer, caller_of, name, path
+from hlfs.nfs.common import answer, caller_of, name, path, remember
 from hlfs.xdr import UHYPER, UINT, XDRError, pack_opaque
 
 PROGRAM = 100003
@@ -76,9 +76,10 @@ class NFSv3:
     The procedure table of NFS version 3 for one L{HomeLinkFS}.
     """
 
-    def __init__(self, fs, encoder):
+    def __init__(self, fs, encoder, replies=None):
         self.fs = fs
         self.enc = encoder
+        self.replies = replies
         self.procedures = (
             self.null, self.getattr, self.setattr, self.lookup, self.access,
             self.readlink, self.read, self.write, self.create, self.mkdir,
@@ -116,9 +117,10 @@ class NFSv3:
 
     def getattr(self, args, call):
         fh = fh3(args)
+        caller = caller_of(self.fs, call)
         return answer(
-            lambda: self.fs.getattr(fh, caller_of(self.fs, call)),
-            lambda a: _OK + self.enc.fattr3(a),
+            lambda: self.fs.getattr(fh, caller),
+            lambda a: remember(self.replies, self.fs, call, caller, _OK + self.enc.fattr3(a)),
             status,
         )
 
@@ -134,10 +136,10 @@ class NFSv3:
         caller = caller_of(self.fs, call)
         return answer(
             lambda: self.fs.lookup(dirfh, filename, caller),
-            lambda r: _OK
-            + pack_opaque(r[0])
-            + self.enc.post_op(r[1])
-            + self.enc.post_op(self.fs.root_attr),
+            lambda r: remember(
+                self.replies, self.fs, call, caller,
+                _OK + pack_opaque(r[0]) + self.enc.post_op(r[1]) + self.enc.post_op(self.fs.root_attr),
+            ),
             lambda s: status(s) + self._post_op_of(dirfh, caller),
         )
 
@@ -161,7 +163,9 @@ class NFSv3:
 
         return answer(
             lambda: self.fs.readlink(fh, caller),
-            lambda r: _OK + self.enc.post_op(r[1]) + pack_opaque(r[0]),
+            lambda r: remember(
+                self.replies, self.fs, call, caller, _OK + self.enc.post_op(r[1]) + pack_opaque(r[0])
+            ),
             fail,
         )
 

@@ -6,7 +6,6 @@ so replies may leave in any order.
 
 from collections import Counter
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from hlfs.rpc import message
@@ -49,11 +48,12 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(self, programs, insecure=False, verbose=False):
+    def __init__(self, programs, insecure=False, verbose=False, replies=None):
         self.programs = {p.number: p for p in programs}
         self.insecure = insecure
         self.verbose = verbose
         self.stats = Counter()
+        self.replies = replies
 
     def dispatch(self, data, peer):
         """
@@ -61,6 +61,14 @@ class Dispatcher:
         port)} pair): C{bytes}, a Deferred firing with C{bytes}, or L{None}
         when nothing is to be sent.
         """
+        replies = self.replies
+        # Replies are stored only for calls that passed the port check, so
+        # only such a caller may be answered from them.
+        if replies is not None and (self.insecure or peer[1] < PRIVILEGED_PORTS):
+            hit = replies.lookup(data)
+            if hit is not None:
+                self.stats[hit[0]] += 1
+                return data[:4] + hit[1]
         try:
             call = decode_call(data)
         except Drop as e:
@@ -99,7 +107,7 @@ class Dispatcher:
             return self._garbage(call, peer, e)
         except Exception:
             return self._failed(call, peer)
-        if isinstance(result, Deferred):
+        if type(result) is not bytes:
             return result.addCallbacks(
                 lambda body: success_header(call.xid) + body,
                 lambda f: self._late_failure(f, call, peer),

@@ -52,6 +52,8 @@ _AUTH_SYS_IDS = struct.Struct(">II")
 _REPLY_HEADER = struct.Struct(">IIIIII")  # xid, REPLY, ACCEPTED, verf, stat
 _DENIED = struct.Struct(">IIII")
 _ACCEPTED_SUCCESS = struct.Struct(">IIIII").pack(REPLY, MSG_ACCEPTED, AUTH_NONE, 0, SUCCESS)
+# A successful reply after its xid, up to the results.
+accepted_success_tail = _ACCEPTED_SUCCESS
 
 
 class Credential(NamedTuple):
@@ -68,7 +70,7 @@ NO_CREDENTIAL = Credential(AUTH_NONE)
 class Call(NamedTuple):
     """
     A decoded call header.  C{offset} is where the procedure's arguments
-    start in the message.
+    start in C{message}, the whole call.
     """
 
     xid: int
@@ -77,6 +79,7 @@ class Call(NamedTuple):
     proc: int
     cred: Credential
     offset: int
+    message: bytes = b""
 
 
 class Drop(Exception):
@@ -121,6 +124,12 @@ def auth_error(xid, stat):
     return _DENIED.pack(xid, REPLY, MSG_DENIED, AUTH_ERROR) + UINT.pack(stat)
 
 
+# Decoded AUTH_SYS credentials by their bytes: clients send the same few
+# over and over.
+_CREDENTIALS = {}
+_MAX_CREDENTIALS = 4096
+
+
 def _auth_sys(body):
     """
     Decode an AUTH_SYS credential body (RFC 5531 appendix A).
@@ -158,10 +167,16 @@ def decode_call(data):
     if length > MAX_AUTH_BYTES or end + 8 > len(data):
         raise Rejected(auth_error(xid, AUTH_BADCRED), "credential too long or truncated")
     if flavor == AUTH_SYS:
-        try:
-            cred = _auth_sys(data[offset : offset + length])
-        except XDRError as e:
-            raise Rejected(auth_error(xid, AUTH_BADCRED), f"bad AUTH_SYS credential: {e}")
+        body = data[offset : offset + length]
+        cred = _CREDENTIALS.get(body)
+        if cred is None:
+            try:
+                cred = _auth_sys(body)
+            except XDRError as e:
+                raise Rejected(auth_error(xid, AUTH_BADCRED), f"bad AUTH_SYS credential: {e}")
+            if len(_CREDENTIALS) >= _MAX_CREDENTIALS:
+                _CREDENTIALS.clear()
+            _CREDENTIALS[body] = cred
     elif flavor == AUTH_NONE:
         cred = NO_CREDENTIAL
     else:
@@ -172,7 +187,7 @@ def decode_call(data):
     offset = end + 8 + verf_length + (-verf_length & 3)
     if offset > len(data):
         raise Rejected(auth_error(xid, AUTH_BADVERF), "verifier truncated")
-    return Call(xid, prog, vers, proc, cred, offset)
+    return Call(xid, prog, vers, proc, cred, offset, data)
 
 
 def encode_call(xid, prog, vers, proc, cred=NO_CREDENTIAL, args=b""):

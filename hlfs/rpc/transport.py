@@ -5,7 +5,6 @@ section 11), both feeding one L{hlfs.rpc.dispatch.Dispatcher}.
 
 import struct
 
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
@@ -32,19 +31,31 @@ class RPCDatagramProtocol(DatagramProtocol):
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
+        self._sendto = None
+
+    def startProtocol(self):
+        # Write on the socket itself: the port's write checks the address
+        # of every datagram, and ours come straight from recvfrom.
+        self._sendto = self.transport.socket.sendto
 
     def datagramReceived(self, data, addr):
         reply = self.dispatcher.dispatch(data, addr)
         if reply is None:
             return
-        if isinstance(reply, Deferred):
-            reply.addCallback(self._send, addr)
+        if type(reply) is bytes:
+            self._send(reply, addr)
         else:
-            self.transport.write(reply, addr)
+            reply.addCallback(self._send, addr)
 
     def _send(self, reply, addr):
-        if reply is not None and self.transport is not None:
-            self.transport.write(reply, addr)
+        if reply is None or self.transport is None:
+            return
+        try:
+            self._sendto(reply, addr)
+        except OSError:
+            # A full socket buffer or a client gone: the reply is lost as a
+            # datagram may be, and the client retransmits.
+            pass
 
 
 class RPCStreamProtocol(Protocol):
@@ -98,10 +109,10 @@ class RPCStreamProtocol(Protocol):
             reply = self.dispatcher.dispatch(fragment, self._addr)
             if reply is None:
                 continue
-            if isinstance(reply, Deferred):
-                reply.addCallback(self._send)
-            else:
+            if type(reply) is bytes:
                 replies.append(frame(reply))
+            else:
+                reply.addCallback(self._send)
         self._buffer = b"" if closing else buffer[pos:]
         if replies:
             self.transport.writeSequence(replies)

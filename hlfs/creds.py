@@ -1,0 +1,251 @@
+"""
+Per-thread filesystem credentials, for probing a home as its owner.
+
+A threaded process must never change its process-wide uid: every thread
+would change with it.  Linux keeps the filesystem uid and gid
+(C{setfsuid}/C{setfsgid}) and the supplementary groups per thread, but
+glibc's C{setgroups()} wrapper broadcasts the change to every thread of
+the process (the same mechanism as C{setuid()}).  So this module calls
+the raw system calls through C{syscall(2)}, which act on the calling
+thread only.
+
+Use L{as_user} in a pool thread; it always puts the thread's previous
+credentials back when the block ends, whatever happened in it.
+"""
+
+import ctypes
+import errno
+import ctypes.util
+import os
+import platform
+import threading
+from contextlib import contextmanager
+
+# System call numbers; the 32-bit-id variants on architectures that have
+# both.
+_SYSCALLS = {
+    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123},
+    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152},
+}
+
+NGROUPS_MAX = 65536
+_NO_ID = 0xFFFFFFFF  # (uid_t)-1: setfsuid/setfsgid then only report
+
+
+class CredentialsError(OSError):
+    """
+    The thread's credentials could not be set or restored.
+    """
+
+
+def _load():
+    numbers = _SYSCALLS.get(platform.machine())
+    if numbers is None:
+        return None, None
+    # PyDLL keeps the GIL across the call: these system calls never
+    # block, and letting go of the GIL a dozen times a probe makes probe
+    # threads queue for it behind each other.
+    libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+    return syscall, numbers
+
+
+_syscall, _NR = _load()
+_local = threading.local()
+
+
+def supported():
+    """
+    Return whether per-thread credentials are available on this machine.
+    """
+    return _syscall is not None
+
+
+def _fsuid(uid):
+    return _syscall(_NR["setfsuid"], ctypes.c_uint(uid)) & 0xFFFFFFFF
+
+
+def _fsgid(gid):
+    return _syscall(_NR["setfsgid"], ctypes.c_uint(gid)) & 0xFFFFFFFF
+
+
+def _setgroups(groups):
+    groups = list(groups)
+    array = (ctypes.c_uint * max(len(groups), 1))(*groups)
+    if _syscall(_NR["setgroups"], ctypes.c_size_t(len(groups)), array) != 0:
+        err = ctypes.get_errno()
+        raise CredentialsError(err, f"setgroups: {os.strerror(err)}")
+
+
+def current():
+    """
+    Return this thread's C{(fsuid, fsgid, groups)}.
+    """
+    return _fsuid(_NO_ID), _fsgid(_NO_ID), tuple(os.getgroups())
+
+
+def _apply(current, wanted, check):
+    """
+    Move this thread from credentials C{current} (L{None}: unknown) to
+    C{wanted}, both C{(fsuid, fsgid, groups)}, making only the calls that
+    change something: each costs a new credentials structure in the
+    kernel.
+
+    The groups and the gid go first: they need C{CAP_SETGID}, which the
+    thread keeps whatever its fsuid (only the filesystem capabilities
+    follow the fsuid).
+
+    @param check: read the ids back (setfsuid and setfsgid report failure
+        only by not changing the value).
+    @raise CredentialsError: if a change did not take.
+    """
+    uid, gid, groups = wanted
+    if current is None or current[2] != groups:
+        _setgroups(groups)
+    if current is None or current[1] != gid:
+        _fsgid(gid)
+        if check and _fsgid(_NO_ID) != gid:
+            raise CredentialsError(1, f"setfsgid({gid}) did not take")
+    if current is None or current[0] != uid:
+        _fsuid(uid)
+        if check and _fsuid(_NO_ID) != uid:
+            raise CredentialsError(1, f"setfsuid({uid}) did not take")
+
+
+def set_thread_credentials(uid, gid, groups):
+    """
+    Make this thread's filesystem uid C{uid}, filesystem gid C{gid} and
+    supplementary groups C{groups}, checking that each change took.
+
+    @raise CredentialsError: if a change did not take.
+    """
+    _apply(None, (uid, gid, tuple(groups)), True)
+
+
+@contextmanager
+def as_user(uid, gid, groups=()):
+    """
+    Run the block with this thread's filesystem identity set to C{uid},
+    C{gid} and C{groups}; restore the thread's previous identity after it,
+    in a C{finally}.
+
+    A thread's first switch (there and back) reads every id back to
+    check it took; later ones trust the kernel, which grants or refuses
+    these calls by the thread's capabilities alone, which do not change.
+
+    @raise CredentialsError: if the identity cannot be set.  A failure to
+        restore it is also raised: a pool thread must not go on running
+        with a user's identity.
+    """
+    if _syscall is None:
+        raise CredentialsError(38, f"per-thread credentials unsupported on {platform.machine()}")
+    base = getattr(_local, "base", None)
+    if base is None:
+        # A thread's own identity, read once: as_user always puts it back.
+        base = _local.base = current()
+    check = not getattr(_local, "checked", False)
+    wanted = (uid, gid, tuple(groups))
+    switched = False
+    try:
+        _apply(base, wanted, check)
+        switched = True
+        yield
+    finally:
+        # After a failed switch the thread's state is unknown: every call.
+        _apply(wanted if switched else None, base, check or not switched)
+    _local.checked = True
+
+
+def thread_status(tid=None):
+    """
+    Return the C{Uid}, C{Gid} and C{Groups} lines of
+    C{/proc/self/task/TID/status} as a dict of tuples of ints (the
+    kernel's view of a thread: real, effective, saved, filesystem).
+    """
+    tid = threading.get_native_id() if tid is None else tid
+    fields = {}
+    with open(f"/proc/self/task/{tid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("Uid", "Gid", "Groups"):
+                fields[key] = tuple(int(v) for v in value.split())
+    return fields
+
+
+# -- name service lookups that let go of the GIL
+#
+# An NSS lookup may wait on a directory server for as long as that takes.
+# ctypes.CDLL calls release the GIL for their duration, so a probe thread
+# stuck here stops nobody else; the standard library's lookups are not
+# all documented to do so.
+
+
+class _Passwd(ctypes.Structure):
+    _fields_ = [
+        ("pw_name", ctypes.c_char_p),
+        ("pw_passwd", ctypes.c_char_p),
+        ("pw_uid", ctypes.c_uint),
+        ("pw_gid", ctypes.c_uint),
+        ("pw_gecos", ctypes.c_char_p),
+        ("pw_dir", ctypes.c_char_p),
+        ("pw_shell", ctypes.c_char_p),
+    ]
+
+
+def _load_nss():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    getpwnam_r = libc.getpwnam_r
+    getpwnam_r.argtypes = [
+        ctypes.c_char_p, ctypes.POINTER(_Passwd), ctypes.c_char_p, ctypes.c_size_t,
+        ctypes.POINTER(ctypes.POINTER(_Passwd)),
+    ]
+    getpwnam_r.restype = ctypes.c_int
+    getgrouplist = libc.getgrouplist
+    getgrouplist.argtypes = [
+        ctypes.c_char_p, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_int),
+    ]
+    getgrouplist.restype = ctypes.c_int
+    return getpwnam_r, getgrouplist
+
+
+_getpwnam_r, _getgrouplist = _load_nss()
+
+
+def user_ids(name):
+    """
+    Return C{(uid, gid)} of user C{name} (C{bytes}) from NSS, or L{None}
+    if NSS does not know it.
+
+    @raise OSError: if the lookup itself fails.
+    """
+    size = 1024
+    while True:
+        entry = _Passwd()
+        found = ctypes.POINTER(_Passwd)()
+        buf = ctypes.create_string_buffer(size)
+        err = _getpwnam_r(name, ctypes.byref(entry), buf, size, ctypes.byref(found))
+        if err == errno.ERANGE and size < 1 << 20:
+            size *= 4
+            continue
+        if err not in (0, errno.ENOENT, errno.ESRCH, errno.EBADF, errno.EPERM):
+            raise OSError(err, f"getpwnam_r: {os.strerror(err)}")
+        if not found:
+            return None
+        return entry.pw_uid, entry.pw_gid
+
+
+def group_list(name, gid):
+    """
+    Return the groups of user C{name} (C{bytes}) from NSS, C{gid} among
+    them, as a tuple.
+    """
+    count = 64
+    while True:
+        groups = (ctypes.c_uint * count)()
+        n = ctypes.c_int(count)
+        if _getgrouplist(name, gid, groups, ctypes.byref(n)) >= 0:
+            return tuple(groups[: n.value])
+        if n.value <= count:  # no growth asked for: give up on extras
+            return (gid,)
+        count = n.value
