@@ -117,7 +117,11 @@ def daemon_run(guest, probe, kernel_workdir, precompiled):
         if not plugin_has_option(option):
             pytest.skip(f"twistd hlfs has no {option} (the daemon's mount step is missing)")
     world = World(kernel_workdir / "daemon").create()
-    result = guest.run(kernel_workdir / "daemon-run", scenario(world, probe), net=False, timeout=900)
+    # The homes writable in the guest, as on a real host: the daemon checks
+    # that each spool directory is usable before linking to it.
+    result = guest.run(
+        kernel_workdir / "daemon-run", scenario(world, probe), shares=[world.base], net=False, timeout=900
+    )
     assert result.status == 0, result.describe()
     return world, result
 
