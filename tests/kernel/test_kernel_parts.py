@@ -6,6 +6,7 @@ parsing of what the guest prints.
 
 import gzip
 import lzma
+import os
 import shutil
 import stat
 import subprocess
@@ -101,3 +102,44 @@ def test_nfs_options():
         "vers=2,proto=tcp,port=2049,mountport=2049,mountproto=tcp,"
         "addr=10.0.2.2,mountaddr=10.0.2.2,nolock,ro,lookupcache=none"
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing credentials needs root")
+def test_probe_alternate(probe, tmp_path):
+    """
+    The guest's probe program takes turns between callers and counts each
+    caller's own results: here two callers read a local link whose value
+    only one of them expects.
+    """
+    link = tmp_path / "link"
+    link.symlink_to("/target/of/link")
+    result = subprocess.run(
+        [str(probe), "alternate", "readlink", "7", str(link), "0:0:0:/target/of/link", "0:0:0:/other"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    counts = sorted((gs.loop_counts(line) for line in result.stdout.splitlines()), key=lambda c: c["ok"])
+    assert [(c["ok"], c["wrong"], c["errors"]) for c in counts] == [(0, 3, 0), (4, 0, 0)]
+    assert counts[0]["first_wrong"] == "/target/of/link"
+
+
+def test_probe_loop_open(probe, tmp_path):
+    """
+    An open loop reads the first line of the file behind the path, and
+    counts a missing file as an error with its reason.
+    """
+    (tmp_path / "owner").write_text("alice\nmore\n")
+    ok = subprocess.run(
+        [str(probe), "loop", "open", "50", str(tmp_path / "owner"), "alice"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert ok.returncode == 0
+    assert gs.loop_counts(ok.stdout) | {"uid": 0, "egid": 0} == {
+        "uid": 0, "egid": 0, "ok": 50, "wrong": 0, "errors": 0, "first_wrong": "-", "first_error": "-",
+    }
+    missing = subprocess.run(
+        [str(probe), "loop", "open", "5", str(tmp_path / "nothing"), "alice"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode == 1
+    assert "errors=5" in missing.stdout and "No such file or directory" in missing.stdout
