@@ -42,6 +42,10 @@ def scenario(world, probe, port):
     for mountpoint, vers, extra in MOUNTS:
         lines.append(gs.mount("$P", mountpoint, port, vers, extra))
     lines.append(gs.spool_link())
+    # Root lists the directories first (READDIRPLUS on v3, with the link's
+    # handle made for root): later lookups by others must not inherit it.
+    for mountpoint, _, _ in MOUNTS:
+        lines.append(f"ls -la {mountpoint} > /dev/null")
     for label, uid, gid, egid in callers(world):
         cred = f"{uid} {gid} {egid}"
         for mountpoint, _, _ in MOUNTS:
