@@ -24,6 +24,9 @@ RECIPIENTS = ("alice", "bob", "root", "carol")
 LOOP_MESSAGES = 8
 KILL_AFTER = 2
 
+#: readlink(2) calls per batch of the two readers running across the kill.
+READER_BATCH = 200
+
 #: Exit status with which C{hlfs deliver} asks the MTA to retry (sysexits).
 EX_TEMPFAIL = 75
 
@@ -60,6 +63,16 @@ def scenario(world, probe, port):
     # Scenario 5: a delivery loop alternating alice and bob while the host
     # kills the daemon (SIGKILL) and restarts it; a temporary failure is
     # retried, as an MTA's queue would.
+    # Readers hammering the mount across the kill, so calls are in flight
+    # when the daemon dies: the hard mount must retry them, no error.
+    # Each reader runs batches until the host has restarted the daemon.
+    for name in ("alice", "bob"):
+        user = users[name]
+        lines.append(
+            f'( while :; do as {user.uid} {user.gid} {user.gid} "$P" loop readlink {READER_BATCH}'
+            f" /mail/home {world.link_value(user.uid)} >> /tmp/reader-{name}.txt 2>&1;"
+            " [ -e restarted ] && break; done ) &"
+        )
     lines.append("R loop-start $(up)")
     lines.append(f"""
 i=1
@@ -79,6 +92,10 @@ while [ $i -le {LOOP_MESSAGES} ]; do
 done
 """)
     lines.append("R loop-end $(up)")
+    lines.append("wait")
+    lines.append("R readers-end $(up)")
+    for name in ("alice", "bob"):
+        lines.append(f"sed 's/^/R reader.{name} /' /tmp/reader-{name}.txt")
     lines.append("while [ ! -e restarted ]; do sleep 0.1; done")
     for name in ("alice", "bob"):
         user = users[name]
@@ -167,11 +184,24 @@ def test_restart(delivery_run, measure):
         other = "bob" if i % 2 else "alice"
         assert boxes[name].count(f"Subject: hlfs-kernel-loop-{name}-{i}\n") == 1, (i, boxes[name])
         assert f"hlfs-kernel-loop-{name}-{i}\n" not in boxes[other]
+    # The readers ran until the host said the daemon was back, so every
+    # call in flight at the kill was among them: all must have succeeded.
+    readers = {
+        name: [gs.loop_counts(line[len(f"R reader.{name} "):]) for line in result.output.splitlines()
+               if line.startswith(f"R reader.{name} ")]
+        for name in ("alice", "bob")
+    }
+    for name, batches in readers.items():
+        assert batches, result.describe()
+        assert [(b["ok"], b["wrong"], b["errors"]) for b in batches] == [(READER_BATCH, 0, 0)] * len(batches), (
+            name, result.describe())
+    reads = sum(len(b) for b in readers.values()) * READER_BATCH
     assert got.get("after.alice") == world.link_value(world.users["alice"].uid), result.describe()
     assert got.get("after.bob") == world.link_value(world.users["bob"].uid), result.describe()
     retries = sum(int(v[2]) - 1 for v in loop.values())
     measure(
         f"scenario 5 (restart): {LOOP_MESSAGES} messages in a delivery loop, daemon killed after"
         f" message {KILL_AFTER} and serving again {restart['restarted_after']:.1f}s later;"
-        f" 0 lost, {retries} retried by the loop, mount kept"
+        f" 0 lost, {retries} retried by the loop, mount kept; {reads} readlink calls by 2 readers"
+        f" across the kill and restart, 0 wrong, 0 errors"
     )
