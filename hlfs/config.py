@@ -32,7 +32,7 @@ class Config:
     reload_interval: float = 900.0
     verify: bool = True
     probe_deadline: float = 1.0
-    probe_threads: int = 16
+    probe_threads: int = 8
     mount_options: str = ""
     fast_start: bool = False
     allow_attribute_cache: bool = False

@@ -63,6 +63,20 @@ SIGNALS:
   SIGTERM, SIGINT  unmount (retrying a busy mount, then lazily) while still
            serving, unregister from the portmapper, exit 0.
 
+HOME CHECKS: before the link points into a home, a thread of hlfs's own
+pool checks, as the user (per-thread file system credentials; the process
+never changes its uid), that ~user/<subdir> is a directory it can create,
+write and remove a file in.  Results, good and bad, are kept for
+--cache-interval seconds.  A caller never waits more than --probe-deadline
+for a check: past it, or when every probe thread is stuck on a hung home,
+the answer is the alternate spool.  -n turns checks off.
+
+OPERATOR CONSOLE: --manhole offers a Python console inside the daemon over
+SSH (public keys only), with helpers resolve(user_or_uid), flush(user=None),
+reload() and hung().  It runs in the reactor thread: an exception there is
+harmless, but a call that blocks stops NFS service until it returns; use
+the helpers, which never block.
+
 LOGGING: through twistd; `twistd --syslog --prefix hlfsd` logs to syslog with
 facility daemon.
 
@@ -97,7 +111,7 @@ class Options(ManholeOptions, usage.Options):
         ["probe-deadline", None, "1.0",
          "Seconds a READLINK waits for a home check before it is answered "
          "with the alternate spool."],
-        ["probe-threads", None, "16", "Threads checking homes (a hung home holds one)."],
+        ["probe-threads", None, "8", "Threads checking homes (a hung home holds one)."],
         ["port", "p", "0", "Port for NFS and MOUNT, UDP and TCP (0: any free port)."],
         ["interface", None, "127.0.0.1", "Address to listen on."],
         ["port-file", None, None,
@@ -114,6 +128,16 @@ class Options(ManholeOptions, usage.Options):
          "Run even if the kernel keeps a cache that could hand one user's link to another."],
         ["verbose", "D", "Log every refused or malformed call (debugging)."],
     ]
+
+    def getUsage(self, width=None):
+        # Keep the description's own layout: twistd would reflow it into
+        # one paragraph.
+        longdesc, self.longdesc = self.longdesc, ""
+        try:
+            text = usage.Options.getUsage(self, width)
+        finally:
+            self.longdesc = longdesc
+        return text + "\n" + longdesc
 
     def parseOptions(self, options=None):
         # One clear line and status 2 for a bad value, as daemons do,
