@@ -8,6 +8,7 @@ directory until this process serves again.
 """
 
 import os
+import shutil
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -16,6 +17,7 @@ from hlfs import mounts
 from hlfs.mounts import find_mount, parse_proc_mounts
 
 PROC_MOUNTS = "/proc/mounts"
+_SEARCH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 MOUNT = "/bin/mount"
 UMOUNT = "/bin/umount"
 
@@ -94,7 +96,7 @@ def run(reactor, argv):
     with C{(exit code, output)}.
     """
     d = defer.Deferred()
-    reactor.spawnProcess(_Collect(d), argv[0], argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    reactor.spawnProcess(_Collect(d), argv[0], argv, env={"PATH": _SEARCH_PATH})
     return d
 
 
@@ -125,6 +127,11 @@ class KernelMount:
 
         @raise MountError: if mount(8) fails.
         """
+        if shutil.which("mount.nfs", path=_SEARCH_PATH) is None:
+            raise MountError(
+                "mount.nfs is not installed (Debian: apt-get install nfs-common); "
+                "it is needed to mount hlfs"
+            )
         argv = mount_command(self.address, self.export, self.mountpoint, port, self.extra_options)
         self.log.info("mounting: {command}", command=" ".join(argv))
         code, output = yield run(self.reactor, argv)

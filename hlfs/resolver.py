@@ -2,15 +2,13 @@
 What the home link means for a uid: the password table plus the spool
 rules of the paper's Figure 1, without any I/O.
 
-L{HomeResolver} is hlfsd's C{-n} (no verify) behaviour: the link points
-into the home whenever the table has a usable home.  The probing resolver
-(L{hlfs.probe}) adds the check that the spool directory is writable,
-behind the same two methods, C{resolve} and C{peek}.
+The resolver that answers (L{hlfs.probe.ProbingResolver}) adds the check
+that the spool directory is writable, or skips it for hlfsd's C{-n}.
 """
 
 from typing import NamedTuple
 
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Attribute, Interface
 
 
 class Resolution(NamedTuple):
@@ -98,45 +96,3 @@ class SpoolRules:
         if spool is None:
             return self.alt_dir + b"/" + user.name
         return spool + b"/" + user.name
-
-
-@implementer(ILinkResolver)
-class HomeResolver:
-    """
-    Resolve without verifying the home (hlfsd's C{-n}).
-
-    @ivar table: the current L{hlfs.users.UserTable}; replace it with
-        L{set_table}.
-    """
-
-    def __init__(self, table, rules, clock):
-        self.rules = rules
-        self.changes = ChangeClock(clock)
-        self.table = table
-        self.loaded = self.changes.now()
-        self.generation = 0
-
-    def set_table(self, table):
-        """
-        Swap in a reloaded table.  Link times move only if the table's
-        contents changed.
-        """
-        old, self.table = self.table, table
-        if old != table:
-            self.loaded = self.changes.now()
-            self.generation += 1
-
-    def resolve(self, uid):
-        spool = self.rules.spool_of(self.table.by_uid(uid))
-        return Resolution(self.rules.alt_dir if spool is None else spool, self.loaded)
-
-    def valid_until(self, uid):
-        return float("inf")
-
-    peek = resolve
-
-    def mailbox(self, name):
-        user = self.table.by_name(name)
-        if user is None:
-            return None
-        return Resolution(self.rules.mailbox_of(user), self.loaded)

@@ -5,7 +5,7 @@ for the hlfs service.
 
 The stand-in is not the daemon's service: it has the same attribute
 contract (C{fs}, C{resolver}, C{stats}, C{config}, C{reload()}) over the
-real policy objects (L{hlfs.users.UserTable}, L{hlfs.resolver.HomeResolver},
+real policy objects (L{hlfs.users.UserTable}, L{hlfs.probe.ProbingResolver} (no verify),
 L{hlfs.linkfs.HomeLinkFS}); its resolver adds a probe cache whose "probe"
 is a timer, standing in for the probing resolver so the console's
 non-blocking paths can be driven.  A UDP counter on loopback shows that
@@ -32,7 +32,8 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from hlfs.linkfs import HomeLinkFS, LinkConfig
 from hlfs.manhole import ManholeConfigError, build_namespace, makeManholeService
-from hlfs.resolver import HomeResolver, SpoolRules
+from hlfs.probe import ProbingResolver
+from hlfs.resolver import SpoolRules
 from hlfs.users import UserTable
 
 PROBE_SECONDS = 0.5
@@ -51,7 +52,7 @@ class Flight(NamedTuple):
 
 class StandInProbingResolver:
     """
-    A L{HomeResolver} behind a cache that a timed "probe" fills: a uid not
+    A no-verify L{ProbingResolver} behind a cache that a timed "probe" fills: a uid not
     in the cache resolves through a Deferred after L{PROBE_SECONDS}.
     C{probes} counts the probes started, so a test can see one happen.
     """
@@ -129,7 +130,7 @@ class StandInService:
         self.passwd_path = passwd_path
         table = UserTable.from_passwd_file(passwd_path)
         rules = SpoolRules(b".mailspool", b"/var/alt_mail")
-        self.resolver = StandInProbingResolver(HomeResolver(table, rules, reactor))
+        self.resolver = StandInProbingResolver(ProbingResolver(table, rules, reactor, None, verify=False))
         self.fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), self.resolver, time.time_ns())
         self.stats = {"READLINK": 0, "GETATTR": 0}
         self.config = {"passwd": passwd_path, "manhole": "test"}

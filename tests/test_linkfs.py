@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from hlfs import linkfs
 from hlfs.linkfs import HomeLinkFS, LinkConfig, NFSError
 from hlfs.nfs.handles import HandleCodec
-from hlfs.resolver import HomeResolver, SpoolRules
+from hlfs.probe import ProbingResolver
+from hlfs.resolver import SpoolRules
 from hlfs.users import UserTable
 
 PASSWD = b"""\
@@ -32,8 +33,9 @@ def clock():
 
 @pytest.fixture
 def fs(clock):
-    resolver = HomeResolver(
-        UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/var/alt_mail"), clock
+    resolver = ProbingResolver(
+        UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/var/alt_mail"),
+        clock, None, verify=False,
     )
     return HomeLinkFS(LinkConfig(b"/mail", b"home", HLFS_GID), resolver, 5_000)
 
@@ -69,8 +71,9 @@ def test_root_and_duplicates(fs):
 
 
 def test_group_feature_off(clock):
-    resolver = HomeResolver(
-        UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt"), clock
+    resolver = ProbingResolver(
+        UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt"),
+        clock, None, verify=False,
     )
     fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, 1)
     assert readlink_as(fs, 1001, HLFS_GID) == b"/users/ezk/.mailspool"

@@ -20,7 +20,8 @@ import pytest
 
 from hlfs.console import NotAvailable, Text, build_namespace
 from hlfs.manhole import ManholeConfigError, check_manhole_options, listen_description
-from hlfs.resolver import HomeResolver, SpoolRules
+from hlfs.probe import ProbingResolver
+from hlfs.resolver import SpoolRules
 from hlfs.users import UserTable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -598,12 +599,14 @@ def test_namespace_of_a_service_with_nothing_says_not_available():
 
 class NoVerifyService:
     """
-    A service whose resolver is the real no-verify L{HomeResolver}: it
-    answers synchronously and has no cache, pool, flush or hung.
+    A service whose resolver is the real no-verify L{ProbingResolver}: it
+    answers synchronously and has no pool.
     """
 
     def __init__(self, table):
-        self.resolver = HomeResolver(table, SpoolRules(b".mailspool", b"/var/alt_mail"), _Clock())
+        self.resolver = ProbingResolver(
+            table, SpoolRules(b".mailspool", b"/var/alt_mail"), _Clock(), None, verify=False
+        )
         self.stats = {}
         self.config = {}
 
@@ -620,7 +623,7 @@ def test_resolve_answers_synchronously_for_the_no_verify_resolver():
     assert isinstance(report, Text)
     assert "home -> /home/alice/.mailspool" in report
     assert repr(report) == str(report)
-    assert "nothing to flush" in namespace["flush"]()
+    assert "flushed" in namespace["flush"]()
     # The table name follows a reload's swap.
     assert len(namespace["users"]) == 3
     service.resolver.set_table(UserTable.from_passwd_bytes(PASSWD.splitlines(True)[0]))
