@@ -10,7 +10,7 @@ import os
 import pwd
 from typing import NamedTuple
 
-MAX_ID = 0xFFFFFFFF
+from hlfs.users import MAX_UID as MAX_ID, iter_passwd
 
 
 class Account(NamedTuple):
@@ -33,24 +33,14 @@ def parse_passwd(data):
     """
     accounts = []
     problems = []
-    for lineno, line in enumerate(data.split(b"\n"), 1):
-        if not line or line[:1] in (b"#", b"+", b"-"):
-            continue
-        fields = line.split(b":")
-        if len(fields) != 7:
-            problems.append((lineno, f"{len(fields)} fields, expected 7"))
-            continue
-        name, uid, gid, home = fields[0], fields[2], fields[3], fields[5]
-        if not name:
-            problems.append((lineno, "empty user name"))
-            continue
-        if not uid.isdigit() or int(uid) > MAX_ID:
-            problems.append((lineno, f"invalid uid {uid[:20]!r}"))
-            continue
-        if not gid.isdigit() or int(gid) > MAX_ID:
-            problems.append((lineno, f"invalid gid {gid[:20]!r}"))
-            continue
-        accounts.append(Account(name, int(uid), int(gid), home, lineno))
+    for lineno, fields, reason in iter_passwd(data):
+        if reason is None:
+            gid = fields[3]
+            if gid.isdigit() and int(gid) <= MAX_ID:
+                accounts.append(Account(fields[0], int(fields[2]), int(gid), fields[5], lineno))
+                continue
+            reason = f"invalid gid {gid[:20]!r}"
+        problems.append((lineno, reason))
     return accounts, problems
 
 

@@ -15,6 +15,27 @@ from typing import NamedTuple
 MAX_UID = 0xFFFFFFFF
 
 
+def iter_passwd(data):
+    """
+    Walk passwd(5) text: yield C{(lineno, fields, None)} for each entry
+    with a name and a valid uid, and C{(lineno, None, reason)} for each
+    malformed line.  Comments, blank lines and NIS C{+}/C{-} lines are
+    skipped.
+    """
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line or line[:1] in (b"#", b"+", b"-"):
+            continue
+        fields = line.split(b":")
+        if len(fields) != 7:
+            yield lineno, None, f"{len(fields)} fields, expected 7"
+        elif not fields[0]:
+            yield lineno, None, "empty user name"
+        elif not fields[2].isdigit() or int(fields[2]) > MAX_UID:
+            yield lineno, None, f"invalid uid {fields[2][:20]!r}"
+        else:
+            yield lineno, fields, None
+
+
 class User(NamedTuple):
     """
     One password entry, as hlfs needs it.  Names and paths are C{bytes}:
@@ -171,25 +192,11 @@ class UserTable:
     def from_passwd_bytes(cls, data, source="(passwd)"):
         entries = []
         problems = []
-        for lineno, line in enumerate(data.split(b"\n"), 1):
-            if not line or line[:1] in (b"#", b"+", b"-"):
-                continue
-            fields = line.split(b":")
-            if len(fields) != 7:
-                problems.append(
-                    PasswdProblem(source, lineno, f"{len(fields)} fields, expected 7")
-                )
-                continue
-            name, uid, home = fields[0], fields[2], fields[5]
-            if not name:
-                problems.append(PasswdProblem(source, lineno, "empty user name"))
-                continue
-            if not uid.isdigit() or int(uid) > MAX_UID:
-                problems.append(
-                    PasswdProblem(source, lineno, f"invalid uid {uid[:20]!r}")
-                )
-                continue
-            entries.append((name, int(uid), home))
+        for lineno, fields, reason in iter_passwd(data):
+            if reason is None:
+                entries.append((fields[0], int(fields[2]), fields[5]))
+            else:
+                problems.append(PasswdProblem(source, lineno, reason))
         return cls(entries, problems, source)
 
     @classmethod
