@@ -6,8 +6,26 @@ front end only picks the module, so a subcommand's imports cost nothing
 to the others.
 """
 
+import argparse
 import importlib
 import sys
+
+
+class UsageError(Exception):
+    """
+    A subcommand's arguments or configuration are unusable; the message
+    says why, in one line.
+    """
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """
+    An argument parser that raises L{UsageError} instead of exiting, so a
+    subcommand can choose its own exit status (sysexits for mail tools).
+    """
+
+    def error(self, message):
+        raise UsageError(message)
 
 # name: ("module[:function]", one-line summary); the function defaults to main.
 SUBCOMMANDS = {

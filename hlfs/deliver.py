@@ -14,7 +14,6 @@ Exit status follows sysexits(3), as MTAs expect from a local delivery
 agent: C{EX_TEMPFAIL} keeps the message queued for a retry.
 """
 
-import argparse
 import errno
 import os
 import signal
@@ -26,6 +25,7 @@ import time
 from hlfs import accounts, mbox
 from hlfs.maillog import DEFAULT_SOCKET, LOG_ERR, LOG_WARNING, MailLog
 from hlfs.dotlock import DotLock, LockError, LockTimeout, lock_fd, unlock_fd
+from hlfs.cli import ArgumentParser, UsageError
 
 EX_OK = 0
 EX_USAGE = 64
@@ -37,10 +37,6 @@ EX_NOPERM = 77
 DEFAULT_SPOOL = "/var/spool/mail"
 
 WRITE_BATCH = 64 * 1024
-
-
-class UsageError(Exception):
-    pass
 
 
 class DeliveryFailure(Exception):
@@ -57,13 +53,8 @@ class DeliveryFailure(Exception):
         self.reason = reason
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def build_parser(prog):
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=prog,
         description="Deliver one message from stdin to local mailboxes, "
         "writing as each recipient (NFS-safe).",

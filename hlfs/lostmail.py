@@ -46,6 +46,7 @@ from hlfs import mbox
 from hlfs.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog
 from hlfs.dotlock import DotLock, LockError, lock_fd, unlock_fd
 from hlfs.users import UserTable
+from hlfs.cli import ArgumentParser, UsageError
 
 EX_OK = 0
 EX_FAILED = 1
@@ -75,10 +76,6 @@ DEFAULTS = {
 # could be a path trick or an option.
 _USER_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,255}\Z")
 _SAFE_SENDER = re.compile(rb"[^\x00-\x20\x7f-\xff<>()\[\]\\,;:\"]+\Z")
-
-
-class UsageError(Exception):
-    pass
 
 
 class SendFailure(Exception):
@@ -619,13 +616,8 @@ class Remailer:
         return EX_FAILED if self.tally.failed() or self.problems else EX_OK
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def build_parser(prog):
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=prog,
         description="Resend mail from the hlfs alternate spool to its owners.",
     )
