@@ -98,7 +98,10 @@ def main(argv, prog="hlfs demo"):
                     print(f"  as {name}: {line}")
         else:
             print("\n(install libnfs-utils to see the listing through nfs-ls as well)")
-        print(f"\nThe server's log: {base}/hlfs.log")
+        if args.keep:
+            print(f"\nThe server's log: {base}/hlfs.log")
+        else:
+            print("\n(`hlfs demo --keep` keeps the temporary directory and the server's log)")
         return 0
     finally:
         server.terminate()
