@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import pytest
 from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -131,6 +132,24 @@ class Homes:
 
     def cleanup(self):
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def homes():
+    """
+    A L{Homes} for one test, removed after it.
+    """
+    h = Homes()
+    yield h
+    h.cleanup()
+
+
+@pytest.fixture(scope="module")
+def rt():
+    """
+    The reactor running in its background thread.
+    """
+    return ReactorThread.get()
 
 
 class LogCapture:

@@ -15,19 +15,13 @@ import pytest
 from hlfs import creds
 from hlfs.probe import HomeProbe
 from hlfs.users import User
-from tests.probe_support import Homes, fill, thread_ids, tmpfs
+from tests.probe_support import fill, thread_ids, tmpfs
+from tests.probe_support import homes  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities"),
     pytest.mark.timeout(60),
 ]
-
-
-@pytest.fixture
-def homes():
-    h = Homes()
-    yield h
-    h.cleanup()
 
 
 def probe_in_thread(probe, user, spool):

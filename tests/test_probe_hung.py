@@ -15,7 +15,8 @@ from twisted.internet.defer import gatherResults
 from hlfs import creds
 from hlfs.probe import ProbePool, ProbingResolver
 from hlfs.resolver import SpoolRules
-from tests.probe_support import Homes, LogCapture, ReactorThread, frozen_mount, thread_ids, wait_for
+from tests.probe_support import LogCapture, frozen_mount, thread_ids, wait_for
+from tests.probe_support import homes, rt  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities; mounts"),
@@ -24,18 +25,6 @@ pytestmark = [
 ]
 
 DEADLINE = 0.5
-
-
-@pytest.fixture(scope="module")
-def rt():
-    return ReactorThread.get()
-
-
-@pytest.fixture
-def homes():
-    h = Homes()
-    yield h
-    h.cleanup()
 
 
 class HungSetup:

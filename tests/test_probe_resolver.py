@@ -17,7 +17,8 @@ from hlfs.probe import ProbePool, ProbingResolver
 from hlfs.resolver import Resolution, SpoolRules
 from hlfs.tableload import TableLoadError, load_in_subprocess
 from hlfs.users import UserTable
-from tests.probe_support import Homes, LogCapture, ReactorThread, fill, tmpfs, wait_for
+from tests.probe_support import LogCapture, fill, tmpfs, wait_for
+from tests.probe_support import homes, rt  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities"),
@@ -25,18 +26,6 @@ pytestmark = [
 ]
 
 INTERVAL = 300
-
-
-@pytest.fixture(scope="module")
-def rt():
-    return ReactorThread.get()
-
-
-@pytest.fixture
-def homes():
-    h = Homes()
-    yield h
-    h.cleanup()
 
 
 class Setup:

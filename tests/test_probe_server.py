@@ -22,7 +22,8 @@ from hlfs.rpc.client import RPCClient
 from hlfs.rpc.dispatch import Dispatcher
 from hlfs.server import RPCServerService, build_programs
 from hlfs.tableload import load_in_subprocess
-from tests.probe_support import Homes, ReactorThread, frozen_mount
+from tests.probe_support import ReactorThread, frozen_mount
+from tests.probe_support import homes  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities; mounts"),
@@ -32,13 +33,6 @@ pytestmark = [
 
 DEADLINE = 0.5
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def homes():
-    h = Homes()
-    yield h
-    h.cleanup()
 
 
 def test_readlink_of_a_hung_home_through_the_server(homes):
