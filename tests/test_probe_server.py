@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,34 @@ DEADLINE = 0.5
 REPO = Path(__file__).resolve().parent.parent
 
 
+@contextmanager
+def serving(rt, homes, alt):
+    """
+    Serve C{homes} through a probing resolver and the real RPC server on
+    a loopback port; yield C{(server, pool, resolver, client)}, the client
+    a L{HomeLinkClient} over UDP.
+    """
+    pool = ProbePool(threads=4, reactor=rt.reactor)
+    resolver = ProbingResolver(
+        homes.table(), SpoolRules(b".mailspool", alt), rt.reactor, pool, deadline=DEADLINE
+    )
+    fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, time.time_ns())
+    server = RPCServerService(
+        Dispatcher(build_programs(fs), insecure=True), 0, "127.0.0.1", rt.reactor
+    )
+    pool.start()
+    rt.call(server.startService)
+    rpc = None
+    try:
+        rpc = rt.call(RPCClient.connect, rt.reactor, "127.0.0.1", server.port, "udp", timeout=5.0)
+        yield server, pool, resolver, HomeLinkClient(rpc)
+    finally:
+        if rpc is not None:
+            rt.call(rpc.close)
+        rt.call(server.stopService)
+        rt.call(pool.stop)
+
+
 def test_readlink_of_a_hung_home_through_the_server(homes):
     rt = ReactorThread.get()
     src = os.path.join(homes.base, "fuse-src")
@@ -45,20 +74,7 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
     ok = homes.add("ok")
     alt = os.fsencode(homes.alt)
 
-    pool = ProbePool(threads=4, reactor=rt.reactor)
-    resolver = ProbingResolver(
-        homes.table(), SpoolRules(b".mailspool", alt), rt.reactor, pool, deadline=DEADLINE
-    )
-    fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, time.time_ns())
-    server = RPCServerService(
-        Dispatcher(build_programs(fs), insecure=True), 0, "127.0.0.1", rt.reactor
-    )
-    rpc = None
-    pool.start()
-    rt.call(server.startService)
-    try:
-        rpc = rt.call(RPCClient.connect, rt.reactor, "127.0.0.1", server.port, "udp", timeout=5.0)
-        client = HomeLinkClient(rpc)
+    with serving(rt, homes, alt) as (server, pool, resolver, client):
         with frozen_mount(src, mnt) as mount:
             target, _ = rt.timed(client.resolve, hung, hung)
             assert target == homes.spool("hung")
@@ -95,11 +111,6 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
                 time.sleep(0.02)
             target, _ = rt.timed(client.resolve, hung, hung)
             assert target == homes.spool("hung")
-    finally:
-        if rpc is not None:
-            rt.call(rpc.close)
-        rt.call(server.stopService)
-        rt.call(pool.stop)
 
 
 def test_reload_under_readlink_load_through_the_server(homes):
@@ -117,20 +128,7 @@ def test_reload_under_readlink_load_through_the_server(homes):
         for n in range(200_000):
             f.write(b"gen%d:x:%d:100::/nonexistent/gen%d:/bin/sh\n" % (n, 100000 + n, n))
     alt = os.fsencode(homes.alt)
-    pool = ProbePool(threads=4, reactor=rt.reactor)
-    resolver = ProbingResolver(
-        homes.table(), SpoolRules(b".mailspool", alt), rt.reactor, pool, deadline=DEADLINE
-    )
-    fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, time.time_ns())
-    server = RPCServerService(
-        Dispatcher(build_programs(fs), insecure=True), 0, "127.0.0.1", rt.reactor
-    )
-    pool.start()
-    rt.call(server.startService)
-    rpc = None
-    try:
-        rpc = rt.call(RPCClient.connect, rt.reactor, "127.0.0.1", server.port, "udp", timeout=5.0)
-        client = HomeLinkClient(rpc)
+    with serving(rt, homes, alt) as (server, pool, resolver, client):
 
         @defer.inlineCallbacks
         def handles():
@@ -178,8 +176,3 @@ def test_reload_under_readlink_load_through_the_server(homes):
         assert len(during) > 10
         longest = max(r[1] for r in results)
         assert longest < (ended - begun) * 0.5, (longest, ended - begun)
-    finally:
-        if rpc is not None:
-            rt.call(rpc.close)
-        rt.call(server.stopService)
-        rt.call(pool.stop)
