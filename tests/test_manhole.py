@@ -181,11 +181,14 @@ def ssh_args(port, key, *options, host="127.0.0.1", user="operator"):
     ]
 
 
-def open_console(daemon, key, user="operator"):
+def open_console(daemon, key, user="operator", timeout=15):
+    """
+    Log in to the manhole on C{daemon.ssh_port} and wait for the prompt.
+    """
     console = pexpect.spawn(
         "ssh",
         ssh_args(daemon.ssh_port, key, "-o", "PreferredAuthentications=publickey", user=user),
-        timeout=15,
+        timeout=timeout,
         encoding="utf-8",
         codec_errors="replace",
     )

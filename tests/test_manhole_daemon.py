@@ -14,11 +14,14 @@ import pexpect
 import pytest
 
 from tests.conftest import BIN
-from tests.test_manhole import free_loopback_port, key_fingerprint, keygen, private_dir, ssh_args
+from tests.test_manhole import (
+    free_loopback_port, key_fingerprint, keygen, open_console, private_dir, run,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOAD_LOOP = os.path.join(HERE, "nfs_readlink_loop.py")
-PROMPT = ">>> "
+# The daemon does more at start-up than the stand-in server.
+CONSOLE_TIMEOUT = 20
 
 
 def tap_offers_manhole():
@@ -58,26 +61,8 @@ def daemon(make_server, manhole_files):
         "--manhole-host-key",
         str(manhole_files["host_key"]),
     )
-    server.manhole_port = port
+    server.ssh_port = port
     return server
-
-
-def open_console(server, key, user="operator"):
-    console = pexpect.spawn(
-        "ssh",
-        ssh_args(server.manhole_port, key, "-o", "PreferredAuthentications=publickey", user=user),
-        timeout=20,
-        encoding="utf-8",
-        codec_errors="replace",
-    )
-    console.expect_exact(PROMPT)
-    return console
-
-
-def run(console, line, pattern):
-    console.sendline(line)
-    console.expect(pattern)
-    return console.match
 
 
 def nfs_resolve(server, uid):
@@ -97,7 +82,7 @@ def console_resolve(console, uid):
 
 
 def test_console_resolve_matches_what_nfs_clients_get(daemon, manhole_files):
-    console = open_console(daemon, manhole_files["key"], user="night-shift")
+    console = open_console(daemon, manhole_files["key"], user="night-shift", timeout=CONSOLE_TIMEOUT)
     # alice (a home), slash (home /), and a uid nobody has.
     for uid in (1001, 1004, 4321):
         over_nfs = nfs_resolve(daemon, uid)
@@ -112,7 +97,7 @@ def test_console_resolve_matches_what_nfs_clients_get(daemon, manhole_files):
 
 
 def test_flush_makes_the_next_readlink_probe_again(daemon, manhole_files):
-    console = open_console(daemon, manhole_files["key"])
+    console = open_console(daemon, manhole_files["key"], timeout=CONSOLE_TIMEOUT)
     probing = run(
         console,
         'print("PROBING", callable(getattr(resolver, "flush", None)) '
@@ -149,7 +134,7 @@ def test_nfs_keeps_answering_while_the_console_raises(daemon, manhole_files, tmp
                 assert load.poll() is None, out_path.read_text()
                 assert time.monotonic() < deadline, "the load loop got no answer"
                 time.sleep(0.05)
-            console = open_console(daemon, manhole_files["key"])
+            console = open_console(daemon, manhole_files["key"], timeout=CONSOLE_TIMEOUT)
             answered_before = out_path.read_text().count("\nok ")
             run(console, "1/0", r"ZeroDivisionError")
             run(console, "raise KeyboardInterrupt", r"KeyboardInterrupt")
@@ -159,7 +144,7 @@ def test_nfs_keeps_answering_while_the_console_raises(daemon, manhole_files, tmp
             console.sendline("raise SystemExit(1)")
             console.expect(pexpect.EOF)
             console.close()
-            console = open_console(daemon, manhole_files["key"])
+            console = open_console(daemon, manhole_files["key"], timeout=CONSOLE_TIMEOUT)
             run(console, 'print("ALIVE", 20 + 22)', r"ALIVE 42\r")
             time.sleep(0.5)
             answered_during = out_path.read_text().count("\nok ")
