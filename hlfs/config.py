@@ -37,7 +37,6 @@ class Config:
     fast_start: bool = False
     allow_attribute_cache: bool = False
     portmap: bool = True
-    run_dir: str = "/run/hlfs"
     verbose: bool = False
 
     @property

@@ -152,19 +152,15 @@ class HomeLinkFS:
     def _mailbox_fileid(self, name):
         return (1 << 62) | (handles.fingerprint(name, b"") & 0xFFFFFFFF)
 
+    @staticmethod
+    def _symlink_attr(owner, fileid, resolution):
+        # rwxrwxrwx like any symbolic link; size and times follow the value.
+        changed = resolution.changed
+        return Attr(LNK, 0o777, 1, owner, 0, len(resolution.target), fileid, changed, changed)
+
     def _link_attr(self, uid, flags, resolution):
         owner = 0 if flags & ANONYMOUS else uid
-        return Attr(
-            LNK,
-            0o777,
-            1,
-            owner,
-            0,
-            len(resolution.target),
-            self._link_fileid(uid, flags),
-            resolution.changed,
-            resolution.changed,
-        )
+        return self._symlink_attr(owner, self._link_fileid(uid, flags), resolution)
 
     def _resolve_link(self, caller, wait=True):
         """
@@ -185,17 +181,7 @@ class HomeLinkFS:
         return resolution
 
     def _mailbox_attr(self, name, resolution):
-        return Attr(
-            LNK,
-            0o777,
-            1,
-            0,
-            0,
-            len(resolution.target),
-            self._mailbox_fileid(name),
-            resolution.changed,
-            resolution.changed,
-        )
+        return self._symlink_attr(0, self._mailbox_fileid(name), resolution)
 
     def _own_link(self, handle, caller):
         """

@@ -14,10 +14,6 @@ from hlfs.nfs.attrs import AttrEncoder
 from hlfs.rpc.dispatch import Program
 from hlfs.rpc.transport import RPCDatagramProtocol, RPCStreamFactory
 
-# (program, version, name) of everything hlfs serves, for registration.
-NFS = v3.PROGRAM
-MOUNT = mount.PROGRAM
-
 
 def build_programs(fs, mount_state=None, replies=None):
     """
@@ -30,14 +26,14 @@ def build_programs(fs, mount_state=None, replies=None):
     mounts = mount.Mount(fs, mount_state)
     return [
         Program(
-            NFS,
+            v3.PROGRAM,
             "nfs",
             {
                 2: v2.NFSv2(fs, encoder, replies).procedures,
                 3: v3.NFSv3(fs, encoder, replies).procedures,
             },
         ),
-        Program(MOUNT, "mountd", {1: mounts.v1, 3: mounts.v3}),
+        Program(mount.PROGRAM, "mountd", {1: mounts.v1, 3: mounts.v3}),
     ]
 
 

@@ -163,7 +163,9 @@ class HLFSService(MultiService):
                 kernel.prepare_mountpoint(config.mount, config.linkname, config.alt_dir, self.log)
             except (OSError, kernel.MountError) as e:
                 raise ConfigError(f"cannot prepare {config.mount}: {e}") from None
-        self._report_table(self.resolver.table)
+        table = self.resolver.table
+        self._report_problems(table)
+        self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
         self.probe_pool.start()
         if self.hlfs_gid is None:
             self.log.info(
@@ -239,14 +241,13 @@ class HLFSService(MultiService):
         if getattr(self.reactor, "_exitSignal", None) is not None:
             self.reactor._exitSignal = None
 
-    def _report_table(self, table):
-        for problem in table.problems[:20]:
+    def _report_problems(self, table, shown=20):
+        for problem in table.problems[:shown]:
             self.log.warn("password file: skipped {problem}", problem=str(problem))
-        if len(table.problems) > 20:
+        if len(table.problems) > shown:
             self.log.warn(
-                "password file: {n} more malformed lines skipped", n=len(table.problems) - 20
+                "password file: {n} more malformed lines skipped", n=len(table.problems) - shown
             )
-        self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
 
     # -- shutdown
 
@@ -280,8 +281,7 @@ class HLFSService(MultiService):
                 "reloaded {n} users from {source} in {seconds:.2f} s",
                 n=len(table), source=table.source, seconds=seconds,
             )
-            for problem in table.problems[:5]:
-                self.log.warn("password file: skipped {problem}", problem=str(problem))
+            self._report_problems(table)
             return table
 
         return self.resolver.reload(lambda: load_table(self.config.password_file)).addCallback(swapped)
