@@ -8,7 +8,7 @@ import os
 import socket
 import struct
 
-from hlfs.rpc.message import AUTH_SYS, Credential, decode_reply, encode_call
+from hlfs.rpc.message import AUTH_SYS, NO_CREDENTIAL, Credential, decode_reply, encode_call
 from hlfs.xdr import pack_opaque
 
 _xids = itertools.count(int.from_bytes(os.urandom(3), "big"))
@@ -85,10 +85,7 @@ def call(port, prog, vers, proc, args=b"", credential=None, transport="udp", **k
     Make one call and return the decoded L{hlfs.rpc.message.Reply}.
     """
     xid = next(_xids) & 0xFFFFFFFF
-    if credential is None:
-        data = encode_call(xid, prog, vers, proc, args=args)
-    else:
-        data = encode_call(xid, prog, vers, proc, credential, args)
+    data = encode_call(xid, prog, vers, proc, credential or NO_CREDENTIAL, args)
     exchange = udp_exchange if transport == "udp" else tcp_exchange
     raw = exchange(port, data, **kw)
     assert raw is not None, f"no reply to {prog}/{vers}/{proc}"

@@ -9,7 +9,7 @@ import struct
 from twisted.internet import defer, protocol
 from twisted.internet.protocol import DatagramProtocol
 
-from hlfs.rpc.message import decode_reply, encode_call
+from hlfs.rpc.message import NO_CREDENTIAL, decode_reply, encode_call
 from hlfs.rpc.transport import LAST_FRAGMENT, MAX_RECORD, frame
 from hlfs.xdr import XDRError
 
@@ -127,9 +127,7 @@ class RPCClient:
         L{hlfs.rpc.message.Reply}, or failing with L{RPCError} on timeout.
         """
         xid = self.pending.next_xid()
-        data = encode_call(xid, prog, vers, proc, cred, args) if cred else encode_call(
-            xid, prog, vers, proc, args=args
-        )
+        data = encode_call(xid, prog, vers, proc, cred or NO_CREDENTIAL, args)
         d = defer.Deferred()
         self.pending.calls[xid] = d
         timers = []
