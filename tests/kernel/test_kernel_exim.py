@@ -1,0 +1,108 @@
+"""
+Scenario 8: Debian's Exim 4.96, unchanged ("local delivery only", the
+default C{mail_spool} appendfile transport), delivers through hlfs in the
+guest.
+
+Exim's packages conflict with Postfix's, so this guest gets its own
+unpacked set (L{debcache}).  Mail goes in with Exim's C{sendmail} and over
+SMTP to 127.0.0.1:25; the host finds each message once in its recipient's
+own mailbox, carol's (home C{/}) in the alternate spool, and nothing
+anywhere else.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import debcache
+import guestscript as gs
+import mta
+from hlfsserver import HlfsServer, plugin_help
+from world import SUBDIR, World
+
+RECIPIENTS = ("alice", "bob", "carol")
+WAYS = ("sendmail", "smtp")
+SENDER = "sender@example.org"
+
+#: Exim's main log lines for a finished delivery attempt: delivered (=>),
+#: deferred (==), failed (**).
+RESULT_LINES = " (=>|==|\\*\\*) "
+
+
+def subject(way, name):
+    return f"hlfs-exim-{way}-{name}"
+
+
+@pytest.fixture(scope="module")
+def exim_tree():
+    try:
+        return debcache.fetch_set("exim", log=lambda line: sys.stderr.write(line + "\n"))
+    except debcache.PackageFetchError as e:
+        pytest.fail(f"the Exim packages could not be fetched: {e}")
+
+
+def scenario(world, probe, tree, port):
+    users = [world.users[n] for n in RECIPIENTS]
+    lines = [
+        gs.preamble(probe),
+        mta.install(tree),
+        mta.accounts(users),
+        mta.mail_link(),
+        gs.mount("$P", "/mail", port, 3, gs.daemon_cache_options()),
+        mta.exim_setup(),
+    ]
+    for name in RECIPIENTS:
+        lines.append(mta.sendmail(SENDER, name, subject("sendmail", name)))
+        lines.append(mta.smtp(SENDER, f"{name}@{mta.MAIL_HOST}", subject("smtp", name), sys.executable))
+    lines.append(mta.wait_deliveries(
+        len(RECIPIENTS) * len(WAYS), log="/var/log/exim4/mainlog", pattern=RESULT_LINES, queue="exim4 -bp",
+    ))
+    lines.append("sed 's/^/LOG /' /var/log/exim4/mainlog")
+    lines.append("[ -s /var/log/exim4/paniclog ] && sed 's/^/PANIC /' /var/log/exim4/paniclog")
+    lines.append("true")
+    return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def exim_run(guest, probe, kernel_workdir, precompiled, exim_tree, measure):
+    if plugin_help() is None:
+        pytest.skip("the hlfs twistd plugin cannot run here (twistd hlfs --help fails)")
+    world = World(kernel_workdir / "exim").create()
+    server = HlfsServer(world, kernel_workdir / "exim-server").start()
+    try:
+        result = guest.run(
+            kernel_workdir / "exim-run", scenario(world, probe, exim_tree, server.port),
+            shares=[world.base], timeout=600,
+        )
+    finally:
+        server.stop()
+    assert result.status == 0, result.describe() + server.log()
+    measure(f"scenario 8 (Exim): {debcache.versions(exim_tree)}, boot and scenario {result.elapsed:.1f}s")
+    return world, result
+
+
+def test_exim_default_transport(exim_run):
+    """
+    Exim's Debian-default C{mail_spool} transport (appendfile, run as the
+    recipient with group mail) puts every message, sent with sendmail or
+    over SMTP, exactly once in its recipient's own mailbox on the host;
+    nothing lands in root's spool or anywhere else.
+    """
+    world, result = exim_run
+    log = [line[4:] for line in result.output.splitlines() if line.startswith("LOG ")]
+    assert sum(" => " in line and "T=mail_spool" in line for line in log) == len(RECIPIENTS) * len(WAYS), (
+        "\n".join(log) + result.describe())
+    found = []
+    for spool in [world.homes / n / SUBDIR for n in ("alice", "bob", "root")] + [world.alt_dir]:
+        for path in sorted(spool.glob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                for s in re.findall(rb"^Subject: (\S+)$", path.read_bytes(), re.M):
+                    found.append((str(path), s.decode()))
+    want = []
+    for name in RECIPIENTS:
+        user = world.users[name]
+        spool = Path(f"{user.home}/{SUBDIR}") if user.usable else world.alt_dir
+        want += [(str(spool / name), subject(way, name)) for way in WAYS]
+    assert sorted(found) == sorted(want), result.describe()
