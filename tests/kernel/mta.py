@@ -183,3 +183,22 @@ while [ $n -lt 300 ] && ! {sys.executable} -c 'import socket; socket.create_conn
     sleep 0.2; n=$((n + 1))
 done
 """
+
+
+def searchable(*paths):
+    """
+    Shell lines letting every user of the guest walk to C{paths} (the
+    Python and the repository that a delivery agent run as the recipient
+    needs): C{o+x} on each directory above them, in the guest's overlay
+    only (the host's directories stay as they are; the host's Python may
+    live under a private C{/root}).
+    """
+    import os
+
+    dirs = set()
+    for path in paths:
+        path = os.path.realpath(path)
+        while path != "/":
+            path = os.path.dirname(path)
+            dirs.add(path)
+    return "".join(f"chmod o+x {shlex.quote(d)}\n" for d in sorted(dirs) if d != "/")

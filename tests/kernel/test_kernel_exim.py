@@ -5,9 +5,10 @@ guest.
 
 Exim's packages conflict with Postfix's, so this guest gets its own
 unpacked set (L{debcache}).  Mail goes in with Exim's C{sendmail} and over
-SMTP to 127.0.0.1:25; the host finds each message once in its recipient's
-own mailbox, carol's (home C{/}) in the alternate spool, and nothing
-anywhere else.
+SMTP to 127.0.0.1:25; then s-nail, as alice and then as bob, lists its
+mailbox through the link and deletes one message.  The host finds each
+message once in its recipient's own mailbox, carol's (home C{/}) in the
+alternate spool, and nothing anywhere else.
 """
 
 import re
@@ -59,6 +60,15 @@ def scenario(world, probe, tree, port):
     lines.append(mta.wait_deliveries(
         len(RECIPIENTS) * len(WAYS), log="/var/log/exim4/mainlog", pattern=RESULT_LINES, queue="exim4 -bp",
     ))
+    # The reader: s-nail as each user lists its mailbox through the link,
+    # deletes the first message with its locking, and saves.
+    for name in ("alice", "bob"):
+        user = world.users[name]
+        lines.append(
+            f"printf 'headers\\ndelete 1\\nquit\\n' | as {user.uid} {user.gid} {user.gid}"
+            f" env HOME=/tmp s-nail -# -f /var/mail/{name} > /tmp/snail-{name}.txt 2>&1; R snail.{name} $?"
+        )
+        lines.append(f"sed 's/^/SNAIL.{name} /' /tmp/snail-{name}.txt")
     lines.append("sed 's/^/LOG /' /var/log/exim4/mainlog")
     lines.append("[ -s /var/log/exim4/paniclog ] && sed 's/^/PANIC /' /var/log/exim4/paniclog")
     lines.append("true")
@@ -105,4 +115,26 @@ def test_exim_default_transport(exim_run):
         user = world.users[name]
         spool = Path(f"{user.home}/{SUBDIR}") if user.usable else world.alt_dir
         want += [(str(spool / name), subject(way, name)) for way in WAYS]
-    assert sorted(found) == sorted(want), result.describe()
+    # s-nail deleted one of alice's and one of bob's two messages.
+    kept = [(path, s) for path, s in want if "carol" in s]
+    for name in ("alice", "bob"):
+        mine = [(path, s) for path, s in found if path.endswith(f"/{name}")]
+        assert len(mine) == 1 and mine[0] in want, (name, found, result.describe())
+        kept += mine
+    assert sorted(found) == sorted(kept), result.describe()
+
+
+def test_reader_sees_only_its_own_mail(exim_run):
+    """
+    s-nail run as alice, then as bob, lists through C{/var/mail/NAME} only
+    that user's two messages, and its delete (under its own locking) shows
+    on the host: one message left in each mailbox (checked above).
+    """
+    world, result = exim_run
+    got = gs.results(result.output)
+    for name in ("alice", "bob"):
+        assert got.get(f"snail.{name}") == "0", result.describe()
+        listing = "\n".join(line for line in result.output.splitlines() if line.startswith(f"SNAIL.{name} "))
+        subjects = set(re.findall(r"hlfs-exim-\w+-(\w+)", listing))
+        assert subjects == {name}, listing
+        assert all(subject(way, name)[:30] in listing for way in WAYS), listing

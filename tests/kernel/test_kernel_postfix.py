@@ -55,6 +55,10 @@ SENDER = "sender@example.org"
 COMMAND_SENDER = "envelope@example.net"
 
 
+def repo_package():
+    return str(Path(__file__).resolve().parent.parent.parent / "hlfs")
+
+
 def subject(phase, way, name):
     return f"hlfs-postfix-{phase}-{way}-{name}"
 
@@ -120,7 +124,9 @@ def scenario(world, probe, tree, ports):
         "printf 'From root-append@example.org Tue Dec  1 00:00:00 2026\\nSubject: hlfs-root-append\\n\\n"
         "appended by root\\n\\n' >> /var/mail/alice; R root-append $?"
     )
-    # mailbox_command = hlfs deliver, the line docs/deliver.md gives.
+    # mailbox_command = hlfs deliver, the line docs/deliver.md gives; it
+    # runs as the recipient, who must reach the Python and the repository.
+    lines.append(mta.searchable(os.path.realpath(sys.executable), hlfs, repo_package()))
     lines.append(f"postconf -e 'mailbox_command = {hlfs} deliver -f \"$SENDER\" \"$USER\"' && postfix reload >/dev/null 2>&1")
     for name in RECIPIENTS:
         lines.append(mta.sendmail(COMMAND_SENDER, name, f"hlfs-command-{name}"))
@@ -237,7 +243,8 @@ def test_mail_owner_link_and_uids(postfix_run):
     assert got["postfix-spool-mode.lowered"] == "700"
     log = "\n".join(local_log(result))
     alice = world.users["alice"]
-    assert f"spool_uid/gid {alice.uid}/{alice.gid} chown_uid/gid -1/-1" in log, log
+    # Postfix prints the "no chown" uid -1 as an unsigned uid_t.
+    assert f"spool_uid/gid {alice.uid}/{alice.gid} chown_uid/gid 4294967295/4294967295" in log, log
     assert f"spool_uid/gid 0/0 chown_uid/gid {alice.uid}/{alice.gid}" in log, log
 
 
@@ -263,7 +270,8 @@ def test_mailbox_command_hlfs_deliver(postfix_run):
     for name in RECIPIENTS:
         path = spool_of(world, name) / name
         messages = list(mailbox.mbox(str(path)))
-        assert messages, name
+        subjects = [m["Subject"] for m in messages]
+        assert subjects.count(f"hlfs-command-{name}") == 1, (name, subjects, result.describe())
         for message in messages:
             assert message["Subject"], (name, message.get_from())
             assert not message.defects, (name, message["Subject"], message.defects)
