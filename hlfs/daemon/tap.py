@@ -30,9 +30,10 @@ symbolic link whose value depends on who reads it.  With the usual set-up,
     /var/spool/mail -> /mail/home -> ~user/.mailspool
 
 mail is delivered into each user's home directory.  A caller whose home is
-unknown or unusable gets the alternate spool directory instead; a caller
-whose group is HLFS_GID (comsat, from, finger) gets `home -> .` and one
-link per user name, NAME -> ~NAME/<subdir>/NAME.
+unknown or unusable, and a system account (uid under --uid-min, root
+excepted), gets the alternate spool directory instead; root, and a caller
+whose group is HLFS_GID (comsat, from, finger), get `home -> .` and one
+link per user name, NAME -> ~NAME/<subdir>/NAME, checked like NAME's own.
 
 Serves NFS versions 2 and 3 and MOUNT versions 1 and 3 on one port, over
 UDP and TCP, plus a status program (`hlfs status`).  Like an NFS server's

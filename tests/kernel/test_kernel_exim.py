@@ -27,9 +27,9 @@ RECIPIENTS = ("alice", "bob", "carol")
 WAYS = ("sendmail", "smtp")
 SENDER = "sender@example.org"
 
-#: Exim's main log lines for a finished delivery attempt: delivered (=>),
-#: deferred (==), failed (**).
-RESULT_LINES = " (=>|==|\\*\\*) "
+#: Exim's main log lines for a final delivery result: delivered (=>) or
+#: failed (**); a deferral (==) is retried.
+RESULT_LINES = " (=>|\\*\\*) "
 
 
 def subject(way, name):
