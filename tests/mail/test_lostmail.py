@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hlfs.mail import mbox
-from hlfs.mail.lostmail import CRASH_ENV, DEFAULTS
+from hlfs.mail.lostmail import DEFAULTS
 from tests.support.mail import (
     ALICE, BOB, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener, write_passwd,
 )
@@ -277,8 +277,10 @@ def test_crash_at_any_step_loses_nothing(env, point):
     messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 5)]
     env.mailbox(messages=messages)
     env.mailbox(b"bob", messages=[(b"b@example.org", message(10))])
-    crashed = env.run(env={**os.environ, CRASH_ENV: point})
-    assert crashed.returncode == -9
+    killer = os.path.join(REPO, "tests", "support", "lostmail_killed_at.py")
+    crashed = subprocess.run([sys.executable, killer, point, *env.args()[1:]],
+                             capture_output=True, timeout=60)
+    assert crashed.returncode == -9, crashed.stderr
     again = env.run()
     assert again.returncode == 0, again.stderr
     delivered = [strip_header(d) for _, d in env.sent()]
