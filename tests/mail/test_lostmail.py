@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import re
 import subprocess
 import sys
 import threading
@@ -98,10 +99,7 @@ class Env:
             if raw is not None:
                 f.write(raw)
             for sender, content in messages:
-                for chunk in mbox.message_chunks(
-                    mbox.from_line(sender, 1795000000), io.BytesIO(content)
-                ):
-                    f.write(chunk)
+                f.write(mboxrd(sender, content))
         uid = owner if owner is not None else {b"alice": ALICE[1], b"bob": BOB[1]}.get(user, 0)
         os.chown(path, uid, uid)
         os.chmod(path, 0o600)
@@ -133,6 +131,30 @@ TRICKY = [
     (b"", b"Subject: bounce\n\nfrom the null sender\n"),
     (b"five@example.org", message(5, body=b"long line " * 2000 + b"\n")),
 ]
+
+
+def mboxrd(sender, content):
+    """
+    One message as a delivery agent stores it (mboxrd), written here by
+    hand rather than by L{hlfs.mail.mbox}, the code under test: the
+    C{From_} line, each line starting with C{>*From } quoted with one more
+    C{>}, a newline ending the last line, then a blank line.
+    """
+    quoted = re.sub(rb"(?m)^(>*From )", rb">\1", content)
+    if not quoted.endswith(b"\n"):
+        quoted += b"\n"
+    return b"From " + (sender or b"MAILER-DAEMON") + b" Wed Nov 18 11:06:40 2026\n" + quoted + b"\n"
+
+
+def test_the_fixture_writer_quotes_as_mboxrd():
+    """
+    The hand-written fixture encoder gives exactly these bytes.
+    """
+    assert mboxrd(b"two@example.org", TRICKY[1][1]) == (
+        b"From two@example.org Wed Nov 18 11:06:40 2026\n"
+        b"Subject: quoting\n\n>From here\n>>From there\n>>>From afar\n\n\n>From \n\n"
+    )
+    assert mboxrd(b"", b"no newline") == b"From MAILER-DAEMON Wed Nov 18 11:06:40 2026\nno newline\n\n"
 
 
 @needs_root
@@ -394,8 +416,7 @@ def test_hostile_spool_entries(env):
     """
     outside = os.path.join(env.root, "outside")
     with open(outside, "wb") as f:
-        for chunk in mbox.message_chunks(mbox.from_line(b"x@y", 0), io.BytesIO(message(1))):
-            f.write(chunk)
+        f.write(mboxrd(b"x@y", message(1)))
     before = open(outside, "rb").read()
     os.symlink(outside, os.path.join(env.alt, "alice"))
     os.symlink("/etc/shadow", os.path.join(env.alt, "carol"))
