@@ -8,6 +8,7 @@ accounts, the configuration files Debian generates, queue directories.
 Everything else is the package's default.
 """
 
+import os
 import shlex
 import sys
 
@@ -194,8 +195,6 @@ def searchable(*paths):
     only (the host's directories stay as they are; the host's Python may
     live under a private C{/root}).
     """
-    import os
-
     dirs = set()
     for path in paths:
         path = os.path.realpath(path)
