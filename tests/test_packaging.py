@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import tests.conftest as fixtures
-from tests.conftest import RunningServer, make_base
+from tests.support.server import RunningServer, make_base
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,10 +93,9 @@ def test_installed_commands_start(venv, tmp_path):
     assert page.strip() == str(venv / "share" / "man" / "man8" / "hlfsd.8")
 
 
-def test_installed_server_answers_installed_client(venv, monkeypatch):
-    monkeypatch.setattr(fixtures, "BIN", venv / "bin")
+def test_installed_server_answers_installed_client(venv):
     base = make_base()
-    srv = RunningServer(base, ["--insecure", "--no-verify"]).start()
+    srv = RunningServer(base, ["--insecure", "--no-verify"], bin=venv / "bin").start()
     try:
         out = run(venv / "bin" / "hlfs", "resolve", "--uid", "1002",
                   "--server", f"127.0.0.1:{srv.port}", cwd=base)

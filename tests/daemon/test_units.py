@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ETC = ROOT / "etc"
 UNITS = sorted(p.name for p in ETC.iterdir() if p.suffix in (".service", ".timer"))
 BIN = Path(sys.executable).parent

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from hlfs import cli, hlfsd, tap
+from hlfs.cli import hlfsd
+from hlfs.cli import main as cli
+from hlfs.daemon import tap
 
-MAN = Path(__file__).resolve().parent.parent / "man"
+MAN = Path(__file__).resolve().parents[2] / "man"
 PAGES = sorted(p.name for p in MAN.iterdir() if re.fullmatch(r".+\.[1-8]", p.name))
 
 
