@@ -362,6 +362,7 @@ class HLFSService(MultiService):
             ("users", len(self.resolver.table)),
             ("reloads", self.reloads),
             ("reload_failures", self.reload_failures),
+            ("reply_cache_hits", self.replies.hits),
         ]
         if self.last_reload is not None:
             when, users, seconds = self.last_reload

@@ -45,7 +45,7 @@ class ProbingResolver:
     """
 
     def __init__(self, table, rules, clock, pool, cache_interval=300.0, deadline=1.0,
-                 verify=True, probe=None):
+                 verify=True, probe=None, reactor=None):
         """
         @param rules: the L{hlfs.core.resolver.SpoolRules}.
         @param clock: the clock of cache expiry, deadlines and link times.
@@ -57,6 +57,8 @@ class ProbingResolver:
         @param verify: L{False} for hlfsd's C{-n}: no probes, the link
             points into the home whenever the table has a usable one.
         @param probe: the blocking check, a L{HomeProbe} by default.
+        @param reactor: the reactor whose thread pool runs reloads;
+            C{clock} by default.
         """
         self.rules = rules
         self.clock = clock
@@ -65,6 +67,7 @@ class ProbingResolver:
         self.deadline = deadline
         self.verify = verify
         self.probe = probe if probe is not None else HomeProbe()
+        self.reactor = clock if reactor is None else reactor
         if pool is not None and pool.stuck_after is None:
             pool.stuck_after = deadline
         self.changes = ChangeClock(clock)
@@ -389,7 +392,7 @@ class ProbingResolver:
         self._flush_after_reload = False
         old = self._state
         epoch = len(self._epochs)
-        reactor = self.pool.reactor
+        reactor = self.reactor
 
         def work():
             table = loader()
