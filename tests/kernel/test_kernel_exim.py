@@ -1,5 +1,5 @@
 """
-Scenario 8: Debian's Exim 4.96, unchanged ("local delivery only", the
+Scenario 9: Debian's Exim 4.96, unchanged ("local delivery only", the
 default C{mail_spool} appendfile transport), delivers through hlfs in the
 guest.
 
@@ -87,7 +87,7 @@ def exim_run(guest, probe, kernel_workdir, precompiled, exim_tree, measure):
     finally:
         server.stop()
     assert result.status == 0, result.describe() + server.log()
-    measure(f"scenario 8 (Exim): {debcache.versions(exim_tree)}, boot and scenario {result.elapsed:.1f}s")
+    measure(f"scenario 9 (Exim): {debcache.versions(exim_tree)}, boot and scenario {result.elapsed:.1f}s")
     return world, result
 
 

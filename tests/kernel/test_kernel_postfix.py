@@ -1,5 +1,5 @@
 """
-Scenario 7: Debian's Postfix, unchanged, delivers through hlfs in the
+Scenario 8: Debian's Postfix, unchanged, delivers through hlfs in the
 guest.
 
 One guest runs every part, against two daemons on the host that share one
@@ -158,7 +158,7 @@ def postfix_run(guest, probe, kernel_workdir, precompiled, postfix_tree, measure
             server.stop()
     logs = "".join(s.log() for s in servers.values())
     assert result.status == 0, result.describe() + logs
-    measure(f"scenario 7 (Postfix): {debcache.versions(postfix_tree)}, boot and scenario {result.elapsed:.1f}s")
+    measure(f"scenario 8 (Postfix): {debcache.versions(postfix_tree)}, boot and scenario {result.elapsed:.1f}s")
     return world, result, logs
 
 
