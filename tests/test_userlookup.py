@@ -1,0 +1,254 @@
+"""
+L{hlfs.userlookup}: per-user lookups (their kept answers, bounds and
+deadline) and the reload guard, on a test clock with the lookups in a
+real L{hlfs.probe.ProbePool}'s threads.
+
+The name service here is a Python function (a dictionary, a gate that
+holds it, an error it raises): the rules are what is tested.  The real
+slapd, nslcd and glibc NSS are in tests/test_directory.py.
+"""
+
+import errno
+import threading
+
+import pytest
+from twisted.internet import task
+
+from hlfs.accounts import Account
+from hlfs.userlookup import LookupPool, UserLookups, guard_reload
+from hlfs.users import User, UserTable
+from tests.probe_support import LogCapture, wait_for
+from tests.probe_support import rt  # noqa: F401 (fixture)
+
+
+class Directory:
+    """
+    A name service: C{users} by uid; C{down} makes it fail; C{gate}
+    holds every lookup until set.
+    """
+
+    def __init__(self, count=10):
+        self.users = {20000 + n: Account(f"u{n}".encode(), 20000 + n, 100, f"/h/u{n}".encode())
+                      for n in range(count)}
+        self.down = False
+        self.gate = threading.Event()
+        self.gate.set()
+        self.asked = []
+
+    def by_uid(self, uid):
+        self.asked.append(uid)
+        self.gate.wait(30)
+        if self.down:
+            raise OSError(errno.ENOENT, "nslcd: cannot reach the server")
+        return self.users.get(uid)
+
+    def by_name(self, name):
+        for account in self.users.values():
+            if account.name == name:
+                return self.by_uid(account.uid)
+        return self.by_uid(-1)
+
+
+class Setup:
+    def __init__(self, rt, directory, threads=2, max_in_flight=4, max_cached=1000):
+        self.rt = rt
+        self.clock = task.Clock()
+        self.pool = LookupPool(threads=threads, reactor=rt.reactor, clock=self.clock,
+                              max_flights=max_in_flight)
+        self.lookups = UserLookups(self.pool, directory.by_uid, directory.by_name, self.clock,
+                                   deadline=1.0, negative_ttl=60.0, max_cached=max_cached)
+        self.pool.start()
+
+    def find(self, uid):
+        return self.rt.call(self.lookups.find_uid, uid)
+
+    def stop(self):
+        self.rt.call(self.pool.stop)
+
+
+@pytest.fixture
+def setup(rt):
+    made = []
+
+    def make(directory, **kw):
+        s = Setup(rt, directory, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def test_found_is_kept_until_forget(setup):
+    """
+    If a uid is found, then later calls answer without asking, until the
+    table is reloaded.
+    """
+    d = Directory()
+    s = setup(d)
+    assert s.find(20001) == User(b"u1", 20001, b"/h/u1")
+    assert s.find(20001) == User(b"u1", 20001, b"/h/u1")
+    assert s.rt.call(s.lookups.find_name, b"u1") == User(b"u1", 20001, b"/h/u1")
+    assert d.asked == [20001]
+    s.rt.call(s.lookups.forget)
+    assert s.find(20001).name == b"u1"
+    assert d.asked == [20001, 20001]
+
+
+def test_not_found_is_kept_for_a_while(setup):
+    """
+    If a uid is not found, then the answer is kept for the negative
+    lifetime only.
+    """
+    d = Directory()
+    s = setup(d)
+    assert s.find(29999) is None
+    assert s.find(29999) is None
+    assert d.asked == [29999]
+    s.rt.call(s.clock.advance, 61)
+    assert s.find(29999) is None
+    assert d.asked == [29999, 29999]
+
+
+def test_could_not_ask_is_never_kept(setup):
+    """
+    If the name service fails, then the caller gets "unknown", the error
+    is counted and logged, and the next call asks again and finds the
+    user once the service is back.
+    """
+    d = Directory()
+    d.down = True
+    s = setup(d)
+    with LogCapture("hlfs.users") as logs:
+        assert s.find(20001) is None
+    assert logs.matching("could not be asked for uid 20001")
+    assert s.lookups.stats.errors == 1
+    assert s.lookups.stats.last_error_time is not None
+    d.down = False
+    assert s.find(20001).name == b"u1"
+    assert d.asked == [20001, 20001]
+
+
+def test_deadline_and_late_answer(setup):
+    """
+    If the name service hangs, then callers get "unknown" at the
+    deadline, one query is in flight for the key however many ask, and
+    its late answer is kept for the next caller.
+    """
+    d = Directory()
+    d.gate.clear()
+    s = setup(d)
+    try:
+        got = []
+        for _ in range(3):
+            s.rt.call(lambda: s.lookups.find_uid(20002).addCallback(got.append) and None)
+        assert s.rt.call(s.lookups.in_flight) == 1
+        s.rt.call(s.clock.advance, 1.1)
+        assert got == [None, None, None]
+        assert s.find(20002) is None  # past the deadline: no wait
+        d.gate.set()
+        wait_for(lambda: s.rt.call(s.lookups.in_flight) == 0)
+        assert s.find(20002).name == b"u2"
+        assert d.asked == [20002]
+        assert s.lookups.stats.late == 1
+    finally:
+        d.gate.set()
+
+
+def test_lookups_in_flight_are_capped(setup):
+    """
+    If more distinct keys are asked for than the cap allows while the
+    service hangs, then the extra ones are answered "unknown" at once
+    without a query.
+    """
+    d = Directory()
+    d.gate.clear()
+    s = setup(d, threads=2, max_in_flight=4)
+    try:
+        answers = [s.rt.call(lambda u=u: s.lookups.find_uid(u) is None) for u in range(30000, 30100)]
+        assert answers.count(True) == 96
+        assert s.rt.call(s.lookups.in_flight) == 4
+        assert s.lookups.stats.refused == 96
+    finally:
+        d.gate.set()
+    wait_for(lambda: s.rt.call(s.lookups.in_flight) == 0)
+    assert len(d.asked) == 4
+
+
+def test_kept_answers_are_bounded(setup):
+    """
+    If more distinct uids are looked up than the cache holds, then the
+    oldest answers go.
+    """
+    d = Directory(count=50)
+    s = setup(d, max_cached=20)
+    for uid in range(20000, 20050):
+        s.find(uid)
+    for uid in range(40000, 40050):
+        s.find(uid)
+    assert s.lookups.positive() <= 20
+    assert s.lookups.negative() == 20
+
+
+def table(*uids):
+    return UserTable([(f"u{u - 20000}".encode(), u, f"/h/u{u - 20000}".encode()) for u in uids])
+
+
+def test_guard_accepts_a_list_that_lost_a_few_confirmed_users():
+    """
+    If a reload's list lacks a few users, then those the name service
+    still knows are kept and those it does not know are dropped.
+    """
+    d = Directory(count=20)
+    del d.users[20003]
+    old = table(*range(20000, 20020))
+    new = table(*(u for u in range(20000, 20020) if u not in (20003, 20007)))
+    got, verdict = guard_reload(old, new, d.by_uid)
+    assert [u.uid for u in got] == [u for u in range(20000, 20020) if u != 20003]
+    assert verdict == "accepted: 2 users missing from the list, 1 confirmed gone"
+
+
+def test_guard_refuses_a_partial_list():
+    """
+    If a reload's list lacks more than 10 % of the users and they are
+    still known one by one (a size limit), or the service cannot be
+    asked (it is down), then the previous table is kept and the verdict
+    names the numbers.
+    """
+    d = Directory(count=100)
+    old = table(*range(20000, 20100))
+    new = table(*range(20000, 20050))
+    got, verdict = guard_reload(old, new, d.by_uid)
+    assert got is old
+    assert verdict.startswith("refused: the name service listed 50 users, 50 of the 100 loaded "
+                              "missing (50% > 10%), and u50 is still known one by one")
+    d.down = True
+    got, verdict = guard_reload(old, new, d.by_uid)
+    assert got is old
+    assert "could not be asked for u50" in verdict
+
+
+def test_guard_accepts_a_confirmed_mass_deletion():
+    """
+    If a large share of users is missing and every one is confirmed
+    gone, then the new table is taken.
+    """
+    d = Directory(count=30)
+    for uid in range(20010, 20030):
+        del d.users[uid]
+    old = table(*range(20000, 20030))
+    new = table(*range(20000, 20010))
+    got, verdict = guard_reload(old, new, d.by_uid)
+    assert got is new
+    assert verdict == "accepted: 20 users missing from the list, 20 confirmed gone"
+
+
+def test_guard_keeps_unconfirmed_users_when_the_service_stops_answering():
+    d = Directory(count=20)
+    d.down = True
+    old = table(*range(20000, 20020))
+    new = table(*range(20000, 20019))
+    got, verdict = guard_reload(old, new, d.by_uid)
+    assert got == old
+    assert "1 kept unconfirmed" in verdict
