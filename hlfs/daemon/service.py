@@ -5,6 +5,7 @@ prepare the mount point and spool, load users and serve, register with
 the portmapper, mount.  Signals keep hlfsd's meanings.
 """
 
+import itertools
 import os
 import signal
 import sys
@@ -119,6 +120,7 @@ class HLFSService(MultiService):
     def _make_resolver(self, table):
         rules = SpoolRules(os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir))
         resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
+        self.lookups = resolver.lookups
         return resolver
 
     # -- start-up
@@ -168,6 +170,8 @@ class HLFSService(MultiService):
         self._report_problems(table)
         self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
         self.probe_pool.start()
+        if self.lookups is not None:
+            self.lookups.pool.start()
         if self.hlfs_gid is None:
             self.log.info(
                 "group {group!r} does not exist: the HLFS_GID feature is off", group=config.group
@@ -260,8 +264,13 @@ class HLFSService(MultiService):
             # Keep serving while the kernel unmounts: it may need replies.
             d.addCallback(lambda _: self.kernel_mount.unmount())
         d.addCallback(lambda _: MultiService.stopService(self))
-        d.addBoth(lambda result: (self.probe_pool.stop(), result)[1])
+        d.addBoth(lambda result: (self._stop_pools(), result)[1])
         return d
+
+    def _stop_pools(self):
+        self.probe_pool.stop()
+        if self.lookups is not None:
+            self.lookups.pool.stop()
 
     # -- operations
 
@@ -309,7 +318,8 @@ class HLFSService(MultiService):
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write("# uid\tname\thome\tlink\tcached\tage\n")
-            for user in self.resolver.table:
+            learned = getattr(self.resolver, "learned_users", list)()
+            for user in itertools.chain(self.resolver.table, learned):
                 if describe is not None:
                     state, age = describe(user.uid)
                 else:
@@ -320,7 +330,8 @@ class HLFSService(MultiService):
                     f"{os.fsdecode(target)}\t{state}\t{age}\n"
                 )
         os.replace(tmp, path)
-        self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table), path=path)
+        self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table) + len(learned),
+                      path=path)
         return path
 
     def _install_signals(self):

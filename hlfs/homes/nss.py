@@ -23,7 +23,7 @@ import ctypes.util
 import errno
 import os
 
-from hlfs.accounts import Account, parse_passwd
+from hlfs.core.users import Account, parse_passwd
 
 
 class NameServiceUnavailable(OSError):
@@ -174,5 +174,36 @@ class FilesAccounts:
         extra = [g for g in self._groups.get(name, ()) if g != account.gid]
         return uid, account.gid, (account.gid, *dict.fromkeys(extra))
 
-    def __contains__(self, uid):
-        return uid in self._by_uid
+    def uids(self):
+        """
+        Return the set of uids of C{/etc/passwd}.
+        """
+        return set(self._by_uid)
+
+
+class NameService:
+    """
+    The name service asked for one user at a time, by name, whether or
+    not it enumerates: the mail tools' user source.  Answers (found and
+    not found) are kept for the object's life, one run of a tool;
+    L{NameServiceUnavailable} is raised again at each call, never kept.
+    """
+
+    source = "NSS"
+
+    def __init__(self):
+        self._known = {}
+
+    def by_name(self, name):
+        """
+        Return the L{Account} named C{name} (C{bytes}), or L{None}.
+
+        @raise NameServiceUnavailable: if the name service could not say.
+        """
+        try:
+            return self._known[name]
+        except KeyError:
+            pass
+        account = account_by_name(name)
+        self._known[name] = account
+        return account

@@ -1,25 +1,29 @@
 """
 Directory users through a real C{twistd hlfs}: slapd with 1,000
 posixAccount users, nslcd and glibc's NSS in a private mount namespace
-(L{tests.directory_world}), and the link asked for over NFS on the wire
+(L{tests.support.directory}), and the link asked for over NFS on the wire
 (C{hlfs resolve}, and this module's own blocking RPC calls).
 
 Each scenario asserts exact link values: a directory user's home, a
 local user's home, or the alternate spool.
 """
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from tests.directory_world import (
+from tests.support.directory import (
     DirectoryServer, DirectoryWorld, directory_name, directory_uid, missing_parts,
 )
-from tests.rpcsock import cred, lookup3, mount_root, readlink3
+from tests.support.mail import SENDMAIL, hlfs_command
+from tests.support.rpcsock import cred, lookup3, mount_root, readlink3
+from tests.support.server import BIN, HLFS_GID
 
 pytestmark = [
     pytest.mark.skipif(missing_parts() is not None, reason=str(missing_parts())),
@@ -57,8 +61,6 @@ def local_home(world, name):
 
 
 def status(srv):
-    from tests.conftest import BIN
-
     out = subprocess.run(
         [str(BIN / "hlfs"), "status", "--server", f"127.0.0.1:{srv.port}"],
         capture_output=True, text=True, timeout=30,
@@ -144,8 +146,6 @@ def test_enumeration_off(unlisted, serve):
     assert srv.resolve(uid) == home_of(world, 17)
     time.sleep(0.2)
     assert len(world.slapd.searches(f"(uidNumber={uid})")) == before + 1
-    from tests.conftest import HLFS_GID
-
     name = directory_name(18)
     assert srv.resolve(0, gid=HLFS_GID, name=name) == f"{world.homes}/{name}/.mailspool/{name}"
     assert srv.resolve(31001) == str(world.alt)
@@ -220,7 +220,11 @@ def test_slapd_frozen(serve):
         try:
             target, took = timed_link(srv, directory_uid(1))
             assert (target, took < DEADLINE) == (home_of(world, 1), True)
-            # Twelve new directory users at once, then local users.
+            target, took = timed_link(srv, directory_uid(2))
+            assert target == str(world.alt)
+            assert DEADLINE * 0.9 <= took < DEADLINE + 1.0
+            # Twelve new directory users at once (more than the lookup
+            # threads), then local users.
             newcomers = []
             threads = [
                 threading.Thread(target=lambda n=n: newcomers.append(link(srv, directory_uid(n))))
@@ -235,9 +239,9 @@ def test_slapd_frozen(serve):
             for t in threads:
                 t.join(30)
             assert newcomers == [str(world.alt)] * 12
-            target, took = timed_link(srv, directory_uid(2))
-            assert target == str(world.alt)
-            assert DEADLINE * 0.8 <= took < DEADLINE + 1.0
+            # Every lookup thread is stuck now: a new user is answered at once.
+            target, took = timed_link(srv, directory_uid(30))
+            assert (target, took < DEADLINE) == (str(world.alt), True)
         finally:
             world.slapd.thaw()
         wait_until(lambda: link(srv, directory_uid(2)) == home_of(world, 2),
@@ -245,6 +249,40 @@ def test_slapd_frozen(serve):
         assert link(srv, directory_uid(15)) == home_of(world, 15)
     finally:
         world.close()
+
+
+def test_slapd_frozen_with_listed_users(enumerating, serve):
+    """
+    If slapd freezes while twelve listed directory users are checked at
+    once (more than the probe threads), then their group lookups hold
+    lookup threads, never probe threads: root and the local users are
+    answered their homes within the deadline, and the directory users
+    get theirs once slapd thaws.
+    """
+    world = enumerating
+    srv = serve(world)
+    world.slapd.freeze()
+    try:
+        answers = []
+        threads = [
+            threading.Thread(target=lambda n=n: answers.append(link(srv, directory_uid(n))))
+            for n in range(100, 112)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        for uid, name in ((0, "root"), (1002, "bob"), (1001, "alice")):
+            target, took = timed_link(srv, uid)
+            assert (target, took < DEADLINE) == (local_home(world, name), True)
+        for t in threads:
+            t.join(30)
+        assert answers == [str(world.alt)] * 12
+    finally:
+        world.slapd.thaw()
+    wait_until(lambda: link(srv, directory_uid(100)) == home_of(world, 100),
+               what="the directory user's home after the thaw")
+    assert sorted(link(srv, directory_uid(n)) for n in range(100, 112)) == \
+        sorted(home_of(world, n) for n in range(100, 112))
 
 
 def test_burst_of_unknown_uids_is_bounded(unlisted, serve):
@@ -288,3 +326,98 @@ def test_burst_of_unknown_uids_is_bounded(unlisted, serve):
     assert rss() - start_rss < 20_000  # kB
     # A real directory user is still found after the burst.
     assert link(srv, directory_uid(3)) == home_of(world, 3)
+
+
+class Recorder:
+    """
+    The alternate spool's mail and a recording sendmail (the mail tools'
+    tests' own) for C{hlfs lostmail} in the world's namespace.
+    """
+
+    def __init__(self, world):
+        self.world = world
+        self.dir = world.base / "sendmail"
+        (self.dir / "out").mkdir(parents=True, exist_ok=True)
+        self.sendmail = self.dir / "sendmail"
+        self.sendmail.write_text(SENDMAIL.format(python=sys.executable, here=str(self.dir)))
+        self.sendmail.chmod(0o755)
+
+    def mailbox(self, name, uid):
+        path = self.world.alt / name
+        path.write_bytes(
+            b"From sender@example.org Mon Nov 23 01:00:00 2026\n"
+            b"Subject: for " + name.encode() + b"\n\nhello " + name.encode() + b"\n\n"
+        )
+        os.chown(path, uid, uid)
+        path.chmod(0o600)
+
+    def run(self):
+        return self.world.namespace.run(
+            [*hlfs_command("lostmail"), "--alt-dir", str(self.world.alt), "--sendmail",
+             str(self.sendmail), "--syslog-socket", "", "--lock-timeout", "5"],
+            cwd=self.world.base,
+        )
+
+    def recipients(self):
+        out = self.dir / "out"
+        return [json.loads((out / n).read_text())["argv"][-1]
+                for n in sorted(os.listdir(out)) if n.endswith(".json")]
+
+
+def check(world, *args):
+    return world.namespace.run(
+        [*hlfs_command("check"), "--mount-point", str(world.base), "--alt-dir", str(world.alt),
+         "--group", "hlfs", *args],
+        cwd=world.base,
+    )
+
+
+def test_mail_tools_with_enumeration_off_and_the_directory_down():
+    """
+    If the directory does not enumerate, then C{hlfs lostmail} resends a
+    directory user's mail to that user and a nonexistent user's to the
+    postmaster, and C{hlfs check} says it saw only local users and checks
+    a directory user by name.  If the directory is down, then the mail
+    stays, with a log line, and goes to its user once the directory is
+    back; C{hlfs check --user} says it could not ask.
+    """
+    world = DirectoryWorld(count=20, enumerate=False)
+    try:
+        mail = Recorder(world)
+        mail.mailbox(directory_name(5), directory_uid(5))
+        mail.mailbox("ghost", 0)
+        result = mail.run()
+        assert result.returncode == 0, result.stderr
+        assert sorted(mail.recipients()) == [directory_name(5), "postmaster"]
+        assert "ghost: no such user; resending to postmaster" in result.stderr
+
+        out = check(world)
+        assert "5 users seen through the name service (5 local, 0 from ldap)" in out.stdout
+        assert "enumeration is off or the directory did not answer" in out.stdout
+        out = check(world, "--user", directory_name(7))
+        assert f"user {directory_name(7)}: uid {directory_uid(7)}, home {world.homes}/" \
+               f"{directory_name(7)}" in out.stdout
+        assert "warning" not in out.stdout
+        assert "no such user" in check(world, "--user", "nobody-here").stdout
+
+        world.slapd.stop()
+        mail.mailbox(directory_name(6), directory_uid(6))
+        result = mail.run()
+        assert result.returncode != 0
+        assert f"{directory_name(6)}: the name service could not be asked" in result.stderr
+        assert sorted(mail.recipients()) == [directory_name(5), "postmaster"]
+        assert (world.alt / directory_name(6)).exists()
+        out = check(world, "--user", directory_name(7))
+        assert f"user {directory_name(7)}: the name service could not be asked" in out.stdout
+
+        world.slapd.start()
+        deadline = time.monotonic() + 20
+        while True:
+            result = mail.run()
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert result.returncode == 0, result.stderr
+        assert sorted(mail.recipients()) == [directory_name(5), directory_name(6), "postmaster"]
+    finally:
+        world.close()

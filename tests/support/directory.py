@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.server import BIN, HLFS_GID
+
 SUFFIX = "dc=hlfs,dc=test"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PW = "hlfs-test"
@@ -336,8 +338,9 @@ class DirectoryWorld:
         name, uid, gid = NOBODY
         passwd.append(f"{name}:x:{uid}:{gid}:{name}:/nonexistent:/usr/sbin/nologin")
         group.append(f"nogroup:x:{gid}:")
-        # A local group alice is a supplementary member of.
+        # A local group alice is a supplementary member of, and HLFS_GID.
         group.append("staff:x:50:alice")
+        group.append(f"hlfs:x:{HLFS_GID}:")
         (self.etc / "passwd").write_text("\n".join(passwd) + "\n")
         (self.etc / "group").write_text("\n".join(group) + "\n")
         (self.etc / "nsswitch.conf").write_text(
@@ -460,8 +463,6 @@ class DirectoryServer:
         self.port = None
 
     def start(self, timeout=30):
-        from tests.conftest import BIN, HLFS_GID
-
         if self.portfile.exists():
             self.portfile.unlink()
         cmd = [
@@ -491,8 +492,6 @@ class DirectoryServer:
         C{name}) resolves to for C{uid}, through C{hlfs resolve} on the
         wire; C{hlfs resolve} needs no name service and runs outside.
         """
-        from tests.conftest import BIN
-
         cmd = [str(BIN / "hlfs"), "resolve", "--uid", str(uid), "--server", f"127.0.0.1:{self.port}"]
         if gid is not None:
             cmd += ["--gid", str(gid)]

@@ -1,24 +1,25 @@
 """
-L{hlfs.userlookup}: per-user lookups (their kept answers, bounds and
+L{hlfs.core.lookups}: per-user lookups (their kept answers, bounds and
 deadline) and the reload guard, on a test clock with the lookups in a
-real L{hlfs.probe.ProbePool}'s threads.
+real L{hlfs.homes.pool.LookupPool}'s threads.
 
 The name service here is a Python function (a dictionary, a gate that
 holds it, an error it raises): the rules are what is tested.  The real
-slapd, nslcd and glibc NSS are in tests/test_directory.py.
+slapd, nslcd and glibc NSS are in tests/daemon/test_directory.py.
 """
 
 import errno
+import os
 import threading
 
 import pytest
 from twisted.internet import task
 
-from hlfs.accounts import Account
-from hlfs.userlookup import LookupPool, UserLookups, guard_reload
-from hlfs.users import User, UserTable
-from tests.probe_support import LogCapture, wait_for
-from tests.probe_support import rt  # noqa: F401 (fixture)
+from hlfs.core.users import Account
+from hlfs.core.lookups import UserLookups, guard_reload
+from hlfs.core.users import User, UserTable
+from hlfs.homes.pool import LookupPool
+from tests.support.probes import LogCapture, wait_for
 
 
 class Directory:
@@ -252,3 +253,103 @@ def test_guard_keeps_unconfirmed_users_when_the_service_stops_answering():
     got, verdict = guard_reload(old, new, d.by_uid)
     assert got == old
     assert "1 kept unconfirmed" in verdict
+
+
+def test_local_users_take_their_groups_from_the_files(tmp_path, monkeypatch):
+    """
+    If a user is in /etc/passwd, then its probe's groups come from the
+    files (primary gid, then every group listing it), never from the
+    name service; any other user's are looked up first (L{lookup}, in a
+    lookup thread) and then only read by the probe; a lookup that failed
+    gives the home's group once, and is asked again.
+    """
+    from hlfs.homes import probe
+    from hlfs.homes.nss import FilesAccounts
+
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\nalice:x:1001:100::/h/a:/bin/sh\n")
+    (tmp_path / "group").write_text("users:x:100:\nstaff:x:50:alice,bob\nwheel:x:10:root,alice\n")
+    asked = []
+
+    def nss_credentials(name, uid):
+        asked.append(name)
+        if name == b"down":
+            raise OSError(errno.ENOENT, "getpwnam_r: No such file or directory")
+        return uid, 20000, (20000, 20500)
+
+    monkeypatch.setattr(probe, "_nss_credentials", nss_credentials)
+    credentials = probe.Credentials(files=FilesAccounts(str(tmp_path / "passwd"),
+                                                        str(tmp_path / "group")))
+    alice, root = User(b"alice", 1001, b"/h/a"), User(b"root", 0, b"/root")
+    assert not credentials.needs_lookup(alice) and not credentials.needs_lookup(root)
+    assert credentials(alice, b"/h/a") == (1001, 100, (100, 50, 10))
+    assert credentials(root, b"/root") == (0, 0, (0, 10))
+    luser = User(b"luser", 20001, b"/h/l")
+    assert credentials.needs_lookup(luser)
+    credentials.lookup(luser)
+    assert not credentials.needs_lookup(luser)
+    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    home = os.fsencode(tmp_path)
+    down = User(b"down", 20002, home)
+    credentials.lookup(down)
+    assert not credentials.needs_lookup(down)
+    assert credentials(down, home) == (20002, os.stat(home).st_gid, ())
+    assert credentials.needs_lookup(down)
+    assert asked == [b"luser", b"down"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities")
+def test_resolver_asks_for_users_the_table_lacks(rt, homes):
+    """
+    If a uid or an HLFS_GID caller's name is not in the table, then the
+    resolver asks the lookups and answers with the user's checked home;
+    a reload forgets the learned users, and a reload its guard refuses
+    keeps the table and says so in the status.
+    """
+    from hlfs.core.resolver import SpoolRules
+    from hlfs.homes.cache import ProbingResolver
+    from hlfs.homes.pool import ProbePool
+
+    local = homes.add("local")
+    extra = homes.add("extra")
+    listed = UserTable([u for u in homes.users if u[1] == local])
+    found = {extra: Account(b"extra", extra, extra, os.fsencode(homes.spool("extra")[:-11]))}
+    asked = []
+
+    def by_uid(uid):
+        asked.append(uid)
+        return found.get(uid)
+
+    def by_name(name):
+        return next((a for a in found.values() if a.name == name), None)
+
+    clock = task.Clock()
+    pool = ProbePool(threads=2, reactor=rt.reactor, clock=clock)
+    lookup_pool = LookupPool(threads=2, reactor=rt.reactor, clock=clock)
+    lookups = UserLookups(lookup_pool, by_uid, by_name, clock, deadline=5.0)
+    verdicts = iter([(None, "refused: the name service listed 0 users")])
+
+    def guard(old, new):
+        table, verdict = next(verdicts)
+        return (old if table is None else table), verdict
+
+    resolver = ProbingResolver(listed, SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock,
+                               pool, deadline=5.0, lookups=lookups, reload_guard=guard)
+    pool.start()
+    lookup_pool.start()
+    try:
+        assert rt.call(resolver.resolve, extra).target == homes.spool("extra")
+        assert rt.call(resolver.resolve, extra).target == homes.spool("extra")
+        assert rt.call(resolver.resolve, 49999).target == os.fsencode(homes.alt)
+        assert asked == [extra, 49999]
+        assert rt.call(resolver.find_mailbox, b"extra").target == homes.spool("extra") + b"/extra"
+        assert rt.call(resolver.find_mailbox, b"nobody-here") is None
+        assert [u.uid for u in resolver.learned_users()] == [extra]
+        assert rt.call(resolver.reload, lambda: UserTable([])) is None
+        assert resolver.table is listed
+        pairs = dict(rt.call(resolver.status))
+        assert pairs["last_reload_verdict"] == "refused: the name service listed 0 users"
+        assert pairs["reloads_kept_previous"] == 1
+        assert pairs["users_looked_up"] == 1
+    finally:
+        rt.call(pool.stop)
+        rt.call(lookup_pool.stop)

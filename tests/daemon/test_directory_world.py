@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.directory_world import (
+from tests.support.directory import (
     DirectoryServer, DirectoryWorld, directory_name, directory_uid, missing_parts,
 )
 

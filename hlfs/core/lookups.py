@@ -18,7 +18,7 @@ or a name in threads of its own, and keeps what it learns.
     for the next caller.
   - At most C{max_cached} answers of each kind; the oldest go first.
 
-Answers are L{hlfs.users.User} (found) or L{None} (not found, or not
+Answers are L{hlfs.core.users.User} (found) or L{None} (not found, or not
 known in time).  The blocking lookups are handed in; this module does
 no I/O of its own.
 """
@@ -28,29 +28,9 @@ import os
 
 from twisted.logger import Logger
 
-from hlfs.probe import ProbePool
-from hlfs.users import User, UserTable
+from hlfs.core.users import User, UserTable
 
 log = Logger(namespace="hlfs.users")
-
-
-class LookupPool(ProbePool):
-    """
-    The threads of the per-user lookups: a L{ProbePool} of their own (a
-    hung directory holds these, never the home probes'), that also
-    refuses a new key at once when C{max_flights} lookups are in flight,
-    running or waiting for a thread.
-    """
-
-    def __init__(self, threads=4, reactor=None, clock=None, stuck_after=None, max_flights=64):
-        super().__init__(threads, reactor, clock, stuck_after)
-        self._threadpool.name = "hlfs-lookup"
-        self.max_flights = max_flights
-
-    def submit(self, key, path, probe, args, finish):
-        if self.count() >= self.max_flights:
-            return None
-        return super().submit(key, path, probe, args, finish)
 
 
 class LookupStats:
@@ -90,7 +70,7 @@ class UserLookups:
     def __init__(self, pool, by_uid, by_name, clock, deadline=1.0, negative_ttl=60.0,
                  max_cached=100_000, unavailable=(OSError,)):
         """
-        @param pool: a L{hlfs.probe.ProbePool} of the lookups' own
+        @param pool: a L{hlfs.homes.pool.LookupPool} of the lookups' own
             threads (never the home probes').
         @param by_uid: the blocking lookup of a uid: an object with
             C{name}, C{uid} and C{home}, or L{None} for no such user;
