@@ -311,7 +311,8 @@ class HLFSService(MultiService):
     def dump(self, path=DUMP_FILE):
         """
         SIGUSR1: write the table and cache to C{path} (in the run
-        directory), one user a line.
+        directory), one user a line, then the user source's counters as
+        C{# name<TAB>value} lines.
         """
         path = os.path.abspath(path)
         describe = getattr(self.resolver, "describe", None)
@@ -329,6 +330,8 @@ class HLFSService(MultiService):
                     f"{user.uid}\t{os.fsdecode(user.name)}\t{os.fsdecode(user.home)}\t"
                     f"{os.fsdecode(target)}\t{state}\t{age}\n"
                 )
+            for name, value in getattr(self.resolver, "user_source", list)():
+                f.write(f"# {name}\t{value}\n")
         os.replace(tmp, path)
         self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table) + len(learned),
                       path=path)

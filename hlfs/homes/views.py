@@ -84,11 +84,16 @@ class ResolverViews:
             ("pool_threads", self.pool.threads if self.pool is not None else 0),
             ("pool_busy", self.pool.busy() if self.pool is not None else 0),
         ]
+        return pairs + self.user_source()
+
+    def user_source(self):
+        """
+        Name/value pairs about where the users come from: the table's
+        size and source, and the per-user lookups' counters.
+        """
         if self.lookups is not None:
-            pairs += self.lookups.status(self.table)
-        else:
-            pairs += [("users_table", len(self.table)), ("users_source", self.table.source)]
-        return pairs
+            return self.lookups.status(self.table)
+        return [("users_table", len(self.table)), ("users_source", self.table.source)]
 
     def stats_dict(self):
         """
