@@ -242,23 +242,32 @@ class UserLookups:
         Name/value pairs for the status report, about C{table} (the user
         table in use) and these lookups.
         """
-        stats = self.stats
-        when = stats.last_error_time
-        return [
-            ("users_table", len(table)),
-            ("users_source", table.source),
-            ("users_looked_up", self.positive()),
-            ("users_not_found_cached", self.negative()),
-            ("user_lookups_started", stats.started),
-            ("user_lookups_in_flight", self.in_flight()),
-            ("user_lookups_late", stats.late),
-            ("user_lookups_refused", stats.refused),
-            ("directory_errors", stats.errors),
-            ("directory_last_error", stats.last_error or "-"),
-            ("directory_last_error_age", "-" if when is None else f"{self.clock.seconds() - when:.0f}"),
-            ("last_reload_verdict", stats.last_reload or "-"),
-            ("reloads_kept_previous", stats.reloads_kept),
-        ]
+        return user_source_pairs(table, self.stats, self.positive(), self.negative(),
+                                 self.in_flight(), self.clock.seconds())
+
+
+def user_source_pairs(table, stats, positive=0, negative=0, in_flight=0, now=None):
+    """
+    Name/value pairs about where the users come from: C{table}'s size and
+    source, and the counters of C{stats} (a L{LookupStats}); the same
+    names whether or not users are asked for one at a time.
+    """
+    when = stats.last_error_time
+    return [
+        ("users_table", len(table)),
+        ("users_source", table.source),
+        ("users_looked_up", positive),
+        ("users_not_found_cached", negative),
+        ("user_lookups_started", stats.started),
+        ("user_lookups_in_flight", in_flight),
+        ("user_lookups_late", stats.late),
+        ("user_lookups_refused", stats.refused),
+        ("directory_errors", stats.errors),
+        ("directory_last_error", stats.last_error or "-"),
+        ("directory_last_error_age", "-" if when is None or now is None else f"{now - when:.0f}"),
+        ("last_reload_verdict", stats.last_reload or "-"),
+        ("reloads_kept_previous", stats.reloads_kept),
+    ]
 
 
 def guard_reload(old, new, confirm, max_loss=0.10, sample=20):

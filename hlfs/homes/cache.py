@@ -14,7 +14,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from hlfs.core.lookups import UserLookups, guard_reload
+from hlfs.core.lookups import LookupStats, UserLookups, guard_reload
 from hlfs.core.resolver import ChangeClock, ILinkResolver, Resolution
 from hlfs.homes import nss
 from hlfs.homes.directory import DirectoryUsers
@@ -89,6 +89,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         self._unknown = self._epochs[0]
         self._state = UserState(table, 0)
         self.lookups = lookups
+        # One set of user-source counters, shared with the lookups.
+        self.user_stats = lookups.stats if lookups is not None else LookupStats()
         self.reload_guard = reload_guard
         self._learned = LearnedState(0)
         self.max_learned = lookups.max_cached if lookups is not None else 0
@@ -352,10 +354,9 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
 
     def _reloaded(self, result, old):
         state, changed, verdict = result
-        if verdict is not None:
-            self._record_reload(verdict)
-            if verdict != "accepted":
-                log.info("reload: {verdict}", verdict=verdict)
+        self._record_reload(verdict or "accepted")
+        if verdict is not None and verdict != "accepted":
+            log.info("reload: {verdict}", verdict=verdict)
         dirty, self._dirty = self._dirty, None
         # Whatever happened to the old state while the thread copied it.
         for i in dirty:

@@ -151,8 +151,7 @@ class DirectoryUsers:
         return list(self._learned)
 
     def _record_reload(self, verdict):
-        if self.lookups is not None:
-            stats = self.lookups.stats
-            stats.last_reload = verdict
-            if verdict.startswith("refused"):
-                stats.reloads_kept += 1
+        stats = self.user_stats
+        stats.last_reload = verdict
+        if verdict.startswith("refused"):
+            stats.reloads_kept += 1

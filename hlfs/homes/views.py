@@ -4,6 +4,7 @@ in flight and hung, one user's cached state, and the counters of the
 status report.
 """
 
+from hlfs.core.lookups import user_source_pairs
 from hlfs.homes.state import CHECKED, FAILED, SERVED_ALT, CacheEntry
 
 
@@ -93,7 +94,9 @@ class ResolverViews:
         """
         if self.lookups is not None:
             return self.lookups.status(self.table)
-        return [("users_table", len(self.table)), ("users_source", self.table.source)]
+        # A password file: the table is every user; the same names, so
+        # that reports read alike whatever the source.
+        return user_source_pairs(self.table, self.user_stats)
 
     def stats_dict(self):
         """
