@@ -285,6 +285,43 @@ def test_slapd_frozen_with_listed_users(enumerating, serve):
         sorted(home_of(world, n) for n in range(100, 112))
 
 
+def test_one_query_per_unknown_user_while_slapd_is_frozen(unlisted, serve):
+    """
+    If twelve callers ask for one new directory user while slapd is
+    frozen, then one lookup is in flight and one query reaches slapd;
+    they all get the alternate spool at the deadline, and once slapd
+    thaws the late answer is kept: the user gets its home with no
+    second query.
+    """
+    world = unlisted
+    srv = serve(world)
+    uid = directory_uid(400)
+    started = int(status(srv)["user_lookups_started"])
+    before = len(world.slapd.searches(f"(uidNumber={uid})"))
+    world.slapd.freeze()
+    try:
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(timed_link(srv, uid)))
+                   for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        pairs = status(srv)
+        assert (pairs["user_lookups_in_flight"], int(pairs["user_lookups_started"])) == \
+            ("1", started + 1)
+        for t in threads:
+            t.join(30)
+        assert [target for target, _ in answers] == [str(world.alt)] * 12
+        assert all(took < DEADLINE + 1.0 for _, took in answers)
+    finally:
+        world.slapd.thaw()
+    wait_until(lambda: status(srv)["user_lookups_in_flight"] == "0", what="the late answer")
+    assert link(srv, uid) == home_of(world, 400)
+    time.sleep(0.2)
+    assert len(world.slapd.searches(f"(uidNumber={uid})")) == before + 1
+    assert int(status(srv)["user_lookups_started"]) == started + 1
+
+
 def test_burst_of_unknown_uids_is_bounded(unlisted, serve):
     """
     If many distinct unknown uids ask at once, then each is asked of
