@@ -68,7 +68,7 @@ class UserLookups:
     """
 
     def __init__(self, pool, by_uid, by_name, clock, deadline=1.0, negative_ttl=60.0,
-                 max_cached=100_000, unavailable=(OSError,)):
+                 max_cached=100_000, unavailable=(OSError,), error_log_interval=60.0):
         """
         @param pool: a L{hlfs.homes.pool.LookupPool} of the lookups' own
             threads (never the home probes').
@@ -76,6 +76,8 @@ class UserLookups:
             C{name}, C{uid} and C{home}, or L{None} for no such user;
             raises one of C{unavailable} when it could not ask.
         @param by_name: the same for a name (C{bytes}).
+        @param error_log_interval: at most one "could not ask" warning
+            in this many seconds; the next one counts those left out.
         """
         self.pool = pool
         self.by_uid = by_uid
@@ -85,6 +87,9 @@ class UserLookups:
         self.negative_ttl = negative_ttl
         self.max_cached = max_cached
         self.unavailable = unavailable
+        self.error_log_interval = error_log_interval
+        self._error_logged_at = None
+        self._errors_not_logged = 0
         self.stats = LookupStats()
         self._found = collections.OrderedDict()  # ("uid", uid) / ("name", name) -> User
         self._missing = collections.OrderedDict()  # key -> expiry time
@@ -160,9 +165,7 @@ class UserLookups:
         if outcome == "error":
             stats.errors += 1
             stats.last_error = f"{self._describe(key)}: {value}"
-            stats.last_error_time = self.clock.seconds()
-            log.warn("the name service could not be asked for {what}: {error}; "
-                     "not kept, asked again at the next call", what=self._describe(key), error=value)
+            stats.last_error_time = self._log_error(key, value)
             return None
         if value is None:
             stats.not_found += 1
@@ -177,6 +180,22 @@ class UserLookups:
             # Asked by name, and NSS answered another spelling: keep both.
             self._keep(self._found, key, user)
         return user
+
+    def _log_error(self, key, error):
+        # A directory that is down fails every lookup at once, and each
+        # unknown caller asks again: one line per interval, not per call.
+        now = self.clock.seconds()
+        logged = self._error_logged_at
+        if logged is not None and now - logged < self.error_log_interval:
+            self._errors_not_logged += 1
+            return now
+        more, self._errors_not_logged = self._errors_not_logged, 0
+        self._error_logged_at = now
+        log.warn("the name service could not be asked for {what}: {error}; "
+                 "not kept, asked again at the next call{more}", what=self._describe(key),
+                 error=error,
+                 more=f" ({more} more such errors in the last {now - logged:.0f} s)" if more else "")
+        return now
 
     def _keep(self, cache, key, value):
         cache[key] = value

@@ -131,6 +131,27 @@ def test_could_not_ask_is_never_kept(setup):
     assert d.asked == [20001, 20001]
 
 
+def test_could_not_ask_is_logged_once_an_interval(setup):
+    """
+    If the name service keeps failing, then one warning a minute is
+    logged, the next one saying how many were left out, while every
+    error is counted.
+    """
+    d = Directory()
+    d.down = True
+    s = setup(d)
+    with LogCapture("hlfs.users") as logs:
+        for uid in range(20000, 20005):
+            assert s.find(uid) is None
+        s.rt.call(s.clock.advance, 61)
+        assert s.find(20005) is None
+    lines = logs.matching("could not be asked")
+    assert len(lines) == 2, lines
+    assert "4 more such errors in the last 61 s" in str(lines[1])
+    assert s.lookups.stats.errors == 6
+    assert s.lookups.stats.last_error.startswith("uid 20005")
+
+
 def test_deadline_and_late_answer(setup):
     """
     If the name service hangs, then callers get "unknown" at the
