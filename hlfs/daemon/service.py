@@ -364,6 +364,7 @@ class HLFSService(MultiService):
             ("mount", self.config.mount),
             ("mounted", self._mounted),
             ("users", len(self.resolver.table)),
+            ("reply_cache_hits", self.replies.hits),
         ]
         if self.last_reload is not None:
             when, users, seconds = self.last_reload

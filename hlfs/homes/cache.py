@@ -56,7 +56,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
     """
 
     def __init__(self, table, rules, clock, pool, cache_interval=300.0, deadline=1.0,
-                 verify=True, probe=None, lookups=None, reload_guard=None):
+                 verify=True, probe=None, lookups=None, reload_guard=None, reactor=None):
         """
         @param rules: the L{hlfs.core.resolver.SpoolRules}.
         @param clock: the clock of cache expiry, deadlines and link times.
@@ -73,6 +73,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         @param reload_guard: C{guard(old_table, new_table)} returning
             C{(table, verdict)} in the reload's thread (see
             L{hlfs.core.lookups.guard_reload}), or L{None}.
+        @param reactor: the reactor whose thread pool runs reloads;
+            C{clock} by default.
         """
         self.rules = rules
         self.clock = clock
@@ -81,6 +83,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         self.deadline = deadline
         self.verify = verify
         self.probe = probe if probe is not None else HomeProbe()
+        self.reactor = clock if reactor is None else reactor
         if pool is not None and pool.stuck_after is None:
             pool.stuck_after = deadline
         self.changes = ChangeClock(clock)
@@ -335,7 +338,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         self._flush_after_reload = False
         old = self._state
         epoch = len(self._epochs)
-        reactor = self.pool.reactor
+        reactor = self.reactor
 
         guard = self.reload_guard
 

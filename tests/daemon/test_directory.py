@@ -305,12 +305,12 @@ def test_one_query_per_unknown_user_while_slapd_is_frozen(unlisted, serve):
                    for _ in range(12)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
+        wait_until(lambda: status(srv)["user_lookups_in_flight"] == "1", what="the lookup")
+        for t in threads:
+            t.join(30)
         pairs = status(srv)
         assert (pairs["user_lookups_in_flight"], int(pairs["user_lookups_started"])) == \
             ("1", started + 1)
-        for t in threads:
-            t.join(30)
         assert [target for target, _ in answers] == [str(world.alt)] * 12
         assert all(took < DEADLINE + 1.0 for _, took in answers)
     finally:
