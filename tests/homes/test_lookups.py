@@ -354,7 +354,8 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
         return (old if table is None else table), verdict
 
     resolver = ProbingResolver(listed, SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock,
-                               pool, deadline=5.0, lookups=lookups, reload_guard=guard)
+                               pool, deadline=5.0, lookups=lookups, reload_guard=guard,
+                               reactor=rt.reactor)
     pool.start()
     lookup_pool.start()
     try:
