@@ -226,6 +226,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
             )
         if not result.ok:
             self.stats.failures += 1
+            self.stats.failures_by_errno[errno_name(result.errno)] += 1
             log.warn(
                 "home of {user} (uid {uid}) unusable, mail goes to {alt}: {failure}",
                 user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir),
