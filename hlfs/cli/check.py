@@ -210,7 +210,7 @@ def build_parser(prog):
                         help="check this one user, asked for by name (as hlfs does for a "
                         "user the list lacks), instead of every user the name service lists")
     parser.add_argument("--nsswitch", default="/etc/nsswitch.conf", metavar="FILE",
-                        help=argparse.SUPPRESS)
+                        help="read the passwd: sources from this file (default %(default)s)")
     parser.add_argument("--group", default=DEFAULT_GROUP,
                         help=f"the HLFS group name (default {DEFAULT_GROUP})")
     parser.add_argument("--group-file", metavar="FILE",
