@@ -28,6 +28,7 @@ from collections import defaultdict
 from hlfs.core.resolver import SpoolRules
 from hlfs.daemon import mounts
 from hlfs.daemon.config import ConfigError, check_uid, login_defs_uid_min
+from hlfs.homes import nss
 from hlfs.mail import accounts
 
 #: The accounts MTAs run their delivery agents as (Postfix's mail_owner,
@@ -96,6 +97,65 @@ def check_mail_owners(entries, uid_min):
                 " mailboxes as root; give it a uid under UID_MIN"
             )
     return warnings
+
+
+def passwd_sources(nsswitch_text):
+    """
+    Return the sources of the C{passwd:} line of nsswitch.conf(5) text,
+    without their C{[STATUS=action]} items.
+    """
+    for line in nsswitch_text.splitlines():
+        key, _, rest = line.partition("#")[0].partition(":")
+        if key.strip() == "passwd":
+            return [w for w in rest.split() if not w.startswith("[")]
+    return ["files"]
+
+
+def check_enumeration(entries, local_uids, sources):
+    """
+    Say how many users the name service listed, and warn when the list
+    looks partial: a directory among the sources that listed nobody
+    (enumeration off, or unreachable), or exactly a round number (a size
+    limit).
+
+    @param local_uids: the uids of C{/etc/passwd}.
+    @return: C{(warnings, notes)}.
+    """
+    others = [s for s in sources if s not in ("files", "compat", "systemd")]
+    listed = sum(1 for e in entries if e.uid not in local_uids)
+    notes = [f"{len(entries)} users seen through the name service "
+             f"({len(entries) - listed} local, {listed} from {' '.join(others) or 'no other source'})"]
+    warnings = []
+    if others and listed == 0:
+        warnings.append(
+            f"the name service listed no user beyond /etc/passwd although passwd: uses "
+            f"{' '.join(others)}: enumeration is off or the directory did not answer; hlfs asks "
+            "for those users one at a time, check one with --user NAME"
+        )
+    elif others and listed >= 100 and listed % 100 in (0, 99):
+        warnings.append(
+            f"the directory listed {listed} users, a round number: a size limit (slapd's default "
+            "is 500, Active Directory's 1000) may have cut the list; hlfs asks for the others one "
+            "at a time, check one with --user NAME"
+        )
+    return warnings, notes
+
+
+def check_user(name, lookup):
+    """
+    Look up one user (C{bytes}) with C{lookup} (L{hlfs.homes.nss.account_by_name})
+    and check its entry.
+
+    @return: C{(warnings, notes)}.
+    """
+    try:
+        account = lookup(name)
+    except nss.NameServiceUnavailable as e:
+        return [f"user {_show(name)}: the name service could not be asked ({e.strerror})"], []
+    if account is None:
+        return [f"user {_show(name)}: no such user"], []
+    notes = [f"user {_show(name)}: uid {account.uid}, home {_show(account.home)}"]
+    return check_accounts([account]), notes
 
 
 def check_group(name, gid):
@@ -175,6 +235,11 @@ def build_parser(prog):
     )
     parser.add_argument("--password-file", metavar="FILE",
                         help="check this passwd(5) file instead of NSS")
+    parser.add_argument("--user", metavar="NAME",
+                        help="check this one user, asked for by name (as hlfs does for a "
+                        "user the list lacks), instead of every user the name service lists")
+    parser.add_argument("--nsswitch", default="/etc/nsswitch.conf", metavar="FILE",
+                        help="read the passwd: sources from this file (default %(default)s)")
     parser.add_argument("--group", default=DEFAULT_GROUP,
                         help=f"the HLFS group name (default {DEFAULT_GROUP})")
     parser.add_argument("--group-file", metavar="FILE",
@@ -212,17 +277,35 @@ def gather(options):
         if options.password_file:
             entries, problems = accounts.read_passwd(options.password_file)
             warnings += [f"{options.password_file}:{n}: {why}" for n, why in problems]
+            if options.user:
+                entries = [e for e in entries if e.name == os.fsencode(options.user)]
+                if not entries:
+                    warnings.append(f"user {options.user}: no such user")
+            warnings += check_accounts(entries)
+            notes.append(f"{len(entries)} password entries checked")
+        elif options.user:
+            more, extra = check_user(os.fsencode(options.user), nss.account_by_name)
+            warnings += more
+            notes += extra
         else:
             entries = accounts.nss_accounts()
-        warnings += check_accounts(entries)
-        try:
-            uid_min = (login_defs_uid_min() if options.uid_min is None
-                       else check_uid("--uid-min", options.uid_min))
-        except ConfigError as e:
-            warnings.append(str(e))
-        else:
-            warnings += check_mail_owners(entries, uid_min)
-        notes.append(f"{len(entries)} password entries checked")
+            warnings += check_accounts(entries)
+            try:
+                with open(options.nsswitch, encoding="utf-8", errors="replace") as f:
+                    sources = passwd_sources(f.read())
+            except OSError:
+                sources = ["files"]
+            more, extra = check_enumeration(entries, nss.FilesAccounts().uids(), sources)
+            warnings += more
+            notes += extra
+        if not options.user:
+            try:
+                uid_min = (login_defs_uid_min() if options.uid_min is None
+                           else check_uid("--uid-min", options.uid_min))
+            except ConfigError as e:
+                warnings.append(str(e))
+            else:
+                warnings += check_mail_owners(entries, uid_min)
     except OSError as e:
         warnings.append(f"cannot read {options.password_file}: {e.strerror}")
     try:

@@ -10,6 +10,7 @@ import sys
 
 from hlfs.cli.args import ArgumentParser, UsageError
 from hlfs.core.users import UserTable
+from hlfs.homes.nss import NameService
 from hlfs.mail.lostmail import (
     CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer, plausible_user_name,
 )
@@ -137,7 +138,7 @@ def main(argv, prog="hlfs lostmail", checkpoint=None):
             for problem in users.problems:
                 log(f"{problem}; line ignored")
         else:
-            users = UserTable.from_nss()
+            users = NameService()
     except OSError as e:
         log(f"cannot read {options.password_file}: {e.strerror}")
         return EX_CONFIG

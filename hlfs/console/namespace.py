@@ -351,6 +351,16 @@ def _probe_stats(context):
     return NotAvailable("the resolver keeps no probe counters")
 
 
+def _user_source(context):
+    """
+    A L{Live} view of the resolver's user source (C{user_source()}), a
+    dict of its counters.
+    """
+    if hasattr(context.resolver, "user_source"):
+        return Live(lambda: dict(context.resolver.user_source()), "user_source")
+    return NotAvailable("the resolver does not report its user source")
+
+
 def build_namespace(service, reactor=None):
     """
     Build the console namespace for a running hlfs service.
@@ -379,6 +389,8 @@ def build_namespace(service, reactor=None):
         ),
         "cache": live_attribute(lambda: context.resolver, "cache", "the resolver"),
         "pool": live_attribute(lambda: context.resolver, "pool", "the resolver"),
+        "lookups": live_attribute(lambda: context.resolver, "lookups", "the resolver"),
+        "user_source": _user_source(context),
         "stats": live_attribute(lambda: service, "stats", "the service"),
         "probe_stats": _probe_stats(context),
         "config": attribute("config"),
@@ -397,6 +409,8 @@ def build_namespace(service, reactor=None):
         ("users", "the current user table (follows reloads)"),
         ("cache", "the probe cache"),
         ("pool", "the probe pool"),
+        ("lookups", "users asked for one at a time: lookups.status(users), lookups.stats"),
+        ("user_source", "where the users come from: table size and source, lookups, directory errors"),
         ("stats", "RPC request counts"),
         ("probe_stats", "probe counters: cache hits, misses, probes started, fallbacks"),
         ("config", "the options the daemon was started with"),

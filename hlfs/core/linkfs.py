@@ -109,6 +109,21 @@ def _then(result, f):
     return result.addCallback(f)
 
 
+def _then_found(result, f):
+    """
+    Like L{_then}, for a result that may be L{None}: NOENT.
+    """
+
+    def found(resolution):
+        if resolution is None:
+            raise NFSError(NOENT)
+        return f(resolution)
+
+    if result is None or isinstance(result, tuple):
+        return found(result)
+    return result.addCallback(found)
+
+
 class HomeLinkFS:
     """
     The Home-Link filesystem for one configuration.
@@ -243,9 +258,11 @@ class HomeLinkFS:
             )
         if caller.flags & HLFS_CALLER:
             fh = self.handles.mailbox(name)
-            resolution = self.resolver.mailbox(name) if fh is not None else None
-            if resolution is not None:
-                return _then(resolution, lambda r: (fh, self._mailbox_attr(name, r)))
+            if fh is not None:
+                return _then_found(
+                    self.resolver.find_mailbox(name),
+                    lambda resolution: (fh, self._mailbox_attr(name, resolution)),
+                )
         raise NFSError(NOENT)
 
     def readlink(self, fh, caller):

@@ -43,6 +43,13 @@ class ILinkResolver(Interface):
         user.  With C{wait} false, the last known answer, at once.
         """
 
+    def find_mailbox(name):
+        """
+        Like L{mailbox}, and for a name the resolver does not know yet,
+        ask for it (within the deadline): a L{Resolution}, L{None}, or a
+        Deferred firing with one of them.
+        """
+
     def valid_until(uid):
         """
         Return the time (clock seconds) until which C{resolve(uid)} will

@@ -33,6 +33,8 @@ class Config:
     verify: bool = True
     probe_deadline: float = 1.0
     probe_threads: int = 8
+    lookup_threads: int = 4
+    user_cache: int = 100_000
     mount_options: str = ""
     fast_start: bool = False
     allow_attribute_cache: bool = False

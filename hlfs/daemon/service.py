@@ -5,6 +5,7 @@ prepare the mount point and spool, load users and serve, register with
 the portmapper, mount.  Signals keep hlfsd's meanings.
 """
 
+import itertools
 import os
 import signal
 import sys
@@ -122,6 +123,7 @@ class HLFSService(MultiService):
             os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir), self.config.uid_min
         )
         resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
+        self.lookups = resolver.lookups
         return resolver
 
     # -- start-up
@@ -171,6 +173,8 @@ class HLFSService(MultiService):
         self._report_problems(table)
         self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
         self.probe_pool.start()
+        if self.lookups is not None:
+            self.lookups.pool.start()
         if self.hlfs_gid is None:
             self.log.info(
                 "group {group!r} does not exist: the HLFS_GID feature is off", group=config.group
@@ -263,8 +267,13 @@ class HLFSService(MultiService):
             # Keep serving while the kernel unmounts: it may need replies.
             d.addCallback(lambda _: self.kernel_mount.unmount())
         d.addCallback(lambda _: MultiService.stopService(self))
-        d.addBoth(lambda result: (self.probe_pool.stop(), result)[1])
+        d.addBoth(lambda result: (self._stop_pools(), result)[1])
         return d
+
+    def _stop_pools(self):
+        self.probe_pool.stop()
+        if self.lookups is not None:
+            self.lookups.pool.stop()
 
     # -- operations
 
@@ -307,14 +316,16 @@ class HLFSService(MultiService):
     def dump(self, path=DUMP_FILE):
         """
         SIGUSR1: write the table and cache to C{path} (in the run
-        directory), one user a line.
+        directory), one user a line, then the user source's counters as
+        C{# name<TAB>value} lines.
         """
         path = os.path.abspath(path)
         describe = getattr(self.resolver, "describe", None)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write("# uid\tname\thome\tlink\tcached\tage\n")
-            for user in self.resolver.table:
+            learned = getattr(self.resolver, "learned_users", list)()
+            for user in itertools.chain(self.resolver.table, learned):
                 if describe is not None:
                     state, age = describe(user.uid)
                 else:
@@ -324,8 +335,11 @@ class HLFSService(MultiService):
                     f"{user.uid}\t{os.fsdecode(user.name)}\t{os.fsdecode(user.home)}\t"
                     f"{os.fsdecode(target)}\t{state}\t{age}\n"
                 )
+            for name, value in getattr(self.resolver, "user_source", list)():
+                f.write(f"# {name}\t{value}\n")
         os.replace(tmp, path)
-        self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table), path=path)
+        self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table) + len(learned),
+                      path=path)
         return path
 
     def _install_signals(self):

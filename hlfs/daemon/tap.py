@@ -115,6 +115,11 @@ class Options(ManholeOptions, usage.Options):
          "Lowest uid of a login account (default: UID_MIN of /etc/login.defs, else 1000). "
          "Accounts under it, root excepted, are system accounts: their link is the "
          "alternate spool and their homes are never checked or given a spool."],
+        ["lookup-threads", None, "4",
+         "Threads asking the name service for users the table lacks, one at a time "
+         "(a hung directory holds these, never the home checks')."],
+        ["user-cache", None, "100000",
+         "Most users kept from per-user lookups, found and not found each."],
         ["port", "p", "0", "Port for NFS and MOUNT, UDP and TCP (0: any free port)."],
         ["interface", None, "127.0.0.1", "Address to listen on."],
         ["port-file", None, None,
@@ -187,6 +192,8 @@ class Options(ManholeOptions, usage.Options):
             verify=not self["no-verify"],
             probe_deadline=check_seconds("probe-deadline", self["probe-deadline"], 0.01),
             probe_threads=check_count("probe-threads", self["probe-threads"]),
+            lookup_threads=check_count("lookup-threads", self["lookup-threads"]),
+            user_cache=check_count("user-cache", self["user-cache"], maximum=10_000_000),
             mount_options=check_mount_options(self["mount-options"]),
             fast_start=bool(self["fast"]),
             allow_attribute_cache=bool(self["allow-attribute-cache"]),

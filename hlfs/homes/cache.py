@@ -6,6 +6,7 @@ miss, never keeping a caller past the deadline.
 """
 
 import errno as errnos
+import functools
 import os
 
 from twisted.internet.defer import Deferred
@@ -13,18 +14,28 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from hlfs.core.lookups import LookupStats, UserLookups, guard_reload
 from hlfs.core.resolver import ChangeClock, ILinkResolver, Resolution
-from hlfs.homes.pool import ProbePool
+from hlfs.homes import nss
+from hlfs.homes.directory import DirectoryUsers
+from hlfs.homes.views import ResolverViews
+from hlfs.homes.pool import LookupPool, ProbePool
 from hlfs.homes.probe import Credentials, HomeProbe, ProbeResult, errno_name
 from hlfs.homes.state import (
-    CHECKED, CLEAR_CHECKED, FAILED, FOREVER, SERVED_ALT, CacheEntry, ProbeStats, UserState, remap,
+    CHECKED, CLEAR_CHECKED, FAILED, FOREVER, SERVED_ALT, LearnedState, ProbeStats, UserState, remap,
 )
 
 log = Logger(namespace="hlfs.probe")
 
 
+class ReloadRefused(Exception):
+    """
+    A reload's table lost users by accident; the previous one stays.
+    """
+
+
 @implementer(ILinkResolver)
-class ProbingResolver:
+class ProbingResolver(DirectoryUsers, ResolverViews):
     """
     Resolve the home link, verifying the home with a L{HomeProbe}.
 
@@ -45,7 +56,7 @@ class ProbingResolver:
     """
 
     def __init__(self, table, rules, clock, pool, cache_interval=300.0, deadline=1.0,
-                 verify=True, probe=None, reactor=None):
+                 verify=True, probe=None, lookups=None, reload_guard=None, reactor=None):
         """
         @param rules: the L{hlfs.core.resolver.SpoolRules}.
         @param clock: the clock of cache expiry, deadlines and link times.
@@ -57,6 +68,11 @@ class ProbingResolver:
         @param verify: L{False} for hlfsd's C{-n}: no probes, the link
             points into the home whenever the table has a usable one.
         @param probe: the blocking check, a L{HomeProbe} by default.
+        @param lookups: the L{hlfs.core.lookups.UserLookups} asked for a
+            uid or name the table lacks, or L{None} (the table is all).
+        @param reload_guard: C{guard(old_table, new_table)} returning
+            C{(table, verdict)} in the reload's thread (see
+            L{hlfs.core.lookups.guard_reload}), or L{None}.
         @param reactor: the reactor whose thread pool runs reloads;
             C{clock} by default.
         """
@@ -75,6 +91,12 @@ class ProbingResolver:
         self._epochs = [self.changes.now()]
         self._unknown = self._epochs[0]
         self._state = UserState(table, 0)
+        self.lookups = lookups
+        # One set of user-source counters, shared with the lookups.
+        self.user_stats = lookups.stats if lookups is not None else LookupStats()
+        self.reload_guard = reload_guard
+        self._learned = LearnedState(0)
+        self.max_learned = lookups.max_cached if lookups is not None else 0
         self._dirty = None  # positions changed while a reload runs
         self._flush_after_reload = False
         self._reloading = None
@@ -113,8 +135,7 @@ class ProbingResolver:
             self._dirty.add(i)
 
     def _serve_uid(self, uid, alt):
-        state = self._state
-        i = state.table.index_of(uid)
+        state, i = self._locate(uid)
         if i < 0:
             return Resolution(self.rules.alt_dir, self._unknown)
         spool = self.rules.spool_of(state.table.at(i))
@@ -123,16 +144,20 @@ class ProbingResolver:
     # -- ILinkResolver
 
     def resolve(self, uid):
-        state = self._state
-        i = state.table.index_of(uid)
+        state, i = self._locate(uid)
         if i < 0:
-            return Resolution(self.rules.alt_dir, self._unknown)
+            if self.lookups is None:
+                return Resolution(self.rules.alt_dir, self._unknown)
+            return self._resolve_unlisted(uid)
+        return self._resolve_at(state, i, self.clock.seconds(), self.deadline)
+
+    def _resolve_at(self, state, i, now, budget):
         user = state.table.at(i)
+        uid = user.uid
         spool = self.rules.spool_of(user)
         if spool is None or not self.verify:
             return self._serve(state, i, spool, spool is None)
         st = state.status[i]
-        now = self.clock.seconds()
         if st & CHECKED and now < state.expires[i]:
             self.stats.hits += 1
             failed = bool(st & FAILED)
@@ -147,12 +172,14 @@ class ProbingResolver:
         self.stats.misses += 1
         pool = self.pool
         flight = pool.find(uid)
+        if flight is None and self._needs_lookup(user):
+            return self._look_up_groups(state, i, spool, now, budget)
         if flight is None:
             flight = pool.submit(uid, spool, self.probe, (user, spool), self._probed)
             if flight is None:
                 self.stats.fallbacks += 1
                 return self._serve(state, i, spool, True)
-        remaining = self.deadline - (now - flight.submitted)
+        remaining = min(budget, self.deadline - (now - flight.submitted))
         if remaining <= 0:
             self._fallback(flight)
             return self._serve(state, i, spool, True)
@@ -170,7 +197,8 @@ class ProbingResolver:
             )
 
     def _name_of(self, uid):
-        user = self._state.table.by_uid(uid)
+        state, i = self._locate(uid)
+        user = state.table.at(i) if i >= 0 else None
         return "?" if user is None else os.fsdecode(user.name)
 
     def _fallback_answer(self, flight):
@@ -185,8 +213,7 @@ class ProbingResolver:
         uid, spool = flight.key, flight.path
         if result is None:
             result = ProbeResult(False, errnos.EIO, spool, "the probe raised")
-        state = self._state
-        i = state.table.index_of(uid)
+        state, i = self._locate(uid)
         user = state.table.at(i) if i >= 0 else None
         name = os.fsdecode(user.name) if user is not None else "?"
         if flight.late:
@@ -215,8 +242,10 @@ class ProbingResolver:
         return self._serve(state, i, spool, not result.ok)
 
     def valid_until(self, uid):
-        state = self._state
-        i = state.table.index_of(uid)
+        state, i = self._locate(uid)
+        if i < 0 and self.lookups is not None:
+            # The next call may find the user in the name service.
+            return 0.0
         if i < 0 or not self.verify or self.rules.spool_of(state.table.at(i)) is None:
             return FOREVER
         if state.status[i] & CHECKED:
@@ -224,8 +253,7 @@ class ProbingResolver:
         return 0.0
 
     def peek(self, uid):
-        state = self._state
-        i = state.table.index_of(uid)
+        state, i = self._locate(uid)
         if i < 0:
             return Resolution(self.rules.alt_dir, self._unknown)
         spool = self.rules.spool_of(state.table.at(i))
@@ -244,7 +272,13 @@ class ProbingResolver:
         state = self._state
         user = state.table.by_name(name)
         if user is None:
-            return None
+            state = self._learned
+            user = state.by_name(name)
+            if user is None:
+                return None
+        return self._mailbox_at(state, user, wait)
+
+    def _mailbox_at(self, state, user, wait=True):
         i = state.table.index_of(user.uid)
         if wait and self.verify and state.table.at(i) == user:
             answer = self.resolve(user.uid)
@@ -264,96 +298,6 @@ class ProbingResolver:
             return Resolution(self.rules.alt_dir + b"/" + user.name, home.changed)
         return Resolution(self.rules.mailbox_of(user), home.changed)
 
-    # -- the operator's view and controls
-
-    def in_flight(self):
-        """
-        Return the probes in flight (L{FlightInfo}s, with their ages).
-        """
-        return self.pool.in_flight() if self.pool is not None else []
-
-    def hung(self):
-        """
-        Return the probes running longer than the deadline.
-        """
-        return self.pool.hung() if self.pool is not None else []
-
-    def cache_entry(self, uid):
-        """
-        Return the L{CacheEntry} of C{uid}, or L{None} for a uid the table
-        does not know.
-        """
-        state = self._state
-        i = state.table.index_of(uid)
-        if i < 0:
-            return None
-        st = state.status[i]
-        now = self.clock.seconds()
-        if st & CHECKED:
-            verdict = "failed" if st & FAILED else "ok"
-            expires_in = state.expires[i] - now
-            if expires_in <= 0:
-                verdict += " (expired)"
-            age = now - (state.expires[i] - self.cache_interval)
-        else:
-            verdict, expires_in, age = "unverified", None, None
-        flight = self.pool.find(uid) if self.pool is not None else None
-        target = self.rules.alt_dir if st & SERVED_ALT else self.rules.spool_of(state.table.at(i))
-        return CacheEntry(
-            verdict, age, expires_in, flight is not None,
-            target if target is not None else self.rules.alt_dir, self._stamp(state, i),
-        )
-
-    def describe(self, uid):
-        """
-        Return C{(state, age)} of C{uid}'s cached probe result for a dump:
-        C{ok}, C{failed}, C{unverified} (possibly C{+probing}), and the
-        result's age in whole seconds or C{-}.
-        """
-        entry = self.cache_entry(uid)
-        if entry is None:
-            return "unknown", "-"
-        state = entry.state.replace(" (expired)", "-expired")
-        if entry.probing:
-            state += "+probing"
-        return state, "-" if entry.age is None else str(int(entry.age))
-
-    def status(self):
-        """
-        Name/value pairs for the status report: the cache's and the
-        pool's counters.
-        """
-        counts = self.stats_dict()
-        pairs = [("verify", self.verify), ("cache_interval", self.cache_interval),
-                 ("probe_deadline", self.deadline)]
-        pairs += [(f"cache_{name}", counts[name]) for name in ("hits", "misses")]
-        pairs += [
-            ("probes_started", counts["started"]),
-            ("probes_in_flight", counts["in_flight"]),
-            ("probes_hung", len(self.hung())),
-            ("probes_failed", counts["failures"]),
-            *((f"probes_failed.{name}", n) for name, n in sorted(self.stats.failures_by_errno.items())),
-            ("probes_late", counts["late"]),
-            ("fallbacks", counts["fallbacks"]),
-            ("pool_exhausted", counts["exhausted"]),
-            ("pool_threads", self.pool.threads if self.pool is not None else 0),
-            ("pool_busy", self.pool.busy() if self.pool is not None else 0),
-        ]
-        return pairs
-
-    def stats_dict(self):
-        """
-        Return every counter by name: cache hits and misses, probes
-        started, fallbacks to the alternate spool, probes refused because
-        the pool was exhausted, failed probes, probes that finished after
-        their deadline.
-        """
-        counts = self.stats.as_dict()
-        counts["started"] = self.pool.started_count if self.pool is not None else 0
-        counts["exhausted"] = self.pool.exhausted_count if self.pool is not None else 0
-        counts["in_flight"] = self.pool.count() if self.pool is not None else 0
-        return counts
-
     def flush(self, uid=None):
         """
         Forget cached probe results, of C{uid} or of everybody: the next
@@ -363,10 +307,12 @@ class ProbingResolver:
         self.generation += 1
         if uid is None:
             state.status[:] = state.status.translate(CLEAR_CHECKED)
+            learned = self._learned
+            learned.status[:] = learned.status.translate(CLEAR_CHECKED)
             if self._dirty is not None:
                 self._flush_after_reload = True
             return
-        i = state.table.index_of(uid)
+        state, i = self._locate(uid)
         if i >= 0:
             state.status[i] &= ~(CHECKED | FAILED)
             self._touch(state, i)
@@ -375,7 +321,8 @@ class ProbingResolver:
         """
         Return the bytes held by the table and the per-user state.
         """
-        return self._state.table.footprint() + self._state.footprint()
+        return (self._state.table.footprint() + self._state.footprint()
+                + self._learned.footprint())
 
     # -- reloading the table
 
@@ -409,16 +356,26 @@ class ProbingResolver:
         epoch = len(self._epochs)
         reactor = self.reactor
 
+        guard = self.reload_guard
+
         def work():
             table = loader()
-            return remap(old, table, epoch)
+            verdict = None
+            if guard is not None:
+                table, verdict = guard(old.table, table)
+                if table is old.table and verdict.startswith("refused"):
+                    raise ReloadRefused(verdict)
+            return remap(old, table, epoch) + (verdict,)
 
         d = deferToThreadPool(reactor, reactor.getThreadPool(), work)
         d.addCallbacks(self._reloaded, self._reload_failed, callbackArgs=(old,))
         return d
 
     def _reloaded(self, result, old):
-        state, changed = result
+        state, changed, verdict = result
+        self._record_reload(verdict or "accepted")
+        if verdict is not None and verdict != "accepted":
+            log.info("reload: {verdict}", verdict=verdict)
         dirty, self._dirty = self._dirty, None
         # Whatever happened to the old state while the thread copied it.
         for i in dirty:
@@ -435,6 +392,12 @@ class ProbingResolver:
 
     def _reload_failed(self, failure):
         self._dirty = None
+        if failure.check(ReloadRefused):
+            verdict = failure.getErrorMessage()
+            self._record_reload(verdict)
+            log.warn("reload {verdict}", verdict=verdict)
+            return self._reload_done(None)
+        self._record_reload(f"refused: the load failed: {failure.getErrorMessage()}")
         log.error(
             "reloading the user table failed, keeping the {count} users loaded: {error}",
             count=len(self._state.table), error=failure.getErrorMessage() or failure.type.__name__,
@@ -458,6 +421,10 @@ class ProbingResolver:
         if changed:
             self._unknown = stamp
         self._state = state
+        self._learned = LearnedState(state.epoch)
+        if self.lookups is not None:
+            # Found users are kept until the next reload.
+            self.lookups.forget()
         self.generation += 1
         forget = getattr(self.probe, "forget", None)
         if forget is not None and state.table is not old_table:
@@ -466,17 +433,35 @@ class ProbingResolver:
 
 def resolver_for(config, table, rules, reactor):
     """
-    Return C{(resolver, pool)} for the daemon, from its L{hlfs.daemon.config.Config}
-    (C{cache_interval}, C{probe_deadline}, C{probe_threads}, C{verify},
+    Return C{(resolver, pool)} for the daemon, from its
+    L{hlfs.daemon.config.Config} (C{cache_interval}, C{probe_deadline},
+    C{probe_threads}, C{lookup_threads}, C{user_cache}, C{verify},
     C{password_file}): a L{ProbingResolver} on C{reactor}'s clock and its
-    L{ProbePool}.  The service starts the pool in C{startService} and
-    stops it in C{stopService}.
+    L{ProbePool}.  When the users come from the name service, the
+    resolver's C{lookups} ask it for users one at a time, in a
+    L{hlfs.homes.pool.LookupPool} of their own (C{lookups.pool}).  The
+    service starts the pools in C{startService} and stops them in
+    C{stopService}.
     """
     pool = ProbePool(threads=config.probe_threads, reactor=reactor,
                      stuck_after=config.probe_deadline)
-    probe = HomeProbe(credentials=Credentials(nss=config.password_file is None))
+    lookups = guard = None
+    if config.password_file is None:
+        lookup_pool = LookupPool(threads=config.lookup_threads, reactor=reactor,
+                                 stuck_after=config.probe_deadline,
+                                 max_flights=config.lookup_threads * 16)
+        lookups = UserLookups(
+            lookup_pool, nss.account_by_uid, nss.account_by_name, reactor,
+            deadline=config.probe_deadline, max_cached=config.user_cache,
+        )
+        credentials = Credentials(files=nss.FilesAccounts())
+        guard = functools.partial(guard_reload, confirm=nss.account_by_uid)
+    else:
+        credentials = Credentials(nss=False)
+    probe = HomeProbe(credentials=credentials)
     resolver = ProbingResolver(
         table, rules, reactor, pool, cache_interval=config.cache_interval,
         deadline=config.probe_deadline, verify=config.verify, probe=probe,
+        lookups=lookups, reload_guard=guard,
     )
     return resolver, pool

@@ -290,3 +290,22 @@ class ProbePool:
         )
         self._exhausted_logged = now
         self._exhausted_unlogged = 0
+
+
+class LookupPool(ProbePool):
+    """
+    The threads of the per-user lookups: a L{ProbePool} of their own (a
+    hung directory holds these, never the home probes'), that also
+    refuses a new key at once when C{max_flights} lookups are in flight,
+    running or waiting for a thread.
+    """
+
+    def __init__(self, threads=4, reactor=None, clock=None, stuck_after=None, max_flights=64):
+        super().__init__(threads, reactor, clock, stuck_after)
+        self._threadpool.name = "hlfs-lookup"
+        self.max_flights = max_flights
+
+    def submit(self, key, path, probe, args, finish):
+        if self.count() >= self.max_flights:
+            return None
+        return super().submit(key, path, probe, args, finish)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from twisted.logger import Logger
 
-from hlfs.homes import creds
+from hlfs.homes import creds, nss
 
 log = Logger(namespace="hlfs.probe")
 PROBE_DATA = b"hlfs home probe: this file is removed at once\n"
@@ -63,59 +63,124 @@ class Credentials:
     """
     The C{(uid, gid, groups)} a probe for a user runs with.
 
-    With the name service (hlfs's default user source), a user NSS knows
-    under the same name and uid gets its primary group and supplementary
-    groups from NSS.  Those lookups can cost a fraction of a millisecond
-    (or a network round trip), so they are kept, a bounded number of them,
-    until L{forget} (the resolver calls it when the user table is
-    reloaded).
+    With the name service (hlfs's default user source):
 
-    A user NSS does not know, and every user when C{nss} is false (hlfs's
-    C{--password-file}), runs with the group of its home directory and no
-    supplementary groups: the user table holds no groups.
+      - a user of C{/etc/passwd} (the same name and uid there) gets its
+        primary group from there and its supplementary groups from
+        C{/etc/group}, read from the files themselves: C{getgrouplist}
+        would ask every group source, a hung directory included, and a
+        local user's check must never wait for it;
+      - any other user gets its primary and supplementary groups from
+        the name service.  The resolver asks for them first, in its
+        lookup threads and within the deadline (L{needs_lookup},
+        L{lookup}), so that a hung directory holds no probe thread:
+        probes then only read what was found.
 
-    Calls may block (NSS, a hung home): they happen in probe threads.
+    Lookups are kept, a bounded number of them, until L{forget} (the
+    resolver calls it when the user table is reloaded).
+
+    A user the name service does not know, or could not answer for (then
+    nothing is kept: the next probe asks again), and every user when
+    C{nss} is false (hlfs's C{--password-file}), runs with the group of
+    its home directory and no supplementary groups.
+
+    Calls may block (a hung home): they happen in probe threads.
     """
 
-    def __init__(self, nss=True, max_cached=65536):
+    def __init__(self, nss=True, max_cached=65536, files=None):
+        """
+        @param files: the L{hlfs.homes.nss.FilesAccounts} of local users, or
+            L{None} to ask the name service for everyone.
+        """
         self.nss = nss
         self.max_cached = max_cached
+        self.files = files
         self._cache = {}
+        self._unanswered = set()  # uids whose last lookup failed
 
     def forget(self):
         """
-        Drop every kept lookup.
+        Drop every kept lookup, and read the local users' files again.
         """
         self._cache = {}
+        if self.files is not None:
+            self.files.reload()
 
-    def __call__(self, user, home):
+    def _local(self, user):
+        return self.files.credentials(user.name, user.uid) if self.files is not None else None
+
+    def needs_lookup(self, user):
+        """
+        Return whether a probe for C{user} would ask the name service:
+        a user not in the files, whose groups are not known yet.
+        """
+        if not self.nss or self.files is None:
+            return False
+        kept = self._cache.get(user.uid)
+        if kept is not None and kept[0] == user.name or user.uid in self._unanswered:
+            return False
+        return self._local(user) is None
+
+    def lookup(self, user):
+        """
+        Ask the name service for C{user}'s groups and keep them for the
+        next probe (blocking: in a lookup thread).
+        """
+        try:
+            found = _nss_credentials(user.name, user.uid)
+        except OSError:
+            self._unanswered.add(user.uid)
+            return True
+        self._keep(user, None, found)
+        return True
+
+    def _keep(self, user, home, found):
         cache = self._cache
-        kept = cache.get(user.uid)
-        if kept is not None and kept[0] == user.name and kept[1] == home:
-            return kept[2]
-        found = self._from_nss(user) if self.nss else None
-        if found is None:
-            try:
-                found = user.uid, os.stat(home).st_gid, ()
-            except OSError:
-                # The probe will fail on the home anyway, with the real
-                # reason; do not keep this.
-                return user.uid, NOGROUP, ()
         if len(cache) >= self.max_cached:
             cache.clear()
         cache[user.uid] = (user.name, home, found)
+
+    def __call__(self, user, home):
+        kept = self._cache.get(user.uid)
+        if kept is not None and kept[0] == user.name and kept[1] in (home, None):
+            if kept[2] is not None:
+                return kept[2]
+        elif self.nss:
+            found = self._local(user)
+            if found is None and user.uid in self._unanswered:
+                # The name service did not answer: the home's group this
+                # time, and ask again before the next probe.
+                self._unanswered.discard(user.uid)
+                return self._home_group(user, home)
+            if found is None:
+                try:
+                    found = _nss_credentials(user.name, user.uid)
+                except OSError:
+                    return self._home_group(user, home)
+            if found is not None:
+                self._keep(user, home, found)
+                return found
+        found = self._home_group(user, home)
+        if found[1] != NOGROUP:
+            self._keep(user, home, found)
         return found
 
-    def _from_nss(self, user):
-        # Through ctypes: the lookups let go of the GIL while NSS waits.
+    @staticmethod
+    def _home_group(user, home):
         try:
-            ids = creds.user_ids(user.name)
+            return user.uid, os.stat(home).st_gid, ()
         except OSError:
-            return None
-        if ids is None or ids[0] != user.uid:
-            return None
-        gid = ids[1]
-        return user.uid, gid, creds.group_list(user.name, gid)
+            # The probe will fail on the home anyway, with the real
+            # reason; do not keep this.
+            return user.uid, NOGROUP, ()
+
+
+def _nss_credentials(name, uid):
+    # Through ctypes: the lookups let go of the GIL while NSS waits.
+    account = nss.account_by_name(name)
+    if account is None or account.uid != uid:
+        return None
+    return uid, account.gid, nss.group_list(name, account.gid)
 
 
 class HomeProbe:

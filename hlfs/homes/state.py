@@ -83,6 +83,63 @@ class UserState:
         return len(self.status) + 8 * len(self.expires) + 8 * len(self.changed)
 
 
+class LearnedState:
+    """
+    Per-user state of the users learned one at a time from the name
+    service (not in the table), with the table's lookup methods: a
+    mutable L{UserState}, emptied at each reload.  The users' link
+    times start at the time they were learned.
+    """
+
+    __slots__ = ("table", "users", "_index", "_names", "status", "expires", "changed", "epoch")
+
+    def __init__(self, epoch):
+        self.table = self
+        self.epoch = epoch
+        self.users = []
+        self._index = {}
+        self._names = {}
+        self.status = bytearray()
+        self.expires = array("d")
+        self.changed = array("q")
+
+    def add(self, user, stamp):
+        i = self._index.get(user.uid)
+        if i is not None:
+            return i
+        i = len(self.users)
+        self.users.append(user)
+        self._index[user.uid] = i
+        self._names.setdefault(user.name, i)
+        self.status.append(0)
+        self.expires.append(0.0)
+        self.changed.append(stamp)
+        return i
+
+    def __len__(self):
+        return len(self.users)
+
+    def __iter__(self):
+        return iter(list(self.users))
+
+    def index_of(self, uid):
+        return self._index.get(uid, -1)
+
+    def at(self, i):
+        return self.users[i]
+
+    def by_uid(self, uid):
+        i = self._index.get(uid)
+        return None if i is None else self.users[i]
+
+    def by_name(self, name):
+        i = self._names.get(name)
+        return None if i is None else self.users[i]
+
+    def footprint(self):
+        return len(self.status) + 8 * len(self.expires) + 8 * len(self.changed)
+
+
 FOREVER = float("inf")
 TOUCHED = re.compile(rb"[^\x00]")
 

@@ -8,40 +8,8 @@ C{hlfs check}).
 import grp
 import os
 import pwd
-from typing import NamedTuple
 
-from hlfs.core.users import MAX_UID as MAX_ID, iter_passwd
-
-
-class Account(NamedTuple):
-    """
-    One password entry; names and homes are C{bytes}.
-    """
-
-    name: bytes
-    uid: int
-    gid: int
-    home: bytes
-    lineno: int = 0
-
-
-def parse_passwd(data):
-    """
-    Parse passwd(5) text.
-
-    @return: C{(accounts, problems)}, problems being C{(lineno, reason)}.
-    """
-    accounts = []
-    problems = []
-    for lineno, fields, reason in iter_passwd(data):
-        if reason is None:
-            gid = fields[3]
-            if gid.isdigit() and int(gid) <= MAX_ID:
-                accounts.append(Account(fields[0], int(fields[2]), int(gid), fields[5], lineno))
-                continue
-            reason = f"invalid gid {gid[:20]!r}"
-        problems.append((lineno, reason))
-    return accounts, problems
+from hlfs.core.users import Account, parse_passwd  # noqa: F401 (the mail tools' names)
 
 
 def read_passwd(path):

@@ -39,7 +39,9 @@ import time
 from hlfs.mail import mbox
 from hlfs.mail.maillog import DEFAULT_SOCKET
 from hlfs.mail.dotlock import DotLock, LockError, lock_fd, unlock_fd
+from hlfs.mail.tally import Tally
 from hlfs.mail.transports import SendFailure
+from hlfs.homes.nss import NameServiceUnavailable
 
 EX_OK = 0
 EX_FAILED = 1
@@ -91,32 +93,6 @@ def _show(name):
     return os.fsdecode(name) if isinstance(name, bytes) else name
 
 
-class Tally:
-    """
-    Per-user counts of messages found, resent and failed.
-    """
-
-    def __init__(self):
-        self.users = {}
-
-    def add(self, user, found=0, resent=0, failed=0):
-        counts = self.users.setdefault(user, [0, 0, 0])
-        counts[0] += found
-        counts[1] += resent
-        counts[2] += failed
-
-    def failed(self):
-        return sum(c[2] for c in self.users.values())
-
-    def lines(self):
-        total = [0, 0, 0]
-        for user in sorted(self.users):
-            found, resent, failed = self.users[user]
-            total = [total[0] + found, total[1] + resent, total[2] + failed]
-            yield f"{_show(user)}: {found} found, {resent} resent, {failed} failed"
-        yield f"total: {total[0]} found, {total[1]} resent, {total[2]} failed"
-
-
 def plausible_user_name(name):
     """
     Whether a spool entry's name may name a mailbox.
@@ -157,13 +133,27 @@ class Remailer:
         self.sent = 0
         self.hostname = socket.gethostname()
 
-    def recipient_for(self, name):
+    def recipient_for(self, name, what="its mail stays for the next run"):
         """
-        Return the address to resend C{name}'s mail to.
+        Return the address to resend C{name}'s mail to: the user when the
+        name service knows it, else the postmaster; L{None} when the name
+        service could not be asked (the mail waits, never goes to the
+        postmaster for that).
         """
-        if self.users.by_name(name) is not None:
-            return name
-        return os.fsencode(self.options.postmaster)
+        user = self._user(name, what)
+        if user is False:
+            return None
+        return name if user is not None else os.fsencode(self.options.postmaster)
+
+    def _user(self, name, what):
+        # The user's entry, None for no such user, False (logged) when the
+        # name service could not be asked.
+        try:
+            return self.users.by_name(name)
+        except NameServiceUnavailable as e:
+            self.log(f"{_show(name)}: the name service could not be asked ({e.strerror}); {what}")
+            self.problems += 1
+            return False
 
     def ensure_work_dir(self):
         """
@@ -233,7 +223,9 @@ class Remailer:
             self.log(f"{os.fsdecode(name)}: has {st.st_nlink} hard links; skipped")
             self.problems += 1
             return False
-        user = self.users.by_name(name)
+        user = self._user(name, "left for the next run")
+        if user is False:
+            return False
         if user is None:
             return True
         if st.st_uid not in (user.uid, 0):
@@ -253,7 +245,10 @@ class Remailer:
         """
         path = os.path.join(self.alt_dir, name)
         shown = os.fsdecode(name)
-        user = self.users.by_name(name)
+        try:
+            user = self.users.by_name(name)
+        except NameServiceUnavailable:
+            user = None  # the lock's owner only helps to break it
         lock = DotLock(
             path + b".lock",
             timeout=self.options.lock_timeout,
@@ -358,6 +353,8 @@ class Remailer:
         owner = work_name.split(b".", 3)[3]
         shown = os.fsdecode(owner)
         recipient = self.recipient_for(owner)
+        if recipient is None:
+            return False
         if recipient != owner:
             self.log(
                 f"{shown}: no such user; resending to {self.options.postmaster}"
@@ -434,7 +431,9 @@ class Remailer:
                 self._report_file(owner, path, self._read_state(work_name))
 
     def _report_file(self, owner, path, offset=0):
-        recipient = self.recipient_for(owner)
+        recipient = self.recipient_for(owner, "its mail would stay for the next run")
+        if recipient is None:
+            return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:

@@ -101,6 +101,25 @@ def test_flush_makes_the_next_readlink_probe_again(daemon, manhole_files):
     assert started() == before + 1
 
 
+def test_console_shows_the_user_source(daemon, manhole_files):
+    """
+    C{user_source} in the console gives the same counters as C{hlfs
+    status}: the table's size and source, lookups, directory errors.
+    """
+    console = open_console(daemon, manhole_files["key"], timeout=CONSOLE_TIMEOUT)
+    nfs_resolve(daemon, 4321)
+    shown = run(console, 'print("SOURCE", user_source["users_table"], user_source["users_source"], '
+                'user_source["users_not_found_cached"], user_source["directory_errors"])',
+                r"SOURCE (\S+) (\S+) (\S+) (\S+)\r").groups()
+    assert shown == ("6", str(daemon.passwd), "0", "0")
+    status = subprocess.run(
+        [str(BIN / "hlfs"), "status", "--server", f"127.0.0.1:{daemon.port}"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout
+    pairs = dict(line.split(None, 1) for line in status.splitlines())
+    assert (pairs["users_source"], pairs["directory_errors"]) == (str(daemon.passwd), "0")
+
+
 def test_nfs_keeps_answering_while_the_console_raises(daemon, manhole_files, tmp_path):
     ready = tmp_path / "load.ready"
     out_path = tmp_path / "load.out"

@@ -312,6 +312,11 @@ def test_signals(make_server):
     lines = dump.read_text().splitlines()
     assert lines[0].startswith("# uid")
     assert any(l.startswith(f"1077\tdave\t{srv.base}/home/dave\t") for l in lines)
+    source = dict(l[2:].split("\t", 1) for l in lines[1:] if l.startswith("# "))
+    assert source["users_table"] == "7"
+    assert source["users_source"] == str(srv.passwd)
+    assert source["directory_errors"] == "0"
+    assert source["last_reload_verdict"].startswith("accepted")
     assert srv.stop() == 0
 
 

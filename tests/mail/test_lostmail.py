@@ -23,30 +23,12 @@ from hypothesis import strategies as st
 from hlfs.mail import mbox
 from hlfs.mail.lostmail import DEFAULTS
 from tests.support.mail import (
-    ALICE, BOB, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener, write_passwd,
+    ALICE, BOB, SENDMAIL, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener,
+    write_passwd,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SENDMAIL = """\
-#!{python}
-# A sendmail(8) stand-in: records argv and stdin, one JSON file per call.
-# It refuses (exit 75) a message containing the bytes in the file
-# "refuse" of its directory, if that file exists.
-import json, os, sys, time
-here = {here!r}
-data = sys.stdin.buffer.read()
-refuse = os.path.join(here, "refuse")
-if os.path.exists(refuse):
-    marker = open(refuse, "rb").read()
-    if marker and marker in data:
-        sys.stderr.write("450 mailbox busy, try later\\n")
-        sys.exit(75)
-name = "%020d.%d.json" % (time.time_ns(), os.getpid())
-with open(os.path.join(here, "out", name + ".tmp"), "w") as f:
-    json.dump({{"argv": sys.argv[1:], "data": data.decode("latin-1")}}, f)
-os.rename(os.path.join(here, "out", name + ".tmp"), os.path.join(here, "out", name))
-"""
 
 
 class Env:

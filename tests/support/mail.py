@@ -113,3 +113,26 @@ def syslog_listener(path):
     finally:
         sock.close()
         os.unlink(path)
+
+
+# A recording sendmail(8) for the remailer tests: format with python=
+# and here= (its directory, holding out/ for the records).
+SENDMAIL = """\
+#!{python}
+# A sendmail(8) stand-in: records argv and stdin, one JSON file per call.
+# It refuses (exit 75) a message containing the bytes in the file
+# "refuse" of its directory, if that file exists.
+import json, os, sys, time
+here = {here!r}
+data = sys.stdin.buffer.read()
+refuse = os.path.join(here, "refuse")
+if os.path.exists(refuse):
+    marker = open(refuse, "rb").read()
+    if marker and marker in data:
+        sys.stderr.write("450 mailbox busy, try later\\n")
+        sys.exit(75)
+name = "%020d.%d.json" % (time.time_ns(), os.getpid())
+with open(os.path.join(here, "out", name + ".tmp"), "w") as f:
+    json.dump({{"argv": sys.argv[1:], "data": data.decode("latin-1")}}, f)
+os.rename(os.path.join(here, "out", name + ".tmp"), os.path.join(here, "out", name))
+"""

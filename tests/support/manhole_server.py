@@ -100,6 +100,9 @@ class StandInProbingResolver:
     def mailbox(self, name):
         return self.inner.mailbox(name)
 
+    def find_mailbox(self, name):
+        return self.inner.find_mailbox(name)
+
     def flush(self, uid=None):
         if uid is None:
             dropped = len(self.cache)

@@ -1,0 +1,473 @@
+"""
+Directory users through a real C{twistd hlfs}: slapd with 1,000
+posixAccount users, nslcd and glibc's NSS in a private mount namespace
+(L{tests.support.directory}), and the link asked for over NFS on the wire
+(C{hlfs resolve}, and this module's own blocking RPC calls).
+
+Each scenario asserts exact link values: a directory user's home, a
+local user's home, or the alternate spool.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.support.directory import (
+    DirectoryServer, DirectoryWorld, directory_name, directory_uid, missing_parts,
+)
+from tests.support.mail import SENDMAIL, hlfs_command
+from tests.support.rpcsock import cred, lookup3, mount_root, readlink3
+from tests.support.server import BIN, HLFS_GID
+
+pytestmark = [
+    pytest.mark.skipif(missing_parts() is not None, reason=str(missing_parts())),
+    pytest.mark.timeout(300),
+]
+
+DEADLINE = 1.0
+
+
+def link(srv, uid, gid=None, name=b"home"):
+    """
+    What link C{name} reads for C{uid}: MOUNT, LOOKUP and READLINK over UDP.
+    """
+    c = cred(uid, gid)
+    root = mount_root(srv.port, c)
+    status, fh, _ = lookup3(srv.port, root, name, c)
+    assert status == 0, status
+    status, target = readlink3(srv.port, fh, c)
+    assert status == 0, status
+    return os.fsdecode(target)
+
+
+def timed_link(srv, uid):
+    """
+    A local user's own link and how long it took; for root, which sees
+    every user's mailbox (Table 2), root's own mailbox link.
+    """
+    start = time.monotonic()
+    target = link(srv, uid, name=b"root" if uid == 0 else b"home")
+    return target, time.monotonic() - start
+
+
+def home_of(world, n):
+    return f"{world.homes}/{directory_name(n)}/.mailspool"
+
+
+def local_home(world, name):
+    return f"{world.homes}/{name}/.mailspool"
+
+
+def local_links(world):
+    """
+    C{(uid, what timed_link should read)} for root and two local users.
+    """
+    return [(0, local_home(world, "root") + "/root"),
+            (1002, local_home(world, "bob")), (1001, local_home(world, "alice"))]
+
+
+def status(srv):
+    out = subprocess.run(
+        [str(BIN / "hlfs"), "status", "--server", f"127.0.0.1:{srv.port}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    pairs = {}
+    for line in out.stdout.splitlines():
+        name, _, value = line.partition(" ")
+        pairs[name] = value.strip()
+    return pairs
+
+
+def wait_until(predicate, timeout=20.0, what="a condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def serve():
+    started = []
+
+    def start(world, *args):
+        srv = DirectoryServer(world, ["--probe-deadline", str(DEADLINE), *args]).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+        assert "Traceback" not in srv.logtext(), srv.logtext()
+
+
+@pytest.fixture(scope="module")
+def enumerating():
+    w = DirectoryWorld(count=1000)
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def unlisted():
+    w = DirectoryWorld(count=1000, enumerate=False)
+    yield w
+    w.close()
+
+
+def test_enumeration_on(enumerating, serve):
+    """
+    If the directory lists all its users, then they all come from the
+    table: their homes, and no per-user query.
+    """
+    world = enumerating
+    srv = serve(world)
+    before = len(world.slapd.searches("uidNumber="))
+    assert srv.resolve(directory_uid(1)) == home_of(world, 1)
+    assert link(srv, directory_uid(1000)) == home_of(world, 1000)
+    assert link(srv, 1001) == local_home(world, "alice")
+    assert link(srv, 0) == "."
+    assert link(srv, 0, name=b"root") == local_home(world, "root") + "/root"
+    assert srv.resolve(31000) == str(world.alt)
+    pairs = status(srv)
+    assert pairs["users_table"] == "1005"
+    assert pairs["users_source"] == "NSS"
+    assert pairs["users_looked_up"] == "0"
+    # One query for uid 31000 only (not a table user).
+    time.sleep(0.2)
+    assert [f for f in world.slapd.searches("uidNumber=")[before:] if "31000" not in f] == []
+
+
+def test_enumeration_off(unlisted, serve):
+    """
+    If the directory does not enumerate, then a directory user is looked
+    up by uid and gets its home, at once and then from the cache, and
+    an HLFS_GID caller finds its mailbox link by name.
+    """
+    world = unlisted
+    srv = serve(world)
+    assert "loaded 5 users" in srv.logtext()
+    uid = directory_uid(17)
+    before = len(world.slapd.searches(f"(uidNumber={uid})"))
+    assert srv.resolve(uid) == home_of(world, 17)
+    assert srv.resolve(uid) == home_of(world, 17)
+    time.sleep(0.2)
+    assert len(world.slapd.searches(f"(uidNumber={uid})")) == before + 1
+    name = directory_name(18)
+    assert srv.resolve(0, gid=HLFS_GID, name=name) == f"{world.homes}/{name}/.mailspool/{name}"
+    assert srv.resolve(31001) == str(world.alt)
+    pairs = status(srv)
+    assert pairs["users_table"] == "5"
+    assert int(pairs["users_looked_up"]) >= 2
+    assert pairs["users_not_found_cached"] == "1"
+
+
+def test_size_limit(serve):
+    """
+    If slapd cuts the list at 500 entries, then users past the limit
+    are looked up one by one and get their homes.
+    """
+    world = DirectoryWorld(count=1000, size_limit=500)
+    try:
+        srv = serve(world)
+        table = int(status(srv)["users_table"])
+        assert table <= 505
+        assert srv.resolve(directory_uid(1)) == home_of(world, 1)
+        assert srv.resolve(directory_uid(1000)) == home_of(world, 1000)
+        assert srv.resolve(directory_uid(777)) == home_of(world, 777)
+    finally:
+        world.close()
+
+
+def test_slapd_stopped_then_reload_then_back(serve):
+    """
+    If slapd is down during a reload, then the reload is refused with a
+    warning naming the numbers and every directory user keeps its home;
+    a directory user looked up meanwhile gets the alternate spool and
+    is not remembered as missing: once slapd is back, it gets its home.
+    """
+    world = DirectoryWorld(count=200, size_limit=100)
+    try:
+        srv = serve(world)
+        assert srv.resolve(directory_uid(5)) == home_of(world, 5)
+        assert srv.resolve(directory_uid(150)) == home_of(world, 150)  # looked up
+        world.slapd.stop()
+        mark = len(srv.logtext())
+        srv.signal(signal.SIGHUP)
+        srv.wait_for_log("reload", start=mark)
+        wait_until(lambda: "keeping the previous table" in srv.logtext()[mark:], what="the refusal")
+        assert "listed 5 users, 100 of the 105 loaded missing" in srv.logtext()[mark:]
+        assert status(srv)["last_reload_verdict"].startswith("refused")
+        assert srv.resolve(directory_uid(5)) == home_of(world, 5)
+        assert srv.resolve(1001) == local_home(world, "alice")
+        assert srv.resolve(directory_uid(160)) == str(world.alt)
+        assert int(status(srv)["directory_errors"]) >= 1
+        world.slapd.start()
+        wait_until(lambda: srv.resolve(directory_uid(160)) == home_of(world, 160),
+                   what="the directory user's home once slapd is back")
+    finally:
+        world.close()
+
+
+def test_slapd_frozen(serve):
+    """
+    If slapd is frozen (SIGSTOP), then local users, also ones never
+    asked for before (their probe's groups come from the files), and
+    directory users already known keep their homes within the deadline,
+    even while many new directory users are being looked up; a new
+    directory user gets the alternate spool at the deadline, and its
+    home once slapd thaws.
+    """
+    world = DirectoryWorld(count=50, enumerate=False)
+    try:
+        srv = serve(world)
+        assert link(srv, directory_uid(1)) == home_of(world, 1)
+        assert link(srv, 1001) == local_home(world, "alice")
+        world.slapd.freeze()
+        try:
+            target, took = timed_link(srv, directory_uid(1))
+            assert (target, took < DEADLINE) == (home_of(world, 1), True)
+            target, took = timed_link(srv, directory_uid(2))
+            assert target == str(world.alt)
+            assert DEADLINE * 0.9 <= took < DEADLINE + 1.0
+            # Twelve new directory users at once (more than the lookup
+            # threads), then local users.
+            newcomers = []
+            threads = [
+                threading.Thread(target=lambda n=n: newcomers.append(link(srv, directory_uid(n))))
+                for n in range(10, 22)
+            ]
+            for t in threads:
+                t.start()
+            time.sleep(0.2)
+            for uid, expected in local_links(world):
+                target, took = timed_link(srv, uid)
+                assert (target, took < DEADLINE) == (expected, True)
+            for t in threads:
+                t.join(30)
+            assert newcomers == [str(world.alt)] * 12
+            # Every lookup thread is stuck now: a new user is answered at once.
+            target, took = timed_link(srv, directory_uid(30))
+            assert (target, took < DEADLINE) == (str(world.alt), True)
+        finally:
+            world.slapd.thaw()
+        wait_until(lambda: link(srv, directory_uid(2)) == home_of(world, 2),
+                   what="the directory user's home after the thaw")
+        assert link(srv, directory_uid(15)) == home_of(world, 15)
+    finally:
+        world.close()
+
+
+def test_slapd_frozen_with_listed_users(enumerating, serve):
+    """
+    If slapd freezes while twelve listed directory users are checked at
+    once (more than the probe threads), then their group lookups hold
+    lookup threads, never probe threads: root and the local users are
+    answered their homes within the deadline, and the directory users
+    get theirs once slapd thaws.
+    """
+    world = enumerating
+    srv = serve(world)
+    world.slapd.freeze()
+    try:
+        answers = []
+        threads = [
+            threading.Thread(target=lambda n=n: answers.append(link(srv, directory_uid(n))))
+            for n in range(100, 112)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        for uid, expected in local_links(world):
+            target, took = timed_link(srv, uid)
+            assert (target, took < DEADLINE) == (expected, True)
+        for t in threads:
+            t.join(30)
+        assert answers == [str(world.alt)] * 12
+    finally:
+        world.slapd.thaw()
+    wait_until(lambda: link(srv, directory_uid(100)) == home_of(world, 100),
+               what="the directory user's home after the thaw")
+    assert sorted(link(srv, directory_uid(n)) for n in range(100, 112)) == \
+        sorted(home_of(world, n) for n in range(100, 112))
+
+
+def test_one_query_per_unknown_user_while_slapd_is_frozen(unlisted, serve):
+    """
+    If twelve callers ask for one new directory user while slapd is
+    frozen, then one lookup is in flight and one query reaches slapd;
+    they all get the alternate spool at the deadline, and once slapd
+    thaws the late answer is kept: the user gets its home with no
+    second query.
+    """
+    world = unlisted
+    srv = serve(world)
+    uid = directory_uid(400)
+    started = int(status(srv)["user_lookups_started"])
+    before = len(world.slapd.searches(f"(uidNumber={uid})"))
+    world.slapd.freeze()
+    try:
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(timed_link(srv, uid)))
+                   for _ in range(12)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: status(srv)["user_lookups_in_flight"] == "1", what="the lookup")
+        for t in threads:
+            t.join(30)
+        pairs = status(srv)
+        assert (pairs["user_lookups_in_flight"], int(pairs["user_lookups_started"])) == \
+            ("1", started + 1)
+        assert [target for target, _ in answers] == [str(world.alt)] * 12
+        assert all(took < DEADLINE + 1.0 for _, took in answers)
+    finally:
+        world.slapd.thaw()
+    wait_until(lambda: status(srv)["user_lookups_in_flight"] == "0", what="the late answer")
+    assert link(srv, uid) == home_of(world, 400)
+    time.sleep(0.2)
+    assert len(world.slapd.searches(f"(uidNumber={uid})")) == before + 1
+    assert int(status(srv)["user_lookups_started"]) == started + 1
+
+
+def test_burst_of_unknown_uids_is_bounded(unlisted, serve):
+    """
+    If many distinct unknown uids ask at once, then each is asked of
+    the directory at most once, the kept answers stay within their
+    bound and the daemon's memory does not grow with them.
+    """
+    world = unlisted
+    srv = serve(world, "--user-cache", "500")
+    uids = range(40000, 42000)
+    before = len(world.slapd.searches("uidNumber="))
+
+    def rss():
+        with open(f"/proc/{srv.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+    link(srv, 40000)
+    start_rss = rss()
+    errors = []
+
+    def ask(chunk):
+        try:
+            for uid in chunk:
+                assert link(srv, uid) == str(world.alt)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask, args=(uids[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    time.sleep(0.3)
+    queries = len(world.slapd.searches("uidNumber=")) - before
+    assert queries <= len(uids)
+    pairs = status(srv)
+    assert int(pairs["users_not_found_cached"]) <= 500
+    assert int(pairs["user_lookups_in_flight"]) == 0
+    assert rss() - start_rss < 20_000  # kB
+    # A real directory user is still found after the burst.
+    assert link(srv, directory_uid(3)) == home_of(world, 3)
+
+
+class Recorder:
+    """
+    The alternate spool's mail and a recording sendmail (the mail tools'
+    tests' own) for C{hlfs lostmail} in the world's namespace.
+    """
+
+    def __init__(self, world):
+        self.world = world
+        self.dir = world.base / "sendmail"
+        (self.dir / "out").mkdir(parents=True, exist_ok=True)
+        self.sendmail = self.dir / "sendmail"
+        self.sendmail.write_text(SENDMAIL.format(python=sys.executable, here=str(self.dir)))
+        self.sendmail.chmod(0o755)
+
+    def mailbox(self, name, uid):
+        path = self.world.alt / name
+        path.write_bytes(
+            b"From sender@example.org Mon Nov 23 01:00:00 2026\n"
+            b"Subject: for " + name.encode() + b"\n\nhello " + name.encode() + b"\n\n"
+        )
+        os.chown(path, uid, uid)
+        path.chmod(0o600)
+
+    def run(self):
+        return self.world.namespace.run(
+            [*hlfs_command("lostmail"), "--alt-dir", str(self.world.alt), "--sendmail",
+             str(self.sendmail), "--syslog-socket", "", "--lock-timeout", "5"],
+            cwd=self.world.base,
+        )
+
+    def recipients(self):
+        out = self.dir / "out"
+        return [json.loads((out / n).read_text())["argv"][-1]
+                for n in sorted(os.listdir(out)) if n.endswith(".json")]
+
+
+def check(world, *args):
+    return world.namespace.run(
+        [*hlfs_command("check"), "--mount-point", str(world.base), "--alt-dir", str(world.alt),
+         "--group", "hlfs", *args],
+        cwd=world.base,
+    )
+
+
+def test_mail_tools_with_enumeration_off_and_the_directory_down():
+    """
+    If the directory does not enumerate, then C{hlfs lostmail} resends a
+    directory user's mail to that user and a nonexistent user's to the
+    postmaster, and C{hlfs check} says it saw only local users and checks
+    a directory user by name.  If the directory is down, then the mail
+    stays, with a log line, and goes to its user once the directory is
+    back; C{hlfs check --user} says it could not ask.
+    """
+    world = DirectoryWorld(count=20, enumerate=False)
+    try:
+        mail = Recorder(world)
+        mail.mailbox(directory_name(5), directory_uid(5))
+        mail.mailbox("ghost", 0)
+        result = mail.run()
+        assert result.returncode == 0, result.stderr
+        assert sorted(mail.recipients()) == [directory_name(5), "postmaster"]
+        assert "ghost: no such user; resending to postmaster" in result.stderr
+
+        out = check(world)
+        assert "5 users seen through the name service (5 local, 0 from ldap)" in out.stdout
+        assert "enumeration is off or the directory did not answer" in out.stdout
+        out = check(world, "--user", directory_name(7))
+        assert f"user {directory_name(7)}: uid {directory_uid(7)}, home {world.homes}/" \
+               f"{directory_name(7)}" in out.stdout
+        assert "warning" not in out.stdout
+        assert "no such user" in check(world, "--user", "nobody-here").stdout
+
+        world.slapd.stop()
+        mail.mailbox(directory_name(6), directory_uid(6))
+        result = mail.run()
+        assert result.returncode != 0
+        assert f"{directory_name(6)}: the name service could not be asked" in result.stderr
+        assert sorted(mail.recipients()) == [directory_name(5), "postmaster"]
+        assert (world.alt / directory_name(6)).exists()
+        out = check(world, "--user", directory_name(7))
+        assert f"user {directory_name(7)}: the name service could not be asked" in out.stdout
+
+        world.slapd.start()
+        deadline = time.monotonic() + 20
+        while True:
+            result = mail.run()
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert result.returncode == 0, result.stderr
+        assert sorted(mail.recipients()) == [directory_name(5), directory_name(6), "postmaster"]
+    finally:
+        world.close()
