@@ -80,6 +80,7 @@ class HLFSService(MultiService):
         self.started_at = reactor.seconds()
         self.exit_status = 0
         self.last_reload = None
+        self.reloads = self.reload_failures = 0
         self.hlfs_gid = resolve_group(config.group)
         self.resolver = self._make_resolver(load_table(config.password_file))
         self.fs = HomeLinkFS(
@@ -274,7 +275,9 @@ class HLFSService(MultiService):
         started = self.reactor.seconds()
 
         def swapped(table):
+            self.reloads += 1
             if table is None:
+                self.reload_failures += 1
                 return None
             now = self.reactor.seconds()
             seconds = now - started
@@ -339,6 +342,13 @@ class HLFSService(MultiService):
         except OSError as e:
             self.log.error("SIGUSR1: cannot write the dump: {error}", error=e)
 
+    @property
+    def mounted(self):
+        """
+        Whether the kernel has this daemon mounted.
+        """
+        return self._mounted
+
     def status_report(self):
         """
         Name/value pairs for the status program and `hlfs status`.
@@ -351,6 +361,8 @@ class HLFSService(MultiService):
             ("mount", self.config.mount),
             ("mounted", self._mounted),
             ("users", len(self.resolver.table)),
+            ("reloads", self.reloads),
+            ("reload_failures", self.reload_failures),
             ("reply_cache_hits", self.replies.hits),
         ]
         if self.last_reload is not None:

@@ -199,6 +199,7 @@ class ProbingResolver:
             )
         if not result.ok:
             self.stats.failures += 1
+            self.stats.failures_by_errno[errno_name(result.errno)] += 1
             log.warn(
                 "home of {user} (uid {uid}) unusable, mail goes to {alt}: {failure}",
                 user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir),
@@ -316,6 +317,7 @@ class ProbingResolver:
             ("probes_in_flight", counts["in_flight"]),
             ("probes_hung", len(self.hung())),
             ("probes_failed", counts["failures"]),
+            *((f"probes_failed.{name}", n) for name, n in sorted(self.stats.failures_by_errno.items())),
             ("probes_late", counts["late"]),
             ("fallbacks", counts["fallbacks"]),
             ("pool_exhausted", counts["exhausted"]),

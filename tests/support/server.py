@@ -35,7 +35,8 @@ def write_passwd(path, base, users=USERS):
 
 
 class RunningServer:
-    def __init__(self, base, args, env=None):
+    def __init__(self, base, args, env=None, bin=BIN):
+        self.bin = bin
         self.base = base
         self.passwd = base / "passwd"
         self.alt = base / "alt_mail"
@@ -54,7 +55,7 @@ class RunningServer:
         if self.portfile.exists():
             self.portfile.unlink()
         cmd = [
-            str(BIN / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
+            str(self.bin / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
             "hlfs", "--no-mount", *self.portmap, "--password-file", str(self.passwd),
             "--alt-dir", str(self.alt), "--group", str(HLFS_GID),
             "--port-file", str(self.portfile), *self.args,
