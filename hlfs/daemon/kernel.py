@@ -10,7 +10,7 @@ directory until this process serves again.
 import os
 import shutil
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 
 from hlfs.daemon import mounts
@@ -159,7 +159,7 @@ class KernelMount:
                 "unmount of {mountpoint} failed ({output}); retrying",
                 mountpoint=self.mountpoint, output=output,
             )
-            yield _sleep(self.reactor, delay)
+            yield task.deferLater(self.reactor, delay)
         code, output = yield run(self.reactor, [UMOUNT, "-l", self.mountpoint])
         if code == 0:
             self.log.warn("{mountpoint} was busy: unmounted lazily", mountpoint=self.mountpoint)
@@ -171,11 +171,6 @@ class KernelMount:
 class MountError(Exception):
     pass
 
-
-def _sleep(reactor, seconds):
-    d = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 def prepare_mountpoint(mountpoint, linkname, alt_dir, log):

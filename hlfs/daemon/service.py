@@ -78,7 +78,7 @@ class HLFSService(MultiService):
         MultiService.__init__(self)
         self.config = config
         self.reactor = reactor
-        self.started_at = time.time()
+        self.started_at = reactor.seconds()
         self.exit_status = 0
         self.last_reload = None
         self.reloads = self.reload_failures = 0
@@ -87,7 +87,7 @@ class HLFSService(MultiService):
         self.fs = HomeLinkFS(
             LinkConfig(config.export_path, os.fsencode(config.linkname), self.hlfs_gid),
             self.resolver,
-            time.time_ns(),
+            int(reactor.seconds() * 1e9),
         )
         self.replies = ReplyCache(self.resolver, reactor)
         programs = build_programs(self.fs, replies=self.replies) + [
@@ -283,15 +283,16 @@ class HLFSService(MultiService):
         and swap it in; serving never waits for it.  Fires with the new
         table, or None if it failed (the resolver logs why).
         """
-        started = time.monotonic()
+        started = self.reactor.seconds()
 
         def swapped(table):
             self.reloads += 1
             if table is None:
                 self.reload_failures += 1
                 return None
-            seconds = time.monotonic() - started
-            self.last_reload = (time.time(), len(table), seconds)
+            now = self.reactor.seconds()
+            seconds = now - started
+            self.last_reload = (now, len(table), seconds)
             self.log.info(
                 "reloaded {n} users from {source} in {seconds:.2f} s",
                 n=len(table), source=table.source, seconds=seconds,
@@ -371,7 +372,7 @@ class HLFSService(MultiService):
         pairs = [
             ("version", __version__.public()),
             ("pid", os.getpid()),
-            ("uptime", int(time.time() - self.started_at)),
+            ("uptime", int(self.reactor.seconds() - self.started_at)),
             ("port", self.server.port),
             ("mount", self.config.mount),
             ("mounted", self._mounted),

@@ -108,7 +108,7 @@ def test_rotating_auth_unix_uids(loadgen, rpcbind):
 def test_duration_and_server_cpu(loadgen, rpcbind):
     r = run(loadgen, "--duration", 0.3, "--server-pid", rpcbind, "--window", 4)
     assert r["ok"] == r["sent"] > 0 and r["errors"] == 0
-    assert r["server_pid"] == rpcbind and r["server_cpu_s"] >= 0
+    assert r["server_pid"] == rpcbind and isinstance(r["server_cpu_s"], float)
 
 
 def test_lost_calls_counted_as_timeouts(loadgen):

@@ -236,7 +236,7 @@ def test_home_the_user_cannot_write(homes):
 def test_disk_full(homes):
     mnt = os.path.join(homes.base, "home")
     with tmpfs(mnt, "64k"):
-        uid = homes.add("alice")
+        homes.add("alice")
         spool = homes.spool("alice")
         assert probe_in_thread(HomeProbe(), user_of(homes, "alice"), spool).ok
         ballast = fill(mnt)
@@ -246,7 +246,6 @@ def test_disk_full(homes):
         assert os.listdir(spool) == []  # the probe cleaned up after itself
         os.unlink(ballast)
         assert probe_in_thread(HomeProbe(), user_of(homes, "alice"), spool).ok
-        assert uid
 
 
 def test_read_only_filesystem(homes):

@@ -4,9 +4,11 @@ root shared read-only, an overlay on top), C{twistd hlfs --mount /mail}
 with the default options (no C{--insecure}: the guest kernel's client
 calls from privileged ports) plants the fixed link, mounts itself,
 registers with a real rpcbind, serves Tables 1-3 and an alternation
-through its own mount, and on SIGTERM unmounts, unregisters and exits 0,
-leaving C{/mail/home} the fixed link to the alternate spool.  Started with
-a mount option that keeps the client's lookup cache on, it refuses to run.
+through its own mount.  Killed, it leaves its mount behind: a restart with
+another C{--port} is refused, one without serves on the mount's port with
+no remount.  On SIGTERM it unmounts, unregisters and exits 0, leaving
+C{/mail/home} the fixed link to the alternate spool.  Started with a mount
+option that keeps the client's lookup cache on, it refuses to run.
 """
 
 
@@ -89,12 +91,51 @@ done
     lines.append("R alt-end $(up)")
     lines.append("sed 's/^/R alt /' /tmp/alt.txt")
     lines.append(f"R registered $(rpcinfo -p 127.0.0.1 2>&1 | grep -c ' {NFS_PROGRAM} ')")
+    # A crash leaves the mount behind: a restart with another --port is
+    # refused, a restart without one serves on the mount's port, no remount.
+    lines.append("kill -KILL $pid; wait $pid")
+    lines.append("R stale.mounted $(grep -c ' /mail nfs ' /proc/mounts)")
+    lines.append("port=$(grep ' /mail nfs ' /proc/mounts | sed 's/.*,port=\\([0-9]*\\).*/\\1/')")
+    lines.append(
+        f"timeout 300 {twistd} -n --pidfile= --logfile=other-port.log hlfs {common}"
+        " --port $((port + 1));"
+        " R other-port.status $?"
+    )
+    lines.append(
+        'R other-port.logged $(grep -c -F "cannot start: /mail is still mounted from a previous'
+        ' hlfs on port $port; unmount it or start without --port" other-port.log)'
+    )
+    lines.append("R restart-start $(up)")
+    lines.append(f"{twistd} -n --pidfile= --logfile=restart.log hlfs {common} &")
+    lines.append("pid=$!")
+    lines.append(f"""
+waited=0
+while ! grep -q 'serving /mail' restart.log 2>/dev/null; do
+    kill -0 $pid 2>/dev/null || break
+    [ $waited -lt {MOUNT_WAIT * 5} ] || break
+    sleep 0.2
+    waited=$((waited + 1))
+done
+""")
+    lines.append("R restart-serving $(up)")
+    lines.append(
+        'R restart.reused $(grep -c -F "an hlfs mount of /mail is still present (port $port):'
+        ' serving on the same port with the same handles, no remount" restart.log)'
+    )
+    lines.append('R restart.port "$(grep -c -F "port $port (UDP and TCP)" restart.log)"')
+    lines.append("R restart.mounts $(grep -c ' /mail nfs ' /proc/mounts)")
+    for label, uid, gid, egid in callers(world):
+        # Bounded: with nobody serving, the stale hard mount would hang.
+        lines.append(
+            f'R relink.{label} "$(timeout -s KILL 60 "$P" as {uid} {gid} {egid} readlink /mail/home 2>&1)"'
+        )
+    lines.append("R term-start $(up)")
     lines.append("kill -TERM $pid; wait $pid; R daemon.status $?")
     lines.append("R daemon-end $(up)")
     lines.append("R unmounted $(grep -c ' /mail nfs ' /proc/mounts)")
     lines.append(f"R registered-after $(rpcinfo -p 127.0.0.1 2>&1 | grep -c ' {NFS_PROGRAM} ')")
     lines.append('R fixed "$(readlink /mail/home)"')
-    lines.append("tail -n 30 daemon.log; tail -n 10 refuse.log")
+    lines.append("tail -n 30 daemon.log; tail -n 10 refuse.log; tail -n 5 other-port.log; tail -n 30 restart.log")
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
 
@@ -106,9 +147,16 @@ def expected(world):
         "unmounted": "0",
         "registered-after": "0",
         "fixed": str(world.alt_dir),
+        "stale.mounted": "1",
+        "other-port.status": "2",
+        "other-port.logged": "1",
+        "restart.reused": "1",
+        "restart.port": "1",
+        "restart.mounts": "1",
     }
     for label, uid, _, egid in callers(world):
         want[f"link.{label}"] = world.link_value(uid, egid)
+        want[f"relink.{label}"] = world.link_value(uid, egid)
         if label in ("hlfsgid", "root"):
             # Table 2: the per-user link to the mailbox (root sees it too).
             want[f"path.{label}"] = world.mailbox_link("bob" if label == "hlfsgid" else "root")
@@ -133,8 +181,10 @@ def test_daemon(daemon_run, measure):
     """
     The daemon mounts itself with its default options, serves every kind
     of caller its own link through its own mount, keeps the lookup cache
-    off, and on SIGTERM unmounts, unregisters and exits 0 with the fixed
-    link back in place.
+    off; killed, it leaves its mount, and a restart refuses another
+    C{--port} with one line and exit 2, and without one serves on the
+    mount's port with no remount; on SIGTERM it unmounts, unregisters and
+    exits 0 with the fixed link back in place.
     """
     world, result = daemon_run
     got = gs.results(result.output)
@@ -151,7 +201,9 @@ def test_daemon(daemon_run, measure):
         f"scenario 6 (daemon in the guest): mounted {float(got['daemon-mounted']) - float(got['daemon-start']):.1f}s"
         f" after start, options {got.get('mount-options')};"
         f" {ALTERNATIONS} alternating accesses in {float(got['alt-end']) - float(got['alt-start']):.1f}s, 0 wrong;"
-        f" SIGTERM to exit {float(got['daemon-end']) - float(got['alt-end']):.1f}s"
+        f" restart on the stale mount serving after"
+        f" {float(got['restart-serving']) - float(got['restart-start']):.1f}s;"
+        f" SIGTERM to exit {float(got['daemon-end']) - float(got['term-start']):.1f}s"
     )
 
 

@@ -169,6 +169,7 @@ DISPATCHER, FS = memory_dispatcher()
 def test_arbitrary_bytes_never_raise(data):
     reply = DISPATCHER.dispatch(data, ("127.0.0.1", 800))
     assert reply is None or isinstance(reply, bytes)
+    assert DISPATCHER.stats["errors"] == 0
 
 
 def _valid_calls():
