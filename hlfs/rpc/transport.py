@@ -12,7 +12,7 @@ for too long; L{ConnectionTable} bounds how many are open.
 import struct
 
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.protocols.policies import TimeoutMixin
 
 from hlfs.rpc.limits import ConnectionTable, LogThrottle, StreamLimits, TransportStats
@@ -299,3 +299,42 @@ class RPCStreamFactory(Factory):
         if not self.table.admit(addr):
             return None
         return RPCStreamProtocol(self.dispatcher, self, self.table.privileged(addr))
+
+
+class _AcceptFailures:
+    """
+    A log observer for a listening port's own logger.  When accept(2)
+    fails for want of file descriptors or memory, Twisted's accept loop
+    logs up to three lines per connection it drops; these become one
+    counted line per interval, and everything else passes on unchanged.
+    """
+
+    def __init__(self, factory):
+        self.factory = factory
+
+    def __call__(self, event):
+        text = event.get("log_format") or ""
+        if "Closed socket from" in text or "Could not accept" in text:
+            self.factory.stats.refused["accept_failed"] += 1
+            self.factory.throttle.warn(
+                "accept_failed",
+                "refused a connection: accept failed ({error}); the daemon is out of "
+                "file descriptors or memory",
+                error=event.get("acceptError", "EMFILE"),
+            )
+        elif "EMFILE" not in text:
+            globalLogPublisher(event)
+
+
+def listen_stream(reactor, port, factory, interface, backlog=128):
+    """
+    C{reactor.listenTCP} for an L{RPCStreamFactory}, with accept failures
+    counted in its stats and logged once per interval.
+    """
+    listener = reactor.listenTCP(port, factory, backlog=backlog, interface=interface)
+    # tcp.Port logs accept errors through its own Logger (a class
+    # attribute); an instance one reaches only this port's.
+    logger = getattr(listener, "_logger", None)
+    if logger is not None:
+        listener._logger = Logger(namespace=logger.namespace, observer=_AcceptFailures(factory))
+    return listener
