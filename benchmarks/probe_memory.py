@@ -23,10 +23,11 @@ import tempfile
 import time
 import tracemalloc
 
-from hlfs.probe import ProbePool, ProbingResolver
-from hlfs.resolver import SpoolRules
-from hlfs.tableload import load_in_subprocess
-from hlfs.users import UserTable
+from hlfs.homes.pool import ProbePool
+from hlfs.homes.cache import ProbingResolver
+from hlfs.core.resolver import SpoolRules
+from hlfs.homes.tableload import load_in_subprocess
+from hlfs.core.users import UserTable
 
 
 def write_passwd(path, n, extra=b""):

@@ -20,9 +20,10 @@ import time
 
 from twisted.internet import defer, reactor
 
-from hlfs.probe import ProbePool, ProbingResolver
-from hlfs.resolver import SpoolRules
-from hlfs.users import UserTable
+from hlfs.homes.pool import ProbePool
+from hlfs.homes.cache import ProbingResolver
+from hlfs.core.resolver import SpoolRules
+from hlfs.core.users import UserTable
 
 FIRST_UID = 200000
 

@@ -5,7 +5,7 @@ pre_op_attr, post_op_attr and wcc_data (RFC 1813 2.5, 2.6).
 
 import struct
 
-from hlfs.linkfs import DIR
+from hlfs.core.linkfs import DIR
 
 _FATTR3 = struct.Struct(">5I2Q2I2Q6I")
 _FATTR2 = struct.Struct(">17I")
@@ -25,7 +25,7 @@ def _split(ns):
 
 class AttrEncoder:
     """
-    Encode L{hlfs.linkfs.Attr} for one filesystem (C{fsid}).
+    Encode L{hlfs.core.linkfs.Attr} for one filesystem (C{fsid}).
     """
 
     def __init__(self, fsid):

@@ -4,7 +4,7 @@ What NFSv2 and v3 procedures share: answering from the core's results
 use.
 """
 
-from hlfs.linkfs import NFSError
+from hlfs.core.linkfs import NFSError
 
 MAX_PATH = 1024
 MAX_NAME_ON_WIRE = 4096

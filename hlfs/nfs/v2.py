@@ -4,7 +4,7 @@ NFS version 2 (RFC 1094): every procedure, over the L{HomeLinkFS} core.
 
 import struct
 
-from hlfs.linkfs import NFSError, ROFS
+from hlfs.core.linkfs import NFSError, ROFS
 from hlfs.nfs.attrs import FALSE, TRUE
 from hlfs.nfs.common import answer, caller_of, name, path, remember
 from hlfs.xdr import UINT, pack_opaque

@@ -7,8 +7,8 @@ object's (or directory's) weak cache consistency data; READ answers ACCES.
 
 import struct
 
-from hlfs import linkfs
-from hlfs.linkfs import ISDIR, INVAL, NFSError, ROFS
+from hlfs.core import linkfs
+from hlfs.core.linkfs import ISDIR, INVAL, NFSError, ROFS
 from hlfs.nfs.attrs import FALSE, NO_WCC, TRUE
 from hlfs.nfs.common import answer, caller_of, name, path, remember
 from hlfs.xdr import UHYPER, UINT, XDRError, pack_opaque

@@ -43,11 +43,11 @@ def nfs_options(port, vers=3, extra=NO_CACHES):
 def daemon_cache_options():
     """
     The cache options of the mount the daemon makes of itself by default
-    (L{hlfs.kernel.DEFAULT_OPTIONS}), so the scenarios prove what hlfs
+    (L{hlfs.daemon.kernel.DEFAULT_OPTIONS}), so the scenarios prove what hlfs
     actually uses.  Options for C{mount.nfs} alone (C{retry=}) are left
     out: the guest calls mount(2) directly.
     """
-    from hlfs.kernel import DEFAULT_OPTIONS
+    from hlfs.daemon.kernel import DEFAULT_OPTIONS
 
     return tuple(
         option

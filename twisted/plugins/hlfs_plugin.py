@@ -1,5 +1,5 @@
 from twisted.application.service import ServiceMaker
 
 HLFS = ServiceMaker(
-    "hlfs", "hlfs.tap", "The Home-Link File System: per-user mail spool links over NFS.", "hlfs"
+    "hlfs", "hlfs.daemon.tap", "The Home-Link File System: per-user mail spool links over NFS.", "hlfs"
 )

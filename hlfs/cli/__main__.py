@@ -1,0 +1,5 @@
+import sys
+
+from hlfs.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""
+C{hlfs check}: find the configuration problems hlfs cannot fix itself.
+
+  - uids shared by password entries with different homes (hlfs keys
+    homes by uid, so which home such a uid gets is arbitrary: mail may be
+    delivered to or read from either);
+  - homes that are C{/} or not absolute;
+  - a missing HLFS group (its members see every user's mailbox link);
+  - a mount point that is not world readable and searchable (C{getwd()}
+    fails under it) and an alternate spool that is not mode 1777;
+  - when hlfs is mounted, client caches left on: with lookup caching
+    (and, for a server without per-caller link handles, attribute
+    caching), the kernel may hand one user's link to the next user.
+
+The checks are pure functions over data; L{main} gathers the data.
+Exit status 0 means nothing was found, 1 that something was.
+"""
+
+import argparse
+import os
+import stat
+import sys
+from collections import defaultdict
+
+from hlfs.mail import accounts
+from hlfs.daemon import mounts
+
+EX_OK = 0
+EX_FOUND = 1
+EX_USAGE = 64
+
+DEFAULT_GROUP = "hlfs"
+DEFAULT_MOUNT_POINT = "/mail"
+DEFAULT_ALT_DIR = "/var/alt_mail"
+DEFAULT_PROC_MOUNTS = "/proc/mounts"
+
+
+def _show(b):
+    return os.fsdecode(b)
+
+
+def check_accounts(entries):
+    """
+    @param entries: L{accounts.Account}s in password-file order.
+    @return: warning lines.
+    """
+    warnings = []
+    homes = defaultdict(list)
+    for entry in entries:
+        homes[entry.uid].append(entry)
+        if entry.home == b"/":
+            warnings.append(
+                f"user {_show(entry.name)} (uid {entry.uid}) has home /: "
+                "its mail would go to /.mailspool"
+            )
+        elif not entry.home.startswith(b"/"):
+            warnings.append(
+                f"user {_show(entry.name)} (uid {entry.uid}) has a relative home "
+                f"{_show(entry.home)!r}"
+            )
+    for uid in sorted(homes):
+        distinct = {e.home for e in homes[uid]}
+        if len(distinct) > 1:
+            listed = ", ".join(f"{_show(e.name)} ({_show(e.home)})" for e in homes[uid])
+            warnings.append(
+                f"uid {uid} is shared by entries with different homes: {listed}; "
+                "hlfs uses one of them for all"
+            )
+    return warnings
+
+
+def check_group(name, gid):
+    if gid is None:
+        return [
+            f"group {name!r} does not exist: create it for programs that must "
+            "see every user's mailbox (comsat, from, finger)"
+        ]
+    return []
+
+
+def check_mount_point(path, st):
+    """
+    @param st: C{os.stat} result of C{path}, or the C{OSError} met.
+    """
+    if isinstance(st, OSError):
+        return [f"mount point {path}: {st.strerror}"]
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"mount point {path} is not a directory"]
+    if st.st_mode & 0o005 != 0o005:
+        return [
+            f"mount point {path} has mode {stat.S_IMODE(st.st_mode):04o}: it must be "
+            "world readable and searchable, or getwd() fails beneath it"
+        ]
+    return []
+
+
+def check_alt_dir(path, st):
+    """
+    @param st: C{os.lstat} result of C{path}, or the C{OSError} met.
+    """
+    if isinstance(st, OSError):
+        return [f"alternate spool {path}: {st.strerror}"]
+    if stat.S_ISLNK(st.st_mode):
+        return [f"alternate spool {path} is a symbolic link; make it a directory"]
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"alternate spool {path} is not a directory"]
+    mode = stat.S_IMODE(st.st_mode)
+    if mode != 0o1777:
+        return [f"alternate spool {path} has mode {mode:04o}, expected 1777"]
+    return []
+
+
+def check_mount(mount_point, entry, require_noac=False):
+    """
+    @param entry: the L{mounts.MountEntry} at the mount point, or L{None}.
+    @param require_noac: whether an attribute cache left on is a problem
+        (it is for servers that give every caller the same handle for the
+        link; hlfs gives each caller its own, so only the lookup cache
+        matters).
+    @return: C{(warnings, notes)}.
+    """
+    if entry is None:
+        return [], [f"nothing is mounted on {mount_point}; mount checks skipped"]
+    if not entry.fstype.startswith("nfs"):
+        return [f"{mount_point} is a {entry.fstype} mount, not hlfs (NFS)"], []
+    notes = []
+    missing = mounts.missing_cache_options(entry.options, attributes=require_noac)
+    if missing:
+        return [
+            f"{mount_point} is mounted with client caches on; "
+            f"remount with {','.join(missing)} or users may get each other's link"
+        ], []
+    if mounts.attribute_cache_off(entry.options):
+        notes.append(f"{mount_point}: {entry.device} mounted with the lookup and attribute caches off")
+    else:
+        notes.append(
+            f"{mount_point}: {entry.device} mounted with the lookup cache off; the "
+            "attribute cache is on, which per-caller link handles make safe"
+        )
+    return [], notes
+
+
+def build_parser(prog):
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Check the system for hlfs configuration problems."
+    )
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="check this passwd(5) file instead of NSS")
+    parser.add_argument("--group", default=DEFAULT_GROUP,
+                        help=f"the HLFS group name (default {DEFAULT_GROUP})")
+    parser.add_argument("--group-file", metavar="FILE",
+                        help="look the group up in this group(5) file instead of NSS")
+    parser.add_argument("--mount-point", default=DEFAULT_MOUNT_POINT,
+                        help=f"(default {DEFAULT_MOUNT_POINT})")
+    parser.add_argument("--alt-dir", default=DEFAULT_ALT_DIR,
+                        help=f"alternate spool (default {DEFAULT_ALT_DIR})")
+    parser.add_argument("--proc-mounts", default=DEFAULT_PROC_MOUNTS, metavar="FILE",
+                        help=f"mount table to read (default {DEFAULT_PROC_MOUNTS})")
+    parser.add_argument("--require-noac", action="store_true",
+                        help="also warn when the attribute cache is on (for servers "
+                        "without per-caller link handles)")
+    return parser
+
+
+def _stat(function, path):
+    try:
+        return function(path)
+    except OSError as e:
+        return e
+
+
+def gather(options):
+    """
+    Run every check against the live system.
+
+    @return: C{(warnings, notes)}.
+    """
+    warnings = []
+    notes = []
+    try:
+        if options.password_file:
+            entries, problems = accounts.read_passwd(options.password_file)
+            warnings += [f"{options.password_file}:{n}: {why}" for n, why in problems]
+        else:
+            entries = accounts.nss_accounts()
+        warnings += check_accounts(entries)
+        notes.append(f"{len(entries)} password entries checked")
+    except OSError as e:
+        warnings.append(f"cannot read {options.password_file}: {e.strerror}")
+    try:
+        warnings += check_group(options.group, accounts.group_gid(options.group, options.group_file))
+    except OSError as e:
+        warnings.append(f"cannot read {options.group_file}: {e.strerror}")
+    warnings += check_mount_point(options.mount_point, _stat(os.stat, options.mount_point))
+    warnings += check_alt_dir(options.alt_dir, _stat(os.lstat, options.alt_dir))
+    try:
+        with open(options.proc_mounts, encoding="utf-8", errors="surrogateescape") as f:
+            table = mounts.parse_proc_mounts(f.read())
+    except OSError as e:
+        warnings.append(f"cannot read {options.proc_mounts}: {e.strerror}")
+    else:
+        more, extra = check_mount(
+            options.mount_point, mounts.find_mount(table, options.mount_point),
+            options.require_noac,
+        )
+        warnings += more
+        notes += extra
+    return warnings, notes
+
+
+def main(argv, prog="hlfs check"):
+    parser = build_parser(prog)
+    try:
+        options = parser.parse_args(argv)
+    except SystemExit as e:
+        return EX_OK if not e.code else EX_USAGE
+    warnings, notes = gather(options)
+    for note in notes:
+        print(f"{prog}: {note}")
+    for warning in warnings:
+        print(f"{prog}: warning: {warning}")
+    if warnings:
+        print(f"{prog}: {len(warnings)} problem(s) found")
+        return EX_FOUND
+    print(f"{prog}: no problems found")
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,293 @@
+"""
+HomeLinkFS: the policy core, the paper's "Home-Link File Service".
+
+A read-only directory holding C{.}, C{..} and one symbolic link (C{home})
+whose value depends on the caller:
+
+  - a caller whose gid is HLFS_GID gets C{.}, and may look up any user's
+    name to get a link to that user's mailbox (Table 2);
+  - any other caller gets its home's spool directory, or the alternate
+    spool when the home is unknown or unusable (Tables 1 and 3).
+
+Every method takes a L{Caller} and a handle and returns an answer, a
+Deferred that fires with one, or raises L{NFSError}.  Nothing here knows
+about XDR or sockets.
+"""
+
+from typing import NamedTuple
+
+from hlfs.core import handles
+from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, HandleCodec
+from hlfs.core.resolver import Resolution
+
+# NFS status codes; NFSv2 and v3 share these numbers.
+PERM = 1
+NOENT = 2
+IO = 5
+ACCES = 13
+NOTDIR = 20
+ISDIR = 21
+INVAL = 22
+ROFS = 30
+NAMETOOLONG = 63
+STALE = 70
+
+# File types (v3 numbering; v2 shares DIR=2, LNK=5).
+DIR = 2
+LNK = 5
+
+ROOT_FILEID = 1
+MAX_NAME = 255
+
+AUTH_NONE = 0
+AUTH_UNIX = 1
+
+_FOREVER = float("inf")
+_DOT = Resolution(b".", 0)
+_NOTHING = Resolution(b"", 0)
+
+
+class NFSError(Exception):
+    """
+    An NFS operation failed with C{status}.
+    """
+
+    def __init__(self, status):
+        Exception.__init__(self, status)
+        self.status = status
+
+
+class Caller(NamedTuple):
+    """
+    Who is asking, as far as the link's value is concerned.
+    """
+
+    uid: int
+    flags: int
+
+
+class Attr(NamedTuple):
+    """
+    Attributes of a node, independent of the NFS version that encodes them.
+    Times are in nanoseconds.
+    """
+
+    type: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    fileid: int
+    mtime: int
+    ctime: int
+
+
+class Entry(NamedTuple):
+    """
+    A directory entry as READDIR and READDIRPLUS list it.
+    """
+
+    fileid: int
+    name: bytes
+    fh: bytes
+    attr: Attr
+
+
+class LinkConfig(NamedTuple):
+    export_path: bytes
+    linkname: bytes
+    hlfs_gid: int | None
+
+
+def _then(result, f):
+    """
+    Apply C{f} to C{result} now, or when it fires if it is a Deferred.
+    """
+    if isinstance(result, tuple):
+        return f(result)
+    return result.addCallback(f)
+
+
+class HomeLinkFS:
+    """
+    The Home-Link filesystem for one configuration.
+
+    @ivar resolver: an L{hlfs.core.resolver.ILinkResolver}.
+    @ivar start: the server's start time (ns): the directory's times.
+    """
+
+    def __init__(self, config, resolver, start):
+        self.config = config
+        self.resolver = resolver
+        self.start = start
+        self.handles = HandleCodec(config.export_path, config.linkname)
+        self.root_handle = self.handles.root
+        self.root_attr = Attr(DIR, 0o555, 2, 0, 0, 512, ROOT_FILEID, start, start)
+
+    # -- callers and handles
+
+    def caller(self, flavor, uid, gid):
+        """
+        Return the L{Caller} for an RPC credential.  Anything but AUTH_UNIX
+        is anonymous: it may look, but the link does not resolve for it.
+        """
+        if flavor != AUTH_UNIX:
+            return Caller(0xFFFFFFFE, ANONYMOUS)
+        hlfs_gid = self.config.hlfs_gid
+        return Caller(uid, HLFS_CALLER if hlfs_gid is not None and gid == hlfs_gid else 0)
+
+    def decode(self, fh):
+        """
+        Return the L{handles.Handle} in C{fh}, or raise STALE.
+        """
+        handle = self.handles.decode(fh)
+        if handle is None:
+            raise NFSError(STALE)
+        return handle
+
+    def _link_fileid(self, uid, flags):
+        return 2 + (uid << 2) + flags
+
+    def _mailbox_fileid(self, name):
+        return (1 << 62) | (handles.fingerprint(name, b"") & 0xFFFFFFFF)
+
+    @staticmethod
+    def _symlink_attr(owner, fileid, resolution):
+        # rwxrwxrwx like any symbolic link; size and times follow the value.
+        changed = resolution.changed
+        return Attr(LNK, 0o777, 1, owner, 0, len(resolution.target), fileid, changed, changed)
+
+    def _link_attr(self, uid, flags, resolution):
+        owner = 0 if flags & ANONYMOUS else uid
+        return self._symlink_attr(owner, self._link_fileid(uid, flags), resolution)
+
+    def _resolve_link(self, caller, wait=True):
+        """
+        Return the L{Resolution} of the link for C{caller}, or a Deferred.
+        """
+        if caller.flags & HLFS_CALLER:
+            return _DOT._replace(changed=self.start)
+        if caller.flags & ANONYMOUS:
+            return _NOTHING._replace(changed=self.start)
+        if wait:
+            return self.resolver.resolve(caller.uid)
+        return self.resolver.peek(caller.uid)
+
+    def _mailbox(self, name):
+        resolution = self.resolver.mailbox(name)
+        if resolution is None:
+            raise NFSError(STALE)
+        return resolution
+
+    def _mailbox_attr(self, name, resolution):
+        return self._symlink_attr(0, self._mailbox_fileid(name), resolution)
+
+    def _own_link(self, handle, caller):
+        """
+        Check that a link handle was made for this caller: the Linux client
+        must never be handed one caller's link as another's.
+        """
+        if handle.uid != caller.uid or handle.flags != caller.flags:
+            raise NFSError(STALE)
+
+    def valid_until(self, caller):
+        """
+        Until when (clock seconds) the answers about C{caller}'s link stay
+        as they are, barring a change of the resolver's C{generation}.
+        """
+        if caller.flags:
+            return _FOREVER
+        return self.resolver.valid_until(caller.uid)
+
+    # -- operations
+
+    def getattr(self, fh, caller):
+        handle = self.decode(fh)
+        if handle.kind == handles.ROOT:
+            return self.root_attr
+        if handle.kind == handles.LINK:
+            self._own_link(handle, caller)
+            return _then(
+                self._resolve_link(caller),
+                lambda r: self._link_attr(caller.uid, caller.flags, r),
+            )
+        return self._mailbox_attr(handle.name, self._mailbox(handle.name))
+
+    def lookup(self, dirfh, name, caller):
+        """
+        Return C{(fh, Attr)} for C{name} in the directory C{dirfh}.
+        """
+        handle = self.decode(dirfh)
+        if handle.kind != handles.ROOT:
+            raise NFSError(NOTDIR)
+        if len(name) > MAX_NAME:
+            raise NFSError(NAMETOOLONG)
+        if name in (b".", b".."):
+            return self.root_handle, self.root_attr
+        if name == self.config.linkname:
+            fh = self.handles.link(caller.uid, caller.flags)
+            return _then(
+                self._resolve_link(caller),
+                lambda r: (fh, self._link_attr(caller.uid, caller.flags, r)),
+            )
+        if caller.flags & HLFS_CALLER:
+            fh = self.handles.mailbox(name)
+            resolution = self.resolver.mailbox(name) if fh is not None else None
+            if resolution is not None:
+                return fh, self._mailbox_attr(name, resolution)
+        raise NFSError(NOENT)
+
+    def readlink(self, fh, caller):
+        """
+        Return C{(target, Attr)} for a link handle.
+        """
+        handle = self.decode(fh)
+        if handle.kind == handles.ROOT:
+            raise NFSError(ISDIR)
+        if handle.kind == handles.LINK:
+            self._own_link(handle, caller)
+            if caller.flags & ANONYMOUS:
+                # The paper: only Unix authentication reveals a home.
+                raise NFSError(PERM)
+            return _then(
+                self._resolve_link(caller),
+                lambda r: (r.target, self._link_attr(caller.uid, caller.flags, r)),
+            )
+        resolution = self._mailbox(handle.name)
+        return resolution.target, self._mailbox_attr(handle.name, resolution)
+
+    def readdir(self, fh, caller):
+        """
+        Return the root's L{Entry} list: C{.}, C{..} and the link, the
+        link's handle and attributes made for C{caller}.
+        """
+        handle = self.decode(fh)
+        if handle.kind != handles.ROOT:
+            raise NFSError(NOTDIR)
+        link_fh = self.handles.link(caller.uid, caller.flags)
+        link_attr = self._link_attr(
+            caller.uid, caller.flags, self._resolve_link(caller, wait=False)
+        )
+        return [
+            Entry(ROOT_FILEID, b".", self.root_handle, self.root_attr),
+            Entry(ROOT_FILEID, b"..", self.root_handle, self.root_attr),
+            Entry(link_attr.fileid, self.config.linkname, link_fh, link_attr),
+        ]
+
+    def attr_for_update(self, fh, caller):
+        """
+        Return the current attributes of C{fh} for a write-type call's
+        weak cache consistency data, without waiting on a probe; raise
+        STALE for an unknown handle.
+        """
+        handle = self.decode(fh)
+        if handle.kind == handles.ROOT:
+            return self.root_attr
+        if handle.kind == handles.LINK:
+            self._own_link(handle, caller)
+            return self._link_attr(
+                caller.uid, caller.flags, self._resolve_link(caller, wait=False)
+            )
+        return self._mailbox_attr(handle.name, self._mailbox(handle.name))
+

@@ -1,0 +1,362 @@
+"""
+HLFSService: the whole daemon as one C{MultiService}, built from a
+L{Config}.  Start-up follows hlfsd's order: look for a stale mount of ours,
+prepare the mount point and spool, load users and serve, register with
+the portmapper, mount.  Signals keep hlfsd's meanings.
+"""
+
+import os
+import signal
+import sys
+import time
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.logfile import LogFile
+
+from hlfs import __version__
+from hlfs.daemon import kernel
+from hlfs.daemon.config import ConfigError, resolve_group
+from hlfs.core.linkfs import HomeLinkFS, LinkConfig
+from hlfs.nfs import status
+from hlfs.core.resolver import SpoolRules
+from hlfs.rpc.dispatch import Dispatcher, Program
+from hlfs.rpc.registration import PortmapRegistration
+from hlfs.rpc.replycache import ReplyCache
+from hlfs.daemon.server import RPCServerService, build_programs
+from hlfs.homes.cache import resolver_for
+from hlfs.homes.tableload import TableLoadError, load_in_subprocess
+
+DUMP_FILE = "hlfs-dump.txt"
+
+
+def load_table(password_file):
+    """
+    Load the user table from C{password_file}, or from NSS when L{None},
+    in a child process (a million entries' parsing garbage and GIL time
+    stay there).  Blocks: reloads call it in a thread.
+
+    @raise ConfigError: if the table cannot be loaded.
+    """
+    try:
+        return load_in_subprocess(password_file)
+    except TableLoadError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _twistd_log_file():
+    """
+    The LogFile twistd opened for --logfile, found through the SIGUSR1
+    handler twistd installs to rotate it (twistd keeps no other reference),
+    so SIGHUP can reopen it after logrotate moved it.
+    """
+    handler = signal.getsignal(signal.SIGUSR1)
+    for cell in getattr(handler, "__closure__", None) or ():
+        if isinstance(cell.cell_contents, LogFile):
+            return cell.cell_contents
+    return None
+
+
+class HLFSService(MultiService):
+    """
+    The Home-Link File System daemon.
+
+    @ivar config: the L{Config}.
+    @ivar fs: the L{HomeLinkFS} policy core.
+    @ivar resolver: the L{hlfs.core.resolver.ILinkResolver} in use.
+    @ivar dispatcher: the RPC L{Dispatcher}; C{stats} counts calls.
+    @ivar server: the L{RPCServerService}; C{server.port} once started.
+    @ivar exit_status: what the process exits with once stopped.
+    """
+
+    log = Logger()
+
+    def __init__(self, config, reactor):
+        MultiService.__init__(self)
+        self.config = config
+        self.reactor = reactor
+        self.started_at = time.time()
+        self.exit_status = 0
+        self.last_reload = None
+        self.hlfs_gid = resolve_group(config.group)
+        self.resolver = self._make_resolver(load_table(config.password_file))
+        self.fs = HomeLinkFS(
+            LinkConfig(config.export_path, os.fsencode(config.linkname), self.hlfs_gid),
+            self.resolver,
+            time.time_ns(),
+        )
+        self.replies = ReplyCache(self.resolver, reactor)
+        programs = build_programs(self.fs, replies=self.replies) + [
+            Program(
+                status.PROGRAM, "hlfs-status",
+                {status.VERSION: status.StatusProgram(self.status_report).procedures},
+                secure=False,
+            )
+        ]
+        self.dispatcher = Dispatcher(
+            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies
+        )
+        self.stats = self.dispatcher.stats
+        self.server = RPCServerService(self.dispatcher, config.port, config.interface, reactor)
+        self.server.setServiceParent(self)
+        self.registration = None
+        if config.portmap:
+            mappings = [(p.number, v) for p in programs for v in sorted(p.versions)]
+            self.registration = PortmapRegistration(reactor, mappings, lambda: self.server.port)
+            self.registration.setServiceParent(self)
+        self.kernel_mount = None
+        if not config.no_mount:
+            self.kernel_mount = kernel.KernelMount(
+                reactor, config.mount, config.mount, config.interface, config.mount_options
+            )
+        self._mounted = False
+        self._reloader = LoopingCall(self.reload)
+        self._reloader.clock = reactor
+        self._log_file = None
+
+    def _make_resolver(self, table):
+        rules = SpoolRules(os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir))
+        resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
+        return resolver
+
+    # -- start-up
+
+    def startService(self):
+        try:
+            self._start()
+        except ConfigError as e:
+            # One clear line, not a traceback from inside twistd.
+            self.log.error("cannot start: {error}", error=str(e))
+            # twistd has redirected sys.stderr into the log by now.
+            sys.__stderr__.write(f"hlfs: {e}\n")
+            sys.__stderr__.flush()
+            raise SystemExit(2)
+
+    def _start(self):
+        config = self.config
+        reused = False
+        if self.kernel_mount is not None:
+            # Step 0: before touching the mount point.
+            stale = self.kernel_mount.current()
+            if stale is not None:
+                port = kernel.mounted_port(stale)
+                if port and not config.port:
+                    self.server.requested_port = port
+                    reused = True
+                    self.log.warn(
+                        "an hlfs mount of {path} is still present (port {port}): serving on the "
+                        "same port with the same handles, no remount",
+                        path=config.mount, port=port,
+                    )
+                else:
+                    raise ConfigError(
+                        f"{config.mount} is still mounted from a previous hlfs on port {port}; "
+                        f"unmount it or start without --port"
+                    )
+        try:
+            kernel.prepare_spool(config.alt_dir, self.log)
+        except OSError as e:
+            raise ConfigError(f"cannot create the alternate spool {config.alt_dir}: {e.strerror}") from None
+        if self.kernel_mount is not None and not reused and not config.fast_start:
+            try:
+                kernel.prepare_mountpoint(config.mount, config.linkname, config.alt_dir, self.log)
+            except (OSError, kernel.MountError) as e:
+                raise ConfigError(f"cannot prepare {config.mount}: {e}") from None
+        table = self.resolver.table
+        self._report_problems(table)
+        self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
+        self.probe_pool.start()
+        if self.hlfs_gid is None:
+            self.log.info(
+                "group {group!r} does not exist: the HLFS_GID feature is off", group=config.group
+            )
+        MultiService.startService(self)
+        port = self.server.port
+        if config.port_file:
+            with open(config.port_file + ".tmp", "w") as f:
+                f.write(f"{port}\n")
+            os.replace(config.port_file + ".tmp", config.port_file)
+        self.log.info(
+            "hlfs {version} serving {export} (link {link!r}, spool {subdir!r}, alternate {alt}) "
+            "with NFS v2/v3 and MOUNT v1/v3 on {interface} port {port} (UDP and TCP){insecure}",
+            version=__version__.public(), export=config.mount, link=config.linkname,
+            subdir=config.subdir, alt=config.alt_dir, interface=config.interface, port=port,
+            insecure=", unprivileged ports allowed" if config.insecure else "",
+        )
+        self._install_signals()
+        if config.reload_interval:
+            self._reloader.start(config.reload_interval, now=False)
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._after_shutdown)
+        d = defer.succeed(None)
+        if self.registration is not None:
+            d.addCallback(lambda _: self.registration.register())
+        if self.kernel_mount is not None and not reused:
+            d.addCallback(lambda _: self._mount(port))
+        elif reused:
+            self._mounted = True
+        d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
+        self.ready = d
+
+    @defer.inlineCallbacks
+    def _mount(self, port):
+        try:
+            missing = yield self.kernel_mount.mount(port)
+        except kernel.MountError as e:
+            self._fatal(str(e))
+            return
+        self._mounted = True
+        if not missing:
+            self.log.info("mounted on {path} with the client's caches off", path=self.config.mount)
+            return
+        if self.config.allow_attribute_cache:
+            self.log.warn(
+                "the kernel did not keep {options} on {path}: one user's link may be handed "
+                "to another; running anyway (-C)",
+                options=",".join(missing), path=self.config.mount,
+            )
+            return
+        self.log.error(
+            "the kernel did not keep {options} on {path}: one user's link could be handed "
+            "to another; unmounting (start with -C to run anyway)",
+            options=",".join(missing), path=self.config.mount,
+        )
+        yield self.kernel_mount.unmount()
+        self._mounted = False
+        self._fatal("refusing to run with the client's caches on")
+
+    def _fatal(self, message):
+        self.log.error("{message}; exiting", message=message)
+        self.exit_status = 1
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def _after_shutdown(self):
+        if self.exit_status:
+            os._exit(self.exit_status)
+        # A clean stop on SIGTERM exits 0, as hlfsd does (and as systemd
+        # expects); twistd would otherwise re-raise the signal at exit.
+        if getattr(self.reactor, "_exitSignal", None) is not None:
+            self.reactor._exitSignal = None
+
+    def _report_problems(self, table, shown=20):
+        for problem in table.problems[:shown]:
+            self.log.warn("password file: skipped {problem}", problem=str(problem))
+        if len(table.problems) > shown:
+            self.log.warn(
+                "password file: {n} more malformed lines skipped", n=len(table.problems) - shown
+            )
+
+    # -- shutdown
+
+    def stopService(self):
+        if self._reloader.running:
+            self._reloader.stop()
+        d = defer.succeed(None)
+        if self._mounted:
+            # Keep serving while the kernel unmounts: it may need replies.
+            d.addCallback(lambda _: self.kernel_mount.unmount())
+        d.addCallback(lambda _: MultiService.stopService(self))
+        d.addBoth(lambda result: (self.probe_pool.stop(), result)[1])
+        return d
+
+    # -- operations
+
+    def reload(self):
+        """
+        Reload the user table (in a child process, waited for in a thread)
+        and swap it in; serving never waits for it.  Fires with the new
+        table, or None if it failed (the resolver logs why).
+        """
+        started = time.monotonic()
+
+        def swapped(table):
+            if table is None:
+                return None
+            seconds = time.monotonic() - started
+            self.last_reload = (time.time(), len(table), seconds)
+            self.log.info(
+                "reloaded {n} users from {source} in {seconds:.2f} s",
+                n=len(table), source=table.source, seconds=seconds,
+            )
+            self._report_problems(table)
+            return table
+
+        return self.resolver.reload(lambda: load_table(self.config.password_file)).addCallback(swapped)
+
+    def hangup(self):
+        """
+        SIGHUP: reload the table, flush the probe cache, reopen the log.
+        """
+        self.log.info("SIGHUP: reloading users, flushing the cache, reopening the log")
+        flush = getattr(self.resolver, "flush", None)
+        if flush is not None:
+            flush()
+        if self._log_file is not None:
+            self._log_file.reopen()
+        return self.reload()
+
+    def dump(self, path=DUMP_FILE):
+        """
+        SIGUSR1: write the table and cache to C{path} (in the run
+        directory), one user a line.
+        """
+        path = os.path.abspath(path)
+        describe = getattr(self.resolver, "describe", None)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("# uid\tname\thome\tlink\tcached\tage\n")
+            for user in self.resolver.table:
+                if describe is not None:
+                    state, age = describe(user.uid)
+                else:
+                    state, age = "unverified", "-"
+                target = self.resolver.peek(user.uid).target
+                f.write(
+                    f"{user.uid}\t{os.fsdecode(user.name)}\t{os.fsdecode(user.home)}\t"
+                    f"{os.fsdecode(target)}\t{state}\t{age}\n"
+                )
+        os.replace(tmp, path)
+        self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table), path=path)
+        return path
+
+    def _install_signals(self):
+        self._log_file = _twistd_log_file()
+
+        def on(signum, action):
+            signal.signal(signum, lambda *_: self.reactor.callFromThread(action))
+
+        on(signal.SIGHUP, self.hangup)
+        on(signal.SIGUSR1, self._safe_dump)
+
+    def _safe_dump(self):
+        try:
+            self.dump()
+        except OSError as e:
+            self.log.error("SIGUSR1: cannot write the dump: {error}", error=e)
+
+    def status_report(self):
+        """
+        Name/value pairs for the status program and `hlfs status`.
+        """
+        pairs = [
+            ("version", __version__.public()),
+            ("pid", os.getpid()),
+            ("uptime", int(time.time() - self.started_at)),
+            ("port", self.server.port),
+            ("mount", self.config.mount),
+            ("mounted", self._mounted),
+            ("users", len(self.resolver.table)),
+        ]
+        if self.last_reload is not None:
+            when, users, seconds = self.last_reload
+            pairs.append(("last_reload", time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(when))))
+            pairs.append(("last_reload_seconds", f"{seconds:.3f}"))
+        report = getattr(self.resolver, "status", None)
+        if report is not None:
+            pairs.extend(report())
+        pairs.extend(status.request_counts(self.stats))
+        return pairs

@@ -1,0 +1,222 @@
+"""
+C{twistd hlfs}: command-line options and the service they build.
+"""
+
+import ipaddress
+import os
+import sys
+
+from twisted.python import usage
+
+from hlfs.daemon.config import (
+    Config,
+    ConfigError,
+    check_absolute,
+    check_component,
+    check_count,
+    check_mount_options,
+    check_port,
+    check_seconds,
+)
+from hlfs.console.access import ManholeConfigError
+from hlfs.console.manhole import ManholeOptions, check_manhole_options, manhole_service_from_options
+
+DESCRIPTION = """\
+Serve the Home-Link File System: a read-only NFS filesystem holding one
+symbolic link whose value depends on who reads it.  With the usual set-up,
+
+    /var/spool/mail -> /mail/home -> ~user/.mailspool
+
+mail is delivered into each user's home directory.  A caller whose home is
+unknown or unusable gets the alternate spool directory instead; a caller
+whose group is HLFS_GID (comsat, from, finger) gets `home -> .` and one
+link per user name, NAME -> ~NAME/<subdir>/NAME.
+
+Serves NFS versions 2 and 3 and MOUNT versions 1 and 3 on one port, over
+UDP and TCP, plus a status program (`hlfs status`).  Like an NFS server's
+`secure` export option, only calls from privileged source ports (< 1024)
+are served unless --insecure is given.
+
+START-UP, in this order, each step logged:
+  0. read /proc/mounts (never the mount point: a stale mount of ours would
+     hang until this process serves).  If an hlfs mount is still there, reuse
+     its port and handles and skip steps 1 and 4.
+  1. create the mount point (mode at least 0555) and the alternate spool
+     (mode 1777), and plant the fixed link <mount>/<linkname> -> <alt-dir>
+     so the spool path leads to a real directory while hlfs is down.
+  2. load the users, serve NFS and MOUNT on UDP and TCP.
+  3. register every program/version/transport with the portmapper
+     (replacing a stale registration); no portmapper is only a warning.
+  4. mount:  mount -t nfs -o ro,lookupcache=none,nolock,vers=3,proto=tcp,
+     mountproto=tcp,retry=0,port=P,mountport=P[,<-o options>] ADDR:DIR DIR
+     then read /proc/mounts back: without lookupcache=none the kernel could
+     hand one user's link to another, so hlfs unmounts and exits unless -C.
+  --no-mount skips steps 1 and 4; -f (fast start) skips step 1's checks.
+
+SIGNALS:
+  SIGHUP   reload the users, flush the probe cache, reopen the log file.
+  SIGUSR1  dump the users and cache to hlfs-dump.txt in the run directory.
+  SIGTERM, SIGINT  unmount (retrying a busy mount, then lazily) while still
+           serving, unregister from the portmapper, exit 0.
+
+HOME CHECKS: before the link points into a home, a thread of hlfs's own
+pool checks, as the user (per-thread file system credentials; the process
+never changes its uid), that ~user/<subdir> is a directory it can create,
+write and remove a file in.  Results, good and bad, are kept for
+--cache-interval seconds.  A caller never waits more than --probe-deadline
+for a check: past it, or when every probe thread is stuck on a hung home,
+the answer is the alternate spool.  -n turns checks off.
+
+OPERATOR CONSOLE: --manhole offers a Python console inside the daemon over
+SSH (public keys only), with helpers resolve(user_or_uid), flush(user=None),
+reload() and hung().  It runs in the reactor thread: an exception there is
+harmless, but a call that blocks stops NFS service until it returns; use
+the helpers, which never block.
+
+LOGGING: through twistd; `twistd --syslog --prefix hlfsd` logs to syslog with
+facility daemon.
+
+Example, an unprivileged demonstration on an ephemeral port:
+
+    twistd -n hlfs --no-mount --insecure --port 0 \\
+        --password-file ./passwd --alt-dir /tmp/alt_mail
+"""
+
+
+class Options(ManholeOptions, usage.Options):
+    synopsis = "[twistd options] hlfs [options]"
+    longdesc = DESCRIPTION
+
+    optParameters = [
+        ["mount", "m", "/mail",
+         "Directory to mount on; also the exported path and the path MOUNT clients ask for."],
+        ["linkname", None, "home", "Name of the link in the mount directory."],
+        ["subdir", None, ".mailspool", "Spool subdirectory of each home."],
+        ["alt-dir", "a", "/var/alt_mail",
+         "Alternate spool directory, for callers whose home is unknown or unusable."],
+        ["cache-interval", "c", "300",
+         "Seconds a home check's result (good or bad) is cached (hlfsd -c)."],
+        ["reload-interval", "i", "900",
+         "Seconds between reloads of the users (hlfsd -i; 0: only on SIGHUP)."],
+        ["password-file", "P", None,
+         "Read users from this passwd(5)-format file instead of the name service."],
+        ["group", "g", "hlfs",
+         "HLFS_GID: name or number of the group whose members see every mailbox "
+         "(the feature is off if the group does not exist)."],
+        ["mount-options", "o", "", "Extra mount options, comma separated (hlfsd -o)."],
+        ["probe-deadline", None, "1.0",
+         "Seconds a READLINK waits for a home check before it is answered "
+         "with the alternate spool."],
+        ["probe-threads", None, "8", "Threads checking homes (a hung home holds one)."],
+        ["port", "p", "0", "Port for NFS and MOUNT, UDP and TCP (0: any free port)."],
+        ["interface", None, "127.0.0.1", "Address to listen on."],
+        ["port-file", None, None,
+         "Write the port in use to this file once listening (for scripts)."],
+    ]
+
+    optFlags = [
+        ["no-mount", None, "Serve only: do not mount the kernel NFS client."],
+        ["no-portmap", None, "Do not register with the portmapper."],
+        ["insecure", None, "Serve calls from unprivileged source ports too."],
+        ["no-verify", "n", "Do not check that homes are usable (hlfsd -n)."],
+        ["fast", "f", "Fast start: skip the mount point checks of start-up step 1."],
+        ["allow-attribute-cache", "C",
+         "Run even if the kernel keeps a cache that could hand one user's link to another."],
+        ["verbose", "D", "Log every refused or malformed call (debugging)."],
+    ]
+
+    def getUsage(self, width=None):
+        # Keep the description's own layout: twistd would reflow it into
+        # one paragraph.
+        longdesc, self.longdesc = self.longdesc, ""
+        try:
+            text = usage.Options.getUsage(self, width)
+        finally:
+            self.longdesc = longdesc
+        return text + "\n" + longdesc
+
+    def parseOptions(self, options=None):
+        # One clear line and status 2 for a bad value, as daemons do,
+        # instead of twistd's full usage dump.
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            sys.stderr.write(f"hlfs: {e}\n")
+            raise SystemExit(2)
+
+    def postOptions(self):
+        try:
+            self.config = self._config()
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+        check_manhole_options(self)
+
+    def _config(self):
+        interface = self["interface"]
+        try:
+            ipaddress.ip_address(interface)
+        except ValueError:
+            raise ConfigError(f"--interface must be an IP address, not {interface!r}") from None
+        password_file = self["password-file"]
+        if password_file is not None:
+            password_file = check_absolute("password-file", _absolute(password_file))
+        return Config(
+            mount=check_absolute("mount", self["mount"]),
+            linkname=check_component("linkname", self["linkname"]),
+            subdir=check_component("subdir", self["subdir"]),
+            alt_dir=check_absolute("alt-dir", self["alt-dir"]),
+            port=check_port("port", self["port"]),
+            interface=interface,
+            password_file=password_file,
+            group=self["group"],
+            insecure=bool(self["insecure"]),
+            no_mount=bool(self["no-mount"]),
+            port_file=None if self["port-file"] is None else _absolute(self["port-file"]),
+            cache_interval=check_seconds("cache-interval", self["cache-interval"]),
+            reload_interval=check_seconds("reload-interval", self["reload-interval"]),
+            verify=not self["no-verify"],
+            probe_deadline=check_seconds("probe-deadline", self["probe-deadline"], 0.01),
+            probe_threads=check_count("probe-threads", self["probe-threads"]),
+            mount_options=check_mount_options(self["mount-options"]),
+            fast_start=bool(self["fast"]),
+            allow_attribute_cache=bool(self["allow-attribute-cache"]),
+            portmap=not self["no-portmap"],
+            verbose=bool(self["verbose"]),
+        )
+
+
+def _absolute(path):
+    # twistd may chdir to its run directory; relative paths mean the
+    # directory the command was started in.
+    return os.path.abspath(path)
+
+
+def _syslog_as_daemon():
+    """
+    twistd --syslog opens syslog with facility user and no pid; a daemon's
+    messages belong to facility daemon, tagged with its pid.  twistd
+    creates its observer after makeService, with SyslogObserver's default
+    options: change those.
+    """
+    import syslog
+
+    from twisted.python import syslog as twisted_syslog
+
+    twisted_syslog.SyslogObserver.__init__.__defaults__ = (syslog.LOG_PID, syslog.LOG_DAEMON)
+
+
+def makeService(options):
+    from twisted.internet import reactor
+
+    from hlfs.daemon.service import HLFSService
+
+    _syslog_as_daemon()
+    try:
+        service = HLFSService(options.config, reactor)
+        manhole = manhole_service_from_options(options, service, reactor)
+    except (ConfigError, ManholeConfigError) as e:
+        sys.stderr.write(f"hlfs: {e}\n")
+        raise SystemExit(2)
+    if manhole is not None:
+        manhole.setServiceParent(service)
+    return service

@@ -1,0 +1,462 @@
+"""
+L{ProbingResolver}: the L{hlfs.core.resolver.ILinkResolver} that answers
+from a per-uid cache of home checks (L{hlfs.homes.state}) and runs a
+L{hlfs.homes.probe.HomeProbe} in the L{hlfs.homes.pool.ProbePool} on a
+miss, never keeping a caller past the deadline.
+"""
+
+import errno as errnos
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hlfs.core.resolver import ChangeClock, ILinkResolver, Resolution
+from hlfs.homes.pool import ProbePool
+from hlfs.homes.probe import Credentials, HomeProbe, ProbeResult, errno_name
+from hlfs.homes.state import (
+    CHECKED, CLEAR_CHECKED, FAILED, FOREVER, SERVED_ALT, CacheEntry, ProbeStats, UserState, remap,
+)
+
+log = Logger(namespace="hlfs.probe")
+
+
+@implementer(ILinkResolver)
+class ProbingResolver:
+    """
+    Resolve the home link, verifying the home with a L{HomeProbe}.
+
+    A cached probe result (good or bad) answers at once for the cache
+    interval.  Otherwise the caller waits for the user's probe (started
+    now, or shared with the callers already waiting on it) until the
+    probe is C{deadline} seconds old, then gets the alternate spool; a
+    probe that finishes later still fills the cache.  A user's link time
+    (C{Resolution.changed}) moves, strictly forward, exactly when the
+    answer for that user changes, and on reloads that change the table.
+
+    Reload with L{reload} (in threads; see L{hlfs.homes.tableload} for a loader
+    that keeps the parsing out of the daemon), not L{set_table}, whose
+    remapping runs in the calling thread.
+
+    @ivar table: the current L{hlfs.core.users.UserTable}.
+    @ivar stats: a L{ProbeStats}.
+    """
+
+    def __init__(self, table, rules, clock, pool, cache_interval=300.0, deadline=1.0,
+                 verify=True, probe=None):
+        """
+        @param rules: the L{hlfs.core.resolver.SpoolRules}.
+        @param clock: the clock of cache expiry, deadlines and link times.
+        @param pool: the L{ProbePool} probes run in.
+        @param cache_interval: seconds a probe result (good or bad) is used
+            (hlfsd's C{-c}).
+        @param deadline: the longest a caller waits for a probe before it
+            gets the alternate spool.
+        @param verify: L{False} for hlfsd's C{-n}: no probes, the link
+            points into the home whenever the table has a usable one.
+        @param probe: the blocking check, a L{HomeProbe} by default.
+        """
+        self.rules = rules
+        self.clock = clock
+        self.pool = pool
+        self.cache_interval = cache_interval
+        self.deadline = deadline
+        self.verify = verify
+        self.probe = probe if probe is not None else HomeProbe()
+        if pool is not None and pool.stuck_after is None:
+            pool.stuck_after = deadline
+        self.changes = ChangeClock(clock)
+        self.stats = ProbeStats()
+        self._epochs = [self.changes.now()]
+        self._unknown = self._epochs[0]
+        self._state = UserState(table, 0)
+        self._dirty = None  # positions changed while a reload runs
+        self._flush_after_reload = False
+        self._reloading = None
+        # Moves whenever an answer may change other than by expiry: the
+        # reply cache drops everything it holds then.
+        self.generation = 0
+
+    @property
+    def table(self):
+        return self._state.table
+
+    # -- the state of one user
+
+    def _stamp(self, state, i):
+        value = state.changed[i]
+        return value if value > 0 else self._epochs[-value]
+
+    def _serve(self, state, i, spool, alt):
+        """
+        Return the answer for position C{i}, recording that it was given:
+        the user's link time moves exactly when the answer changes.
+        """
+        st = state.status[i]
+        if bool(st & SERVED_ALT) != alt:
+            state.status[i] = st ^ SERVED_ALT
+            stamp = self.changes.now()
+            state.changed[i] = stamp
+            self.generation += 1
+            self._touch(state, i)
+        else:
+            stamp = self._stamp(state, i)
+        return Resolution(self.rules.alt_dir if alt else spool, stamp)
+
+    def _touch(self, state, i):
+        if self._dirty is not None and state is self._state:
+            self._dirty.add(i)
+
+    def _serve_uid(self, uid, alt):
+        state = self._state
+        i = state.table.index_of(uid)
+        if i < 0:
+            return Resolution(self.rules.alt_dir, self._unknown)
+        spool = self.rules.spool_of(state.table.at(i))
+        return self._serve(state, i, spool, alt or spool is None)
+
+    # -- ILinkResolver
+
+    def resolve(self, uid):
+        state = self._state
+        i = state.table.index_of(uid)
+        if i < 0:
+            return Resolution(self.rules.alt_dir, self._unknown)
+        user = state.table.at(i)
+        spool = self.rules.spool_of(user)
+        if spool is None or not self.verify:
+            return self._serve(state, i, spool, spool is None)
+        st = state.status[i]
+        now = self.clock.seconds()
+        if st & CHECKED and now < state.expires[i]:
+            self.stats.hits += 1
+            failed = bool(st & FAILED)
+            if failed == bool(st & SERVED_ALT):
+                # The usual case, inline: the same answer as last time.
+                value = state.changed[i]
+                return Resolution(
+                    self.rules.alt_dir if failed else spool,
+                    value if value > 0 else self._epochs[-value],
+                )
+            return self._serve(state, i, spool, failed)
+        self.stats.misses += 1
+        pool = self.pool
+        flight = pool.find(uid)
+        if flight is None:
+            flight = pool.submit(uid, spool, self.probe, (user, spool), self._probed)
+            if flight is None:
+                self.stats.fallbacks += 1
+                return self._serve(state, i, spool, True)
+        remaining = self.deadline - (now - flight.submitted)
+        if remaining <= 0:
+            self._fallback(flight)
+            return self._serve(state, i, spool, True)
+        return pool.wait(flight, remaining, self._fallback_answer)
+
+    def _fallback(self, flight):
+        self.stats.fallbacks += 1
+        if not flight.late:
+            flight.late = True
+            log.warn(
+                "home probe of {path} for {user} (uid {uid}) still running after "
+                "{deadline} s; answering {alt} meanwhile",
+                path=os.fsdecode(flight.path), user=self._name_of(flight.key), uid=flight.key,
+                deadline=self.deadline, alt=os.fsdecode(self.rules.alt_dir),
+            )
+
+    def _name_of(self, uid):
+        user = self._state.table.by_uid(uid)
+        return "?" if user is None else os.fsdecode(user.name)
+
+    def _fallback_answer(self, flight):
+        self._fallback(flight)
+        return self._serve_uid(flight.key, True)
+
+    def _probed(self, flight, result):
+        """
+        Record a finished probe (in the reactor thread) and return the
+        answer for the callers waiting on it.
+        """
+        uid, spool = flight.key, flight.path
+        if result is None:
+            result = ProbeResult(False, errnos.EIO, spool, "the probe raised")
+        state = self._state
+        i = state.table.index_of(uid)
+        user = state.table.at(i) if i >= 0 else None
+        name = os.fsdecode(user.name) if user is not None else "?"
+        if flight.late:
+            self.stats.late += 1
+            log.info(
+                "home probe of {path} for {user} (uid {uid}) finished after {age:.1f} s: {outcome}",
+                path=os.fsdecode(spool), user=name, uid=uid,
+                age=self.clock.seconds() - flight.submitted,
+                outcome="ok" if result.ok else errno_name(result.errno),
+            )
+        if not result.ok:
+            self.stats.failures += 1
+            log.warn(
+                "home of {user} (uid {uid}) unusable, mail goes to {alt}: {failure}",
+                user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir),
+                failure=result.describe(),
+            )
+        if user is None or self.rules.spool_of(user) != spool:
+            # The table changed under the probe: its result is not about
+            # this user's home any more.
+            return self.peek(uid)
+        state.status[i] = (state.status[i] & SERVED_ALT) | CHECKED | (0 if result.ok else FAILED)
+        state.expires[i] = self.clock.seconds() + self.cache_interval
+        self._touch(state, i)
+        return self._serve(state, i, spool, not result.ok)
+
+    def valid_until(self, uid):
+        state = self._state
+        i = state.table.index_of(uid)
+        if i < 0 or not self.verify or self.rules.spool_of(state.table.at(i)) is None:
+            return FOREVER
+        if state.status[i] & CHECKED:
+            return state.expires[i]
+        return 0.0
+
+    def peek(self, uid):
+        state = self._state
+        i = state.table.index_of(uid)
+        if i < 0:
+            return Resolution(self.rules.alt_dir, self._unknown)
+        spool = self.rules.spool_of(state.table.at(i))
+        if spool is None or not self.verify:
+            return self._serve(state, i, spool, spool is None)
+        alt = bool(state.status[i] & SERVED_ALT)
+        return Resolution(self.rules.alt_dir if alt else spool, self._stamp(state, i))
+
+    def mailbox(self, name):
+        """
+        Return C{~NAME/<subdir>/NAME}, or the alternate spool's C{NAME}
+        while the user's link points there; never waits for a probe.
+        """
+        state = self._state
+        user = state.table.by_name(name)
+        if user is None:
+            return None
+        i = state.table.index_of(user.uid)
+        target = self.rules.mailbox_of(user)
+        if self.verify and state.status[i] & SERVED_ALT:
+            target = self.rules.alt_dir + b"/" + user.name
+        return Resolution(target, self._stamp(state, i))
+
+    # -- the operator's view and controls
+
+    def in_flight(self):
+        """
+        Return the probes in flight (L{FlightInfo}s, with their ages).
+        """
+        return self.pool.in_flight() if self.pool is not None else []
+
+    def hung(self):
+        """
+        Return the probes running longer than the deadline.
+        """
+        return self.pool.hung() if self.pool is not None else []
+
+    def cache_entry(self, uid):
+        """
+        Return the L{CacheEntry} of C{uid}, or L{None} for a uid the table
+        does not know.
+        """
+        state = self._state
+        i = state.table.index_of(uid)
+        if i < 0:
+            return None
+        st = state.status[i]
+        now = self.clock.seconds()
+        if st & CHECKED:
+            verdict = "failed" if st & FAILED else "ok"
+            expires_in = state.expires[i] - now
+            if expires_in <= 0:
+                verdict += " (expired)"
+            age = now - (state.expires[i] - self.cache_interval)
+        else:
+            verdict, expires_in, age = "unverified", None, None
+        flight = self.pool.find(uid) if self.pool is not None else None
+        target = self.rules.alt_dir if st & SERVED_ALT else self.rules.spool_of(state.table.at(i))
+        return CacheEntry(
+            verdict, age, expires_in, flight is not None,
+            target if target is not None else self.rules.alt_dir, self._stamp(state, i),
+        )
+
+    def describe(self, uid):
+        """
+        Return C{(state, age)} of C{uid}'s cached probe result for a dump:
+        C{ok}, C{failed}, C{unverified} (possibly C{+probing}), and the
+        result's age in whole seconds or C{-}.
+        """
+        entry = self.cache_entry(uid)
+        if entry is None:
+            return "unknown", "-"
+        state = entry.state.replace(" (expired)", "-expired")
+        if entry.probing:
+            state += "+probing"
+        return state, "-" if entry.age is None else str(int(entry.age))
+
+    def status(self):
+        """
+        Name/value pairs for the status report: the cache's and the
+        pool's counters.
+        """
+        counts = self.stats_dict()
+        pairs = [("verify", self.verify), ("cache_interval", self.cache_interval),
+                 ("probe_deadline", self.deadline)]
+        pairs += [(f"cache_{name}", counts[name]) for name in ("hits", "misses")]
+        pairs += [
+            ("probes_started", counts["started"]),
+            ("probes_in_flight", counts["in_flight"]),
+            ("probes_hung", len(self.hung())),
+            ("probes_failed", counts["failures"]),
+            ("probes_late", counts["late"]),
+            ("fallbacks", counts["fallbacks"]),
+            ("pool_exhausted", counts["exhausted"]),
+            ("pool_threads", self.pool.threads if self.pool is not None else 0),
+            ("pool_busy", self.pool.busy() if self.pool is not None else 0),
+        ]
+        return pairs
+
+    def stats_dict(self):
+        """
+        Return every counter by name: cache hits and misses, probes
+        started, fallbacks to the alternate spool, probes refused because
+        the pool was exhausted, failed probes, probes that finished after
+        their deadline.
+        """
+        counts = self.stats.as_dict()
+        counts["started"] = self.pool.started_count if self.pool is not None else 0
+        counts["exhausted"] = self.pool.exhausted_count if self.pool is not None else 0
+        counts["in_flight"] = self.pool.count() if self.pool is not None else 0
+        return counts
+
+    def flush(self, uid=None):
+        """
+        Forget cached probe results, of C{uid} or of everybody: the next
+        request probes again.  Link values stay as they are until then.
+        """
+        state = self._state
+        self.generation += 1
+        if uid is None:
+            state.status[:] = state.status.translate(CLEAR_CHECKED)
+            if self._dirty is not None:
+                self._flush_after_reload = True
+            return
+        i = state.table.index_of(uid)
+        if i >= 0:
+            state.status[i] &= ~(CHECKED | FAILED)
+            self._touch(state, i)
+
+    def footprint(self):
+        """
+        Return the bytes held by the table and the per-user state.
+        """
+        return self._state.table.footprint() + self._state.footprint()
+
+    # -- reloading the table
+
+    def set_table(self, table):
+        """
+        Swap in C{table} now (in the calling thread): users whose entry
+        did not change keep their cached state.
+        """
+        if self._reloading is not None:
+            raise RuntimeError("a reload is running")
+        state, changed = remap(self._state, table, len(self._epochs))
+        self._install(state, changed)
+
+    def reload(self, loader):
+        """
+        Load a new table with C{loader()} in a thread, remap the per-user
+        state there too, and swap both in at once.  Serving goes on
+        meanwhile; a reload asked for while one runs shares it.
+
+        @return: a Deferred that fires with the new table, or with
+            L{None} (and a log line) if C{loader} failed.
+        """
+        if self._reloading is not None:
+            d = Deferred()
+            self._reloading.append(d)
+            return d
+        self._reloading = []
+        self._dirty = set()
+        self._flush_after_reload = False
+        old = self._state
+        epoch = len(self._epochs)
+        reactor = self.pool.reactor
+
+        def work():
+            table = loader()
+            return remap(old, table, epoch)
+
+        d = deferToThreadPool(reactor, reactor.getThreadPool(), work)
+        d.addCallbacks(self._reloaded, self._reload_failed, callbackArgs=(old,))
+        return d
+
+    def _reloaded(self, result, old):
+        state, changed = result
+        dirty, self._dirty = self._dirty, None
+        # Whatever happened to the old state while the thread copied it.
+        for i in dirty:
+            uid = old.table.at(i).uid
+            j = state.table.index_of(uid)
+            if j >= 0 and state.table.at(j) == old.table.at(i):
+                state.status[j] = old.status[i]
+                state.expires[j] = old.expires[i]
+                state.changed[j] = old.changed[i]
+        if self._flush_after_reload:
+            state.status[:] = state.status.translate(CLEAR_CHECKED)
+        self._install(state, changed)
+        return self._reload_done(state.table)
+
+    def _reload_failed(self, failure):
+        self._dirty = None
+        log.error(
+            "reloading the user table failed, keeping the {count} users loaded: {error}",
+            count=len(self._state.table), error=failure.getErrorMessage() or failure.type.__name__,
+        )
+        return self._reload_done(None)
+
+    def _reload_done(self, table):
+        waiting, self._reloading = self._reloading, None
+        for d in waiting:
+            d.callback(table)
+        return table
+
+    def _install(self, state, changed):
+        old_table = self._state.table
+        # The stamp is taken now, in the reactor thread: later than any
+        # answer given before the swap.
+        stamp = self.changes.now()
+        self._epochs.append(stamp)
+        if state.epoch != len(self._epochs) - 1:
+            raise AssertionError("reload epochs out of order")
+        if changed:
+            self._unknown = stamp
+        self._state = state
+        self.generation += 1
+        forget = getattr(self.probe, "forget", None)
+        if forget is not None and state.table is not old_table:
+            forget()
+
+
+def resolver_for(config, table, rules, reactor):
+    """
+    Return C{(resolver, pool)} for the daemon, from its L{hlfs.daemon.config.Config}
+    (C{cache_interval}, C{probe_deadline}, C{probe_threads}, C{verify},
+    C{password_file}): a L{ProbingResolver} on C{reactor}'s clock and its
+    L{ProbePool}.  The service starts the pool in C{startService} and
+    stops it in C{stopService}.
+    """
+    pool = ProbePool(threads=config.probe_threads, reactor=reactor,
+                     stuck_after=config.probe_deadline)
+    probe = HomeProbe(credentials=Credentials(nss=config.password_file is None))
+    resolver = ProbingResolver(
+        table, rules, reactor, pool, cache_interval=config.cache_interval,
+        deadline=config.probe_deadline, verify=config.verify, probe=probe,
+    )
+    return resolver, pool

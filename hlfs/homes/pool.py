@@ -1,0 +1,292 @@
+"""
+L{ProbePool}: hlfs's own bounded pool of probe threads.  It never runs
+two probes for the same key at once (later callers share the running
+one), lets each caller wait at most a deadline, and refuses new work at
+once when every thread is stuck, instead of queueing it behind them.
+
+The daemon's service starts and stops the pool: L{ProbePool.start} when
+the service starts, L{ProbePool.stop} when it stops (it does not wait for
+probes stuck in a dead filesystem).
+"""
+
+import collections
+import os
+import threading
+from typing import NamedTuple
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+log = Logger(namespace="hlfs.probe")
+
+
+class FlightInfo(NamedTuple):
+    """
+    A probe in flight, as the operator console shows it.
+
+    @ivar key: what the probe is for (the uid).
+    @ivar path: the path it checks.
+    @ivar age: seconds since it was asked for.
+    @ivar running: seconds since a thread took it up, or L{None} while
+        it waits for a thread.
+    """
+
+    key: int
+    path: bytes
+    age: float
+    running: float | None
+
+
+class Flight:
+    """
+    One probe in flight, shared by every caller that asks for its key
+    meanwhile.
+    """
+
+    __slots__ = ("key", "path", "submitted", "started", "waiters", "late", "finish")
+
+    def __init__(self, key, path, submitted):
+        self.key = key
+        self.path = path
+        self.submitted = submitted
+        self.started = None  # set by the thread that runs it
+        self.waiters = []
+        self.late = False
+        self.finish = None
+
+
+class _ProbeThreadPool(ThreadPool):
+    """
+    A thread pool whose threads do not keep the process alive, and whose
+    L{stop} does not wait forever for a thread stuck in a dead
+    filesystem.
+    """
+
+    def threadFactory(self, *args, **kwargs):
+        return threading.Thread(*args, daemon=True, **kwargs)
+
+    def stop(self, timeout=0.5):
+        self.joined = True
+        self.started = False
+        self._team.quit()
+        for thread in self.threads:
+            thread.join(timeout)
+            timeout = 0.01
+
+
+class ProbePool:
+    """
+    hlfs's own bounded pool of probe threads.
+
+    @ivar threads: how many probes may run at once.
+    @ivar stuck_after: seconds after which a running probe counts as hung
+        (L{None}: the deadline of the resolver using the pool).
+    @ivar exhausted_log_interval: seconds between two "pool exhausted"
+        log lines.
+    @ivar started_count: probes started.
+    @ivar exhausted_count: probes refused because every thread was stuck.
+    """
+
+    def __init__(self, threads=10, reactor=None, clock=None, stuck_after=None,
+                 exhausted_log_interval=10.0):
+        """
+        @param threads: the pool's size (hlfs's C{--probe-threads}).
+        @param reactor: the reactor results are delivered to.
+        @param clock: the clock ages and deadlines are measured by; the
+            reactor by default.
+        """
+        if threads < 1:
+            raise ValueError("a probe pool needs at least one thread")
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.threads = threads
+        self.stuck_after = stuck_after
+        self.exhausted_log_interval = exhausted_log_interval
+        self.started_count = 0
+        self.exhausted_count = 0
+        self._threadpool = _ProbeThreadPool(0, threads, name="hlfs-probe")
+        self._flights = {}
+        self._running = set()  # Flights a thread is running; threads add and discard
+        self._results = collections.deque()  # (Flight, result) from the threads
+        self._wake_pending = False
+        self._exhausted_logged = None
+        self._exhausted_unlogged = 0
+
+    # -- life cycle, for the daemon's service
+
+    def start(self):
+        """
+        Start the threads.  The service calls this from C{startService}.
+        """
+        self._threadpool.start()
+
+    def stop(self):
+        """
+        Stop the threads: idle ones end at once, threads stuck in a
+        probe are abandoned (they are daemon threads).  The service calls
+        this from C{stopService}.
+        """
+        self._threadpool.stop()
+
+    # -- what is in flight
+
+    def find(self, key):
+        """
+        Return the L{Flight} for C{key}, or L{None}.
+        """
+        return self._flights.get(key)
+
+    def count(self):
+        """
+        Return how many probes are in flight (running or waiting).
+        """
+        return len(self._flights)
+
+    def busy(self):
+        """
+        Return how many threads are running a probe.
+        """
+        return len(self._running)
+
+    def _stuck_after(self):
+        return 1.0 if self.stuck_after is None else self.stuck_after
+
+    def exhausted(self):
+        """
+        Return whether every thread is stuck in a probe that has run
+        longer than L{stuck_after}.
+        """
+        running = list(self._running)
+        if len(running) < self.threads:
+            return False
+        now = self.clock.seconds()
+        limit = self._stuck_after()
+        return all(f.started is not None and now - f.started >= limit for f in running)
+
+    def in_flight(self):
+        """
+        Return a L{FlightInfo} for every probe asked for and not finished.
+        """
+        now = self.clock.seconds()
+        return [
+            FlightInfo(
+                f.key, f.path, now - f.submitted,
+                None if f.started is None else now - f.started,
+            )
+            for f in list(self._flights.values())
+        ]
+
+    def hung(self):
+        """
+        Return the L{FlightInfo}s of the probes that have been running
+        longer than L{stuck_after}.
+        """
+        limit = self._stuck_after()
+        return [f for f in self.in_flight() if f.running is not None and f.running >= limit]
+
+    # -- running probes
+
+    def submit(self, key, path, probe, args, finish):
+        """
+        Start C{probe(*args)} in a thread for C{key}, unless every thread is
+        stuck.
+
+        @param path: what the probe checks, for logs and the console.
+        @param finish: called in the reactor thread with the L{Flight}
+            and the probe's result (L{None} if it raised) before any
+            waiter is answered; what it returns is every waiter's answer.
+        @return: the new L{Flight}, or L{None} when the pool is exhausted.
+        @raise ValueError: if a probe for C{key} is already in flight.
+        """
+        if key in self._flights:
+            raise ValueError(f"a probe for {key!r} is already in flight")
+        if self.exhausted():
+            self.exhausted_count += 1
+            self._log_exhausted(path)
+            return None
+        flight = Flight(key, path, self.clock.seconds())
+        self._flights[key] = flight
+        self.started_count += 1
+        flight.finish = finish
+        self._threadpool.callInThread(self._run, flight, probe, args)
+        return flight
+
+    def _run(self, flight, probe, args):
+        # In a probe thread.  Results go back in batches: one wake-up of
+        # the reactor for every result waiting, not one per result (what
+        # deferToThreadPool would do), which matters in a probe storm.
+        flight.started = self.clock.seconds()
+        self._running.add(flight)
+        try:
+            result = probe(*args)
+        except BaseException:
+            result = Failure()
+        finally:
+            self._running.discard(flight)
+        self._results.append((flight, result))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.reactor.callFromThread(self._deliver)
+
+    def _deliver(self):
+        # Clear the flag before emptying the queue: a result appended
+        # after this point schedules another delivery.
+        self._wake_pending = False
+        results = self._results
+        while results:
+            flight, result = results.popleft()
+            self._finished(result, flight)
+
+    def _finished(self, result, flight):
+        if isinstance(result, Failure):
+            log.failure("home probe for {key} raised", result, key=flight.key)
+            result = None
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        finish, flight.finish = flight.finish, None
+        answer = finish(flight, result)
+        waiters, flight.waiters = flight.waiters, []
+        for d, timer in waiters:
+            if timer.active():
+                timer.cancel()
+            d.callback(answer)
+
+    def wait(self, flight, timeout, fallback):
+        """
+        Return a Deferred that fires with C{flight}'s answer, or with
+        C{fallback()} if that takes longer than C{timeout} seconds.
+        """
+        d = Deferred()
+        waiter = [d]
+        waiter.append(self.clock.callLater(timeout, self._expire, flight, waiter, fallback))
+        flight.waiters.append(waiter)
+        return d
+
+    def _expire(self, flight, waiter, fallback):
+        try:
+            flight.waiters.remove(waiter)
+        except ValueError:
+            return
+        waiter[0].callback(fallback(flight))
+
+    def _log_exhausted(self, path):
+        now = self.clock.seconds()
+        last = self._exhausted_logged
+        if last is not None and now - last < self.exhausted_log_interval:
+            self._exhausted_unlogged += 1
+            return
+        log.error(
+            "probe pool exhausted: all {threads} probe threads are stuck "
+            "(longest for {longest:.1f} s); answering the alternate spool "
+            "at once for {path} ({suppressed} more since the last report)",
+            threads=self.threads,
+            longest=max((now - f.started for f in list(self._running) if f.started), default=0.0),
+            path=os.fsdecode(path),
+            suppressed=self._exhausted_unlogged,
+        )
+        self._exhausted_logged = now
+        self._exhausted_unlogged = 0

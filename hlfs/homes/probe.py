@@ -1,0 +1,271 @@
+"""
+The blocking home check: L{HomeProbe} runs in a pool thread with the
+user's filesystem identity (L{hlfs.homes.creds}) and finds whether the
+spool directory exists (or is created, 0700, owned by the user), is a
+real directory owned by the user, and takes a new non-empty file, which
+is then removed.  Nothing on the way follows a symbolic link the user
+could have planted.
+
+L{hlfs.homes.pool} runs it with a deadline; L{hlfs.homes.cache} keeps
+its results.
+"""
+
+import errno as errnos
+import itertools
+import os
+import socket
+import stat
+from typing import NamedTuple
+
+from twisted.logger import Logger
+
+from hlfs.homes import creds
+
+log = Logger(namespace="hlfs.probe")
+PROBE_DATA = b"hlfs home probe: this file is removed at once\n"
+NOGROUP = 65534
+
+_OPEN_SUBDIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def errno_name(number):
+    """
+    Return the symbolic name of an errno value (C{ENOSPC}), or C{E<n>}.
+    """
+    return errnos.errorcode.get(number, f"E{number}")
+
+
+class ProbeResult(NamedTuple):
+    """
+    What a probe found.
+
+    @ivar ok: whether mail can be delivered into the spool directory.
+    @ivar errno: the error number of the failure, 0 on success.
+    @ivar path: the path the failure is about (the spool directory on
+        success).
+    @ivar reason: a short explanation of the failure, C{""} on success.
+    """
+
+    ok: bool
+    errno: int
+    path: bytes
+    reason: str
+
+    def describe(self):
+        """
+        Return the failure as C{PATH: ENAME (reason)}.
+        """
+        return f"{os.fsdecode(self.path)}: {errno_name(self.errno)} ({self.reason})"
+
+
+class Credentials:
+    """
+    The C{(uid, gid, groups)} a probe for a user runs with.
+
+    With the name service (hlfs's default user source), a user NSS knows
+    under the same name and uid gets its primary group and supplementary
+    groups from NSS.  Those lookups can cost a fraction of a millisecond
+    (or a network round trip), so they are kept, a bounded number of them,
+    until L{forget} (the resolver calls it when the user table is
+    reloaded).
+
+    A user NSS does not know, and every user when C{nss} is false (hlfs's
+    C{--password-file}), runs with the group of its home directory and no
+    supplementary groups: the user table holds no groups.
+
+    Calls may block (NSS, a hung home): they happen in probe threads.
+    """
+
+    def __init__(self, nss=True, max_cached=65536):
+        self.nss = nss
+        self.max_cached = max_cached
+        self._cache = {}
+
+    def forget(self):
+        """
+        Drop every kept lookup.
+        """
+        self._cache = {}
+
+    def __call__(self, user, home):
+        cache = self._cache
+        kept = cache.get(user.uid)
+        if kept is not None and kept[0] == user.name and kept[1] == home:
+            return kept[2]
+        found = self._from_nss(user) if self.nss else None
+        if found is None:
+            try:
+                found = user.uid, os.stat(home).st_gid, ()
+            except OSError:
+                # The probe will fail on the home anyway, with the real
+                # reason; do not keep this.
+                return user.uid, NOGROUP, ()
+        if len(cache) >= self.max_cached:
+            cache.clear()
+        cache[user.uid] = (user.name, home, found)
+        return found
+
+    def _from_nss(self, user):
+        # Through ctypes: the lookups let go of the GIL while NSS waits.
+        try:
+            ids = creds.user_ids(user.name)
+        except OSError:
+            return None
+        if ids is None or ids[0] != user.uid:
+            return None
+        gid = ids[1]
+        return user.uid, gid, creds.group_list(user.name, gid)
+
+
+class HomeProbe:
+    """
+    The blocking check that a user's spool directory can take mail.
+
+    Call it in a pool thread, never in the reactor thread: any step may
+    block for as long as the home's filesystem does.
+
+    @ivar fsync: also fsync the test file (a home whose server reports
+        errors only at write-back).
+    """
+
+    def __init__(self, fsync=False, credentials=None):
+        """
+        @param credentials: a L{Credentials}; by default, from NSS.
+        """
+        self.fsync = fsync
+        self.credentials = credentials if credentials is not None else Credentials()
+        self._names = itertools.count()
+        self._prefix = ".hlfs-probe.{}.{}.".format(
+            socket.gethostname().replace("/", "_"), os.getpid()
+        )
+
+    def forget(self):
+        """
+        Forget what is known about users (the table was reloaded).
+        """
+        self.credentials.forget()
+
+    def _unique_name(self):
+        return os.fsencode(f"{self._prefix}{next(self._names)}")
+
+    def __call__(self, user, spool):
+        """
+        Probe C{spool} (C{~user/<subdir>}, as given by
+        L{hlfs.core.resolver.SpoolRules.spool_of}) as C{user}.
+
+        @return: a L{ProbeResult}; this never raises.
+        """
+        home, _, subdir = spool.rpartition(b"/")
+        home = home or b"/"
+        try:
+            uid, gid, groups = self.credentials(user, home)
+            with creds.as_user(uid, gid, groups):
+                return self._check(uid, home, subdir, spool)
+        except OSError as e:
+            return ProbeResult(False, e.errno or errnos.EIO, spool, e.strerror or str(e))
+        except Exception as e:  # a probe must answer, whatever went wrong
+            return ProbeResult(False, errnos.EIO, spool, f"probe error: {e!r}")
+
+    def _check(self, uid, home, subdir, spool):
+        # Only the last component is the user's to change (the home's
+        # parent is not): O_NOFOLLOW on it is all it takes.
+        spool_fd = self._open_spool(home, spool)
+        if isinstance(spool_fd, ProbeResult):
+            return spool_fd
+        try:
+            owner = os.fstat(spool_fd).st_uid
+            if owner != uid:
+                return ProbeResult(False, errnos.EPERM, spool, f"owned by uid {owner}, not {uid}")
+            return self._write_file(spool_fd, spool)
+        finally:
+            os.close(spool_fd)
+
+    def _open_spool(self, home, spool):
+        """
+        Open the spool directory (creating it when missing) without
+        following a symbolic link; return the descriptor or a failed
+        L{ProbeResult}.
+        """
+        for attempt in (1, 2):
+            try:
+                return os.open(spool, _OPEN_SUBDIR)
+            except FileNotFoundError as e:
+                if attempt == 2:
+                    return ProbeResult(False, e.errno, spool, e.strerror)
+                try:
+                    # Made with the thread's fsuid, so owned by the user;
+                    # the umask can only narrow 0700.  mkdir never follows
+                    # a link in the last component.
+                    os.mkdir(spool, 0o700)
+                except FileExistsError:
+                    pass  # made meanwhile: open it on the next turn
+                except OSError as e:
+                    if e.errno in (errnos.ENOENT, errnos.ENOTDIR):
+                        return self._home_failure(home, e)
+                    return ProbeResult(False, e.errno, spool, f"cannot create: {e.strerror}")
+            except OSError as e:
+                if e.errno in (errnos.ENOTDIR, errnos.ELOOP):
+                    return self._not_a_directory(home, spool, e)
+                return ProbeResult(False, e.errno, spool, e.strerror)
+        raise AssertionError("unreachable")
+
+    def _home_failure(self, home, error):
+        """
+        The spool directory cannot be made: say what is wrong with the
+        home itself.
+        """
+        try:
+            mode = os.stat(home).st_mode
+        except OSError as e:
+            return ProbeResult(False, e.errno, home, e.strerror)
+        if not stat.S_ISDIR(mode):
+            return ProbeResult(False, errnos.ENOTDIR, home, "the home is not a directory")
+        return ProbeResult(False, error.errno, home, error.strerror)
+
+    def _not_a_directory(self, home, spool, error):
+        try:
+            mode = os.lstat(spool).st_mode
+        except NotADirectoryError:
+            return self._home_failure(home, error)
+        except OSError as e:
+            return ProbeResult(False, e.errno, spool, e.strerror)
+        if stat.S_ISLNK(mode):
+            reason = "is a symbolic link, not a directory; not followed"
+        else:
+            reason = "is not a directory"
+        return ProbeResult(False, error.errno, spool, reason)
+
+    def _write_file(self, spool_fd, spool):
+        name = self._unique_name()
+        path = spool + b"/" + name
+        try:
+            fd = os.open(name, _CREATE, 0o600, dir_fd=spool_fd)
+        except OSError as e:
+            return ProbeResult(False, e.errno, path, f"cannot create a file: {e.strerror}")
+        failure = None
+        try:
+            try:
+                data = PROBE_DATA
+                while data:
+                    data = data[os.write(fd, data) :]
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError as e:
+                failure = ProbeResult(False, e.errno, path, f"cannot write: {e.strerror}")
+            finally:
+                try:
+                    # NFS reports a full disk or quota at close.
+                    os.close(fd)
+                except OSError as e:
+                    failure = failure or ProbeResult(
+                        False, e.errno, path, f"cannot write: {e.strerror}"
+                    )
+        finally:
+            try:
+                os.unlink(name, dir_fd=spool_fd)
+            except OSError as e:
+                failure = failure or ProbeResult(False, e.errno, path, f"cannot remove: {e.strerror}")
+        return failure or ProbeResult(True, 0, spool, "")
+
+

@@ -1,0 +1,123 @@
+"""
+The probe cache's per-user state: three flat arrays indexed by the user
+table's positions (17 bytes a user), remapped in a thread when the table
+is reloaded, and the views of it the operator sees (L{CacheEntry},
+L{ProbeStats}).
+"""
+
+import re
+from array import array
+from typing import NamedTuple
+
+# Bits of a user's status byte.
+CHECKED = 1  # a probe result is cached (until the user's expiry time)
+FAILED = 2  # ... and it was a failure
+SERVED_ALT = 4  # the last answer for this user was the alternate spool
+CLEAR_CHECKED = bytes(b & ~(CHECKED | FAILED) for b in range(256))
+
+
+class CacheEntry(NamedTuple):
+    """
+    One user's cached state, for the operator.
+
+    @ivar state: C{ok}, C{failed} (either may be C{(expired)}) or
+        C{unverified}.
+    @ivar age: seconds since the cached probe finished, or L{None}.
+    @ivar expires_in: seconds the result is still used, or L{None}.
+    @ivar probing: whether a probe is in flight.
+    @ivar target: the link's last answer.
+    @ivar changed: the link's time (ns).
+    """
+
+    state: str
+    age: float | None
+    expires_in: float | None
+    probing: bool
+    target: bytes
+    changed: int
+
+
+class ProbeStats:
+    """
+    Counters for the operator console.
+    """
+
+    __slots__ = ("hits", "misses", "fallbacks", "failures", "late")
+
+    def __init__(self):
+        self.hits = self.misses = self.fallbacks = self.failures = self.late = 0
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class UserState:
+    """
+    Per-user state, three arrays in the table's uid order.
+
+      - C{status}: bytes of C{CHECKED}, C{FAILED}, C{SERVED_ALT}.
+      - C{expires}: when a cached probe result expires (clock seconds).
+      - C{changed}: when the user's link value last changed, in ns; a
+        value C{<= 0} stands for C{epochs[-value]}, the stamp of the
+        table load that brought the entry, so a fresh table needs no
+        per-user stamps.
+    """
+
+    __slots__ = ("table", "status", "expires", "changed", "epoch")
+
+    def __init__(self, table, epoch):
+        n = len(table)
+        self.table = table
+        self.epoch = epoch
+        self.status = bytearray(n)
+        self.expires = array("d", bytes(8 * n))
+        self.changed = array("q", [-epoch]) * n
+
+    def footprint(self):
+        return len(self.status) + 8 * len(self.expires) + 8 * len(self.changed)
+
+
+FOREVER = float("inf")
+TOUCHED = re.compile(rb"[^\x00]")
+
+
+def remap(old, new_table, epoch):
+    """
+    Build the L{UserState} of C{new_table} from C{old}.  Runs in a thread.
+
+    An identical table keeps every user's state.  Otherwise, users whose
+    entry (uid, name, home) did not change keep their cached probe result
+    and link time; every other user starts afresh, its link time the
+    reload's (later than any time given before, so a changed value always
+    shows a new time).  Only users with some state are looked at: the
+    cost follows the users seen since the last reload, not the table's
+    size.
+
+    @return: C{(state, changed)}, C{changed} telling whether the table
+        changed at all.
+    """
+    old_table = old.table
+    state = UserState.__new__(UserState)
+    state.table = new_table
+    state.epoch = epoch
+    if old_table == new_table:
+        state.status = bytearray(old.status)
+        state.expires = old.expires[:]
+        state.changed = old.changed[:]
+        return state, False
+    n = len(new_table)
+    status = bytearray(n)
+    expires = array("d", bytes(8 * n))
+    changed = array("q", [-epoch]) * n
+    old_status, old_expires, old_changed = old.status, old.expires, old.changed
+    old_at, new_at, index_of = old_table.at, new_table.at, new_table.index_of
+    for match in TOUCHED.finditer(old_status):
+        i = match.start()
+        user = old_at(i)
+        j = index_of(user.uid)
+        if j >= 0 and new_at(j) == user:
+            status[j] = old_status[i]
+            expires[j] = old_expires[i]
+            changed[j] = old_changed[i]
+    state.status, state.expires, state.changed = status, expires, changed
+    return state, True

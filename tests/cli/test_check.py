@@ -1,0 +1,212 @@
+"""
+Tests for C{hlfs check}, run as a real command against password and
+group files, directories and mount tables made by the test (and one real
+tmpfs mount).
+"""
+
+import os
+
+import pytest
+
+from hlfs.mail.accounts import Account
+from hlfs.cli.check import check_accounts
+from tests.support.mail import make_dir, needs_root, run_hlfs
+from tests.support.filesystems import tmpfs
+
+from tests.support.proc_mounts import DEFAULT_NFS4_LINE, HLFS_LINE
+
+
+@pytest.fixture
+def system(world):
+    """
+    A healthy configuration: distinct homes, an hlfs group, mount point
+    0755, alternate spool 1777, hlfs mounted with caches off.
+    """
+    root = world
+    passwd = os.path.join(root, "passwd")
+    with open(passwd, "w") as f:
+        f.write(
+            "root:x:0:0:root:/root:/bin/sh\n"
+            "alice:x:60001:60001::/home/alice:/bin/sh\n"
+            "bob:x:60002:60002::/home/bob:/bin/sh\n"
+            "alias:x:60002:60002::/home/bob:/bin/sh\n"
+        )
+    group = os.path.join(root, "group")
+    with open(group, "w") as f:
+        f.write("root:x:0:\nhlfs:x:65400:\n")
+    mount_point = make_dir(os.path.join(root, "mail"), 0o755)
+    alt = make_dir(os.path.join(root, "alt_mail"), 0o1777)
+    mounts = os.path.join(root, "mounts")
+    with open(mounts, "w") as f:
+        f.write("proc /proc proc rw 0 0\n" + HLFS_LINE.replace(" /mail ", f" {mount_point} ") + "\n")
+    return {
+        "root": root, "passwd": passwd, "group": group, "mount_point": mount_point,
+        "alt": alt, "mounts": mounts,
+    }
+
+
+def check(s, *extra):
+    return run_hlfs(
+        "check", "--password-file", s["passwd"], "--group-file", s["group"],
+        "--mount-point", s["mount_point"], "--alt-dir", s["alt"],
+        "--proc-mounts", s["mounts"], *extra,
+    )
+
+
+def warnings_of(result):
+    return [
+        line for line in result.stdout.decode().splitlines() if ": warning: " in line
+    ]
+
+
+@needs_root
+def test_healthy_system_passes(system):
+    result = check(system)
+    assert result.returncode == 0, result.stdout
+    assert warnings_of(result) == []
+    assert b"no problems found" in result.stdout
+    assert b"mounted with the lookup and attribute caches off" in result.stdout
+
+
+@needs_root
+def test_shared_uid_with_different_homes(system):
+    with open(system["passwd"], "a") as f:
+        f.write("toor:x:60001:0::/root2:/bin/sh\n")
+    result = check(system)
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "uid 60001 is shared by entries with different homes" in warning
+    assert "alice (/home/alice)" in warning and "toor (/root2)" in warning
+
+
+def test_account_checks_are_pure():
+    warnings = check_accounts(
+        [
+            Account(b"a", 1, 1, b"/"),
+            Account(b"b", 2, 2, b"home/b"),
+            Account(b"c", 3, 3, b""),
+            Account(b"d", 4, 4, b"/home/d"),
+            Account(b"e", 4, 4, b"/home/d"),
+        ]
+    )
+    assert len(warnings) == 3
+    assert "user a (uid 1) has home /" in warnings[0]
+    assert "relative home 'home/b'" in warnings[1]
+    assert "relative home ''" in warnings[2]
+
+
+@needs_root
+def test_bad_homes_and_malformed_lines(system):
+    with open(system["passwd"], "a") as f:
+        f.write("slash:x:60010:1::/:/bin/sh\nrel:x:60011:1::home/rel:/bin/sh\nbroken line\n")
+    result = check(system)
+    assert result.returncode == 1
+    text = "\n".join(warnings_of(result))
+    assert "user slash (uid 60010) has home /" in text
+    assert "user rel (uid 60011) has a relative home 'home/rel'" in text
+    assert "passwd:7: 1 fields, expected 7" in text
+
+
+@needs_root
+def test_missing_hlfs_group(system):
+    result = check(system, "--group", "mailreaders")
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "group 'mailreaders' does not exist" in warning
+
+
+@needs_root
+def test_wrong_modes(system):
+    os.chmod(system["mount_point"], 0o700)
+    os.chmod(system["alt"], 0o755)
+    result = check(system)
+    assert result.returncode == 1
+    text = "\n".join(warnings_of(result))
+    assert "has mode 0700: it must be world readable and searchable" in text
+    assert "has mode 0755, expected 1777" in text
+
+
+@needs_root
+def test_missing_and_symlinked_directories(system):
+    os.rmdir(system["mount_point"])
+    real = system["alt"]
+    os.rename(real, real + ".real")
+    os.symlink(real + ".real", real)
+    result = check(system)
+    text = "\n".join(warnings_of(result))
+    assert "No such file or directory" in text
+    assert "is a symbolic link" in text
+
+
+@needs_root
+def test_mount_with_caches_on(system):
+    with open(system["mounts"], "w") as f:
+        f.write(DEFAULT_NFS4_LINE.replace(" /srv/export ", f" {system['mount_point']} ") + "\n")
+    result = check(system)
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "client caches on; remount with lookupcache=none or users" in warning
+    result = check(system, "--require-noac")
+    [warning] = warnings_of(result)
+    assert "client caches on; remount with noac,lookupcache=none or users" in warning
+
+
+@needs_root
+def test_attribute_cache_on_is_a_note_unless_required(system):
+    """
+    The daemon's own default mount (lookup cache off, attribute cache on)
+    passes; with --require-noac it does not.
+    """
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs ro,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    with open(system["mounts"], "w") as f:
+        f.write(line)
+    result = check(system)
+    assert result.returncode == 0, result.stdout
+    assert b"attribute cache is on, which per-caller link handles make safe" in result.stdout
+    result = check(system, "--require-noac")
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "remount with noac or users" in warning
+
+
+@needs_root
+def test_not_mounted_is_only_a_note(system):
+    with open(system["mounts"], "w") as f:
+        f.write("proc /proc proc rw 0 0\n")
+    result = check(system)
+    assert result.returncode == 0
+    assert b"nothing is mounted on" in result.stdout
+
+
+@needs_root
+def test_real_mount_table_with_something_else_mounted(system):
+    """
+    Against the kernel's own table: a tmpfs where hlfs should be is named.
+    """
+    with tmpfs(system["mount_point"], "64k"):
+        os.chmod(system["mount_point"], 0o755)
+        result = check(system, "--proc-mounts", "/proc/self/mounts")
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "is a tmpfs mount, not hlfs" in warning
+
+
+@needs_root
+def test_unreadable_inputs_are_reported(system):
+    result = run_hlfs(
+        "check", "--password-file", "/nonexistent/passwd", "--group-file", "/nonexistent/group",
+        "--mount-point", system["mount_point"], "--alt-dir", system["alt"],
+        "--proc-mounts", "/nonexistent/mounts",
+    )
+    assert result.returncode == 1
+    text = "\n".join(warnings_of(result))
+    assert "cannot read /nonexistent/passwd" in text
+    assert "cannot read /nonexistent/group" in text
+    assert "cannot read /nonexistent/mounts" in text
+    assert b"Traceback" not in result.stderr
+
+
+def test_usage_error():
+    result = run_hlfs("check", "--no-such-option")
+    assert result.returncode == 64
+    assert b"Traceback" not in result.stderr

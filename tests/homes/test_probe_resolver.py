@@ -1,0 +1,590 @@
+"""
+L{hlfs.homes.cache.ProbingResolver}: caching, link times, fallback and
+reloads, with probes on real filesystems in the pool's real threads.
+
+The cache interval and link times run on a L{task.Clock} the test
+advances (in the reactor thread); probe results come back through the
+real reactor, which runs in a thread of its own (L{ReactorThread}).
+"""
+
+import os
+import time
+
+import pytest
+from twisted.internet import task
+
+from hlfs.homes.pool import ProbePool
+from hlfs.homes.cache import ProbingResolver
+from hlfs.core.resolver import Resolution, SpoolRules
+from hlfs.homes.tableload import TableLoadError, load_in_subprocess
+from hlfs.core.users import UserTable
+from tests.support.probes import LogCapture, wait_for
+from tests.support.filesystems import fill, tmpfs
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities"),
+    pytest.mark.timeout(120),
+]
+
+INTERVAL = 300
+
+
+class Setup:
+    """
+    A resolver over C{homes} on a test clock, its pool on the real reactor.
+    """
+
+    def __init__(self, rt, homes, threads=4, deadline=5.0, verify=True, interval=INTERVAL):
+        self.rt = rt
+        self.homes = homes
+        self.clock = task.Clock()
+        self.pool = ProbePool(threads=threads, reactor=rt.reactor, clock=self.clock)
+        self.rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
+        self.resolver = ProbingResolver(
+            homes.table(), self.rules, self.clock, self.pool,
+            cache_interval=interval, deadline=deadline, verify=verify,
+        )
+        self.pool.start()
+
+    def resolve(self, uid):
+        return self.rt.call(self.resolver.resolve, uid)
+
+    def advance(self, seconds):
+        self.rt.call(self.clock.advance, seconds)
+
+    def stop(self):
+        self.rt.call(self.pool.stop)
+
+
+@pytest.fixture
+def setup(rt, homes):
+    made = []
+
+    def make(**kw):
+        s = Setup(rt, homes, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def test_disk_full_falls_back_and_comes_home(setup, homes):
+    """
+    A home on a tiny tmpfs: full, the link points to the alternate spool
+    (with a log line naming the user, the path and ENOSPC); freed, it
+    points home again once the cached failure expires.  The link time
+    moves at each change and only then.
+    """
+    mnt = os.path.join(homes.base, "home")
+    with tmpfs(mnt, "64k"):
+        uid = homes.add("alice")
+        s = setup()
+        spool = homes.spool("alice")
+        first = s.resolve(uid)
+        assert first.target == spool
+
+        ballast = fill(mnt)
+        # Cached: the full disk goes unnoticed for the cache interval.
+        assert s.resolve(uid) == first
+        s.advance(INTERVAL + 1)
+        with LogCapture() as logs:
+            full = s.resolve(uid)
+        assert full.target == os.fsencode(homes.alt)
+        assert full.changed > first.changed
+        [line] = logs.matching("alice", os.fsdecode(spool), "ENOSPC")
+        assert f"uid {uid}" in line
+
+        os.unlink(ballast)
+        assert s.resolve(uid) == full  # the failure is cached too
+        s.advance(INTERVAL + 1)
+        back = s.resolve(uid)
+        assert back.target == spool
+        assert back.changed > full.changed
+
+        # The same answer again after a new probe: the same link time.
+        s.advance(INTERVAL + 1)
+        started = s.pool.started_count
+        assert s.resolve(uid) == back
+        assert s.pool.started_count == started + 1
+
+
+def test_cache_hits_do_not_probe(setup, homes):
+    uid = homes.add("alice")
+    s = setup()
+    s.resolve(uid)
+    for _ in range(5):
+        s.resolve(uid)
+    assert s.pool.started_count == 1
+    stats = s.resolver.stats_dict()
+    assert stats["hits"] == 5 and stats["misses"] == 1 and stats["started"] == 1
+
+
+def test_flush_probes_again(setup, homes):
+    a, b = homes.add("alice"), homes.add("bob")
+    s = setup()
+    s.resolve(a), s.resolve(b)
+    s.rt.call(s.resolver.flush, a)
+    s.resolve(a), s.resolve(b)
+    assert s.pool.started_count == 3
+    s.rt.call(s.resolver.flush)
+    s.resolve(a), s.resolve(b)
+    assert s.pool.started_count == 5
+
+
+def test_unknown_and_unusable_homes_never_probe(setup, homes):
+    slash = homes.add("slash", home="/", make=False)
+    relative = homes.add("relative", home="home/relative", make=False)
+    s = setup()
+    alt = os.fsencode(homes.alt)
+    assert s.resolve(slash).target == alt
+    assert s.resolve(relative).target == alt
+    assert s.resolve(12345).target == alt
+    assert s.pool.started_count == 0
+
+
+def test_no_verify(setup, homes):
+    """
+    hlfsd's C{-n}: the home without a probe, even a missing one.
+    """
+    uid = homes.add("ghost", make=False)
+    s = setup(verify=False)
+    assert s.resolve(uid).target == homes.spool("ghost")
+    assert s.pool.started_count == 0
+
+
+def test_permission_failures_are_logged_and_cached(setup, homes):
+    uid = homes.add("alice")
+    spool = homes.spool("alice")
+    os.symlink("/etc", spool)
+    s = setup()
+    with LogCapture() as logs:
+        r = s.resolve(uid)
+        assert r.target == os.fsencode(homes.alt)
+        s.resolve(uid)
+    [line] = logs.lines
+    assert "alice" in line and os.fsdecode(spool) in line and "symbolic link" in line
+    assert s.pool.started_count == 1
+
+
+def test_link_times(setup, homes):
+    """
+    A user's link time is strictly later whenever the value changes, and
+    stays put when it does not, across probes and reloads.
+    """
+    uid = homes.add("alice")
+    other = homes.add("bob")
+    s = setup()
+    spool = os.fsdecode(homes.spool("alice"))
+    home = spool.rpartition("/")[0]
+    r1 = s.resolve(uid)
+    s.rt.call(s.resolver.flush)
+    assert s.resolve(uid) == r1
+
+    os.chmod(spool, 0o000)
+    os.chown(spool, 0, 0)
+    s.rt.call(s.resolver.flush)
+    r2 = s.resolve(uid)
+    assert r2.target == os.fsencode(homes.alt) and r2.changed > r1.changed
+    os.chown(spool, uid, uid)
+    os.chmod(spool, 0o700)
+    s.rt.call(s.resolver.flush)
+    r3 = s.resolve(uid)
+    assert r3.target == r1.target and r3.changed > r2.changed
+
+    # A reload that changes nothing keeps times and cached results.
+    bob = s.resolve(other)
+    started = s.pool.started_count
+    s.rt.call(s.resolver.set_table, homes.table())
+    assert s.resolve(uid) == r3
+    assert s.resolve(other) == bob
+    assert s.pool.started_count == started
+
+    # A new home: a new value, a new time, a new probe; bob untouched.
+    moved = home + "-moved"
+    os.rename(home, moved)
+    homes.users[0] = (b"alice", uid, os.fsencode(moved))
+    s.rt.call(s.resolver.set_table, homes.table())
+    r4 = s.resolve(uid)
+    assert r4.target == os.fsencode(moved) + b"/.mailspool"
+    assert r4.changed > r3.changed
+    assert s.pool.started_count == started + 1
+    assert s.resolve(other) == bob
+
+    # Gone from the table: the alternate spool, at a new time.
+    del homes.users[0]
+    s.rt.call(s.resolver.set_table, homes.table())
+    r5 = s.resolve(uid)
+    assert r5.target == os.fsencode(homes.alt) and r5.changed > r4.changed
+    assert s.resolve(other) == bob
+
+
+def test_peek_and_mailbox_follow_the_last_answer(setup, homes):
+    uid = homes.add("alice")
+    spool = homes.spool("alice")
+    s = setup()
+    r = s.resolve(uid)
+    assert s.rt.call(s.resolver.peek, uid) == r
+    assert s.rt.call(s.resolver.mailbox, b"alice") == Resolution(spool + b"/alice", r.changed)
+    os.chmod(os.fsdecode(spool), 0o000)
+    os.chown(os.fsdecode(spool), 0, 0)
+    s.rt.call(s.resolver.flush)
+    alt = s.resolve(uid)
+    assert s.rt.call(s.resolver.peek, uid) == alt
+    mailbox = s.rt.call(s.resolver.mailbox, b"alice")
+    assert mailbox.target == os.fsencode(homes.alt) + b"/alice"
+    assert s.rt.call(s.resolver.mailbox, b"nobody-here") is None
+
+
+def write_passwd(path, homes, extra):
+    with open(path, "wb") as f:
+        for name, uid, home in homes.users:
+            f.write(b"%s:x:%d:%d::%s:/bin/sh\n" % (name, uid, uid, home))
+        for n in range(extra):
+            f.write(b"gen%d:x:%d:100::/nonexistent/gen%d:/bin/sh\n" % (n, 100000 + n, n))
+
+
+def test_reload_under_load(setup, homes, rt):
+    """
+    A 200,000-user password file is reloaded (parsed in a child process,
+    remapped in a thread) while the reactor keeps resolving: no request
+    fails, none waits for the reload, and users whose entry did not
+    change keep their cached result.
+    """
+    uids = [homes.add(f"user{n}") for n in range(20)]
+    passwd = os.path.join(homes.base, "passwd")
+    write_passwd(passwd, homes, 200_000)
+    s = setup()
+    for uid in uids:
+        s.resolve(uid)
+    started = s.pool.started_count
+
+    gaps = []
+    answers = []
+    state = {"last": None, "n": 0}
+
+    def tick():
+        now = time.monotonic()
+        if state["last"] is not None:
+            gaps.append(now - state["last"])
+        state["last"] = now
+        uid = uids[state["n"] % len(uids)]
+        state["n"] += 1
+        answers.append(s.resolver.resolve(uid))
+
+    loop = task.LoopingCall(tick)
+    stopped = []
+    rt.call(lambda: loop.start(0.001).addBoth(stopped.append) and None)
+    try:
+        time.sleep(0.1)
+        begun = time.monotonic()
+        table = rt.call(s.resolver.reload, lambda: load_in_subprocess(passwd), timeout=60)
+        took = time.monotonic() - begun
+        ticks_during = len(gaps)
+        time.sleep(0.1)
+    finally:
+        rt.call(loop.stop)
+    assert len(table) == 200_020
+    assert s.resolver.table is table
+    assert all(isinstance(a, Resolution) and a.target.endswith(b"/.mailspool") for a in answers)
+    # Cached results survived the reload: no new probes.
+    assert s.pool.started_count == started
+    assert ticks_during > 10
+    # A request that waited for the reload would leave a gap as long as
+    # the reload itself; allow for a loaded machine's scheduling.
+    assert max(gaps) < took * 0.5, (max(gaps), took)
+    # The new users resolve.
+    assert s.resolve(100_005).target == os.fsencode(homes.alt)  # no such home: probe fails
+    assert s.rt.call(s.resolver.mailbox, b"gen7").target == b"/nonexistent/gen7/.mailspool/gen7"
+
+
+def test_reload_failure_keeps_the_table(setup, homes):
+    uid = homes.add("alice")
+    s = setup()
+    r = s.resolve(uid)
+
+    def broken():
+        raise OSError(2, "No such file or directory")
+
+    with LogCapture() as logs:
+        assert s.rt.call(s.resolver.reload, broken) is None
+    assert logs.matching("reloading the user table failed", "keeping the 1 users")
+    assert s.resolve(uid) == r
+
+
+def test_reloads_asked_for_during_a_reload_share_it(setup, homes):
+    homes.add("alice")
+    s = setup()
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.2)
+        return homes.table()
+
+    def both():
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults([s.resolver.reload(slow), s.resolver.reload(slow)])
+
+    t1, t2 = s.rt.call(both)
+    assert t1 is t2 and len(calls) == 1
+
+
+def test_footprint_is_small(setup, homes):
+    """
+    The per-user state is three flat arrays: 17 bytes a user.
+    """
+    table = UserTable((b"u%d" % n, n, b"/home/u%d" % n) for n in range(10_000))
+    s = setup()
+    s.rt.call(s.resolver.set_table, table)
+    assert s.resolver.footprint() - table.footprint() == 17 * 10_000
+
+
+def test_waiters_wait_on_the_test_clock_deadline(rt, homes):
+    """
+    A probe slower than the deadline: the caller gets the alternate spool
+    when the clock passes the deadline, the probe's late answer updates
+    the cache, and the link time moves both ways.
+    """
+    import threading
+
+    uid = homes.add("alice")
+    gate = threading.Event()
+    from hlfs.homes.probe import HomeProbe
+
+    real = HomeProbe()
+
+    def slow_probe(user, spool):
+        gate.wait(30)
+        return real(user, spool)
+
+    clock = task.Clock()
+    pool = ProbePool(threads=2, reactor=rt.reactor, clock=clock)
+    rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
+    resolver = ProbingResolver(homes.table(), rules, clock, pool, deadline=1.0, probe=slow_probe)
+    pool.start()
+    try:
+        before = rt.call(resolver.peek, uid)
+        got = []
+        rt.call(lambda: resolver.resolve(uid).addCallback(got.append) and None)
+        rt.call(clock.advance, 0.5)
+        assert got == []
+        assert len(rt.call(pool.in_flight)) == 1
+        with LogCapture() as logs:
+            rt.call(clock.advance, 0.6)
+        assert got[0].target == os.fsencode(homes.alt)
+        assert got[0].changed > before.changed
+        assert logs.matching("still running after 1.0 s")
+        # Later callers: the probe is past its deadline: no wait at all.
+        assert rt.call(resolver.resolve, uid).target == os.fsencode(homes.alt)
+        assert pool.started_count == 1
+        gate.set()
+        wait_for(lambda: rt.call(pool.count) == 0)
+        home = rt.call(resolver.resolve, uid)
+        assert home.target == homes.spool("alice")
+        assert home.changed > got[0].changed
+        assert resolver.stats.late == 1
+    finally:
+        gate.set()
+        rt.call(pool.stop)
+
+
+def test_answers_given_during_a_reload_survive_it(setup, homes):
+    """
+    The per-user state is copied in the loading thread while the reactor
+    goes on changing it: what changed meanwhile is carried over at the
+    swap, and a flush of everything during the reload still holds after.
+    """
+    import threading
+
+    a = homes.add("alice")
+    b = homes.add("bob")
+    s = setup()
+    ra = s.resolve(a)
+    gate = threading.Event()
+    loaded = threading.Event()
+
+    def slow_loader():
+        table = homes.table()
+        loaded.set()
+        gate.wait(30)
+        return table
+
+    # A changed table (a new user), so the state is remapped, not copied.
+    homes.add("carol")
+    done = []
+    s.rt.call(lambda: s.resolver.reload(slow_loader).addCallback(done.append) and None)
+    assert loaded.wait(10)
+    spool = os.fsdecode(homes.spool("alice"))
+    os.chmod(spool, 0o000)
+    os.chown(spool, 0, 0)
+    s.rt.call(s.resolver.flush, a)
+    alt = s.resolve(a)  # probed during the reload: a failure now
+    assert alt.target == os.fsencode(homes.alt) and alt.changed > ra.changed
+    rb = s.resolve(b)  # first seen during the reload
+    started = s.pool.started_count
+    gate.set()
+    wait_for(lambda: bool(done))
+    assert len(s.resolver.table) == 3
+    assert s.resolve(a) == alt
+    assert s.resolve(b) == rb
+    assert s.pool.started_count == started
+
+    # flush() during a reload applies to the table swapped in.
+    gate.clear()
+    loaded.clear()
+    homes.add("dave")
+    done.clear()
+    s.rt.call(lambda: s.resolver.reload(slow_loader).addCallback(done.append) and None)
+    assert loaded.wait(10)
+    s.rt.call(s.resolver.flush)
+    gate.set()
+    wait_for(lambda: bool(done))
+    s.resolve(b)
+    assert s.pool.started_count == started + 1
+
+
+def test_child_loader_errors_are_one_line(setup, homes):
+    uid = homes.add("alice")
+    s = setup()
+    r = s.resolve(uid)
+    missing = os.path.join(homes.base, "no-such-passwd")
+    with pytest.raises(TableLoadError) as e:
+        load_in_subprocess(missing)
+    assert str(e.value) == f"cannot read password file {missing}: No such file or directory"
+    with LogCapture() as logs:
+        assert s.rt.call(s.resolver.reload, lambda: load_in_subprocess(missing)) is None
+    [line] = logs.lines
+    assert "keeping the 1 users" in line and "No such file or directory" in line
+    assert "Traceback" not in line
+    assert s.resolve(uid) == r
+
+
+def test_child_loader_gives_the_same_table(homes):
+    homes.add("alice")
+    homes.add("bob")
+    passwd = os.path.join(homes.base, "passwd")
+    write_passwd(passwd, homes, 1000)
+    with open(passwd, "ab") as f:
+        f.write(b"broken line\n")
+    table = load_in_subprocess(passwd)
+    direct = UserTable.from_passwd_file(passwd)
+    assert table == direct
+    assert table.problems == direct.problems and len(table.problems) == 1
+    assert table.by_name(b"gen5") == direct.by_name(b"gen5")
+
+
+def test_operator_views(setup, homes):
+    """
+    What the console, the status report and the SIGUSR1 dump show of a
+    user's cached state.
+    """
+    a = homes.add("alice")
+    b = homes.add("bob")
+    s = setup()
+    r = s.resolver
+    assert s.rt.call(r.describe, a) == ("unverified", "-")
+    assert s.rt.call(r.cache_entry, 12345) is None
+    s.resolve(a)
+    s.advance(10)
+    entry = s.rt.call(r.cache_entry, a)
+    assert entry.state == "ok" and entry.age == 10 and entry.expires_in == INTERVAL - 10
+    assert entry.target == homes.spool("alice") and not entry.probing
+    assert s.rt.call(r.describe, a) == ("ok", "10")
+    s.advance(INTERVAL)
+    assert s.rt.call(r.describe, a) == ("ok-expired", str(INTERVAL + 10))
+    assert s.rt.call(r.describe, b) == ("unverified", "-")
+    status = dict(s.rt.call(r.status))
+    assert status["cache_misses"] == 1 and status["probes_started"] == 1
+    assert status["pool_threads"] == 4 and status["probes_in_flight"] == 0
+
+
+def test_resolver_for_the_daemon_config(rt, homes):
+    """
+    The daemon builds its resolver and pool from its Config: -c, -n,
+    --probe-deadline, --probe-threads, and NSS or a password file.
+    """
+    from hlfs.daemon.config import Config
+    from hlfs.homes.cache import resolver_for
+
+    uid = homes.add("alice")
+    rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
+    config = Config(cache_interval=42.0, probe_deadline=0.25, probe_threads=3,
+                    password_file="/etc/passwd-like")
+    resolver, pool = resolver_for(config, homes.table(), rules, rt.reactor)
+    assert (resolver.cache_interval, resolver.deadline, resolver.verify) == (42.0, 0.25, True)
+    assert (pool.threads, pool.stuck_after) == (3, 0.25)
+    assert resolver.probe.credentials.nss is False
+    pool.start()
+    try:
+        assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
+    finally:
+        rt.call(pool.stop)
+    resolver, pool = resolver_for(Config(verify=False), homes.table(), rules, rt.reactor)
+    assert not resolver.verify and resolver.probe.credentials.nss is True
+    assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
+    assert pool.started_count == 0
+
+
+def _snapshot(path):
+    found = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            found[p] = (st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return found
+
+
+@pytest.mark.parametrize("case", ["spool owned by another user", "symlink as spool", "home is a file"])
+def test_permission_problems(setup, homes, case):
+    """
+    Each gets the alternate spool and one log line naming the user, the
+    path and the error, and nothing outside the user's home changes.
+    """
+    uid = homes.add("alice")
+    spool = os.fsdecode(homes.spool("alice"))
+    home = spool.rpartition("/")[0]
+    outside = os.path.join(homes.base, "outside")
+    os.mkdir(outside, 0o777)
+    os.chown(outside, uid, uid)
+    if case == "spool owned by another user":
+        os.mkdir(spool, 0o777)
+        os.chown(spool, uid + 1, uid + 1)
+        errname, path = "EPERM", spool
+    elif case == "symlink as spool":
+        os.symlink(outside, spool)
+        os.lchown(spool, uid, uid)
+        errname, path = "ENOTDIR", spool
+    else:
+        os.rmdir(home)
+        with open(home, "w") as f:
+            f.write("a file\n")
+        errname, path = "ENOTDIR", home
+    before = _snapshot(homes.base)
+    s = setup()
+    with LogCapture() as logs:
+        answer = s.resolve(uid)
+    assert answer.target == os.fsencode(homes.alt)
+    [line] = logs.lines
+    assert "alice" in line and f"uid {uid}" in line and f"{path}: {errname}" in line, line
+    assert _snapshot(homes.base) == before
+
+
+def test_child_loader_that_hangs_is_killed(homes):
+    """
+    A loader stuck (in the name service, say) is killed after the timeout
+    and the reload fails with one line, instead of holding reloads
+    forever.
+    """
+    stuck = os.path.join(homes.base, "stuck-python")
+    with open(stuck, "w") as f:
+        f.write("#!/bin/sh\nexec sleep 60\n")
+    os.chmod(stuck, 0o755)
+    started = time.monotonic()
+    with pytest.raises(TableLoadError) as e:
+        load_in_subprocess(None, timeout=0.5, python=stuck)
+    assert str(e.value) == "loading the user table took more than 0.5 s"
+    assert time.monotonic() - started < 10

@@ -1,0 +1,580 @@
+"""
+Tests for C{hlfs lostmail}: the remailer runs as a real process against
+a real alternate spool, resending through a C{sendmail}-compatible
+executable written by the test (it records its argv and stdin) or a real
+SMTP server (aiosmtpd) on the loopback interface.
+"""
+
+import configparser
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hlfs.mail import mbox
+from hlfs.mail.lostmail import CRASH_ENV, DEFAULTS
+from tests.support.mail import (
+    ALICE, BOB, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener, write_passwd,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SENDMAIL = """\
+#!{python}
+# A sendmail(8) stand-in: records argv and stdin, one JSON file per call.
+# It refuses (exit 75) a message containing the bytes in the file
+# "refuse" of its directory, if that file exists.
+import json, os, sys, time
+here = {here!r}
+data = sys.stdin.buffer.read()
+refuse = os.path.join(here, "refuse")
+if os.path.exists(refuse):
+    marker = open(refuse, "rb").read()
+    if marker and marker in data:
+        sys.stderr.write("450 mailbox busy, try later\\n")
+        sys.exit(75)
+name = "%020d.%d.json" % (time.time_ns(), os.getpid())
+with open(os.path.join(here, "out", name + ".tmp"), "w") as f:
+    json.dump({{"argv": sys.argv[1:], "data": data.decode("latin-1")}}, f)
+os.rename(os.path.join(here, "out", name + ".tmp"), os.path.join(here, "out", name))
+"""
+
+
+class Env:
+    """
+    A spool, a password file and a recording sendmail in one place.
+    """
+
+    def __init__(self, root):
+        self.root = root
+        self.alt = make_dir(os.path.join(root, "alt_mail"), 0o1777)
+        self.passwd = write_passwd(root)
+        self.sm_dir = make_dir(os.path.join(root, "sendmail"), 0o755)
+        os.mkdir(os.path.join(self.sm_dir, "out"))
+        self.sendmail = os.path.join(self.sm_dir, "sendmail")
+        with open(self.sendmail, "w") as f:
+            f.write(SENDMAIL.format(python=sys.executable, here=self.sm_dir))
+        os.chmod(self.sendmail, 0o755)
+
+    def args(self, *extra):
+        return ["lostmail", "--alt-dir", self.alt, "--sendmail", self.sendmail,
+                "--password-file", self.passwd, "--lock-timeout", "5", *extra]
+
+    def run(self, *extra, env=None):
+        return run_hlfs(*self.args(*extra), env=env)
+
+    def sent(self):
+        """
+        Return C{[(argv, data)]} in the order sendmail was called.
+        """
+        out = os.path.join(self.sm_dir, "out")
+        calls = []
+        for name in sorted(os.listdir(out)):
+            if name.endswith(".json"):
+                with open(os.path.join(out, name)) as f:
+                    record = json.load(f)
+                calls.append((record["argv"], record["data"].encode("latin-1")))
+        return calls
+
+    def refuse(self, marker):
+        with open(os.path.join(self.sm_dir, "refuse"), "wb") as f:
+            f.write(marker)
+
+    def mailbox(self, user=b"alice", messages=(), owner=None, raw=None):
+        """
+        Write a mailbox of C{(sender, content)} messages as delivery
+        agents write them.
+        """
+        path = os.path.join(self.alt, os.fsdecode(user))
+        with open(path, "wb") as f:
+            if raw is not None:
+                f.write(raw)
+            for sender, content in messages:
+                for chunk in mbox.message_chunks(
+                    mbox.from_line(sender, 1795000000), io.BytesIO(content)
+                ):
+                    f.write(chunk)
+        uid = owner if owner is not None else {b"alice": ALICE[1], b"bob": BOB[1]}.get(user, 0)
+        os.chown(path, uid, uid)
+        os.chmod(path, 0o600)
+        return path
+
+    def work_entries(self):
+        work = os.path.join(self.alt, ".lostmail")
+        return sorted(os.listdir(work)) if os.path.isdir(work) else []
+
+
+@pytest.fixture
+def env(world):
+    return Env(world)
+
+
+def strip_header(data):
+    """
+    Split off and check the one header the remailer adds.
+    """
+    header, _, rest = data.partition(b"\n")
+    assert header.startswith(b"X-Hlfs-Redelivered: from alternate spool ")
+    return rest
+
+
+TRICKY = [
+    (b"one@example.org", message(1)),
+    (b"two@example.org", b"Subject: quoting\n\nFrom here\n>From there\n>>From afar\n\n\nFrom \n"),
+    (b"three@example.org", b"Subject: 8bit\n\n\xe9t\xe9 \xff\x00 bytes\r\n.\n..dots\n"),
+    (b"", b"Subject: bounce\n\nfrom the null sender\n"),
+    (b"five@example.org", message(5, body=b"long line " * 2000 + b"\n")),
+]
+
+
+@needs_root
+def test_every_message_resent_once_through_sendmail(env):
+    env.mailbox(messages=TRICKY)
+    result = env.run()
+    assert result.returncode == 0, result.stderr
+    calls = env.sent()
+    assert len(calls) == len(TRICKY)
+    for (argv, data), (sender, content) in zip(calls, TRICKY):
+        assert argv == ["-oi", "-f", sender.decode() or "<>", "--", "alice"]
+        assert strip_header(data) == content
+    assert not os.path.exists(os.path.join(env.alt, "alice"))
+    assert env.work_entries() == []
+    out = result.stdout.decode()
+    assert "alice: 5 found, 5 resent, 0 failed" in out
+    assert "total: 5 found, 5 resent, 0 failed" in out
+
+
+class SMTPRecorder:
+    """
+    aiosmtpd handler: records envelopes, refuses messages containing a
+    marker while C{refusing} is set.
+    """
+
+    def __init__(self):
+        self.received = []
+        self.refusing = None
+
+    async def handle_DATA(self, server, session, envelope):
+        content = envelope.original_content
+        if self.refusing and self.refusing in content:
+            return "451 4.3.0 try again later"
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), content))
+        return "250 2.0.0 OK"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp():
+    from aiosmtpd.controller import Controller
+
+    handler = SMTPRecorder()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, f"127.0.0.1:{port}"
+    finally:
+        controller.stop()
+
+
+@needs_root
+def test_every_message_resent_once_through_smtp(env, smtp):
+    handler, address = smtp
+    # SMTP cannot carry lines over 998 bytes (RFC 5321 4.5.3.1.6).
+    messages = TRICKY[:-1] + [(b"five@example.org", message(5, body=b"line\n" * 2000))]
+    env.mailbox(messages=messages)
+    result = env.run("--smtp", address, "--domain", "example.org")
+    assert result.returncode == 0, result.stderr
+    assert len(handler.received) == len(messages)
+    for (mail_from, rcpts, content), (sender, original) in zip(handler.received, messages):
+        assert mail_from == (sender.decode() or "<>")  # aiosmtpd shows MAIL FROM:<> so
+        assert rcpts == ["alice@example.org"]
+        # SMTP carries CRLF line ends; the local form is LF.
+        local = content.replace(b"\r\n", b"\n")
+        assert strip_header(local) == original.replace(b"\r\n", b"\n")
+    assert env.sent() == []
+
+
+@needs_root
+def test_smtp_refusal_half_way_leaves_the_rest(env, smtp):
+    """
+    The server refuses the third message: the first two are delivered,
+    the rest stays in the working file, and the next run delivers exactly
+    the rest.
+    """
+    handler, address = smtp
+    messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 6)]
+    env.mailbox(messages=messages)
+    handler.refusing = b"END-OF-MESSAGE-3"
+    first = env.run("--smtp", address)
+    assert first.returncode == 1
+    assert b"not accepted" in first.stderr and b"451" in first.stderr
+    assert b"alice: 5 found, 2 resent, 1 failed" in first.stdout
+    assert [strip_header(c.replace(b"\r\n", b"\n")) for _, _, c in handler.received] == [
+        message(1), message(2)
+    ]
+    assert len([e for e in env.work_entries() if e.startswith("W.")]) == 1
+    handler.refusing = None
+    second = env.run("--smtp", address)
+    assert second.returncode == 0, second.stderr
+    assert [strip_header(c.replace(b"\r\n", b"\n")) for _, _, c in handler.received] == [
+        m for _, m in messages
+    ]
+    assert env.work_entries() == []
+
+
+@needs_root
+def test_sendmail_refusal_half_way_leaves_the_rest(env):
+    messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 5)]
+    env.mailbox(messages=messages)
+    env.refuse(b"END-OF-MESSAGE-2")
+    first = env.run()
+    assert first.returncode == 1
+    assert b"exited with status 75: 450 mailbox busy" in first.stderr
+    assert [strip_header(d) for _, d in env.sent()] == [message(1)]
+    os.unlink(os.path.join(env.sm_dir, "refuse"))
+    # New mail arrived meanwhile; it comes after the leftovers.
+    env.mailbox(messages=[(b"late@example.org", message(9))])
+    second = env.run()
+    assert second.returncode == 0, second.stderr
+    assert [strip_header(d) for _, d in env.sent()] == [m for _, m in messages] + [message(9)]
+
+
+@needs_root
+def test_unreachable_smtp_server_keeps_everything(env):
+    env.mailbox(messages=[(b"a@example.org", message(1))])
+    result = env.run("--smtp", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert b"Connection refused" in result.stderr
+    assert len(env.work_entries()) == 1
+
+
+CRASH_POINTS = ["locked:1", "renamed:1", "released:1", "sent:1", "sent:3",
+                "rewritten:1", "rewritten:3"]
+
+
+@needs_root
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_crash_at_any_step_loses_nothing(env, point):
+    """
+    Kill the remailer at each step; the next run delivers everything at
+    least once, and a duplicate happens only for a kill between the
+    MTA's acceptance and the working file's update.
+    """
+    messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 5)]
+    env.mailbox(messages=messages)
+    env.mailbox(b"bob", messages=[(b"b@example.org", message(10))])
+    crashed = env.run(env={**os.environ, CRASH_ENV: point})
+    assert crashed.returncode == -9
+    again = env.run()
+    assert again.returncode == 0, again.stderr
+    delivered = [strip_header(d) for _, d in env.sent()]
+    expected = [message(10)] + [m for _, m in messages]
+    assert set(delivered) == set(expected)
+    duplicates = len(delivered) - len(expected)
+    if point.startswith("sent"):
+        assert duplicates == 1
+    else:
+        assert duplicates == 0
+    assert not os.path.exists(os.path.join(env.alt, "alice"))
+    assert env.work_entries() == []
+    # A kill while holding the lock may leave it (the mailbox was already
+    # moved, so nobody needed it since); the next delivery breaks it at
+    # once because its holder is gone, and cleans up after it.
+    delivery = run_hlfs("deliver", "--spool", env.alt, "--password-file", env.passwd,
+                        "--lock-timeout", "5", "alice", input=message(20))
+    assert delivery.returncode == 0, delivery.stderr
+    assert sorted(os.listdir(env.alt)) == [".lostmail", "alice"]
+
+
+@needs_root
+def test_delivery_while_the_remailer_runs(env):
+    """
+    Agents keep delivering to the alternate spool while the remailer
+    runs again and again: every message is resent exactly once.
+    """
+    count = 12
+    stop = threading.Event()
+    runs = []
+
+    def remail():
+        while not stop.is_set():
+            runs.append(env.run().returncode)
+
+    remailer = threading.Thread(target=remail)
+    remailer.start()
+    try:
+        for n in range(count):
+            proc = subprocess.run(
+                hlfs_command("deliver", "--spool", env.alt, "--password-file", env.passwd,
+                             "-f", f"s{n}@example.org", "alice"),
+                input=message(n), stderr=subprocess.PIPE, timeout=60,
+            )
+            assert proc.returncode == 0, proc.stderr
+        # At least one run must have overlapped the deliveries.
+        deadline = time.monotonic() + 60
+        while not runs and remailer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        remailer.join(timeout=120)
+    final = env.run()
+    assert final.returncode == 0
+    assert set(runs) == {0} and len(runs) >= 1
+    delivered = [strip_header(d) for _, d in env.sent()]
+    assert sorted(delivered) == sorted(message(n) for n in range(count))
+    senders = sorted(argv[2] for argv, _ in env.sent())
+    assert senders == sorted(f"s{n}@example.org" for n in range(count))
+
+
+@needs_root
+def test_overlapping_runs_do_not_resend_twice(env):
+    """
+    While one run holds the working directory, a second one does nothing.
+    """
+    import fcntl
+
+    env.mailbox(messages=TRICKY[:2])
+    work = os.path.join(env.alt, ".lostmail")
+    os.mkdir(work, 0o700)
+    fd = os.open(work, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        result = env.run()
+        assert result.returncode == 0
+        assert b"another hlfs lostmail run is in progress" in result.stdout
+        assert env.sent() == [] and os.path.exists(os.path.join(env.alt, "alice"))
+    finally:
+        os.close(fd)
+    assert env.run().returncode == 0
+    assert len(env.sent()) == 2
+
+
+@needs_root
+def test_unknown_user_goes_to_postmaster(env):
+    env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
+    result = env.run("--postmaster", "root")
+    assert result.returncode == 0, result.stderr
+    [(argv, data)] = env.sent()
+    assert argv == ["-oi", "-f", "x@example.org", "--", "root"]
+    assert b"gone" in data.partition(b"\n")[0]
+    assert strip_header(data) == message(1)
+    assert b"gone: no such user; resending to root" in result.stderr
+
+
+@needs_root
+def test_hostile_spool_entries(env):
+    """
+    Names that are not user names, symbolic links (even to a valid
+    mailbox), special files, hard links, forged owners and oversized
+    files are skipped with a clear line and never followed.
+    """
+    outside = os.path.join(env.root, "outside")
+    with open(outside, "wb") as f:
+        for chunk in mbox.message_chunks(mbox.from_line(b"x@y", 0), io.BytesIO(message(1))):
+            f.write(chunk)
+    before = open(outside, "rb").read()
+    os.symlink(outside, os.path.join(env.alt, "alice"))
+    os.symlink("/etc/shadow", os.path.join(env.alt, "carol"))
+    with open(os.path.join(env.alt, "bad name"), "wb") as f:
+        f.write(before)
+    os.mkfifo(os.path.join(env.alt, "fifo"))
+    forged = env.mailbox(b"bob", messages=[(b"x@example.org", message(2))], owner=ALICE[1])
+    big = env.mailbox(b"daemon", messages=[(b"x@example.org", message(3, body=b"z" * 5000))])
+    os.link(outside, os.path.join(env.alt, "linked"))
+    result = env.run("--max-size", "4000")
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert env.sent() == []
+    assert "alice: symbolic link; not followed, skipped" in err
+    assert "carol: symbolic link; not followed, skipped" in err
+    assert "'bad name': not a user name; skipped" in err
+    assert "fifo: not a regular file; skipped" in err
+    assert "bob: owned by uid 60001, not by bob (uid 60002); skipped" in err
+    assert "daemon: 5" in err and "limit; skipped" in err
+    assert "linked: has 2 hard links; skipped" in err
+    assert "Traceback" not in err
+    assert open(outside, "rb").read() == before
+    assert os.path.exists(forged) and os.path.exists(big)
+    assert env.work_entries() == []
+
+
+@needs_root
+def test_problems_reach_syslog(env):
+    os.symlink("/etc/passwd", os.path.join(env.alt, "alice"))
+    socket_path = os.path.join(env.root, "log")
+    with syslog_listener(socket_path) as received:
+        result = env.run("--syslog-socket", socket_path)
+        records = received()
+    assert result.returncode == 1
+    assert len(records) == 1
+    assert records[0].startswith(b"<20>")
+    assert b"hlfs-lostmail[" in records[0]
+    assert records[0].endswith(b"alice: symbolic link; not followed, skipped")
+
+
+@needs_root
+def test_planted_working_directory_is_refused(env):
+    elsewhere = make_dir(os.path.join(env.root, "elsewhere"), 0o777)
+    os.symlink(elsewhere, os.path.join(env.alt, ".lostmail"))
+    env.mailbox(messages=[(b"x@example.org", message(1))])
+    result = env.run()
+    assert result.returncode == 1
+    assert b"is not a private directory" in result.stderr
+    assert os.listdir(elsewhere) == []
+    assert os.path.exists(os.path.join(env.alt, "alice"))
+
+
+@needs_root
+def test_malformed_mailbox_loses_nothing(env):
+    """
+    Data before the first From_ line and an unquoted From in a paragraph
+    are kept: the former goes out with the null sender.
+    """
+    raw = (
+        b"garbage without a From_ line\n\n"
+        b"From a@example.org Mon Nov 23 01:00:00 2026\n"
+        b"Subject: one\n\nparagraph\nFrom careless writer\ncontinues\n\n"
+        b"From b@example.org Mon Nov 23 01:00:01 2026\n"
+        b"Subject: two\n\nlast message without blank line"
+    )
+    env.mailbox(raw=raw)
+    result = env.run()
+    assert result.returncode == 0, result.stderr
+    calls = env.sent()
+    assert [argv[2] for argv, _ in calls] == ["<>", "a@example.org", "b@example.org"]
+    assert [strip_header(d) for _, d in calls] == [
+        b"garbage without a From_ line\n",
+        b"Subject: one\n\nparagraph\nFrom careless writer\ncontinues\n",
+        b"Subject: two\n\nlast message without blank line",
+    ]
+    assert b"malformed mailbox" in result.stderr
+
+
+@needs_root
+def test_unsafe_envelope_sender_becomes_null(env):
+    env.mailbox(raw=b"From -oQ/tmp Mon Nov 23 01:00:00 2026\nSubject: x\n\nbody\n\n")
+    result = env.run()
+    assert result.returncode == 0, result.stderr
+    [(argv, _)] = env.sent()
+    assert argv == ["-oi", "-f", "<>", "--", "alice"]
+    assert b"unusable envelope sender" in result.stderr
+
+
+@needs_root
+def test_dry_run_changes_nothing(env):
+    path = env.mailbox(messages=TRICKY[:2])
+    before = open(path, "rb").read()
+    result = env.run("--dry-run")
+    assert result.returncode == 0
+    assert result.stdout.count(b"alice: would resend") == 2
+    assert b"total: 2 found, 0 resent, 0 failed" in result.stdout
+    assert open(path, "rb").read() == before
+    assert env.sent() == [] and env.work_entries() == []
+
+
+@needs_root
+def test_missing_sendmail_keeps_the_mail(env):
+    env.mailbox(messages=TRICKY[:1])
+    result = run_hlfs("lostmail", "--alt-dir", env.alt, "--sendmail", "/nonexistent/sendmail",
+                      "--password-file", env.passwd)
+    assert result.returncode == 1
+    assert b"cannot run /nonexistent/sendmail" in result.stderr
+    assert len(env.work_entries()) == 1
+
+
+@needs_root
+def test_python_dash_m_and_config_file(env):
+    config = os.path.join(env.root, "lostmail.conf")
+    with open(config, "w") as f:
+        f.write(
+            "[lostmail]\n"
+            f"alt-dir = {env.alt}\n"
+            f"sendmail = {env.sendmail}\n"
+            f"password-file = {env.passwd}\n"
+            "postmaster = root\n"
+            "dry-run = no\n"
+        )
+    env.mailbox(messages=TRICKY[:1])
+    result = subprocess.run([sys.executable, "-m", "hlfs.cli", "lostmail", "--config", config],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(env.sent()) == 1
+
+
+def test_missing_alternate_spool(tmp_path):
+    result = run_hlfs("lostmail", "--alt-dir", str(tmp_path / "none"), "--syslog-socket", "")
+    assert result.returncode == 1
+    assert f"alternate spool {tmp_path / 'none'}: No such file or directory".encode() in result.stderr
+
+
+def test_configuration_errors_are_usage_errors(tmp_path):
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[lostmail]\nsendmial = /usr/sbin/sendmail\n")
+    for args, why in [
+        (["--config", str(bad)], b"unknown key 'sendmial'"),
+        (["--config", str(tmp_path / "missing")], b"cannot read"),
+        (["--smtp", "localhost"], b"expected HOST:PORT"),
+        (["--max-size", "big"], b"invalid int value"),
+    ]:
+        result = run_hlfs("lostmail", *args)
+        assert result.returncode == 64, args
+        assert why in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_sample_configuration_is_valid():
+    """
+    The shipped etc/lostmail.conf names only known keys, with the
+    documented defaults.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(os.path.join(REPO, "etc", "lostmail.conf")) as f:
+        parser.read_file(f)
+    keys = dict(parser.items("lostmail"))
+    assert set(keys) <= set(DEFAULTS)
+    assert keys["alt-dir"] == DEFAULTS["alt-dir"]
+    assert keys["sendmail"] == DEFAULTS["sendmail"]
+    for name in ("hlfs-lostmail.service", "hlfs-lostmail.timer", "hlfs-lostmail.cron"):
+        assert os.path.exists(os.path.join(REPO, "etc", name))
+
+
+lines = st.lists(
+    st.one_of(
+        st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"") + b"\n"),
+        st.sampled_from([b"From x\n", b">From y\n", b">>From \n", b"\n", b"From\n", b"\r\n"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"", b"a@b", b"x<y>"]), lines), max_size=5))
+def test_mbox_round_trip(messages):
+    """
+    Whatever the content, writing messages with the agent's writer and
+    splitting them with the remailer's reader gives them back.
+    """
+    out = io.BytesIO()
+    for sender, content_lines in messages:
+        for chunk in mbox.message_chunks(mbox.from_line(sender, 0), iter(content_lines)):
+            out.write(chunk)
+    parsed = list(mbox.iter_mbox(io.BytesIO(out.getvalue())))
+    assert [m.content for m in parsed] == [b"".join(c) for _, c in messages]
+    assert all(m.from_line is not None for m in parsed)
+    # Offsets let a later run resume at any message.
+    for m in parsed:
+        resumed = next(mbox.iter_mbox(io.BytesIO(out.getvalue()), m.start))
+        assert resumed == m

@@ -1,0 +1,115 @@
+"""
+Shared pieces of the mail tool tests: throwaway users in a private
+password file, world-searchable scratch directories (the delivery child
+runs as those users, so pytest's private tmp_path will not do), tmpfs
+mounts, and running the real C{hlfs} command.
+"""
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+# Numeric ids no real account uses; they exist only in our password file.
+ALICE = (b"alice", 60001)
+BOB = (b"bob", 60002)
+CAROL = (b"carol", 60003)
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="switches to throwaway users and mounts tmpfs: needs root"
+)
+
+
+def hlfs_command(*args):
+    return [sys.executable, "-m", "hlfs.cli", *args]
+
+
+def run_hlfs(*args, input=b"", env=None, timeout=60):
+    """
+    Run C{hlfs ARGS} as a real process.
+    """
+    return subprocess.run(
+        hlfs_command(*args),
+        input=input,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=timeout,
+    )
+
+
+@contextlib.contextmanager
+def scratch_dir():
+    """
+    A scratch directory every user can search (mode 0755).
+    """
+    path = tempfile.mkdtemp(prefix="hlfs-mail-", dir="/tmp")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_passwd(directory, users=(ALICE, BOB, CAROL), homes=None):
+    """
+    Write a password file for C{users}; each gets gid = uid.
+    """
+    homes = homes or {}
+    path = os.path.join(directory, "passwd")
+    with open(path, "wb") as f:
+        for name, uid in users:
+            home = homes.get(name, os.fsencode(os.path.join(directory, "home", os.fsdecode(name))))
+            f.write(b"%s:x:%d:%d::%s:/bin/sh\n" % (name, uid, uid, home))
+    return path
+
+
+def make_dir(path, mode, uid=0):
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, uid, uid)
+    os.chmod(path, mode)
+    return path
+
+
+def message(n, body=b""):
+    """
+    A small distinct test message.
+    """
+    return (
+        b"From: sender%d@example.org\n"
+        b"To: alice@example.org\n"
+        b"Subject: test message %d\n"
+        b"Message-Id: <msg-%d@example.org>\n"
+        b"\n"
+        b"%sEND-OF-MESSAGE-%d\n" % (n, n, n, body, n)
+    )
+
+
+@contextlib.contextmanager
+def syslog_listener(path):
+    """
+    Listen on a Unix datagram socket as syslogd does; yield a function
+    returning the records received so far.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    records = []
+
+    def received():
+        while True:
+            try:
+                records.append(sock.recv(65536))
+            except BlockingIOError:
+                return list(records)
+
+    try:
+        yield received
+    finally:
+        sock.close()
+        os.unlink(path)

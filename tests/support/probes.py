@@ -1,0 +1,172 @@
+"""
+Real filesystems and a running reactor for the home probe tests.
+
+The reactor runs in a thread of its own for the whole session; a test
+hands it work with L{ReactorThread.call} and waits, with a timeout, for
+the answer.  Homes are real directories owned by real (numeric) uids,
+on tmpfs, on a FUSE mount the test can freeze, or on the test's disk.
+"""
+
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+
+from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+
+from hlfs.core.users import UserTable
+
+FIRST_UID = 42001
+
+
+class ReactorThread:
+    """
+    The global reactor, running in a daemon thread.
+    """
+
+    _instance = None
+
+    @classmethod
+    def get(cls):
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def __init__(self):
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.tid = None
+        started = threading.Event()
+
+        def run():
+            self.tid = threading.get_native_id()
+            reactor.callWhenRunning(started.set)
+            reactor.run(installSignalHandlers=False)
+
+        self.thread = threading.Thread(target=run, name="reactor", daemon=True)
+        self.thread.start()
+        if not started.wait(10):
+            raise RuntimeError("the reactor did not start")
+
+    def call(self, f, *args, timeout=10.0, **kwargs):
+        """
+        Run C{f(*args, **kwargs)} in the reactor thread; return its result
+        (waiting for a Deferred) or raise its exception.
+
+        @raise TimeoutError: if there is no answer in C{timeout} seconds.
+        """
+        answers = queue.Queue()
+
+        def go():
+            d = defer.maybeDeferred(f, *args, **kwargs)
+            d.addBoth(answers.put)
+
+        self.reactor.callFromThread(go)
+        try:
+            result = answers.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no answer from {f!r} in {timeout} s") from None
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+    def timed(self, f, *args, timeout=10.0):
+        """
+        Like L{call}, and also return how long the answer took, measured
+        in the reactor thread (so the test thread's scheduling does not
+        count).
+        """
+
+        def go():
+            start = time.monotonic()
+            d = defer.maybeDeferred(f, *args)
+            return d.addCallback(lambda r: (r, time.monotonic() - start))
+
+        return self.call(go, timeout=timeout)
+
+
+class Homes:
+    """
+    A directory of homes for numeric test users, and their user table.
+    """
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="hlfs-probe-", dir="/tmp")
+        os.chmod(self.base, 0o755)
+        self.users = []
+        self.alt = os.path.join(self.base, "alt_mail")
+        os.mkdir(self.alt)
+
+    def add(self, name, home=None, uid=None, make=True):
+        """
+        Add a user (and, with C{make}, its home owned by it); return the
+        uid.
+        """
+        uid = FIRST_UID + len(self.users) if uid is None else uid
+        home = os.path.join(self.base, "home", name) if home is None else home
+        if make:
+            os.makedirs(home, exist_ok=True)
+            os.chown(home, uid, uid)
+            os.chmod(home, 0o755)
+        self.users.append((os.fsencode(name), uid, os.fsencode(home)))
+        return uid
+
+    def table(self):
+        return UserTable(self.users)
+
+    def spool(self, name):
+        for n, _, home in self.users:
+            if n == os.fsencode(name):
+                return home + b"/.mailspool"
+        raise KeyError(name)
+
+    def cleanup(self):
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class LogCapture:
+    """
+    Collect the formatted log lines of one namespace.
+    """
+
+    def __init__(self, namespace="hlfs.probe"):
+        self.namespace = namespace
+        self.lines = []
+
+    def __call__(self, event):
+        if event.get("log_namespace") == self.namespace:
+            self.lines.append(formatEvent(event))
+
+    def __enter__(self):
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *exc):
+        globalLogPublisher.removeObserver(self)
+
+    def matching(self, *words):
+        return [line for line in self.lines if all(w in line for w in words)]
+
+
+def thread_ids():
+    """
+    Return the native ids of every thread of this process.
+    """
+    return [int(t) for t in os.listdir("/proc/self/task")]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.01):
+    """
+    Poll C{predicate} until it is true; raise L{TimeoutError} after
+    C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
