@@ -33,12 +33,12 @@ import pytest
 
 from hlfs.rpc.message import decode_reply, encode_call
 from hlfs.xdr import pack_opaque
-from tests.conftest import RunningServer, make_base, write_passwd
-from tests.rpcsock import MOUNT, NFS, cred, recv_record
+from tests.support.server import RunningServer, make_base, write_passwd
+from tests.support.rpcsock import MOUNT, NFS, cred, recv_record
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-ATTACKERS = Path(__file__).with_name("attackers.py")
+ATTACKERS = Path(__file__).parent.parent / "support" / "attackers.py"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 USERS = [(f"user{uid}", uid, f"{{base}}/home/user{uid}") for uid in range(3000, 3040)]
 # Short timeouts so that the slow attacks end within seconds; the bounds
