@@ -16,11 +16,17 @@ from zope.interface import implementer
 from hlfs.core.resolver import ChangeClock, ILinkResolver, Resolution
 from hlfs.homes.pool import ProbePool
 from hlfs.homes.probe import Credentials, HomeProbe, ProbeResult, errno_name
+from hlfs.rpc.limits import LogThrottle
 from hlfs.homes.state import (
     CHECKED, CLEAR_CHECKED, FAILED, FOREVER, SERVED_ALT, CacheEntry, ProbeStats, UserState, remap,
 )
 
 log = Logger(namespace="hlfs.probe")
+
+# A check failing with one of these says nothing about the home: the daemon
+# itself is short of file descriptors, memory or processes.  Its result is
+# kept only for the retry interval, not the cache interval.
+DAEMON_ERRNOS = frozenset((errnos.EMFILE, errnos.ENFILE, errnos.ENOMEM, errnos.EAGAIN, errnos.EINTR))
 
 
 @implementer(ILinkResolver)
@@ -45,7 +51,7 @@ class ProbingResolver:
     """
 
     def __init__(self, table, rules, clock, pool, cache_interval=300.0, deadline=1.0,
-                 verify=True, probe=None):
+                 verify=True, probe=None, retry_interval=5.0):
         """
         @param rules: the L{hlfs.core.resolver.SpoolRules}.
         @param clock: the clock of cache expiry, deadlines and link times.
@@ -57,6 +63,8 @@ class ProbingResolver:
         @param verify: L{False} for hlfsd's C{-n}: no probes, the link
             points into the home whenever the table has a usable one.
         @param probe: the blocking check, a L{HomeProbe} by default.
+        @param retry_interval: seconds a check that failed for the daemon's
+            own trouble (L{DAEMON_ERRNOS}) is kept before a new one.
         """
         self.rules = rules
         self.clock = clock
@@ -64,6 +72,8 @@ class ProbingResolver:
         self.cache_interval = cache_interval
         self.deadline = deadline
         self.verify = verify
+        self.retry_interval = retry_interval
+        self._daemon_trouble = LogThrottle(clock, log=log)
         self.probe = probe if probe is not None else HomeProbe()
         if pool is not None and pool.stuck_after is None:
             pool.stuck_after = deadline
@@ -194,7 +204,19 @@ class ProbingResolver:
                 age=self.clock.seconds() - flight.submitted,
                 outcome="ok" if result.ok else errno_name(result.errno),
             )
-        if not result.ok:
+        keep = self.cache_interval
+        if not result.ok and result.errno in DAEMON_ERRNOS:
+            self.stats.daemon_errors += 1
+            keep = min(keep, self.retry_interval)
+            self._daemon_trouble.warn(
+                result.errno,
+                "cannot check the home of {user} (uid {uid}): hlfs itself is short of "
+                "resources ({failure}), not the home's fault; mail goes to {alt} until "
+                "a new check in {retry:g} s",
+                user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir),
+                failure=result.describe(), retry=keep,
+            )
+        elif not result.ok:
             self.stats.failures += 1
             log.warn(
                 "home of {user} (uid {uid}) unusable, mail goes to {alt}: {failure}",
@@ -206,7 +228,7 @@ class ProbingResolver:
             # this user's home any more.
             return self.peek(uid)
         state.status[i] = (state.status[i] & SERVED_ALT) | CHECKED | (0 if result.ok else FAILED)
-        state.expires[i] = self.clock.seconds() + self.cache_interval
+        state.expires[i] = self.clock.seconds() + keep
         self._touch(state, i)
         return self._serve(state, i, spool, not result.ok)
 
@@ -313,6 +335,7 @@ class ProbingResolver:
             ("probes_in_flight", counts["in_flight"]),
             ("probes_hung", len(self.hung())),
             ("probes_failed", counts["failures"]),
+            ("probes_failed_daemon", counts["daemon_errors"]),
             ("probes_late", counts["late"]),
             ("fallbacks", counts["fallbacks"]),
             ("pool_exhausted", counts["exhausted"]),
@@ -458,5 +481,6 @@ def resolver_for(config, table, rules, reactor):
     resolver = ProbingResolver(
         table, rules, reactor, pool, cache_interval=config.cache_interval,
         deadline=config.probe_deadline, verify=config.verify, probe=probe,
+        retry_interval=config.retry_interval,
     )
     return resolver, pool

@@ -42,10 +42,12 @@ class ProbeStats:
     Counters for the operator console.
     """
 
-    __slots__ = ("hits", "misses", "fallbacks", "failures", "late")
+    __slots__ = ("hits", "misses", "fallbacks", "failures", "late", "daemon_errors")
 
     def __init__(self):
         self.hits = self.misses = self.fallbacks = self.failures = self.late = 0
+        # Checks that failed for the daemon's own want of resources.
+        self.daemon_errors = 0
 
     def as_dict(self):
         return {name: getattr(self, name) for name in self.__slots__}

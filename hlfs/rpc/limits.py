@@ -36,8 +36,9 @@ class StreamLimits:
         privileged client finding every slot taken closes the idlest
         unprivileged connection instead of being refused, so a flood from
         unprivileged ports never locks it out.
-    @ivar calls_per_turn: records a connection has answered before the
-        others get their turn.
+    @ivar calls_per_turn: fragments a connection has answered before the
+        others get their turn; all unprivileged connections together get
+        as many per turn.
     """
 
     max_record: int = 64 * 1024
@@ -124,6 +125,34 @@ class LogThrottle:
         )
         pending[0] = 0
         self.clock.callLater(self.interval, self._flush, kind)
+
+
+class SharedBudget:
+    """
+    Calls that all unprivileged connections together may have answered in
+    one reactor turn: however many there are, they delay the others by at
+    most this many calls per turn.
+    """
+
+    def __init__(self, clock, calls):
+        self.clock = clock
+        self.calls = calls
+        self.left = calls
+        self._refill = None
+
+    def take(self, wanted):
+        if self._refill is None:
+            self._refill = self.clock.callLater(0, self._refilled)
+        granted = min(wanted, self.left)
+        self.left -= granted
+        return granted
+
+    def give_back(self, unused):
+        self.left += unused
+
+    def _refilled(self):
+        self.left = self.calls
+        self._refill = None
 
 
 class ConnectionTable:

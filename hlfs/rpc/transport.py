@@ -9,19 +9,23 @@ and is closed when it holds part of a record, stays unread or sends nothing
 for too long; L{ConnectionTable} bounds how many are open.
 """
 
+import socket
 import struct
 
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger, globalLogPublisher
 from twisted.protocols.policies import TimeoutMixin
 
-from hlfs.rpc.limits import ConnectionTable, LogThrottle, StreamLimits, TransportStats
+from hlfs.rpc.limits import (
+    ConnectionTable, LogThrottle, SharedBudget, StreamLimits, TransportStats,
+)
 
 _MARK = struct.Struct(">I")
 LAST_FRAGMENT = 0x80000000
 
 # No call to this server needs more; a bigger record is an attack or a bug.
 MAX_RECORD = StreamLimits.max_record
+UNPRIVILEGED_SNDBUF = 64 * 1024
 
 
 def frame(reply):
@@ -104,6 +108,12 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         self._addr = (peer.host, peer.port)
         self.factory.table.add(self)
+        sock = getattr(self.transport, "socket", None)
+        if not self.privileged and sock is not None:
+            # Replies to NULL and STATUS need no more; left to autotuning,
+            # a client that never reads would park megabytes in the kernel
+            # before the stall timeout could notice.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNPRIVILEGED_SNDBUF)
         self.transport.registerProducer(self, True)
         self.setTimeout(self.limits.idle_timeout)
 
@@ -142,7 +152,10 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
         replies = []
         pos = 0
         end = len(buffer)
-        budget = limits.calls_per_turn
+        if self.privileged:
+            budget = limits.calls_per_turn
+        else:
+            budget = self.factory.unprivileged_budget.take(limits.calls_per_turn)
         completed = False
         need = 4
         while end - pos >= 4:
@@ -181,6 +194,8 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
                 replies.append(frame(reply))
             else:
                 reply.addCallback(self._send)
+        if not self.privileged:
+            self.factory.unprivileged_budget.give_back(budget)
         rest = buffer[pos:] if pos else buffer
         self._chunks = [rest] if rest else []
         self._have = len(rest)
@@ -294,6 +309,7 @@ class RPCStreamFactory(Factory):
         self.stats = stats or TransportStats()
         self.throttle = throttle or LogThrottle(clock)
         self.table = ConnectionTable(self.limits, self.stats, self.throttle)
+        self.unprivileged_budget = SharedBudget(clock, self.limits.calls_per_turn)
 
     def buildProtocol(self, addr):
         if not self.table.admit(addr):

@@ -141,6 +141,27 @@ def test_one_turn_answers_a_bounded_number_of_records():
     assert transport.value().count(struct.pack(">I", LAST_FRAGMENT | 24)) == 100
 
 
+def test_unprivileged_connections_share_one_turn():
+    """
+    If many unprivileged connections each bring many calls, then together
+    they get C{calls_per_turn} calls per reactor turn, while a privileged
+    connection gets its own.
+    """
+    factory, clock, dispatcher = make_factory(calls_per_turn=16)
+    flood = [connect(factory, port=40000 + i) for i in range(10)]
+    for protocol, _ in flood:
+        protocol.dataReceived(record(null_call()) * 50)
+    assert dispatcher.records == 16
+    privileged, _ = connect(factory, port=900)
+    privileged.dataReceived(record(null_call()) * 16)
+    assert dispatcher.records == 32
+    clock.advance(0)
+    assert dispatcher.records == 48
+    for _ in range(40):
+        clock.advance(0)
+    assert dispatcher.records == 16 + 500
+
+
 def test_unread_replies_stop_reading_then_close():
     """
     If the transport's buffer of unsent replies is full (the transport

@@ -66,22 +66,41 @@ def closed_by_server(s):
 
 def idle(seconds, count):
     """
-    Open C{count} connections and hold them, sending nothing.
+    Open C{count} connections, a hundred at a time, and hold them, sending
+    nothing.
     """
     sockets, failed = [], 0
     deadline = time.monotonic() + seconds
-    for _ in range(count):
-        if time.monotonic() > deadline:
-            break
-        try:
-            sockets.append(connect())
-        except OSError:
-            failed += 1
+    while len(sockets) + failed < count and time.monotonic() < deadline - 1:
+        batch = []
+        for _ in range(min(100, count - len(sockets) - failed)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((HOST, PORT))
+            batch.append(s)
+        poller = select.poll()
+        for s in batch:
+            poller.register(s, select.POLLOUT)
+        poller.poll(1000)
+        for s in batch:
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _connected(s):
+                sockets.append(s)
+            else:
+                failed += 1
+                s.close()
     time.sleep(max(0.0, deadline - time.monotonic()))
     closed = sum(closed_by_server(s) for s in sockets)
     for s in sockets:
         s.close()
     return {"opened": len(sockets), "failed": failed, "closed_by_server": closed}
+
+
+def _connected(s):
+    try:
+        s.getpeername()
+        return True
+    except OSError:
+        return False
 
 
 def slowloris(seconds, count):
