@@ -33,7 +33,7 @@ import pytest
 
 from hlfs.rpc.message import decode_reply, encode_call
 from hlfs.xdr import pack_opaque
-from tests.support.server import RunningServer, make_base, write_passwd
+from tests.support.server import BIN, RunningServer, make_base, write_passwd
 from tests.support.rpcsock import MOUNT, NFS, cred, recv_record
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -430,3 +430,23 @@ def _nofile(pid):
         check=True, capture_output=True, text=True,
     ).stdout.split()
     return int(out[0]), int(out[1])
+
+
+def test_status_shows_each_limit_and_its_refusals(target):
+    """
+    If the attacks above ran, then `hlfs status` shows every limit with
+    its value and how often it refused or closed something.
+    """
+    out = subprocess.run(
+        [str(BIN / "hlfs"), "status", "--server", f"127.0.0.1:{target.server.port}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    pairs = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    for name in ("max_connections", "max_unprivileged", "record_timeout", "stall_timeout",
+                 "idle_timeout", "max_record", "calls_per_turn", "reply_cache_bytes",
+                 "reply_cache_entries", "nofile", "fd_reserve"):
+        assert f"limit.{name}" in pairs, out
+    for bound in ("max_unprivileged", "record_timeout", "stall_timeout", "record_size"):
+        assert int(pairs[f"refused.{bound}"]) > 0, out
+    assert int(pairs["probes_failed_daemon"]) > 0, out
+    assert int(pairs["limit.nofile"]) > 1024, out
