@@ -35,8 +35,12 @@ def write_passwd(path, base, users=USERS):
 
 
 class RunningServer:
-    def __init__(self, base, args, env=None):
+    def __init__(self, base, args, env=None, prefix=()):
+        """
+        @param prefix: a command twistd runs under (C{prlimit ... --}).
+        """
         self.base = base
+        self.prefix = list(prefix)
         self.passwd = base / "passwd"
         self.alt = base / "alt_mail"
         self.log = base / "hlfs.log"
@@ -54,7 +58,7 @@ class RunningServer:
         if self.portfile.exists():
             self.portfile.unlink()
         cmd = [
-            str(BIN / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
+            *self.prefix, str(BIN / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
             "hlfs", "--no-mount", *self.portmap, "--password-file", str(self.passwd),
             "--alt-dir", str(self.alt), "--group", str(HLFS_GID),
             "--port-file", str(self.portfile), *self.args,
