@@ -6,6 +6,8 @@ the hard one, and TCP connections capped to what it leaves past
 The daemon runs under prlimit(1) with the limits each test gives.
 """
 
+import os
+import socket
 import subprocess
 
 import pytest
@@ -19,6 +21,14 @@ def nofile(soft, hard):
     return ["prlimit", f"--nofile={soft}:{hard}", "--"]
 
 
+def status_of(server):
+    out = subprocess.run(
+        [str(BIN / "hlfs"), "status", "--server", f"127.0.0.1:{server.port}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+
+
 @pytest.fixture
 def start(tmp_path_factory):
     started = []
@@ -27,11 +37,7 @@ def start(tmp_path_factory):
         server = RunningServer(make_base(tmp_path_factory), list(args), prefix=nofile(soft, hard))
         started.append(server)
         server.start()
-        out = subprocess.run(
-            [str(BIN / "hlfs"), "status", "--server", f"127.0.0.1:{server.port}"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout
-        return server, dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+        return server, status_of(server)
 
     yield start
     for server in started:
@@ -73,3 +79,34 @@ def test_a_reserve_leaving_nothing_is_refused(tmp_path_factory):
     with pytest.raises(AssertionError, match="leaves no file descriptor"):
         server.start()
     server.stop()
+
+
+def test_accept_failures_are_counted_and_logged_once(start):
+    """
+    If the daemon is at its descriptor limit (lowered with prlimit to what
+    it has open) and 200 connections arrive, then each is refused, counted
+    in refused.accept_failed, and the log gets one line for them all, not
+    Twisted's three per connection.
+    """
+    server, _ = start(4096, 4096)
+    pid = server.proc.pid
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    before = server.log.stat().st_size
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={fds}:4096"], check=True)
+    try:
+        for _ in range(200):
+            with socket.socket() as s:
+                s.settimeout(2)
+                s.connect(("127.0.0.1", server.port))
+                try:
+                    s.recv(1)
+                except OSError:
+                    pass
+    finally:
+        subprocess.run(["prlimit", f"--pid={pid}", "--nofile=4096:4096"], check=True)
+    status = status_of(server)
+    assert int(status["refused.accept_failed"]) >= 100, status
+    log = server.logtext()[before:]
+    assert log.count("accept failed") == 1, log[-3000:]
+    assert "EMFILE" not in log.replace("accept failed (EMFILE)", ""), log[-3000:]
+    assert server.log.stat().st_size - before < 2000, log[-3000:]
