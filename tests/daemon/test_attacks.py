@@ -132,6 +132,7 @@ class PrivilegedClient(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.root, self.uid, self.expected = port, root, uid, expected
         self.latencies, self.failures = [], []
+        self.slowest = {"udp": 0.0, "tcp": 0.0}
         self.tcp = threading.Event()
         self.tcp.set()
         self.tcp_busy = threading.Lock()
@@ -162,7 +163,9 @@ class PrivilegedClient(threading.Thread):
         except Exception as e:  # every kind of failure counts
             self.failures.append(f"{what}: {e!r}")
             return
-        self.latencies.append(time.monotonic() - started)
+        took = time.monotonic() - started
+        self.latencies.append(took)
+        self.slowest[what] = max(self.slowest[what], took)
 
     def _tcp_calls(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -273,6 +276,7 @@ class Target:
             "failed": len(client.failures),
             "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+            "max_ms": {what: round(1000 * t, 2) for what, t in client.slowest.items()},
             "fresh_user_during": fresh_during,
             "fresh_user_after": fresh_after,
             "rss_growth_mb": round((sampler.peak_rss - base_rss) / 2**20, 1),
