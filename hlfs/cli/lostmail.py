@@ -118,7 +118,10 @@ def _out(line):
     sys.stdout.flush()
 
 
-def main(argv, prog="hlfs lostmail"):
+def main(argv, prog="hlfs lostmail", checkpoint=None):
+    """
+    Run the remailer; C{checkpoint} is L{Remailer}'s test seam.
+    """
     parser = build_parser(prog)
     try:
         options = resolve_options(parser.parse_args(argv))
@@ -144,7 +147,7 @@ def main(argv, prog="hlfs lostmail"):
         )
     else:
         transport = SendmailTransport(options.sendmail, options.send_timeout)
-    remailer = Remailer(options, users, transport, log, _out)
+    remailer = Remailer(options, users, transport, log, _out, checkpoint)
     try:
         return remailer.run()
     except OSError as e:

@@ -80,6 +80,7 @@ class HLFSService(MultiService):
         self.started_at = time.time()
         self.exit_status = 0
         self.last_reload = None
+        self.reloads = self.reload_failures = 0
         self.hlfs_gid = resolve_group(config.group)
         self.resolver = self._make_resolver(load_table(config.password_file))
         self.fs = HomeLinkFS(
@@ -298,7 +299,9 @@ class HLFSService(MultiService):
         started = time.monotonic()
 
         def swapped(table):
+            self.reloads += 1
             if table is None:
+                self.reload_failures += 1
                 return None
             seconds = time.monotonic() - started
             self.last_reload = (time.time(), len(table), seconds)
@@ -362,6 +365,13 @@ class HLFSService(MultiService):
         except OSError as e:
             self.log.error("SIGUSR1: cannot write the dump: {error}", error=e)
 
+    @property
+    def mounted(self):
+        """
+        Whether the kernel has this daemon mounted.
+        """
+        return self._mounted
+
     def status_report(self):
         """
         Name/value pairs for the status program and `hlfs status`.
@@ -374,6 +384,9 @@ class HLFSService(MultiService):
             ("mount", self.config.mount),
             ("mounted", self._mounted),
             ("users", len(self.resolver.table)),
+            ("reloads", self.reloads),
+            ("reload_failures", self.reload_failures),
+            ("reply_cache_hits", self.replies.hits),
         ]
         if self.last_reload is not None:
             when, users, seconds = self.last_reload

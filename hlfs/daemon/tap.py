@@ -150,6 +150,9 @@ class Options(ManholeOptions, usage.Options):
         ["retry-interval", None, f"{Config.retry_interval:g}",
          "Seconds before a home check that failed for hlfs's own want of resources "
          "(EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR) is made again."],
+        ["metrics", None, None,
+         "Serve Prometheus metrics at /metrics on PORTSPEC: a port number (loopback "
+         "only) or an endpoint such as tcp:9436:interface=127.0.0.1.  Off by default."],
     ]
 
     optFlags = [
@@ -261,12 +264,15 @@ def _syslog_as_daemon():
 def makeService(options):
     from twisted.internet import reactor
 
+    from hlfs.daemon.metrics import metrics_service
     from hlfs.daemon.service import HLFSService
 
     _syslog_as_daemon()
     try:
         service = HLFSService(options.config, reactor)
         manhole = manhole_service_from_options(options, service, reactor)
+        if options["metrics"] is not None:
+            metrics_service(options["metrics"], service, reactor).setServiceParent(service)
     except (ConfigError, ManholeConfigError) as e:
         sys.stderr.write(f"hlfs: {e}\n")
         raise SystemExit(2)

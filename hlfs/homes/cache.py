@@ -51,7 +51,7 @@ class ProbingResolver:
     """
 
     def __init__(self, table, rules, clock, pool, cache_interval=300.0, deadline=1.0,
-                 verify=True, probe=None, retry_interval=5.0):
+                 verify=True, probe=None, reactor=None, retry_interval=5.0):
         """
         @param rules: the L{hlfs.core.resolver.SpoolRules}.
         @param clock: the clock of cache expiry, deadlines and link times.
@@ -65,6 +65,8 @@ class ProbingResolver:
         @param probe: the blocking check, a L{HomeProbe} by default.
         @param retry_interval: seconds a check that failed for the daemon's
             own trouble (L{DAEMON_ERRNOS}) is kept before a new one.
+        @param reactor: the reactor whose thread pool runs reloads;
+            C{clock} by default.
         """
         self.rules = rules
         self.clock = clock
@@ -75,6 +77,7 @@ class ProbingResolver:
         self.retry_interval = retry_interval
         self._daemon_trouble = LogThrottle(clock, log=log)
         self.probe = probe if probe is not None else HomeProbe()
+        self.reactor = clock if reactor is None else reactor
         if pool is not None and pool.stuck_after is None:
             pool.stuck_after = deadline
         self.changes = ChangeClock(clock)
@@ -218,6 +221,7 @@ class ProbingResolver:
             )
         elif not result.ok:
             self.stats.failures += 1
+            self.stats.failures_by_errno[errno_name(result.errno)] += 1
             log.warn(
                 "home of {user} (uid {uid}) unusable, mail goes to {alt}: {failure}",
                 user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir),
@@ -336,6 +340,7 @@ class ProbingResolver:
             ("probes_hung", len(self.hung())),
             ("probes_failed", counts["failures"]),
             ("probes_failed_daemon", counts["daemon_errors"]),
+            *((f"probes_failed.{name}", n) for name, n in sorted(self.stats.failures_by_errno.items())),
             ("probes_late", counts["late"]),
             ("fallbacks", counts["fallbacks"]),
             ("pool_exhausted", counts["exhausted"]),
@@ -410,7 +415,7 @@ class ProbingResolver:
         self._flush_after_reload = False
         old = self._state
         epoch = len(self._epochs)
-        reactor = self.pool.reactor
+        reactor = self.reactor
 
         def work():
             table = loader()

@@ -7,6 +7,7 @@ L{ProbeStats}).
 
 import re
 from array import array
+from collections import Counter
 from typing import NamedTuple
 
 # Bits of a user's status byte.
@@ -39,18 +40,25 @@ class CacheEntry(NamedTuple):
 
 class ProbeStats:
     """
-    Counters for the operator console.
+    Counters for the operator console, the status program and the
+    metrics.
+
+    @ivar failures_by_errno: failed checks by errno name (C{ENOSPC}): a
+        fixed set of names, however many users fail.
     """
 
-    __slots__ = ("hits", "misses", "fallbacks", "failures", "late", "daemon_errors")
+    __slots__ = (
+        "hits", "misses", "fallbacks", "failures", "late", "daemon_errors", "failures_by_errno",
+    )
 
     def __init__(self):
         self.hits = self.misses = self.fallbacks = self.failures = self.late = 0
         # Checks that failed for the daemon's own want of resources.
         self.daemon_errors = 0
+        self.failures_by_errno = Counter()
 
     def as_dict(self):
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.__slots__ if name != "failures_by_errno"}
 
 
 class UserState:

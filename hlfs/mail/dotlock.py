@@ -215,8 +215,11 @@ class DotLock:
             current = os.lstat(self.path)
         except FileNotFoundError:
             return
-        # Only break the very lock we judged, not one made meanwhile.
-        if (current.st_dev, current.st_ino) != (st.st_dev, st.st_ino):
+        # Only break the very lock we judged, not one made meanwhile.  The
+        # inode number alone does not tell: a lock broken and made anew at
+        # once often gets the freed inode back.  Its content (the maker's
+        # unique file name) and mtime differ.
+        if _version(current) != _version(st) or self._holder() != holder:
             return
         try:
             os.unlink(self.path)
@@ -306,6 +309,10 @@ class DotLock:
         finally:
             _unlink_quietly(self._unique)
             self._unique = None
+
+
+def _version(st):
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def _unlink_quietly(path):

@@ -21,11 +21,10 @@ A crash at any point leaves each message either accepted by the MTA or
 still on disk.  The only duplicate window is between the MTA accepting a
 message and the state file recording it; see docs/lostmail.md.
 
-Test hook: when the environment variable C{HLFS_LOSTMAIL_CRASH_AT} is
-C{STEP} or C{STEP:N}, the process kills itself with SIGKILL at that step
-(C{locked}, C{renamed}, C{released} for the N-th mailbox taken;
-C{sent}, C{rewritten} for the N-th message resent), so tests can crash
-it between steps.
+L{Remailer} calls its C{checkpoint(step, count)} between the steps
+(C{locked}, C{renamed}, C{released} with the number of mailboxes taken;
+C{sent}, C{rewritten} with the number of messages resent), so that a
+test can kill it exactly there; the command never sets one.
 """
 
 import email.utils
@@ -33,7 +32,6 @@ import errno
 import fcntl
 import os
 import re
-import signal
 import socket
 import stat
 import time
@@ -49,7 +47,6 @@ EX_USAGE = 64
 EX_CONFIG = 78
 
 WORK_DIR = b".lostmail"
-CRASH_ENV = "HLFS_LOSTMAIL_CRASH_AT"
 CONFIG_SECTION = "lostmail"
 
 DEFAULTS = {
@@ -73,16 +70,8 @@ _USER_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,255}\Z")
 _SAFE_SENDER = re.compile(rb"[^\x00-\x20\x7f-\xff<>()\[\]\\,;:\"]+\Z")
 
 
-def _crash_point(step, count):
-    """
-    The documented test hook: SIGKILL ourselves at C{step}.
-    """
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    name, _, n = spec.partition(":")
-    if name == step and (not n or n == str(count)):
-        os.kill(os.getpid(), signal.SIGKILL)
+def _no_checkpoint(step, count):
+    pass
 
 
 def _fsync_dir(path):
@@ -153,8 +142,9 @@ class Remailer:
     One run of the remailer over one alternate spool directory.
     """
 
-    def __init__(self, options, users, transport, log, out):
+    def __init__(self, options, users, transport, log, out, checkpoint=None):
         self.options = options
+        self.checkpoint = checkpoint if checkpoint is not None else _no_checkpoint
         self.users = users
         self.transport = transport
         self.log = log
@@ -281,7 +271,7 @@ class Remailer:
             return False
         self.taken += 1
         try:
-            _crash_point("locked", self.taken)
+            self.checkpoint("locked", self.taken)
             try:
                 fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
             except FileNotFoundError:
@@ -305,7 +295,7 @@ class Remailer:
                 os.rename(path, os.path.join(self.work_dir, work_name))
                 _fsync_dir(self.work_dir)
                 _fsync_dir(self.alt_dir)
-                _crash_point("renamed", self.taken)
+                self.checkpoint("renamed", self.taken)
                 unlock_fd(fd)
             except LockError as e:
                 self.log(f"{shown}: {e}; left for the next run")
@@ -315,7 +305,7 @@ class Remailer:
                 os.close(fd)
         finally:
             lock.release()
-        _crash_point("released", self.taken)
+        self.checkpoint("released", self.taken)
         return True
 
     def clean_work_dir(self):
@@ -396,9 +386,9 @@ class Remailer:
                     continue
                 self.sent += 1
                 self.tally.add(owner, resent=1)
-                _crash_point("sent", self.sent)
+                self.checkpoint("sent", self.sent)
                 self._write_state(work_name, message.end)
-                _crash_point("rewritten", self.sent)
+                self.checkpoint("rewritten", self.sent)
         if failure is not None:
             return False
         os.unlink(path)

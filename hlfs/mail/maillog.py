@@ -3,22 +3,36 @@ Log lines of the mail tools: to stderr for whoever ran us (the MTA puts
 a delivery agent's stderr into its logs and bounces) and to syslog,
 facility C{mail}, where mail administrators look.
 
-The syslog client is a few lines over a Unix datagram socket, rather
-than the C{syslog} module, so that the socket path can be chosen (tests
-listen on their own) and so that it is connected before a delivery
-agent forks and drops privileges.
+Syslog is the standard library's L{logging.handlers.SysLogHandler} on a
+Unix datagram socket whose path can be chosen (tests listen on their
+own); it connects when the log is made, so before a delivery agent forks
+and drops privileges.  It lacks only two things we need, both supplied
+here: the sending process's pid at send time (a delivery child logs its
+own result), and silence when syslog is gone (stderr already has the
+line; a traceback there would reach the MTA's bounce).
 """
 
+import logging
+import logging.handlers
 import os
 import socket
-import time
 
-LOG_MAIL = 2 << 3
-LOG_ERR = 3
-LOG_WARNING = 4
-LOG_INFO = 6
+LOG_MAIL = logging.handlers.SysLogHandler.LOG_MAIL
+LOG_ERR = logging.handlers.SysLogHandler.LOG_ERR
+LOG_WARNING = logging.handlers.SysLogHandler.LOG_WARNING
+LOG_INFO = logging.handlers.SysLogHandler.LOG_INFO
 
 DEFAULT_SOCKET = "/dev/log"
+
+_LEVELS = {LOG_ERR: logging.ERROR, LOG_WARNING: logging.WARNING, LOG_INFO: logging.INFO}
+
+
+class _MailSysLogHandler(logging.handlers.SysLogHandler):
+    append_nul = False
+
+    def handleError(self, record):
+        # No syslog daemon (or it went away): stderr still got the line.
+        pass
 
 
 class MailLog:
@@ -31,16 +45,11 @@ class MailLog:
         self.prog = prog
         self.ident = ident
         self.stderr_fd = stderr_fd
-        self._socket = None
+        self._syslog = None
         if socket_path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            try:
-                sock.connect(socket_path)
-            except OSError:
-                # No syslog daemon: stderr still gets every line.
-                sock.close()
-            else:
-                self._socket = sock
+            handler = _MailSysLogHandler(socket_path, LOG_MAIL, socket.SOCK_DGRAM)
+            handler.setFormatter(logging.Formatter(f"{ident}[%(process)d]: %(message)s"))
+            self._syslog = handler
 
     def __call__(self, line, priority=LOG_INFO):
         # os.write: a delivery child leaves with os._exit, so nothing may
@@ -49,10 +58,6 @@ class MailLog:
             os.write(self.stderr_fd, f"{self.prog}: {line}\n".encode("utf-8", "replace"))
         except OSError:
             pass
-        if self._socket is not None:
-            stamp = time.strftime("%b %e %H:%M:%S")
-            record = f"<{LOG_MAIL | priority}>{stamp} {self.ident}[{os.getpid()}]: {line}"
-            try:
-                self._socket.send(record.encode("utf-8", "replace"))
-            except OSError:
-                pass
+        if self._syslog is not None:
+            level = _LEVELS.get(priority, logging.INFO)
+            self._syslog.handle(logging.LogRecord(self.ident, level, __file__, 0, line, None, None))

@@ -26,28 +26,51 @@ NFS3_PROCEDURES = (
 MOUNT_PROCEDURES = "NULL MNT DUMP UMNT UMNTALL EXPORT".split()
 STATUS_PROCEDURES = "NULL STATUS".split()
 
-NAMES = {
-    (100003, 2): ("nfs2", NFS2_PROCEDURES),
-    (100003, 3): ("nfs3", NFS3_PROCEDURES),
-    (100005, 1): ("mount1", MOUNT_PROCEDURES),
-    (100005, 3): ("mount3", MOUNT_PROCEDURES),
-    (PROGRAM, VERSION): ("status", STATUS_PROCEDURES),
+PROGRAMS = {100003: "nfs", 100005: "mount", PROGRAM: "status"}
+PROCEDURES = {
+    (100003, 2): NFS2_PROCEDURES,
+    (100003, 3): NFS3_PROCEDURES,
+    (100005, 1): MOUNT_PROCEDURES,
+    (100005, 3): MOUNT_PROCEDURES,
+    (PROGRAM, VERSION): STATUS_PROCEDURES,
 }
+
+
+def call_labels(prog, vers, proc):
+    """
+    Return C{(program, version, procedure)} names for a counter key's
+    numbers, e.g. C{("nfs", "3", "READLINK")}; C{""} for L{None} (not
+    served).
+    """
+    program = "" if prog is None else PROGRAMS.get(prog, str(prog))
+    version = "" if vers is None else str(vers)
+    procedure = ""
+    if proc is not None:
+        names = PROCEDURES.get((prog, vers), ())
+        procedure = names[proc] if proc < len(names) else str(proc)
+    return program, version, procedure
 
 
 def request_counts(stats):
     """
-    Return C{(name, count)} pairs, e.g. C{("nfs3.READLINK", 12)}, from the
-    dispatcher's counters.
+    Return C{(name, count)} pairs from the dispatcher's counters:
+    C{("requests.nfs3.READLINK", 12)} for calls that reached a procedure,
+    C{("requests.auth_tooweak.nfs3.READLINK", 1)} or
+    C{("requests.prog_unavail", 2)} for error replies.
     """
     pairs = []
     for key, count in sorted(stats.items(), key=lambda kv: str(kv[0])):
-        if isinstance(key, tuple):
-            prog_name, procs = NAMES.get(key[:2], (f"{key[0]}.{key[1]}", ()))
-            proc = procs[key[2]] if key[2] < len(procs) else str(key[2])
-            pairs.append((f"requests.{prog_name}.{proc}", count))
-        else:
+        if isinstance(key, str):
             pairs.append((f"requests.{key}", count))
+            continue
+        outcome = key[0] if isinstance(key[0], str) else None
+        program, version, procedure = call_labels(*(key[1:] if outcome else key))
+        parts = [outcome] if outcome else []
+        if program:
+            parts.append(program + version)
+        if procedure:
+            parts.append(procedure)
+        pairs.append(("requests." + ".".join(parts), count))
     return pairs
 
 

@@ -39,8 +39,14 @@ class Dispatcher:
     """
     Answer calls for a set of L{Program}s.
 
-    @ivar stats: call counts keyed by C{(prog, vers, proc)}, and by
-        C{"dropped"}, C{"rejected"} and C{"errors"}.
+    @ivar stats: call counts.  C{(prog, vers, proc)}: calls that reached
+        the procedure, those answered from the reply cache included.
+        C{(outcome, prog, vers, proc)}: calls answered with an error,
+        C{outcome} naming the reply (C{prog_unavail}, C{prog_mismatch},
+        C{proc_unavail}, C{garbage_args}, C{system_err}, C{rpc_mismatch},
+        C{auth_badcred}, ...), with L{None} for whatever is not served
+        (so a caller cannot make the counters grow without bound).
+        C{"dropped"}: messages that got no reply.
     @ivar insecure: serve calls from unprivileged ports too.
     @ivar verbose: log each refused or malformed call (debugging only: a
         hostile client could otherwise flood the log).
@@ -77,20 +83,20 @@ class Dispatcher:
                 self.log.info("dropped a message from {peer}: {reason}", peer=peer, reason=e)
             return None
         except Rejected as e:
-            self.stats["rejected"] += 1
+            self.stats[e.kind, None, None, None] += 1
             if self.verbose:
                 self.log.info("rejected a call from {peer}: {reason}", peer=peer, reason=e.reason)
             return e.reply
         program = self.programs.get(call.prog)
         if program is None:
-            self.stats["rejected"] += 1
+            self.stats["prog_unavail", None, None, None] += 1
             return message.accepted(call.xid, message.PROG_UNAVAIL)
         table = program.versions.get(call.vers)
         if table is None:
-            self.stats["rejected"] += 1
+            self.stats["prog_mismatch", call.prog, None, None] += 1
             return message.prog_mismatch(call.xid, program.low, program.high)
         if call.proc >= len(table):
-            self.stats["rejected"] += 1
+            self.stats["proc_unavail", call.prog, call.vers, None] += 1
             return message.accepted(call.xid, message.PROC_UNAVAIL)
         if (
             call.proc
@@ -98,7 +104,7 @@ class Dispatcher:
             and not self.insecure
             and peer[1] >= PRIVILEGED_PORTS
         ):
-            self.stats["rejected"] += 1
+            self.stats["auth_tooweak", call.prog, call.vers, call.proc] += 1
             return message.auth_error(call.xid, message.AUTH_TOOWEAK)
         self.stats[call.prog, call.vers, call.proc] += 1
         try:
@@ -115,7 +121,7 @@ class Dispatcher:
         return success_header(call.xid) + result
 
     def _garbage(self, call, peer, reason):
-        self.stats["garbage"] += 1
+        self.stats["garbage_args", call.prog, call.vers, call.proc] += 1
         if not self.verbose:
             return message.accepted(call.xid, message.GARBAGE_ARGS)
         self.log.info(
@@ -125,7 +131,7 @@ class Dispatcher:
         return message.accepted(call.xid, message.GARBAGE_ARGS)
 
     def _failed(self, call, peer, failure=None):
-        self.stats["errors"] += 1
+        self.stats["system_err", call.prog, call.vers, call.proc] += 1
         self.log.failure(
             "procedure {prog}/{vers}/{proc} failed for a call from {peer}",
             failure, prog=call.prog, vers=call.vers, proc=call.proc, peer=peer,

@@ -38,6 +38,13 @@ AUTH_REJECTEDCRED = 2
 AUTH_BADVERF = 3
 AUTH_REJECTEDVERF = 4
 AUTH_TOOWEAK = 5
+AUTH_STAT_NAMES = {
+    AUTH_BADCRED: "auth_badcred",
+    AUTH_REJECTEDCRED: "auth_rejectedcred",
+    AUTH_BADVERF: "auth_badverf",
+    AUTH_REJECTEDVERF: "auth_rejectedverf",
+    AUTH_TOOWEAK: "auth_tooweak",
+}
 
 # auth_flavor
 AUTH_NONE = 0
@@ -97,6 +104,16 @@ class Rejected(Exception):
         Exception.__init__(self, reason)
         self.reply = reply
         self.reason = reason
+
+    @property
+    def kind(self):
+        """
+        The rejection's name, for counting: C{rpc_mismatch}, or the
+        C{auth_stat} of an authentication error (C{auth_badcred}, ...).
+        """
+        if UINT.unpack_from(self.reply, 12)[0] == RPC_MISMATCH:
+            return "rpc_mismatch"
+        return AUTH_STAT_NAMES.get(UINT.unpack_from(self.reply, 16)[0], "auth_error")
 
 
 def success_header(xid):

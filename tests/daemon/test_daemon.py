@@ -14,6 +14,7 @@ import pytest
 
 from hlfs.cli import hlfsd
 from hlfs.daemon import kernel
+from tests.support.rpcsock import cred, lookup3, mount_root, readlink3
 from tests.support.server import BIN, RunningServer, make_base, write_passwd, USERS
 
 TWISTD = [str(BIN / "twistd"), "-n", "--pidfile="]
@@ -312,6 +313,33 @@ def test_signals(make_server):
     assert lines[0].startswith("# uid")
     assert any(l.startswith(f"1077\tdave\t{srv.base}/home/dave\t") for l in lines)
     assert srv.stop() == 0
+
+
+def test_periodic_reload_drops_cached_replies(make_server):
+    """
+    With --reload-interval and no signal, a home moved in the password file
+    is picked up by the periodic reload, and the READLINK the reply cache
+    held is answered anew: the reload itself invalidates cached replies,
+    nothing flushes them.
+    """
+    srv = make_server("--insecure", "--reload-interval", "1")
+    alice = cred(1001)
+    root = mount_root(srv.port, alice)
+    _, fh, _ = lookup3(srv.port, root, b"home", alice)
+    old = f"{srv.base}/home/alice/.mailspool".encode()
+    assert readlink3(srv.port, fh, alice) == (0, old)
+    assert readlink3(srv.port, fh, alice) == (0, old)
+    moved = srv.base / "home" / "alice-moved"
+    moved.mkdir()
+    if os.geteuid() == 0:
+        os.chown(moved, 1001, 1001)
+    users = [(n, u, "{base}/home/alice-moved" if n == "alice" else h) for n, u, h in USERS]
+    reloads = srv.logtext().count("reloaded")
+    write_passwd(srv.passwd, srv.base, users)
+    # Two more reloads: the second one started after the file changed.
+    wait_for(lambda: srv.logtext().count("reloaded") >= reloads + 2, srv)
+    assert "SIGHUP" not in srv.logtext()
+    assert readlink3(srv.port, fh, alice) == (0, f"{moved}/.mailspool".encode())
 
 
 def test_sighup_reopens_log(make_server):

@@ -42,7 +42,7 @@ class Setup:
         self.rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
         self.resolver = ProbingResolver(
             homes.table(), self.rules, self.clock, self.pool,
-            cache_interval=interval, deadline=deadline, verify=verify,
+            cache_interval=interval, deadline=deadline, verify=verify, reactor=rt.reactor,
         )
         self.pool.start()
 
@@ -588,3 +588,56 @@ def test_child_loader_that_hangs_is_killed(homes):
         load_in_subprocess(None, timeout=0.5, python=stuck)
     assert str(e.value) == "loading the user table took more than 0.5 s"
     assert time.monotonic() - started < 10
+
+
+def test_reload_without_a_pool(rt, homes):
+    """
+    A resolver that does not verify homes has no pool: its reloads run in
+    the injected reactor's threads all the same.
+    """
+    a = homes.add("alice")
+    rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
+    resolver = ProbingResolver(homes.table(), rules, rt.reactor, None, verify=False)
+    b = homes.add("bob")
+    table = rt.call(resolver.reload, homes.table)
+    assert len(table) == 2 and resolver.table is table
+    assert rt.call(resolver.resolve, a).target == homes.spool("alice")
+    assert rt.call(resolver.resolve, b).target == homes.spool("bob")
+
+
+def test_a_user_changed_during_a_reload_and_in_the_new_table(setup, homes):
+    """
+    alice fails her check while a reload runs, and the new table gives her
+    another home: her failure belongs to the old home and is not carried
+    over; the new home is checked afresh.
+    """
+    import threading
+
+    a = homes.add("alice")
+    s = setup()
+    assert s.resolve(a).target == homes.spool("alice")
+    moved = os.path.join(homes.base, "home", "alice-moved")
+    os.makedirs(moved)
+    os.chown(moved, a, a)
+    new_table = UserTable([(b"alice", a, os.fsencode(moved))])
+    gate = threading.Event()
+    loaded = threading.Event()
+
+    def slow_loader():
+        loaded.set()
+        gate.wait(30)
+        return new_table
+
+    done = []
+    s.rt.call(lambda: s.resolver.reload(slow_loader).addCallback(done.append) and None)
+    assert loaded.wait(10)
+    spool = os.fsdecode(homes.spool("alice"))
+    os.chmod(spool, 0o000)
+    os.chown(spool, 0, 0)
+    s.rt.call(s.resolver.flush, a)
+    assert s.resolve(a).target == os.fsencode(homes.alt)  # dirty during the reload
+    started = s.pool.started_count
+    gate.set()
+    wait_for(lambda: bool(done))
+    assert s.resolve(a).target == os.fsencode(moved) + b"/.mailspool"
+    assert s.pool.started_count == started + 1

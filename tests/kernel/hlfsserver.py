@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from functools import lru_cache
 from pathlib import Path
 
 from world import HLFS_GID, SUBDIR
@@ -20,31 +19,6 @@ def venv_bin(name):
     @return: the path of a script installed next to the running Python.
     """
     return str(Path(sys.executable).parent / name)
-
-
-@lru_cache(maxsize=None)
-def plugin_help():
-    """
-    @return: the text of C{twistd hlfs --help}, or L{None} if the plugin
-        cannot run.
-    """
-    try:
-        result = subprocess.run(
-            [venv_bin("twistd"), "hlfs", "--help"], capture_output=True, text=True, timeout=120
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if result.returncode != 0 or "--password-file" not in result.stdout:
-        return None
-    return result.stdout
-
-
-def plugin_has_option(option):
-    """
-    @return: whether C{twistd hlfs} accepts C{option}.
-    """
-    text = plugin_help()
-    return text is not None and option in text
 
 
 def free_port():
@@ -88,9 +62,8 @@ class HlfsServer:
             "--alt-dir", str(self.world.alt_dir),
             "--subdir", SUBDIR,
             "--group", str(HLFS_GID),
+            "--no-portmap",
         ]
-        if plugin_has_option("--no-portmap"):
-            argv.append("--no-portmap")
         return argv + self.extra
 
     @property

@@ -7,13 +7,12 @@ One guest runs both.  The homes and the alternate spool reach the guest
 through a writable 9p share of the host directory, at the same path.
 """
 
-import subprocess
 import time
 
 import pytest
 
 import guestscript as gs
-from hlfsserver import HlfsServer, plugin_help, venv_bin
+from hlfsserver import HlfsServer, venv_bin
 from world import World
 
 #: Recipients of scenario 4 (carol's home is unusable: alternate spool).
@@ -29,16 +28,6 @@ READER_BATCH = 200
 
 #: Exit status with which C{hlfs deliver} asks the MTA to retry (sysexits).
 EX_TEMPFAIL = 75
-
-
-def deliver_available():
-    try:
-        result = subprocess.run(
-            [venv_bin("hlfs"), "deliver", "--help"], capture_output=True, text=True, timeout=120
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
 
 
 def token(kind, name, n=0):
@@ -110,10 +99,6 @@ def delivery_run(guest, probe, kernel_workdir, precompiled):
     Boot one guest for scenarios 4 and 5; kill and restart the host's
     daemon when the guest's delivery loop asks for it.
     """
-    if plugin_help() is None:
-        pytest.skip("the hlfs twistd plugin cannot run here (twistd hlfs --help fails)")
-    if not deliver_available():
-        pytest.skip("`hlfs deliver` is not available (the delivery agent is not installed)")
     world = World(kernel_workdir / "delivery").create()
     server = HlfsServer(world, kernel_workdir / "delivery-server").start()
     restart = {}

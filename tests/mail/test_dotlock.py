@@ -248,3 +248,65 @@ def test_fcntl_lock_held_by_other_process_times_out(tmp_path):
         holder.wait(timeout=10)
     lock_fd(fd, timeout=0)
     os.close(fd)
+
+
+def test_a_lock_retaken_while_judged_stale_is_left_alone(tmp_path):
+    """
+    Between judging a lock stale and breaking it, another taker broke it
+    first and took the lock: its fresh lock (another inode) is not broken.
+    The other taker is a real L{DotLock}; it runs at the one point of the
+    window where the code reads the lock's content, the only place a test
+    can step in without a second process racing at random.
+    """
+    path = tmp_path / "alice.lock"
+    path.write_bytes(b"12345 some-other-host\n")
+    old = os.stat(path).st_mtime - 3600
+    os.utime(path, (old, old))
+    theirs = []
+    other = DotLock(path, stale_after=300, timeout=5, log=theirs.append)
+
+    class RacedLock(DotLock):
+        def _holder(self):
+            holder = DotLock._holder(self)
+            if not other.held:
+                other.acquire()
+            return holder
+
+    ours = []
+    clock = fake_time()
+    lock = RacedLock(path, stale_after=300, timeout=5, log=ours.append,
+                     clock=clock.seconds, sleep=clock.advance)
+    with pytest.raises(LockTimeout):
+        lock.acquire()
+    assert other.still_ours()
+    assert len(theirs) == 1 and "broke stale lock" in theirs[0]
+    assert ours == []
+    other.release()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("named", ["mbox", ".alice.lock.x/../../mbox", ".other.lock.host.1.ab"])
+def test_breaking_a_lock_removes_only_its_own_twin(tmp_path, named):
+    """
+    A stale lock names its holder's unique file, which goes with it; a
+    name that is not a unique file of this lock, or that leads out of the
+    directory, is left alone.
+    """
+    spool = tmp_path / "spool"
+    (spool / ".alice.lock.x").mkdir(parents=True)
+    (tmp_path / "mbox").write_bytes(b"outside\n")
+    (spool / "mbox").write_bytes(b"mailbox\n")
+    (spool / ".other.lock.host.1.ab").write_bytes(b"")
+    twin = spool / ".alice.lock.host.1.ab"
+    twin.write_bytes(b"")
+    path = spool / "alice.lock"
+    for content in (f"12345 some-other-host {named}\n", "12345 some-other-host .alice.lock.host.1.ab\n"):
+        path.write_bytes(content.encode())
+        old = os.stat(path).st_mtime - 3600
+        os.utime(path, (old, old))
+        with DotLock(path, stale_after=300, timeout=5):
+            pass
+        assert (tmp_path / "mbox").read_bytes() == b"outside\n"
+        assert (spool / "mbox").read_bytes() == b"mailbox\n"
+        assert (spool / ".other.lock.host.1.ab").exists()
+    assert not twin.exists()

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import re
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hlfs.mail import mbox
-from hlfs.mail.lostmail import CRASH_ENV, DEFAULTS
+from hlfs.mail.lostmail import DEFAULTS
 from tests.support.mail import (
     ALICE, BOB, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener, write_passwd,
 )
@@ -98,10 +99,7 @@ class Env:
             if raw is not None:
                 f.write(raw)
             for sender, content in messages:
-                for chunk in mbox.message_chunks(
-                    mbox.from_line(sender, 1795000000), io.BytesIO(content)
-                ):
-                    f.write(chunk)
+                f.write(mboxrd(sender, content))
         uid = owner if owner is not None else {b"alice": ALICE[1], b"bob": BOB[1]}.get(user, 0)
         os.chown(path, uid, uid)
         os.chmod(path, 0o600)
@@ -133,6 +131,30 @@ TRICKY = [
     (b"", b"Subject: bounce\n\nfrom the null sender\n"),
     (b"five@example.org", message(5, body=b"long line " * 2000 + b"\n")),
 ]
+
+
+def mboxrd(sender, content):
+    """
+    One message as a delivery agent stores it (mboxrd), written here by
+    hand rather than by L{hlfs.mail.mbox}, the code under test: the
+    C{From_} line, each line starting with C{>*From } quoted with one more
+    C{>}, a newline ending the last line, then a blank line.
+    """
+    quoted = re.sub(rb"(?m)^(>*From )", rb">\1", content)
+    if not quoted.endswith(b"\n"):
+        quoted += b"\n"
+    return b"From " + (sender or b"MAILER-DAEMON") + b" Wed Nov 18 11:06:40 2026\n" + quoted + b"\n"
+
+
+def test_the_fixture_writer_quotes_as_mboxrd():
+    """
+    The hand-written fixture encoder gives exactly these bytes.
+    """
+    assert mboxrd(b"two@example.org", TRICKY[1][1]) == (
+        b"From two@example.org Wed Nov 18 11:06:40 2026\n"
+        b"Subject: quoting\n\n>From here\n>>From there\n>>>From afar\n\n\n>From \n\n"
+    )
+    assert mboxrd(b"", b"no newline") == b"From MAILER-DAEMON Wed Nov 18 11:06:40 2026\nno newline\n\n"
 
 
 @needs_root
@@ -277,8 +299,10 @@ def test_crash_at_any_step_loses_nothing(env, point):
     messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 5)]
     env.mailbox(messages=messages)
     env.mailbox(b"bob", messages=[(b"b@example.org", message(10))])
-    crashed = env.run(env={**os.environ, CRASH_ENV: point})
-    assert crashed.returncode == -9
+    killer = os.path.join(REPO, "tests", "support", "lostmail_killed_at.py")
+    crashed = subprocess.run([sys.executable, killer, point, *env.args()[1:]],
+                             capture_output=True, timeout=60)
+    assert crashed.returncode == -9, crashed.stderr
     again = env.run()
     assert again.returncode == 0, again.stderr
     delivered = [strip_header(d) for _, d in env.sent()]
@@ -310,30 +334,38 @@ def test_delivery_while_the_remailer_runs(env):
     stop = threading.Event()
     runs = []
 
+    deliveries = []  # (start, end) of each delivery, monotonic
+
     def remail():
         while not stop.is_set():
-            runs.append(env.run().returncode)
+            start = time.monotonic()
+            code = env.run().returncode
+            runs.append((start, time.monotonic(), code))
 
     remailer = threading.Thread(target=remail)
     remailer.start()
     try:
         for n in range(count):
+            start = time.monotonic()
             proc = subprocess.run(
                 hlfs_command("deliver", "--spool", env.alt, "--password-file", env.passwd,
                              "-f", f"s{n}@example.org", "alice"),
                 input=message(n), stderr=subprocess.PIPE, timeout=60,
             )
+            deliveries.append((start, time.monotonic()))
             assert proc.returncode == 0, proc.stderr
-        # At least one run must have overlapped the deliveries.
-        deadline = time.monotonic() + 60
-        while not runs and remailer.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
     finally:
         stop.set()
         remailer.join(timeout=120)
     final = env.run()
     assert final.returncode == 0
-    assert set(runs) == {0} and len(runs) >= 1
+    assert runs and {code for _, _, code in runs} == {0}
+    # The point of the test: remailer runs and deliveries were under way
+    # at the same time, by this process's clock around both processes.
+    overlapping = [
+        (r, d) for r in runs for d in deliveries if r[0] < d[1] and d[0] < r[1]
+    ]
+    assert overlapping, (runs, deliveries)
     delivered = [strip_header(d) for _, d in env.sent()]
     assert sorted(delivered) == sorted(message(n) for n in range(count))
     senders = sorted(argv[2] for argv, _ in env.sent())
@@ -384,8 +416,7 @@ def test_hostile_spool_entries(env):
     """
     outside = os.path.join(env.root, "outside")
     with open(outside, "wb") as f:
-        for chunk in mbox.message_chunks(mbox.from_line(b"x@y", 0), io.BytesIO(message(1))):
-            f.write(chunk)
+        f.write(mboxrd(b"x@y", message(1)))
     before = open(outside, "rb").read()
     os.symlink(outside, os.path.join(env.alt, "alice"))
     os.symlink("/etc/shadow", os.path.join(env.alt, "carol"))

@@ -14,9 +14,9 @@ from hlfs.core.linkfs import HomeLinkFS, LinkConfig
 from hlfs.homes.cache import ProbingResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.rpc import message
-from hlfs.rpc.dispatch import Dispatcher
+from hlfs.rpc.dispatch import Dispatcher, Program
 from hlfs.rpc.message import (
-    AUTH_SYS, Credential, Drop, Rejected, decode_call, decode_reply, encode_call,
+    AUTH_SYS, NO_CREDENTIAL, Credential, Drop, Rejected, decode_call, decode_reply, encode_call,
 )
 from hlfs.daemon.server import build_programs
 from hlfs.core.users import UserTable
@@ -205,4 +205,25 @@ def test_mutated_calls_never_raise(data, flips, cut):
             data[pos] = value
     reply = DISPATCHER.dispatch(bytes(data[: max(cut, 24)]), ("127.0.0.1", 800))
     assert reply is None or isinstance(reply, bytes)
-    assert DISPATCHER.stats["errors"] == 0
+    assert not [key for key in DISPATCHER.stats if key[0] == "system_err"]
+
+
+def test_error_replies_are_counted_by_kind_and_call():
+    """
+    Each error reply is counted under its name and the served program,
+    version and procedure it was about; what is not served counts as
+    L{None}, so no caller can make the counters grow without bound.
+    """
+    answer = lambda args, call: b""  # noqa: E731
+    dispatcher = Dispatcher([Program(999, "test", {1: [answer] * 3})])
+    for prog, vers, proc in ((7, 1, 0), (999, 1, 0), (999, 9, 0), (999, 1, 77), (999, 1, 2)):
+        dispatcher.dispatch(encode_call(1, prog, vers, proc, NO_CREDENTIAL, b""), ("127.0.0.1", 2000))
+    dispatcher.dispatch(b"\0\0\0\1\0\0\0\0\0\0\0\3" + b"\0" * 20, ("127.0.0.1", 800))
+    assert dict(dispatcher.stats) == {
+        ("prog_unavail", None, None, None): 1,
+        ("prog_mismatch", 999, None, None): 1,
+        ("proc_unavail", 999, 1, None): 1,
+        ("auth_tooweak", 999, 1, 2): 1,
+        (999, 1, 0): 1,
+        ("rpc_mismatch", None, None, None): 1,
+    }

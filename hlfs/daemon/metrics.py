@@ -1,0 +1,225 @@
+"""
+Prometheus metrics for C{twistd hlfs --metrics}: a collector that reads,
+at each scrape, the very counters the status program (C{hlfs status})
+reports, so the two never disagree and nothing is counted twice.
+
+Each metric family is one function of the service yielding
+C{prometheus_client} metric families, listed in L{FAMILIES}; adding one
+is writing one more.  Labels are of low cardinality by construction:
+programs, versions and procedures are the served ones, outcomes and
+errno names come from fixed sets, and no label ever holds a uid or a user
+name.
+"""
+
+import platform
+import time
+
+import twisted
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import choose_encoder
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from hlfs import __version__
+from hlfs.console.access import listen_description
+from hlfs.daemon.config import ConfigError
+from hlfs.nfs.status import call_labels
+
+FAMILIES = []
+
+
+def family(function):
+    """
+    Add C{function(service) -> iterable of metric families} to what is
+    collected at each scrape.
+    """
+    FAMILIES.append(function)
+    return function
+
+
+@family
+def rpc_requests(service):
+    requests = CounterMetricFamily(
+        "hlfs_rpc_requests",
+        "RPC calls by program, version, procedure and outcome (success, or the error "
+        "reply's name; dropped: no reply), those the reply cache answered included.",
+        labels=["program", "version", "procedure", "outcome"],
+    )
+    stats = service.stats
+    for key, count in list(stats.items()):
+        if isinstance(key, str):
+            requests.add_metric(["", "", "", key], count)
+        elif isinstance(key[0], str):
+            requests.add_metric([*call_labels(*key[1:]), key[0]], count)
+        else:
+            # Calls that reached the procedure, less those it answered
+            # with an error (counted under their own outcome).
+            failed = stats.get(("garbage_args", *key), 0) + stats.get(("system_err", *key), 0)
+            requests.add_metric([*call_labels(*key), "success"], count - failed)
+    yield requests
+    yield CounterMetricFamily(
+        "hlfs_rpc_reply_cache_hits",
+        "Calls answered from the reply cache.",
+        value=service.replies.hits,
+    )
+    yield GaugeMetricFamily(
+        "hlfs_rpc_reply_cache_entries", "Replies held by the reply cache.",
+        value=len(service.replies.entries),
+    )
+
+
+@family
+def home_checks(service):
+    resolver = service.resolver
+    counts = resolver.stats_dict()
+    for name, key, text in (
+        ("hlfs_home_check_cache_hits", "hits", "Link answers taken from a cached home check."),
+        ("hlfs_home_check_cache_misses", "misses", "Link answers that needed a home check."),
+        ("hlfs_home_checks", "started", "Home checks run."),
+        ("hlfs_home_check_fallbacks", "fallbacks",
+         "Answers given the alternate spool because a check passed its deadline or the "
+         "pool was exhausted."),
+        ("hlfs_home_checks_late", "late", "Home checks that finished after their deadline."),
+        ("hlfs_home_check_pool_exhausted", "exhausted",
+         "Home checks not started because every thread was stuck."),
+    ):
+        yield CounterMetricFamily(name, text, value=counts[key])
+    failures = CounterMetricFamily(
+        "hlfs_home_check_failures", "Home checks that found the home unusable, by errno name.",
+        labels=["errno"],
+    )
+    for errno, count in sorted(resolver.stats.failures_by_errno.items()):
+        failures.add_metric([errno], count)
+    yield failures
+    yield GaugeMetricFamily(
+        "hlfs_home_checks_in_flight", "Home checks asked for and not finished.",
+        value=counts["in_flight"],
+    )
+    yield GaugeMetricFamily(
+        "hlfs_home_checks_hung", "Home checks running longer than the deadline.",
+        value=len(resolver.hung()),
+    )
+    pool = service.probe_pool
+    yield GaugeMetricFamily("hlfs_home_check_threads", "Threads of the home-check pool.",
+                            value=pool.threads)
+    yield GaugeMetricFamily("hlfs_home_check_threads_busy", "Threads running a home check.",
+                            value=pool.busy())
+
+
+@family
+def users(service):
+    yield GaugeMetricFamily("hlfs_users", "Entries in the user table.",
+                            value=len(service.resolver.table))
+
+
+@family
+def reloads(service):
+    yield CounterMetricFamily("hlfs_reloads", "Reloads of the user table, failed ones included.",
+                              value=service.reloads)
+    yield CounterMetricFamily("hlfs_reload_failures", "Reloads of the user table that failed.",
+                              value=service.reload_failures)
+    if service.last_reload is not None:
+        when, _, seconds = service.last_reload
+        yield GaugeMetricFamily("hlfs_reload_duration_seconds",
+                                "How long the last successful reload took.", value=seconds)
+        yield GaugeMetricFamily("hlfs_reload_last_success_timestamp_seconds",
+                                "When the last successful reload finished (Unix time).",
+                                value=when)
+
+
+@family
+def daemon(service):
+    yield GaugeMetricFamily("hlfs_mounted", "1 while the kernel has hlfs mounted, else 0.",
+                            value=int(service.mounted))
+    yield GaugeMetricFamily("hlfs_start_time_seconds", "When the daemon started (Unix time).",
+                            value=service.started_at)
+    yield GaugeMetricFamily("hlfs_uptime_seconds", "Seconds since the daemon started.",
+                            value=time.time() - service.started_at)
+    info = InfoMetricFamily("hlfs_build", "The versions hlfs runs with.")
+    info.add_metric([], {
+        "version": __version__.public(),
+        "python": platform.python_version(),
+        "twisted": twisted.__version__,
+    })
+    yield info
+
+
+class HLFSCollector:
+    """
+    A C{prometheus_client} collector of L{FAMILIES} for an
+    L{hlfs.daemon.service.HLFSService}.
+    """
+
+    def __init__(self, service, families=FAMILIES):
+        self.service = service
+        self.families = families
+
+    def collect(self):
+        for metrics in self.families:
+            yield from metrics(self.service)
+
+
+class MetricsPage(Resource):
+    """
+    C{/metrics}, rendered in the reactor thread, where the counters
+    change: a scrape reads them between two requests, never during one.
+    (C{prometheus_client.twisted.MetricsResource} would collect in the
+    reactor's thread pool, alongside the reactor thread that updates
+    them, and take a thread reloads need.)
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry):
+        Resource.__init__(self)
+        self.registry = registry
+
+    def render_GET(self, request):
+        accept = request.getHeader(b"accept")
+        encode, content_type = choose_encoder(accept.decode("latin-1") if accept else "")
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        return encode(self.registry)
+
+
+class MetricsSite(Site):
+    """
+    A site that logs nothing per request: a scrape every few seconds
+    would fill the daemon's log.
+    """
+
+    noisy = False
+
+    def log(self, request):
+        pass
+
+
+def metrics_site(service):
+    """
+    Return a L{Site} serving the service's metrics at C{/metrics}, from a
+    registry of its own (not the process-wide default one).
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(HLFSCollector(service))
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(registry))
+    return MetricsSite(root)
+
+
+def metrics_service(portspec, service, reactor):
+    """
+    Return the service listening on C{--metrics PORTSPEC}: a bare port
+    number listens on loopback only, any other interface must be given
+    in an endpoint description.
+
+    @raise ConfigError: for an empty or unusable C{portspec}.
+    """
+    if not portspec.strip():
+        raise ConfigError("--metrics needs a port number or an endpoint description")
+    try:
+        endpoint = endpoints.serverFromString(reactor, listen_description(portspec))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"bad --metrics endpoint {portspec!r}: {e}") from None
+    return StreamServerEndpointService(endpoint, metrics_site(service))
