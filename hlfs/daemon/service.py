@@ -94,7 +94,7 @@ class HLFSService(MultiService):
         programs = build_programs(self.fs, replies=self.replies) + [
             Program(
                 status.PROGRAM, "hlfs-status",
-                {status.VERSION: status.StatusProgram(self.status_report, reactor).procedures},
+                {status.VERSION: status.StatusProgram(self.status_report).procedures},
                 secure=False,
             )
         ]

@@ -7,8 +7,6 @@ for querying hlfsd's status"): one procedure returning name/value pairs.
         1  STATUS  -> pair<>  where pair = { string name<>; string value<>; }
 """
 
-import time
-
 from hlfs.nfs.attrs import FALSE, TRUE
 from hlfs.xdr import pack_opaque
 
@@ -92,28 +90,16 @@ def decode_pairs(body):
 class StatusProgram:
     """
     The procedure table; C{report} is a callable returning the pairs.
-
-    Any local user may call STATUS, and a report costs far more than a
-    call: one is made at most every C{max_age} seconds of C{clock} and its
-    encoding answers every call meanwhile.
     """
 
-    def __init__(self, report, clock=None, max_age=1.0):
+    def __init__(self, report):
         self.report = report
-        self.seconds = clock.seconds if clock is not None else time.monotonic
-        self.max_age = max_age
-        self._encoded = None
-        self._made = 0.0
         self.procedures = (self.null, self.status)
 
     def null(self, args, call):
         return b""
 
     def status(self, args, call):
-        now = self.seconds()
-        if self._encoded is None or not 0 <= now - self._made < self.max_age:
-            self._encoded = encode_pairs(self.report())
-            self._made = now
-        return self._encoded
+        return encode_pairs(self.report())
 
 
