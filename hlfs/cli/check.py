@@ -5,6 +5,9 @@ C{hlfs check}: find the configuration problems hlfs cannot fix itself.
     homes by uid, so which home such a uid gets is arbitrary: mail may be
     delivered to or read from either);
   - homes that are C{/} or not absolute;
+  - a mail owner (C{postfix}, C{Debian-exim}, C{mail}) whose link would
+    point into its home: Postfix's local(8) then finds that spool
+    unwritable and opens every mailbox as root;
   - a missing HLFS group (its members see every user's mailbox link);
   - a mount point that is not world readable and searchable (C{getwd()}
     fails under it) and an alternate spool that is not mode 1777;
@@ -22,8 +25,14 @@ import stat
 import sys
 from collections import defaultdict
 
-from hlfs.mail import accounts
+from hlfs.core.resolver import SpoolRules
 from hlfs.daemon import mounts
+from hlfs.daemon.config import ConfigError, check_uid, login_defs_uid_min
+from hlfs.mail import accounts
+
+#: The accounts MTAs run their delivery agents as (Postfix's mail_owner,
+#: Debian's Exim user, the traditional mail user).
+MAIL_OWNERS = (b"postfix", b"Debian-exim", b"exim", b"mail")
 
 EX_OK = 0
 EX_FOUND = 1
@@ -65,6 +74,26 @@ def check_accounts(entries):
             warnings.append(
                 f"uid {uid} is shared by entries with different homes: {listed}; "
                 "hlfs uses one of them for all"
+            )
+    return warnings
+
+
+def check_mail_owners(entries, uid_min):
+    """
+    @param uid_min: hlfs's C{--uid-min}: accounts under it get the
+        alternate spool.
+    @return: a warning line per mail owner whose C{home} link would point
+        into its home rather than at the alternate spool.
+    """
+    rules = SpoolRules(b".mailspool", b"", uid_min)
+    warnings = []
+    for entry in entries:
+        if entry.name in MAIL_OWNERS and entry.uid != 0 and rules.spool_of(entry) is not None:
+            warnings.append(
+                f"mail owner {_show(entry.name)} (uid {entry.uid}, not under --uid-min"
+                f" {uid_min}) gets a spool in its home {_show(entry.home)}: an MTA that checks"
+                " the spool as this user (Postfix local(8)) finds it unwritable and opens"
+                " mailboxes as root; give it a uid under UID_MIN"
             )
     return warnings
 
@@ -156,6 +185,8 @@ def build_parser(prog):
                         help=f"alternate spool (default {DEFAULT_ALT_DIR})")
     parser.add_argument("--proc-mounts", default=DEFAULT_PROC_MOUNTS, metavar="FILE",
                         help=f"mount table to read (default {DEFAULT_PROC_MOUNTS})")
+    parser.add_argument("--uid-min", default=None, metavar="UID",
+                        help="hlfs's --uid-min (default: UID_MIN of /etc/login.defs, else 1000)")
     parser.add_argument("--require-noac", action="store_true",
                         help="also warn when the attribute cache is on (for servers "
                         "without per-caller link handles)")
@@ -184,6 +215,13 @@ def gather(options):
         else:
             entries = accounts.nss_accounts()
         warnings += check_accounts(entries)
+        try:
+            uid_min = (login_defs_uid_min() if options.uid_min is None
+                       else check_uid("--uid-min", options.uid_min))
+        except ConfigError as e:
+            warnings.append(str(e))
+        else:
+            warnings += check_mail_owners(entries, uid_min)
         notes.append(f"{len(entries)} password entries checked")
     except OSError as e:
         warnings.append(f"cannot read {options.password_file}: {e.strerror}")

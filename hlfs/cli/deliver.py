@@ -16,8 +16,9 @@ def build_parser(prog):
         description="Deliver one message from stdin to local mailboxes, "
         "writing as each recipient (NFS-safe).",
     )
-    parser.add_argument("-f", "--from", dest="sender", default="",
-                        help="envelope sender (default: the null sender)")
+    parser.add_argument("-f", "--from", dest="sender", default=None,
+                        help="envelope sender (default: the sender of the input's first "
+                        "line if it is a From_ line, which is then dropped; else the null sender)")
     parser.add_argument("--spool", default=DEFAULT_SPOOL,
                         help=f"mail spool directory (default {DEFAULT_SPOOL})")
     parser.add_argument("--password-file", metavar="FILE",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 HLFS_GID = 4242
 USERS = [("alice", 2001), ("bob", 2002), ("carol", 2003)]
+SYSTEM_UID = 120
 
 
 def _bin(name):
@@ -48,6 +49,11 @@ def main(argv, prog="hlfs demo"):
     if root:
         os.chown(base / "home" / "dave", 2005, 2005)
     lines.append(f"dave:x:2005:2005::{base}/home/dave:/bin/sh")
+    # A system account (uid under UID_MIN), as an MTA's mail owner is.
+    (base / "home" / "mailer").mkdir()
+    if root:
+        os.chown(base / "home" / "mailer", SYSTEM_UID, SYSTEM_UID)
+    lines.append(f"mailer:x:{SYSTEM_UID}:{SYSTEM_UID}::{base}/home/mailer:/usr/sbin/nologin")
     (base / "passwd").write_text("\n".join(lines) + "\n")
     (base / "alt_mail").mkdir()
     portfile = base / "port"
@@ -56,7 +62,7 @@ def main(argv, prog="hlfs demo"):
             _bin("twistd"), "-n", "--pidfile=", f"--logfile={base}/hlfs.log",
             "hlfs", "--no-mount", "--no-portmap", "--insecure", "--port", "0", "--port-file", str(portfile),
             "--password-file", str(base / "passwd"), "--alt-dir", str(base / "alt_mail"),
-            "--group", str(HLFS_GID), *verify,
+            "--group", str(HLFS_GID), "--uid-min", "1000", *verify,
         ],
         cwd=base, stdin=subprocess.DEVNULL,
     )
@@ -79,6 +85,9 @@ def main(argv, prog="hlfs demo"):
             ("uid 2004 (home is /)", "home", ["--uid", "2004"]),
             ("uid 2005 (spool is a file)", "home", ["--uid", "2005"]),
             ("uid 9999 (no such user)", "home", ["--uid", "9999"]),
+            (f"uid {SYSTEM_UID} (system account)", "home", ["--uid", str(SYSTEM_UID)]),
+            ("uid 0 (root)", "home", ["--uid", "0"]),
+            ("uid 0 (root)", "alice", ["--uid", "0", "--name", "alice"]),
             ("uid 2001, gid HLFS_GID", "home", ["--uid", "2001", "--gid", str(HLFS_GID)]),
             ("uid 2001, gid HLFS_GID", "bob", ["--uid", "2001", "--gid", str(HLFS_GID), "--name", "bob"]),
         ]

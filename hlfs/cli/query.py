@@ -130,7 +130,7 @@ def main(argv, prog="hlfs resolve"):
     parser.add_argument("--linkname", default="home", help="the link's name (default: home)")
     parser.add_argument(
         "--name", default=None,
-        help="resolve the per-user mailbox link NAME (callers with gid HLFS_GID)",
+        help="resolve the per-user mailbox link NAME (root, and callers with gid HLFS_GID)",
     )
     parser.add_argument("--export", default=None, help="export path (default: the first one)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default: 5)")

@@ -4,8 +4,8 @@ HomeLinkFS: the policy core, the paper's "Home-Link File Service".
 A read-only directory holding C{.}, C{..} and one symbolic link (C{home})
 whose value depends on the caller:
 
-  - a caller whose gid is HLFS_GID gets C{.}, and may look up any user's
-    name to get a link to that user's mailbox (Table 2);
+  - root, and a caller whose gid is HLFS_GID, get C{.}, and may look up
+    any user's name to get a link to that user's mailbox (Table 2);
   - any other caller gets its home's spool directory, or the alternate
     spool when the home is unknown or unusable (Tables 1 and 3).
 
@@ -134,6 +134,12 @@ class HomeLinkFS:
         """
         if flavor != AUTH_UNIX:
             return Caller(0xFFFFFFFE, ANONYMOUS)
+        if uid == 0:
+            # A process running as root delivers for everybody (local(8)
+            # over a spool it cannot write as the mail owner, mail.local):
+            # its own spool would take every user's mail.  It gets the
+            # view that names each user's mailbox (Table 2).
+            return Caller(0, HLFS_CALLER)
         hlfs_gid = self.config.hlfs_gid
         return Caller(uid, HLFS_CALLER if hlfs_gid is not None and gid == hlfs_gid else 0)
 
@@ -174,8 +180,12 @@ class HomeLinkFS:
             return self.resolver.resolve(caller.uid)
         return self.resolver.peek(caller.uid)
 
-    def _mailbox(self, name):
-        resolution = self.resolver.mailbox(name)
+    def _mailbox(self, name, wait=True):
+        """
+        Return the L{Resolution} of C{name}'s mailbox link, or a Deferred;
+        raise STALE for a name the table does not know (any more).
+        """
+        resolution = self.resolver.mailbox(name, wait)
         if resolution is None:
             raise NFSError(STALE)
         return resolution
@@ -212,7 +222,7 @@ class HomeLinkFS:
                 self._resolve_link(caller),
                 lambda r: self._link_attr(caller.uid, caller.flags, r),
             )
-        return self._mailbox_attr(handle.name, self._mailbox(handle.name))
+        return _then(self._mailbox(handle.name), lambda r: self._mailbox_attr(handle.name, r))
 
     def lookup(self, dirfh, name, caller):
         """
@@ -235,7 +245,7 @@ class HomeLinkFS:
             fh = self.handles.mailbox(name)
             resolution = self.resolver.mailbox(name) if fh is not None else None
             if resolution is not None:
-                return fh, self._mailbox_attr(name, resolution)
+                return _then(resolution, lambda r: (fh, self._mailbox_attr(name, r)))
         raise NFSError(NOENT)
 
     def readlink(self, fh, caller):
@@ -254,8 +264,10 @@ class HomeLinkFS:
                 self._resolve_link(caller),
                 lambda r: (r.target, self._link_attr(caller.uid, caller.flags, r)),
             )
-        resolution = self._mailbox(handle.name)
-        return resolution.target, self._mailbox_attr(handle.name, resolution)
+        return _then(
+            self._mailbox(handle.name),
+            lambda r: (r.target, self._mailbox_attr(handle.name, r)),
+        )
 
     def readdir(self, fh, caller):
         """
@@ -289,5 +301,5 @@ class HomeLinkFS:
             return self._link_attr(
                 caller.uid, caller.flags, self._resolve_link(caller, wait=False)
             )
-        return self._mailbox_attr(handle.name, self._mailbox(handle.name))
+        return self._mailbox_attr(handle.name, self._mailbox(handle.name, wait=False))
 

@@ -34,10 +34,13 @@ class ILinkResolver(Interface):
         Return the last known L{Resolution} for C{uid} without waiting.
         """
 
-    def mailbox(name):
+    def mailbox(name, wait=True):
         """
         Return the L{Resolution} of user C{name}'s mailbox link
-        (C{~NAME/<subdir>/NAME}), or L{None} for an unknown user.
+        (C{~NAME/<subdir>/NAME}, or the alternate spool's C{NAME} while
+        NAME's home is unusable), a Deferred that fires with one (C{NAME}'s
+        home is being checked, as for C{resolve}), or L{None} for an unknown
+        user.  With C{wait} false, the last known answer, at once.
         """
 
     def valid_until(uid):
@@ -75,16 +78,28 @@ class SpoolRules:
     if the home is usable, and the fallback when it is not.
     """
 
-    def __init__(self, subdir, alt_dir):
+    def __init__(self, subdir, alt_dir, uid_min=0):
+        """
+        @param uid_min: the lowest uid of a login account (C{UID_MIN} of
+            login.defs(5)); accounts under it but root are system accounts.
+        """
         self.subdir = subdir
         self.alt_dir = alt_dir
+        self.uid_min = uid_min
 
     def spool_of(self, user):
         """
-        Return C{~user/<subdir>}, or L{None} when the user is unknown or the
-        home is C{/} or relative (those get the alternate spool).
+        Return C{~user/<subdir>}, or L{None} when the user is unknown, a
+        system account (uid under C{uid_min}, root excepted), or the home is
+        C{/} or relative: those get the alternate spool.
+
+        System accounts are the mail system's own (C{postfix},
+        C{Debian-exim}, C{mail}): a spool of theirs in their home would make
+        Postfix's local(8), which looks at the spool directory as the mail
+        owner, find it unwritable and open mailboxes as root.  The sticky,
+        world-writable alternate spool makes it deliver as the recipient.
         """
-        if user is None:
+        if user is None or 0 < user.uid < self.uid_min:
             return None
         home = user.home.rstrip(b"/")
         if not home.startswith(b"/"):

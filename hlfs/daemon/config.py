@@ -52,6 +52,7 @@ class Config:
     reply_cache_bytes: int = 32 * 1024 * 1024
     fd_reserve: int = 64
     retry_interval: float = 5.0
+    uid_min: int = 1000
 
     @property
     def export_path(self):
@@ -81,6 +82,47 @@ def resolve_group(group):
         return grp.getgrnam(group).gr_gid
     except KeyError:
         return None
+
+
+#: Where login.defs(5) says which uids are login accounts.
+LOGIN_DEFS = "/etc/login.defs"
+
+#: UID_MIN when login.defs does not say (shadow's own default).
+DEFAULT_UID_MIN = 1000
+
+
+def login_defs_uid_min(path=LOGIN_DEFS):
+    """
+    Return C{UID_MIN} from login.defs(5), or L{DEFAULT_UID_MIN} when the
+    file is missing or does not set it.
+
+    @raise ConfigError: the file sets it to something that is not a uid.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return DEFAULT_UID_MIN
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    value = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "UID_MIN":
+            value = fields[1]
+    if value is None:
+        return DEFAULT_UID_MIN
+    return check_uid("UID_MIN in " + path, value)
+
+
+def check_uid(option, value):
+    try:
+        uid = int(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be a uid, not {value!r}") from None
+    if not 0 <= uid <= 0xFFFFFFFF:
+        raise ConfigError(f"{option} must be between 0 and 4294967295, not {uid}")
+    return uid
 
 
 def check_component(option, value):

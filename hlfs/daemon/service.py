@@ -123,7 +123,9 @@ class HLFSService(MultiService):
         self._log_file = None
 
     def _make_resolver(self, table):
-        rules = SpoolRules(os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir))
+        rules = SpoolRules(
+            os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir), self.config.uid_min
+        )
         resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
         return resolver
 

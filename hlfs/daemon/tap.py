@@ -17,6 +17,8 @@ from hlfs.daemon.config import (
     check_mount_options,
     check_port,
     check_seconds,
+    check_uid,
+    login_defs_uid_min,
 )
 from hlfs.console.access import ManholeConfigError
 from hlfs.console.manhole import ManholeOptions, check_manhole_options, manhole_service_from_options
@@ -28,9 +30,10 @@ symbolic link whose value depends on who reads it.  With the usual set-up,
     /var/spool/mail -> /mail/home -> ~user/.mailspool
 
 mail is delivered into each user's home directory.  A caller whose home is
-unknown or unusable gets the alternate spool directory instead; a caller
-whose group is HLFS_GID (comsat, from, finger) gets `home -> .` and one
-link per user name, NAME -> ~NAME/<subdir>/NAME.
+unknown or unusable, and a system account (uid under --uid-min, root
+excepted), gets the alternate spool directory instead; root, and a caller
+whose group is HLFS_GID (comsat, from, finger), get `home -> .` and one
+link per user name, NAME -> ~NAME/<subdir>/NAME, checked like NAME's own.
 
 Serves NFS versions 2 and 3 and MOUNT versions 1 and 3 on one port, over
 UDP and TCP, plus a status program (`hlfs status`).  Like an NFS server's
@@ -122,6 +125,10 @@ class Options(ManholeOptions, usage.Options):
          "Seconds a READLINK waits for a home check before it is answered "
          "with the alternate spool."],
         ["probe-threads", None, "8", "Threads checking homes (a hung home holds one)."],
+        ["uid-min", None, None,
+         "Lowest uid of a login account (default: UID_MIN of /etc/login.defs, else 1000). "
+         "Accounts under it, root excepted, are system accounts: their link is the "
+         "alternate spool and their homes are never checked or given a spool."],
         ["port", "p", "0", "Port for NFS and MOUNT, UDP and TCP (0: any free port)."],
         ["interface", None, "127.0.0.1", "Address to listen on."],
         ["port-file", None, None,
@@ -238,6 +245,8 @@ class Options(ManholeOptions, usage.Options):
             reply_cache_bytes=check_count("reply-cache-bytes", self["reply-cache-bytes"], 0, 2**40),
             fd_reserve=check_count("fd-reserve", self["fd-reserve"], 16, 10**6),
             retry_interval=check_seconds("retry-interval", self["retry-interval"], 0.1),
+            uid_min=(login_defs_uid_min() if self["uid-min"] is None
+                     else check_uid("--uid-min", self["uid-min"])),
         )
 
 

@@ -256,20 +256,35 @@ class ProbingResolver:
         alt = bool(state.status[i] & SERVED_ALT)
         return Resolution(self.rules.alt_dir if alt else spool, self._stamp(state, i))
 
-    def mailbox(self, name):
+    def mailbox(self, name, wait=True):
         """
         Return C{~NAME/<subdir>/NAME}, or the alternate spool's C{NAME}
-        while the user's link points there; never waits for a probe.
+        while NAME's home is unusable.  NAME's home is checked as for
+        L{resolve} (the same probe, deadline, sharing and cache), unless
+        C{wait} is false: then the last known answer, at once.
         """
         state = self._state
         user = state.table.by_name(name)
         if user is None:
             return None
         i = state.table.index_of(user.uid)
+        if wait and self.verify and state.table.at(i) == user:
+            answer = self.resolve(user.uid)
+            if isinstance(answer, Resolution):
+                return self._mailbox_of(user, answer)
+            return answer.addCallback(lambda r: self._mailbox_of(user, r))
         target = self.rules.mailbox_of(user)
         if self.verify and state.status[i] & SERVED_ALT:
             target = self.rules.alt_dir + b"/" + user.name
         return Resolution(target, self._stamp(state, i))
+
+    def _mailbox_of(self, user, home):
+        """
+        The mailbox link of C{user} given the answer for its home link.
+        """
+        if home.target == self.rules.alt_dir:
+            return Resolution(self.rules.alt_dir + b"/" + user.name, home.changed)
+        return Resolution(self.rules.mailbox_of(user), home.changed)
 
     # -- the operator's view and controls
 

@@ -69,14 +69,18 @@ def valid_user_name(name):
 def spool_message(stream):
     """
     Copy the message from C{stream} to a private, already unlinked
-    temporary file, so every recipient gets the same bytes.
+    temporary file, so every recipient gets the same bytes.  An envelope
+    C{From_} line at the top is not part of the message: it is left out,
+    and its sender returned.
 
-    @return: C{(fd, size)}.
+    @return: C{(fd, size, sender)}, C{sender} L{None} without such a line.
     @raise DeliveryFailure: the temporary file cannot be written.
     """
     try:
+        sender, head = mbox.read_envelope(stream)
         f = tempfile.TemporaryFile()
-        size = 0
+        f.write(head)
+        size = len(head)
         while True:
             chunk = stream.read(WRITE_BATCH)
             if not chunk:
@@ -86,7 +90,7 @@ def spool_message(stream):
         f.flush()
         fd = os.dup(f.fileno())
         f.close()
-        return fd, size
+        return fd, size, sender
     except OSError as e:
         raise DeliveryFailure(EX_TEMPFAIL, f"cannot spool the message: {e.strerror}") from None
 
@@ -252,6 +256,32 @@ def _remove_if_same(path, fd):
         pass
 
 
+def mailbox_path(spool, name):
+    """
+    Return C{spool}/C{name}, or the mailbox it names when it is one of
+    hlfs's per-user links: root (and an HLFS_GID caller) sees the spool as
+    hlfs's own directory, where C{NAME -> ~NAME/<subdir>/NAME}.  The lock
+    must be made next to the real mailbox, where the user's reader looks
+    for it; hlfs's directory is read-only.
+
+    Such a link is followed once, and only when the link and its directory
+    belong to root and nobody else may write the directory (as Postfix
+    trusts a root-owned link): a link a user planted is still refused.
+    """
+    path = os.path.join(spool, name)
+    try:
+        link = os.lstat(path)
+        if not stat.S_ISLNK(link.st_mode) or link.st_uid != 0:
+            return path
+        directory = os.stat(spool)
+        if directory.st_uid != 0 or directory.st_mode & 0o022:
+            return path
+        target = os.readlink(path)
+    except OSError:
+        return path
+    return target if target.startswith(b"/") else path
+
+
 def deliver_to(spool, name, uid, message_fd, message_size, sender, when, options, log):
     """
     Deliver the spooled message into C{spool}/C{name}, with the current
@@ -261,7 +291,7 @@ def deliver_to(spool, name, uid, message_fd, message_size, sender, when, options
     @raise DeliveryFailure: on any failure, with the mailbox unchanged.
     """
     spool = os.fsencode(spool)
-    path = os.path.join(spool, name)
+    path = mailbox_path(spool, name)
     try:
         st = os.stat(spool)
     except OSError as e:
@@ -315,7 +345,7 @@ def switch_credentials(account, groups):
         raise DeliveryFailure(EX_TEMPFAIL, "credential switch did not stick")
 
 
-def _child(account, groups, must_switch, message_fd, message_size, options, when, log):
+def _child(account, groups, must_switch, message_fd, message_size, sender, options, when, log):
     """
     Body of the per-recipient child; never returns.
     """
@@ -328,7 +358,7 @@ def _child(account, groups, must_switch, message_fd, message_size, options, when
             switch_credentials(account, groups)
         path, written = deliver_to(
             options.spool, account.name, account.uid, message_fd, message_size,
-            options.sender.encode("utf-8", "surrogateescape"), when, options, log,
+            sender, when, options, log,
         )
         log(f"{display}: {os.fsdecode(path)}: {written} bytes: delivered")
         code = EX_OK
@@ -382,10 +412,15 @@ def combine(codes):
 
 def deliver_all(options, stdin, log):
     try:
-        message_fd, message_size = spool_message(stdin)
+        message_fd, message_size, envelope = spool_message(stdin)
     except DeliveryFailure as e:
         log(f"failed ({e.code}): {e.reason}", LOG_WARNING)
         return e.code
+    # -f wins over the input's envelope line; neither: the null sender.
+    if options.sender is not None:
+        sender = options.sender.encode("utf-8", "surrogateescape")
+    else:
+        sender = envelope or b""
     when = time.time()
     euid = os.geteuid()
     codes = []
@@ -422,7 +457,7 @@ def deliver_all(options, stdin, log):
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _child(account, groups, must_switch, message_fd, message_size, options, when, log)
+            _child(account, groups, must_switch, message_fd, message_size, sender, options, when, log)
         code = _wait(pid, options.timeout)
         if code is None:
             log(

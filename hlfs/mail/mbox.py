@@ -126,6 +126,33 @@ def sender_of(line):
     return sender
 
 
+#: The longest envelope line read from the top of the input.
+MAX_ENVELOPE_LINE = 4096
+
+
+def read_envelope(stream):
+    """
+    Read the input's first line if it is an envelope C{From_} line, as
+    Postfix's C{mailbox_command} and Exim's pipe transport put there.
+
+    @return: C{(sender, rest)}: the line's sender (C{b""} for the null
+        sender) or L{None} when there is no such line, and the bytes read
+        that belong to the message.
+    """
+    head = b""
+    while len(head) < 5 or (head.startswith(b"From ") and b"\n" not in head):
+        chunk = stream.read(1 if len(head) < 5 else 512)
+        if not chunk:
+            break
+        head += chunk
+        if not b"From ".startswith(head[:5]) or len(head) > MAX_ENVELOPE_LINE:
+            return None, head
+    if not head.startswith(b"From ") or b"\n" not in head:
+        return None, head
+    line, _, rest = head.partition(b"\n")
+    return sender_of(line.rstrip(b"\r")), rest
+
+
 def _is_blank(line):
     return line in (b"\n", b"\r\n")
 

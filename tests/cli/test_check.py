@@ -96,6 +96,24 @@ def test_account_checks_are_pure():
 
 
 @needs_root
+def test_mail_owner_with_a_home_spool(system):
+    """
+    If a mail owner's uid is not under --uid-min, then its link would point
+    into its home: one warning naming it; under the limit, none.
+    """
+    with open(system["passwd"], "a") as f:
+        f.write("postfix:x:901:901::/var/spool/postfix:/usr/sbin/nologin\n"
+                "Debian-exim:x:903:903::/var/spool/exim4:/usr/sbin/nologin\n")
+    assert warnings_of(check(system)) == []
+    result = check(system, "--uid-min", "902")
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "mail owner Debian-exim (uid 903" in warning and "opens mailboxes as root" in warning
+    [bad] = warnings_of(check(system, "--uid-min", "x"))
+    assert "--uid-min must be a uid" in bad
+
+
+@needs_root
 def test_bad_homes_and_malformed_lines(system):
     with open(system["passwd"], "a") as f:
         f.write("slash:x:60010:1::/:/bin/sh\nrel:x:60011:1::home/rel:/bin/sh\nbroken line\n")

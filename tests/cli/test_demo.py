@@ -17,3 +17,7 @@ def test_demo_shows_per_uid_targets():
     assert targets["2002"].endswith("/home/bob/.mailspool")
     assert targets["9999"].endswith("/alt_mail")
     assert re.search(r"gid HLFS_GID\s+home -> \.$", out.stdout, re.M)
+    # A system account gets the alternate spool; root sees every mailbox.
+    assert targets["120"].endswith("/alt_mail")
+    assert targets["0"] == "."
+    assert re.search(r"uid 0 \(root\)\s+alice -> \S+/home/alice/\.mailspool/alice$", out.stdout, re.M)

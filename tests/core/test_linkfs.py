@@ -65,9 +65,55 @@ def test_table3(fs):
     assert readlink_as(fs, 1003, 100) == b"/var/alt_mail"
 
 
-def test_root_and_duplicates(fs):
-    assert readlink_as(fs, 0, 0) == b"/root/.mailspool"
+def test_root_sees_every_mailbox(fs):
+    """
+    If root walks the spool, then it gets Table 2, whatever its gid: C{home}
+    is C{.} and each user's name leads to that user's mailbox, never to
+    root's own spool.  Root's own mail is at C{root}.
+    """
+    for gid in (0, 100, HLFS_GID):
+        assert readlink_as(fs, 0, gid) == b"."
+        assert readlink_as(fs, 0, gid, b"ezk") == b"/users/ezk/.mailspool/ezk"
+        assert readlink_as(fs, 0, gid, b"root") == b"/root/.mailspool/root"
+        assert readlink_as(fs, 0, gid, b"slash") == b"/var/alt_mail/slash"
+
+
+def test_root_rule_without_group(clock):
+    """
+    If the HLFS_GID feature is off, then root still gets Table 2.
+    """
+    resolver = ProbingResolver(
+        UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt"),
+        clock, None, verify=False,
+    )
+    fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, 1)
+    assert readlink_as(fs, 0, 0) == b"."
+    assert readlink_as(fs, 0, 0, b"bob") == b"/users/bob/.mailspool/bob"
+
+
+def test_duplicate_uid(fs):
     assert readlink_as(fs, 1001, 0) == b"/users/ezk/.mailspool"
+
+
+def test_system_accounts(clock):
+    """
+    If an account's uid is under UID_MIN (root excepted), then its link and
+    its mailbox link are the alternate spool's, whatever its home.
+    """
+    table = UserTable.from_passwd_bytes(PASSWD + b"postfix:x:105:110::/var/spool/postfix:/bin/false\n")
+    resolver = ProbingResolver(
+        table, SpoolRules(b".mailspool", b"/alt", uid_min=1000), clock, None, verify=False,
+    )
+    fs = HomeLinkFS(LinkConfig(b"/mail", b"home", HLFS_GID), resolver, 1)
+    assert readlink_as(fs, 105, 110) == b"/alt"
+    assert readlink_as(fs, 0, 0, b"postfix") == b"/alt/postfix"
+    assert readlink_as(fs, 1001, 100) == b"/users/ezk/.mailspool"
+    assert readlink_as(fs, 0, 0, b"root") == b"/root/.mailspool/root"
+    lowered = ProbingResolver(
+        table, SpoolRules(b".mailspool", b"/alt", uid_min=100), clock, None, verify=False,
+    )
+    fs = HomeLinkFS(LinkConfig(b"/mail", b"home", HLFS_GID), lowered, 1)
+    assert readlink_as(fs, 105, 110) == b"/var/spool/postfix/.mailspool"
 
 
 def test_group_feature_off(clock):

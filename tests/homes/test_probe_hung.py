@@ -83,6 +83,26 @@ def hung_setup(rt, homes):
             s.stop()
 
 
+def test_hung_home_gives_the_alternate_mailbox_in_time(hung_setup):
+    """
+    If a mailbox link (Table 2) is first asked for while its home hangs,
+    then the answer is the alternate spool's NAME within the deadline, and
+    a second ask waits on the same probe instead of starting another.
+    """
+    s = hung_setup()
+    with frozen_mount(s.src, s.mnt) as mount:
+        s.start()
+        mount.freeze()
+        answer, took = s.rt.timed(s.resolver.mailbox, b"hung1")
+        assert answer.target == s.alt + b"/hung1"
+        assert DEADLINE * 0.9 <= took < DEADLINE + 0.5
+        started = s.pool.started_count
+        again, _ = s.rt.timed(s.resolver.mailbox, b"hung1")
+        assert again.target == s.alt + b"/hung1"
+        assert s.pool.started_count == started
+        mount.thaw()
+
+
 def test_hung_home_gets_the_alternate_spool_in_time(hung_setup):
     s = hung_setup()
     hung = s.hung[0]

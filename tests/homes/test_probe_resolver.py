@@ -237,6 +237,51 @@ def test_peek_and_mailbox_follow_the_last_answer(setup, homes):
     assert s.rt.call(s.resolver.mailbox, b"nobody-here") is None
 
 
+def test_mailbox_checks_the_home_like_the_link(setup, homes):
+    """
+    If a mailbox link (Table 2) is asked for before its user's own link,
+    then it checks the home itself, with the same probe and cache as the
+    user's link: one probe for both, and an unusable home gives the
+    alternate spool's NAME.
+    """
+    alice = homes.add("alice")
+    homes.add("locked")
+    s = setup()
+    # A home the user cannot write: no spool can be made in it.
+    locked = os.path.dirname(os.fsdecode(homes.spool("locked")))
+    os.chown(locked, 0, 0)
+    os.chmod(locked, 0o755)
+    started = s.pool.started_count
+    mailbox = s.rt.call(s.resolver.mailbox, b"alice")
+    assert mailbox.target == homes.spool("alice") + b"/alice"
+    assert s.pool.started_count == started + 1
+    assert s.resolve(alice) == Resolution(homes.spool("alice"), mailbox.changed)
+    assert s.rt.call(s.resolver.mailbox, b"alice") == mailbox
+    assert s.pool.started_count == started + 1
+    with LogCapture() as logs:
+        refused = s.rt.call(s.resolver.mailbox, b"locked")
+    assert refused.target == os.fsencode(homes.alt) + b"/locked"
+    assert logs.matching("locked", "EACCES")
+    assert s.pool.started_count == started + 2
+
+
+def test_mailbox_of_a_full_home(setup, homes):
+    """
+    If a home is full when its mailbox link is first asked for, then the
+    link is the alternate spool's NAME.
+    """
+    mnt = os.path.join(homes.base, "home")
+    with tmpfs(mnt, "64k"):
+        homes.add("alice")
+        s = setup()
+        ballast = fill(mnt)
+        try:
+            full = s.rt.call(s.resolver.mailbox, b"alice")
+        finally:
+            os.unlink(ballast)
+        assert full.target == os.fsencode(homes.alt) + b"/alice"
+
+
 def write_passwd(path, homes, extra):
     with open(path, "wb") as f:
         for name, uid, home in homes.users:
@@ -296,7 +341,9 @@ def test_reload_under_load(setup, homes, rt):
     assert max(gaps) < took * 0.5, (max(gaps), took)
     # The new users resolve.
     assert s.resolve(100_005).target == os.fsencode(homes.alt)  # no such home: probe fails
-    assert s.rt.call(s.resolver.mailbox, b"gen7").target == b"/nonexistent/gen7/.mailspool/gen7"
+    # A mailbox link checks its home like the user's own link: none here.
+    assert s.rt.call(s.resolver.mailbox, b"gen7").target == os.fsencode(homes.alt) + b"/gen7"
+    assert s.rt.call(s.resolver.mailbox, b"gen8", False).target == b"/nonexistent/gen8/.mailspool/gen8"
 
 
 def test_reload_failure_keeps_the_table(setup, homes):

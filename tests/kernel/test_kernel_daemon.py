@@ -109,8 +109,9 @@ def expected(world):
     }
     for label, uid, _, egid in callers(world):
         want[f"link.{label}"] = world.link_value(uid, egid)
-        if label == "hlfsgid":
-            want["path.hlfsgid"] = world.mailbox_link("bob")
+        if label in ("hlfsgid", "root"):
+            # Table 2: the per-user link to the mailbox (root sees it too).
+            want[f"path.{label}"] = world.mailbox_link("bob" if label == "hlfsgid" else "root")
         else:
             want[f"path.{label}"] = f"{world.link_value(uid)}/{label}"
     return want

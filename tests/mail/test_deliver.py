@@ -7,6 +7,7 @@ tmpfs mounts.
 import fcntl
 import mailbox
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -593,3 +594,120 @@ def test_end_to_end_through_home_link(world):
         assert rest == message(2, body=b"y" * 50000 + b"\n")
         assert home_messages[1].sender == b"sender2@example.org"
         assert not os.path.exists(os.path.join(alt, "alice"))
+
+
+# -- mail as MTAs hand it: the documented invocation lines of docs/deliver.md
+
+ENVELOPE_MESSAGE = (
+    b"Return-Path: <bounce@example.org>\nSubject: handed over\n\n"
+    b"From the body, quoted\nlast line\n"
+)
+
+FROM_LINE = re.compile(rb"From (\S+) [A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\n")
+
+
+def stored(path):
+    """
+    @return: C{(sender, rest)} of a mailbox holding one message: the
+        From_ line's sender and every byte after that line.
+    """
+    raw = open(path, "rb").read()
+    match = FROM_LINE.match(raw)
+    assert match, raw[:120]
+    return match.group(1), raw[match.end():]
+
+
+def expected(message):
+    return message.replace(b"\nFrom the body", b"\n>From the body") + b"\n"
+
+
+def test_postfix_mailbox_command(setup):
+    """
+    If Postfix's local(8) runs the documented C{mailbox_command} (through
+    C{/bin/sh}, with C{$SENDER} and C{$USER} set, the input starting with
+    Postfix's own C{From sender  date} line), then the mailbox holds one
+    From_ line with the envelope sender and the message byte for byte:
+    Postfix's line is replaced, not quoted into the message.
+    """
+    _, spool, passwd = setup
+    command = (
+        " ".join(hlfs_command("deliver")) + f" --spool {spool} --password-file {passwd}"
+        ' -f "$SENDER" "$USER"'
+    )
+    postfix_line = b"From bounce@example.org  Tue Dec  1 23:59:59 2026\n"
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], input=postfix_line + ENVELOPE_MESSAGE, capture_output=True,
+        env=dict(os.environ, SENDER="bounce@example.org", USER="alice"), timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    path = os.path.join(spool, "alice")
+    assert stored(path) == (b"bounce@example.org", expected(ENVELOPE_MESSAGE))
+    [parsed] = mailbox.mbox(path)
+    assert parsed["Subject"] == "handed over" and not parsed.defects
+
+
+def test_exim_pipe_transport(setup):
+    """
+    If Exim's pipe transport runs the documented command (no shell; its
+    default C{message_prefix} is a From_ line), then the mailbox holds the
+    message byte for byte; for the null sender the From_ line says
+    MAILER-DAEMON.
+    """
+    _, spool, passwd = setup
+    for name, sender in (("alice", "bounce@example.org"), ("bob", "")):
+        exim_line = b"From %s Tue Dec  1 23:59:59 2026\n" % (sender.encode() or b"MAILER-DAEMON")
+        result = deliver(spool, passwd, name, sender=sender, input=exim_line + ENVELOPE_MESSAGE)
+        assert result.returncode == 0, result.stderr
+        assert stored(os.path.join(spool, name)) == (
+            sender.encode() or b"MAILER-DAEMON", expected(ENVELOPE_MESSAGE))
+
+
+def test_sendmail_local_mailer(setup):
+    """
+    If sendmail runs the documented local mailer (C{hlfs deliver -f $f $u},
+    without the C{U} flag, so no From_ line), then the message is stored
+    byte for byte under a From_ line of C{-f}'s sender.
+    """
+    _, spool, passwd = setup
+    result = deliver(spool, passwd, "alice", sender="bounce@example.org", input=ENVELOPE_MESSAGE)
+    assert result.returncode == 0, result.stderr
+    assert stored(os.path.join(spool, "alice")) == (b"bounce@example.org", expected(ENVELOPE_MESSAGE))
+
+
+def test_envelope_line_sender_and_f_option(setup):
+    """
+    If the input starts with a From_ line, then its sender is used when
+    C{-f} is absent, and C{-f} wins when given; the line never reaches the
+    mailbox.  A first line starting C{From} without the space is a header
+    line like any other.
+    """
+    _, spool, passwd = setup
+    line = b"From envelope@example.net Tue Dec  1 23:59:59 2026\n"
+    no_f = run_hlfs("deliver", "--spool", spool, "--password-file", passwd, "alice",
+                    input=line + ENVELOPE_MESSAGE)
+    assert no_f.returncode == 0, no_f.stderr
+    assert stored(os.path.join(spool, "alice")) == (b"envelope@example.net", expected(ENVELOPE_MESSAGE))
+    with_f = deliver(spool, passwd, "bob", sender="option@example.com", input=line + ENVELOPE_MESSAGE)
+    assert with_f.returncode == 0, with_f.stderr
+    assert stored(os.path.join(spool, "bob")) == (b"option@example.com", expected(ENVELOPE_MESSAGE))
+    header = b"From: someone@example.org\nSubject: x\n\nbody\n"
+    plain = run_hlfs("deliver", "--spool", spool, "--password-file", passwd, "carol", input=header)
+    assert plain.returncode == 0, plain.stderr
+    assert stored(os.path.join(spool, "carol")) == (b"MAILER-DAEMON", header + b"\n")
+
+
+def test_read_envelope_edges():
+    """
+    The envelope line is found whatever the chunking of the input, and a
+    line too long to be one, or input that ends inside it, is message data.
+    """
+    import io
+
+    assert mbox.read_envelope(io.BytesIO(b"From a@b  date\r\nrest")) == (b"a@b", b"rest")
+    assert mbox.read_envelope(io.BytesIO(b"From MAILER-DAEMON x\n")) == (b"", b"")
+    assert mbox.read_envelope(io.BytesIO(b"Fro")) == (None, b"Fro")
+    assert mbox.read_envelope(io.BytesIO(b"Subject: x\n")) == (None, b"S")
+    assert mbox.read_envelope(io.BytesIO(b"From no newline")) == (None, b"From no newline")
+    long = b"From " + b"x" * 10000 + b"\n"
+    sender, head = mbox.read_envelope(io.BytesIO(long))
+    assert sender is None and long.startswith(head)

@@ -62,12 +62,15 @@ def test_table3_alternate_spool(server):
         assert resolve(server, uid) == (0, str(server.alt), "")
 
 
-def test_uid0_uses_root_entry(server):
+def test_uid0_sees_every_mailbox(server):
     """
-    If uid 0 reads the link, then root's own entry is used, not the alias
-    toor (whose home is /); and for a duplicated uid the first entry wins.
+    If uid 0 reads the link, then it gets Table 2 (C{home -> .}), as an
+    HLFS_GID caller does, whatever its gid; and for a duplicated uid the
+    first entry wins.
     """
-    assert resolve(server, 0)[1] == "/root/.mailspool"
+    assert resolve(server, 0)[1] == "."
+    assert resolve(server, 0, 0, "--name", "alice")[1] == f"{server.base}/home/alice/.mailspool/alice"
+    assert resolve(server, 0, 0, "--name", "root")[1] == "/root/.mailspool/root"
     assert resolve(server, 1001)[1] == f"{server.base}/home/alice/.mailspool"
 
 

@@ -1,0 +1,280 @@
+"""
+Scenario 8: Debian's Postfix, unchanged, delivers through hlfs in the
+guest.
+
+One guest runs every part, against two daemons on the host that share one
+world:
+
+  - C{defaults}: the daemon's defaults.  The mail owner C{postfix} is a
+    system account (uid under UID_MIN), so its link is the sticky,
+    world-writable alternate spool; local(8) sees that and delivers as the
+    recipient.
+  - C{lowered}: C{--uid-min} lowered under C{postfix}'s uid, so that
+    C{postfix} gets a usable spool of its own (0700): local(8) then opens
+    the mailbox as root, and the root rule takes it to the recipient's
+    mailbox.  Root cannot make the dotlock C{/var/mail/NAME.lock} there
+    (hlfs's directory is read-only): with Debian's C{mailbox_delivery_lock}
+    (C{fcntl, dotlock}) Postfix refuses the delivery, with
+    C{mailbox_delivery_lock = fcntl} it delivers.
+
+The guest mounts one daemon, then the other, on C{/mail}.  Mail goes in
+with Postfix's C{sendmail} and over SMTP to 127.0.0.1:25; then with
+C{mailbox_command} set to C{hlfs deliver} as docs/deliver.md gives it.
+The host checks every mailbox.
+"""
+
+import mailbox
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import debcache
+import guestscript as gs
+import mta
+from hlfsserver import HlfsServer, venv_bin
+from world import SUBDIR, User, World
+
+#: Recipients: two users with homes, one whose home is unusable (carol).
+RECIPIENTS = ("alice", "bob", "carol")
+
+#: (state, Postfix settings, ways in); every way sends one message to
+#: each recipient.
+PHASES = (
+    ("defaults", (), ("sendmail", "smtp")),
+    ("dotlock", (), ("sendmail",)),
+    ("lowered", ("mailbox_delivery_lock=fcntl",), ("sendmail", "smtp")),
+)
+
+#: Which daemon each phase mounts.
+DAEMON = {"defaults": "defaults", "dotlock": "lowered", "lowered": "lowered"}
+
+SENDER = "sender@example.org"
+COMMAND_SENDER = "envelope@example.net"
+
+
+def repo_package():
+    return str(Path(__file__).resolve().parent.parent.parent / "hlfs")
+
+
+def subject(phase, way, name):
+    return f"hlfs-postfix-{phase}-{way}-{name}"
+
+
+@pytest.fixture(scope="module")
+def postfix_tree():
+    try:
+        return debcache.fetch_set("postfix", log=lambda line: sys.stderr.write(line + "\n"))
+    except debcache.PackageFetchError as e:
+        pytest.fail(f"the Postfix packages could not be fetched: {e}")
+
+
+def make_world(base):
+    world = World(base).create()
+    # The mail owner's home, on the host, with no spool: hlfs must never
+    # make one there under the defaults.
+    home = world.homes / "postfix"
+    home.mkdir()
+    os.chown(home, mta.POSTFIX_UID, mta.POSTFIX_UID)
+    world.users["postfix"] = User("postfix", mta.POSTFIX_UID, mta.POSTFIX_UID, str(home))
+    with open(world.password_file, "a") as f:
+        f.write(f"postfix:x:{mta.POSTFIX_UID}:{mta.POSTFIX_UID}::{home}:/usr/sbin/nologin\n")
+    return world
+
+
+def scenario(world, probe, tree, ports):
+    python = sys.executable
+    hlfs = venv_bin("hlfs")
+    users = [world.users[n] for n in RECIPIENTS]
+    as_postfix = f"as {mta.POSTFIX_UID} {mta.POSTFIX_UID} {mta.POSTFIX_UID}"
+    lines = [
+        gs.preamble(probe),
+        mta.install(tree),
+        mta.accounts(users),
+        mta.mail_link(),
+        mta.postfix_setup(),
+        mta.postfix_start(),
+    ]
+    deliveries = 0
+    mounted = None
+    for phase, settings, ways in PHASES:
+        daemon = DAEMON[phase]
+        if daemon != mounted:
+            if mounted is not None:
+                lines.append("umount /mail || exit 13")
+            lines.append(gs.mount("$P", "/mail", ports[daemon], 3, gs.daemon_cache_options()))
+            mounted = daemon
+        if settings:
+            lines.append(f"postconf -e {' '.join(settings)} && postfix reload >/dev/null 2>&1")
+        lines.append(f'R postfix-link.{phase} "$({as_postfix} readlink /mail/home 2>&1)"')
+        lines.append(f'R postfix-spool-mode.{phase} "$({as_postfix} stat -L -c %a /var/mail 2>&1)"')
+        for name in RECIPIENTS:
+            for way in ways:
+                if way == "sendmail":
+                    lines.append(mta.sendmail(SENDER, name, subject(phase, way, name)))
+                else:
+                    lines.append(mta.smtp(SENDER, f"{name}@{mta.MAIL_HOST}", subject(phase, way, name), python))
+                deliveries += 1
+        lines.append(mta.wait_deliveries(deliveries))
+    # Root's own path through the link.
+    lines.append('R root-path "$(readlink -f /var/mail/alice 2>&1)"')
+    lines.append(
+        "printf 'From root-append@example.org Tue Dec  1 00:00:00 2026\\nSubject: hlfs-root-append\\n\\n"
+        "appended by root\\n\\n' >> /var/mail/alice; R root-append $?"
+    )
+    # mailbox_command = hlfs deliver, the line docs/deliver.md gives; it
+    # runs as the recipient, who must reach the Python and the repository.
+    lines.append(mta.searchable(os.path.realpath(sys.executable), hlfs, repo_package()))
+    lines.append(f"postconf -e 'mailbox_command = {hlfs} deliver -f \"$SENDER\" \"$USER\"' && postfix reload >/dev/null 2>&1")
+    for name in RECIPIENTS:
+        lines.append(mta.sendmail(COMMAND_SENDER, name, f"hlfs-command-{name}"))
+        deliveries += 1
+    lines.append(mta.wait_deliveries(deliveries, timeout=300))
+    lines.append("postfix stop >/dev/null 2>&1")
+    lines.append("grep 'postfix/local' /var/log/postfix.log | sed 's/^/LOG /'")
+    return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def postfix_run(guest, probe, kernel_workdir, precompiled, postfix_tree, measure):
+    world = make_world(kernel_workdir / "postfix")
+    servers = {
+        "defaults": HlfsServer(world, kernel_workdir / "postfix-defaults"),
+        "lowered": HlfsServer(world, kernel_workdir / "postfix-lowered",
+                              extra=["--uid-min", str(mta.POSTFIX_UID - 1)]),
+    }
+    for server in servers.values():
+        server.start()
+    try:
+        ports = {state: s.port for state, s in servers.items()}
+        result = guest.run(
+            kernel_workdir / "postfix-run", scenario(world, probe, postfix_tree, ports),
+            shares=[world.base], timeout=900,
+        )
+    finally:
+        for server in servers.values():
+            server.stop()
+    logs = "".join(s.log() for s in servers.values())
+    assert result.status == 0, result.describe() + logs
+    measure(f"scenario 8 (Postfix): {debcache.versions(postfix_tree)}, boot and scenario {result.elapsed:.1f}s")
+    return world, result, logs
+
+
+def spool_of(world, name):
+    user = world.users[name]
+    return Path(f"{user.home}/{SUBDIR}") if user.usable else world.alt_dir
+
+
+def mailbox_bytes(world, name):
+    path = spool_of(world, name) / name
+    return path.read_bytes() if path.exists() else b""
+
+
+def local_log(result):
+    return [line[4:] for line in result.output.splitlines() if line.startswith("LOG ")]
+
+
+def delivered_to(world):
+    """
+    @return: every (mailbox file on the host, Subject) found in any spool:
+        the users' own, root's, postfix's and the alternate spool.
+    """
+    found = []
+    spools = [world.homes / name / SUBDIR for name in ("alice", "bob", "root", "postfix")] + [world.alt_dir]
+    for spool in spools:
+        for path in sorted(spool.glob("*")) if spool.exists() else []:
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            for subject_line in re.findall(rb"^Subject: (\S+)$", path.read_bytes(), re.M):
+                found.append((str(path), subject_line.decode()))
+    return found
+
+
+def test_every_message_in_its_own_mailbox(postfix_run):
+    """
+    Postfix's default local delivery, with sendmail and over SMTP: under the
+    daemon's defaults and with the UID limit lowered (and Postfix's lock
+    set to fcntl), each message for alice and bob lands exactly once in
+    that user's own C{.mailspool/NAME} on the host, carol's in the
+    alternate spool, and nothing anywhere else (root's spool above all).
+    With Debian's default dotlock and the UID limit lowered, Postfix
+    cannot lock as root and delivers nothing: refused, never misdelivered.
+    """
+    world, result, _ = postfix_run
+    got = gs.results(result.output)
+    found = delivered_to(world)
+    want = []
+    for phase, _, ways in PHASES:
+        for name in RECIPIENTS:
+            for way in ways:
+                if phase != "dotlock":
+                    want.append((str(spool_of(world, name) / name), subject(phase, way, name)))
+    want.append((str(spool_of(world, "alice") / "alice"), "hlfs-root-append"))
+    for name in RECIPIENTS:
+        want.append((str(spool_of(world, name) / name), f"hlfs-command-{name}"))
+    assert sorted(found) == sorted(want), result.describe()
+    for name in RECIPIENTS:
+        for way in ("sendmail", "smtp"):
+            key = f"{way}.{subject('defaults', way, name)}"
+            assert got.get(key, "").split()[:1] == ["0"], (key, result.describe())
+    log = local_log(result)
+    refused = [line for line in log if "status=bounced" in line or "status=deferred" in line]
+    assert len(refused) == len(RECIPIENTS), "\n".join(log)
+    assert all("unable to create lock file" in line for line in refused), "\n".join(refused)
+
+
+def test_mail_owner_link_and_uids(postfix_run):
+    """
+    Under the defaults the mail owner's link is the 1777 alternate spool
+    and hlfs made no spool in its home; local(8) logs the recipient's uid
+    as the one that opened the mailbox (C{spool_uid/gid}).  With the limit
+    lowered, the mail owner has a 0700 spool of its own and local(8) opens
+    as root, chowning to the recipient.
+    """
+    world, result, _ = postfix_run
+    got = gs.results(result.output)
+    assert got["postfix-link.defaults"] == str(world.alt_dir)
+    assert got["postfix-spool-mode.defaults"] == "1777"
+    assert got["postfix-link.lowered"] == f"{world.homes}/postfix/{SUBDIR}"
+    assert got["postfix-spool-mode.lowered"] == "700"
+    log = "\n".join(local_log(result))
+    alice = world.users["alice"]
+    # Postfix prints the "no chown" uid -1 as an unsigned uid_t.
+    assert f"spool_uid/gid {alice.uid}/{alice.gid} chown_uid/gid 4294967295/4294967295" in log, log
+    assert f"spool_uid/gid 0/0 chown_uid/gid {alice.uid}/{alice.gid}" in log, log
+
+
+def test_root_path(postfix_run):
+    """
+    Root walking C{/var/mail/alice} reaches alice's mailbox, and appends
+    there.
+    """
+    world, result, _ = postfix_run
+    got = gs.results(result.output)
+    assert got["root-path"] == str(spool_of(world, "alice") / "alice")
+    assert got["root-append"] == "0"
+    assert mailbox_bytes(world, "alice").count(b"Subject: hlfs-root-append\n") == 1
+
+
+def test_mailbox_command_hlfs_deliver(postfix_run):
+    """
+    With C{mailbox_command} = C{hlfs deliver} as documented, every message
+    of every mailbox parses with Python's C{mailbox}, has its Subject and
+    no defects, and the From_ line of each carries its envelope sender.
+    """
+    world, result, _ = postfix_run
+    for name in RECIPIENTS:
+        path = spool_of(world, name) / name
+        messages = list(mailbox.mbox(str(path)))
+        subjects = [m["Subject"] for m in messages]
+        assert subjects.count(f"hlfs-command-{name}") == 1, (name, subjects, result.describe())
+        for message in messages:
+            assert message["Subject"], (name, message.get_from())
+            assert not message.defects, (name, message["Subject"], message.defects)
+            sender = message.get_from().split()[0]
+            if message["Subject"].startswith("hlfs-command-"):
+                assert sender == COMMAND_SENDER, message.get_from()
+            elif message["Subject"] != "hlfs-root-append":
+                assert sender == SENDER, message.get_from()
