@@ -18,15 +18,10 @@ from hlfs.homes.pool import ProbePool
 from hlfs.homes.probe import Credentials, HomeProbe, ProbeResult, errno_name
 from hlfs.rpc.limits import LogThrottle
 from hlfs.homes.state import (
-    CHECKED, CLEAR_CHECKED, FAILED, FOREVER, SERVED_ALT, CacheEntry, ProbeStats, UserState, remap,
-)
+    CHECKED, CLEAR_CHECKED, DAEMON_ERRNOS, FAILED, FOREVER, SERVED_ALT, CacheEntry, ProbeStats,
+    UserState, remap)
 
 log = Logger(namespace="hlfs.probe")
-
-# A check failing with one of these says nothing about the home: the daemon
-# itself is short of file descriptors, memory or processes.  Its result is
-# kept only for the retry interval, not the cache interval.
-DAEMON_ERRNOS = frozenset((errnos.EMFILE, errnos.ENFILE, errnos.ENOMEM, errnos.EAGAIN, errnos.EINTR))
 
 
 @implementer(ILinkResolver)
@@ -63,8 +58,7 @@ class ProbingResolver:
         @param verify: L{False} for hlfsd's C{-n}: no probes, the link
             points into the home whenever the table has a usable one.
         @param probe: the blocking check, a L{HomeProbe} by default.
-        @param retry_interval: seconds a check that failed for the daemon's
-            own trouble (L{DAEMON_ERRNOS}) is kept before a new one.
+        @param retry_interval: seconds a check failing with L{DAEMON_ERRNOS} is kept.
         @param reactor: the reactor whose thread pool runs reloads;
             C{clock} by default.
         """
@@ -216,8 +210,8 @@ class ProbingResolver:
                 "cannot check the home of {user} (uid {uid}): hlfs itself is short of "
                 "resources ({failure}), not the home's fault; mail goes to {alt} until "
                 "a new check in {retry:g} s",
-                user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir),
-                failure=result.describe(), retry=keep,
+                user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir), failure=result.describe(),
+                retry=keep,
             )
         elif not result.ok:
             self.stats.failures += 1
