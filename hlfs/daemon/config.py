@@ -7,6 +7,8 @@ import grp
 import os
 from dataclasses import dataclass
 
+from hlfs.rpc.limits import StreamLimits
+
 
 class ConfigError(Exception):
     """
@@ -40,11 +42,35 @@ class Config:
     allow_attribute_cache: bool = False
     portmap: bool = True
     verbose: bool = False
+    # What any local user can make the daemon hold (see hlfs.rpc.limits).
+    max_connections: int = StreamLimits.max_connections
+    max_unprivileged: int = StreamLimits.max_unprivileged
+    max_record: int = StreamLimits.max_record
+    calls_per_turn: int = StreamLimits.calls_per_turn
+    idle_timeout: float = StreamLimits.idle_timeout
+    record_timeout: float = StreamLimits.record_timeout
+    stall_timeout: float = StreamLimits.stall_timeout
+    reply_cache_entries: int = 32768
+    reply_cache_bytes: int = 32 * 1024 * 1024
+    fd_reserve: int = 64
+    retry_interval: float = 5.0
     uid_min: int = 1000
 
     @property
     def export_path(self):
         return os.fsencode(self.mount)
+
+    @property
+    def stream_limits(self):
+        return StreamLimits(
+            max_record=self.max_record,
+            record_timeout=self.record_timeout,
+            idle_timeout=self.idle_timeout,
+            stall_timeout=self.stall_timeout,
+            max_connections=self.max_connections,
+            max_unprivileged=self.max_unprivileged,
+            calls_per_turn=self.calls_per_turn,
+        )
 
 
 def resolve_group(group):

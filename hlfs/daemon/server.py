@@ -12,7 +12,8 @@ from twisted.logger import Logger
 from hlfs.nfs import mount, v2, v3
 from hlfs.nfs.attrs import AttrEncoder
 from hlfs.rpc.dispatch import Program
-from hlfs.rpc.transport import RPCDatagramProtocol, RPCStreamFactory
+from hlfs.rpc.limits import StreamLimits, TransportStats
+from hlfs.rpc.transport import RPCDatagramProtocol, RPCStreamFactory, listen_stream
 
 
 def build_programs(fs, mount_state=None, replies=None):
@@ -43,16 +44,21 @@ class RPCServerService(Service):
     Port 0 picks a number free for both.
 
     @ivar port: the port number in use, once started.
+    @ivar limits: the L{StreamLimits} of TCP connections; may be changed
+        until started.
+    @ivar stats: the L{TransportStats} of TCP connections.
     """
 
     log = Logger()
     EPHEMERAL_TRIES = 20
 
-    def __init__(self, dispatcher, port, interface, reactor):
+    def __init__(self, dispatcher, port, interface, reactor, limits=None, stats=None):
         self.dispatcher = dispatcher
         self.requested_port = port
         self.interface = interface
         self.reactor = reactor
+        self.limits = limits or StreamLimits()
+        self.stats = stats or TransportStats()
         self.port = None
         self._listeners = []
 
@@ -66,10 +72,9 @@ class RPCServerService(Service):
                 maxPacketSize=65536,
             )
             port = udp.getHost().port
+            factory = RPCStreamFactory(self.dispatcher, self.reactor, self.limits, self.stats)
             try:
-                tcp = self.reactor.listenTCP(
-                    port, RPCStreamFactory(self.dispatcher), backlog=128, interface=self.interface
-                )
+                tcp = listen_stream(self.reactor, port, factory, self.interface)
             except CannotListenError as e:
                 udp.stopListening()
                 if self.requested_port or getattr(e.socketError, "errno", None) != errno.EADDRINUSE:

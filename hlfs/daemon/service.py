@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
 from hlfs import __version__
-from hlfs.daemon import kernel
+from hlfs.daemon import kernel, resources
 from hlfs.daemon.config import ConfigError, resolve_group
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
 from hlfs.nfs import status
@@ -89,7 +89,9 @@ class HLFSService(MultiService):
             self.resolver,
             int(reactor.seconds() * 1e9),
         )
-        self.replies = ReplyCache(self.resolver, reactor)
+        self.replies = ReplyCache(
+            self.resolver, reactor, size=config.reply_cache_entries, max_bytes=config.reply_cache_bytes
+        )
         programs = build_programs(self.fs, replies=self.replies) + [
             Program(
                 status.PROGRAM, "hlfs-status",
@@ -101,7 +103,10 @@ class HLFSService(MultiService):
             programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies
         )
         self.stats = self.dispatcher.stats
-        self.server = RPCServerService(self.dispatcher, config.port, config.interface, reactor)
+        self.server = RPCServerService(
+            self.dispatcher, config.port, config.interface, reactor, config.stream_limits
+        )
+        self.nofile = None
         self.server.setServiceParent(self)
         self.registration = None
         if config.portmap:
@@ -169,6 +174,7 @@ class HLFSService(MultiService):
                 kernel.prepare_mountpoint(config.mount, config.linkname, config.alt_dir, self.log)
             except (OSError, kernel.MountError) as e:
                 raise ConfigError(f"cannot prepare {config.mount}: {e}") from None
+        self._reserve_fds()
         table = self.resolver.table
         self._report_problems(table)
         self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
@@ -205,6 +211,24 @@ class HLFSService(MultiService):
             self._mounted = True
         d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
         self.ready = d
+
+    def _reserve_fds(self):
+        config = self.config
+        self.nofile = resources.raise_nofile()
+        # What is open now (the log, the listeners to come) stays open.
+        room = self.nofile - config.fd_reserve - (resources.open_fds() or 0)
+        if room < 1:
+            raise ConfigError(
+                f"--fd-reserve {config.fd_reserve} leaves no file descriptor for connections "
+                f"(the limit is {self.nofile})"
+            )
+        limits = self.server.limits = config.stream_limits.capped(room)
+        if limits.max_connections < config.max_connections:
+            self.log.warn(
+                "the file descriptor limit ({nofile}) allows {n} TCP connections, fewer than "
+                "--max-connections {max}: raise LimitNOFILE or ulimit -n",
+                nofile=self.nofile, n=limits.max_connections, max=config.max_connections,
+            )
 
     @defer.inlineCallbacks
     def _mount(self, port):
@@ -388,5 +412,11 @@ class HLFSService(MultiService):
         report = getattr(self.resolver, "status", None)
         if report is not None:
             pairs.extend(report())
+        pairs.extend(
+            resources.limits_report(
+                self.server.limits, self.server.stats, self.replies, self.nofile,
+                self.config.fd_reserve,
+            )
+        )
         pairs.extend(status.request_counts(self.stats))
         return pairs

@@ -70,6 +70,20 @@ write and remove a file in.  Results, good and bad, are kept for
 for a check: past it, or when every probe thread is stuck on a hung home,
 the answer is the alternate spool.  -n turns checks off.
 
+LIMITS: the port is open to every local user (NULL and the status program
+must stay reachable from unprivileged ports), so everything a caller can
+make hlfs hold is bounded.  A TCP connection holds at most one record of
+--max-record bytes, is not read while more than 64 KiB of its replies wait
+unsent, answers --calls-per-turn calls before other connections get their
+turn, and is closed after --record-timeout holding part of a record,
+--stall-timeout leaving its replies unread or --idle-timeout sending
+nothing (the kernel client reconnects).  At most --max-connections are open,
+--max-unprivileged-connections of them from unprivileged ports; a
+privileged client finding every slot taken closes the idlest unprivileged
+one instead of being refused.  At start-up hlfs raises its soft file
+descriptor limit to the hard one and keeps --fd-reserve descriptors from
+connections.  Each limit and how often it refused shows in `hlfs status`.
+
 OPERATOR CONSOLE: --manhole offers a Python console inside the daemon over
 SSH (public keys only), with helpers resolve(user_or_uid), flush(user=None),
 reload() and hung().  It runs in the reactor thread: an exception there is
@@ -124,6 +138,30 @@ class Options(ManholeOptions, usage.Options):
         ["interface", None, "127.0.0.1", "Address to listen on."],
         ["port-file", None, None,
          "Write the port in use to this file once listening (for scripts)."],
+        ["max-connections", None, str(Config.max_connections),
+         "TCP connections open at once, all clients together (at most what the file "
+         "descriptor limit leaves past --fd-reserve)."],
+        ["max-unprivileged-connections", None, str(Config.max_unprivileged),
+         "TCP connections from unprivileged source ports; the idlest is closed for a new one."],
+        ["idle-timeout", None, f"{Config.idle_timeout:g}",
+         "Seconds a TCP connection may send nothing before it is closed."],
+        ["record-timeout", None, f"{Config.record_timeout:g}",
+         "Seconds a TCP connection may hold part of a record."],
+        ["stall-timeout", None, f"{Config.stall_timeout:g}",
+         "Seconds a TCP connection may leave its replies unread (it is not read meanwhile)."],
+        ["max-record", None, str(Config.max_record),
+         "Bytes of one TCP record, each fragment with its 4-byte header."],
+        ["calls-per-turn", None, str(Config.calls_per_turn),
+         "Calls one TCP connection has answered before the others get their turn."],
+        ["reply-cache-entries", None, str(Config.reply_cache_entries),
+         "Replies the reply cache holds."],
+        ["reply-cache-bytes", None, str(Config.reply_cache_bytes),
+         "Bytes of calls and replies the reply cache holds."],
+        ["fd-reserve", None, str(Config.fd_reserve),
+         "File descriptors kept from TCP connections, for home checks, reloads and logs."],
+        ["retry-interval", None, f"{Config.retry_interval:g}",
+         "Seconds before a home check that failed for hlfs's own want of resources "
+         "(EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR) is made again."],
         ["metrics", None, None,
          "Serve Prometheus metrics at /metrics on PORTSPEC: a port number (loopback "
          "only) or an endpoint such as tcp:9436:interface=127.0.0.1.  Off by default."],
@@ -199,6 +237,21 @@ class Options(ManholeOptions, usage.Options):
             allow_attribute_cache=bool(self["allow-attribute-cache"]),
             portmap=not self["no-portmap"],
             verbose=bool(self["verbose"]),
+            max_connections=check_count("max-connections", self["max-connections"], 1, 10**6),
+            max_unprivileged=check_count(
+                "max-unprivileged-connections", self["max-unprivileged-connections"], 0, 10**6
+            ),
+            idle_timeout=check_seconds("idle-timeout", self["idle-timeout"], 1),
+            record_timeout=check_seconds("record-timeout", self["record-timeout"], 1),
+            stall_timeout=check_seconds("stall-timeout", self["stall-timeout"], 1),
+            max_record=check_count("max-record", self["max-record"], 1024, 2**24),
+            calls_per_turn=check_count("calls-per-turn", self["calls-per-turn"], 1, 10**6),
+            reply_cache_entries=check_count(
+                "reply-cache-entries", self["reply-cache-entries"], 0, 10**8
+            ),
+            reply_cache_bytes=check_count("reply-cache-bytes", self["reply-cache-bytes"], 0, 2**40),
+            fd_reserve=check_count("fd-reserve", self["fd-reserve"], 16, 10**6),
+            retry_interval=check_seconds("retry-interval", self["retry-interval"], 0.1),
             uid_min=(login_defs_uid_min() if self["uid-min"] is None
                      else check_uid("--uid-min", self["uid-min"])),
         )

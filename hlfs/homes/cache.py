@@ -21,8 +21,10 @@ from hlfs.homes.directory import DirectoryUsers
 from hlfs.homes.views import ResolverViews
 from hlfs.homes.pool import LookupPool, ProbePool
 from hlfs.homes.probe import Credentials, HomeProbe, ProbeResult, errno_name
+from hlfs.rpc.limits import LogThrottle
 from hlfs.homes.state import (
-    CHECKED, CLEAR_CHECKED, FAILED, FOREVER, SERVED_ALT, LearnedState, ProbeStats, UserState, remap,
+    CHECKED, CLEAR_CHECKED, DAEMON_ERRNOS, FAILED, FOREVER, SERVED_ALT, LearnedState, ProbeStats,
+    UserState, remap,
 )
 
 log = Logger(namespace="hlfs.probe")
@@ -56,7 +58,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
     """
 
     def __init__(self, table, rules, clock, pool, cache_interval=300.0, deadline=1.0,
-                 verify=True, probe=None, lookups=None, reload_guard=None, reactor=None):
+                 verify=True, probe=None, lookups=None, reload_guard=None, reactor=None,
+                 retry_interval=5.0):
         """
         @param rules: the L{hlfs.core.resolver.SpoolRules}.
         @param clock: the clock of cache expiry, deadlines and link times.
@@ -73,6 +76,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         @param reload_guard: C{guard(old_table, new_table)} returning
             C{(table, verdict)} in the reload's thread (see
             L{hlfs.core.lookups.guard_reload}), or L{None}.
+        @param retry_interval: seconds a check failing with L{DAEMON_ERRNOS} is kept.
         @param reactor: the reactor whose thread pool runs reloads;
             C{clock} by default.
         """
@@ -82,6 +86,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         self.cache_interval = cache_interval
         self.deadline = deadline
         self.verify = verify
+        self.retry_interval = retry_interval
+        self._daemon_trouble = LogThrottle(clock, log=log)
         self.probe = probe if probe is not None else HomeProbe()
         self.reactor = clock if reactor is None else reactor
         if pool is not None and pool.stuck_after is None:
@@ -224,7 +230,19 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
                 age=self.clock.seconds() - flight.submitted,
                 outcome="ok" if result.ok else errno_name(result.errno),
             )
-        if not result.ok:
+        keep = self.cache_interval
+        if not result.ok and result.errno in DAEMON_ERRNOS:
+            self.stats.daemon_errors += 1
+            keep = min(keep, self.retry_interval)
+            self._daemon_trouble.warn(
+                result.errno,
+                "cannot check the home of {user} (uid {uid}): hlfs itself is short of "
+                "resources ({failure}), not the home's fault; mail goes to {alt} until "
+                "a new check in {retry:g} s",
+                user=name, uid=uid, alt=os.fsdecode(self.rules.alt_dir), failure=result.describe(),
+                retry=keep,
+            )
+        elif not result.ok:
             self.stats.failures += 1
             self.stats.failures_by_errno[errno_name(result.errno)] += 1
             log.warn(
@@ -237,7 +255,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
             # this user's home any more.
             return self.peek(uid)
         state.status[i] = (state.status[i] & SERVED_ALT) | CHECKED | (0 if result.ok else FAILED)
-        state.expires[i] = self.clock.seconds() + self.cache_interval
+        state.expires[i] = self.clock.seconds() + keep
         self._touch(state, i)
         return self._serve(state, i, spool, not result.ok)
 
@@ -462,6 +480,6 @@ def resolver_for(config, table, rules, reactor):
     resolver = ProbingResolver(
         table, rules, reactor, pool, cache_interval=config.cache_interval,
         deadline=config.probe_deadline, verify=config.verify, probe=probe,
-        lookups=lookups, reload_guard=guard,
+        lookups=lookups, reload_guard=guard, retry_interval=config.retry_interval,
     )
     return resolver, pool

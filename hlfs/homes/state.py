@@ -7,6 +7,7 @@ L{ProbeStats}).
 
 import re
 from array import array
+import errno
 from collections import Counter
 from typing import NamedTuple
 
@@ -15,6 +16,12 @@ CHECKED = 1  # a probe result is cached (until the user's expiry time)
 FAILED = 2  # ... and it was a failure
 SERVED_ALT = 4  # the last answer for this user was the alternate spool
 CLEAR_CHECKED = bytes(b & ~(CHECKED | FAILED) for b in range(256))
+
+
+# A check failing with one of these says nothing about the home: the daemon
+# itself is short of file descriptors, memory or processes.  Its result is
+# kept only for the retry interval, not the cache interval.
+DAEMON_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR))
 
 
 class CacheEntry(NamedTuple):
@@ -47,10 +54,14 @@ class ProbeStats:
         fixed set of names, however many users fail.
     """
 
-    __slots__ = ("hits", "misses", "fallbacks", "failures", "late", "failures_by_errno")
+    __slots__ = (
+        "hits", "misses", "fallbacks", "failures", "late", "daemon_errors", "failures_by_errno",
+    )
 
     def __init__(self):
         self.hits = self.misses = self.fallbacks = self.failures = self.late = 0
+        # Checks that failed for the daemon's own want of resources.
+        self.daemon_errors = 0
         self.failures_by_errno = Counter()
 
     def as_dict(self):

@@ -79,6 +79,7 @@ class ResolverViews:
             ("probes_in_flight", counts["in_flight"]),
             ("probes_hung", len(self.hung())),
             ("probes_failed", counts["failures"]),
+            ("probes_failed_daemon", counts["daemon_errors"]),
             *((f"probes_failed.{name}", n) for name, n in sorted(self.stats.failures_by_errno.items())),
             ("probes_late", counts["late"]),
             ("fallbacks", counts["fallbacks"]),

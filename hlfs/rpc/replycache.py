@@ -9,7 +9,10 @@ elsewhere) moves the generation on, which drops every stored reply at
 once; expiry handles the rest (a home check due again).
 
 The key is the call's bytes after the xid: credential and arguments
-alike, so the answer for one caller is never given to another.
+alike, so the answer for one caller is never given to another.  Keys and
+replies are counted in bytes as well as entries: a key may carry up to a
+record's worth of trailing bytes, so a count of entries alone would not
+bound the memory.
 """
 
 from hlfs.rpc.message import accepted_success_tail
@@ -20,15 +23,27 @@ class ReplyCache:
     @ivar validity: anything with a C{generation} attribute.
     @ivar clock: anything with C{seconds()}.
     @ivar size: the most replies kept; past it the cache starts afresh.
+    @ivar max_bytes: the most bytes of keys and replies kept, likewise.
+    @ivar bytes: bytes of keys and replies kept now.
+    @ivar resets: how often a bound made the cache start afresh.
     """
 
-    def __init__(self, validity, clock, size=32768):
+    # A key longer than this carries bytes no real call has; storing it
+    # would only make room for an attacker.
+    MAX_KEY = 2048
+    # Per entry, besides its key and reply: the dict slot and the tuple.
+    ENTRY_OVERHEAD = 200
+
+    def __init__(self, validity, clock, size=32768, max_bytes=32 * 1024 * 1024):
         self.validity = validity
         self.clock = clock
         self.size = size
+        self.max_bytes = max_bytes
         self.entries = {}
+        self.bytes = 0
         self.generation = validity.generation
         self.hits = 0
+        self.resets = 0
 
     def lookup(self, data):
         """
@@ -36,14 +51,15 @@ class ReplyCache:
         whose reply is still right, else L{None}.
         """
         if self.validity.generation != self.generation:
-            self.entries = {}
-            self.generation = self.validity.generation
+            self._clear()
             return None
-        entry = self.entries.get(data[4:])
+        key = data[4:]
+        entry = self.entries.get(key)
         if entry is None:
             return None
         if entry[0] <= self.clock.seconds():
-            del self.entries[data[4:]]
+            del self.entries[key]
+            self.bytes -= self._cost(key, entry[2])
             return None
         self.hits += 1
         return entry[1], entry[2]
@@ -54,12 +70,27 @@ class ReplyCache:
         (clock seconds), if that is still ahead.
         """
         if self.validity.generation != self.generation:
-            self.entries = {}
-            self.generation = self.validity.generation
+            self._clear()
         if until <= self.clock.seconds():
             return
-        if len(self.entries) >= self.size:
-            self.entries = {}
-        self.entries[call.message[4:]] = (
-            until, (call.prog, call.vers, call.proc), accepted_success_tail + body
-        )
+        key = call.message[4:]
+        if len(key) > self.MAX_KEY:
+            return
+        reply = accepted_success_tail + body
+        cost = self._cost(key, reply)
+        old = self.entries.get(key)
+        if old is not None:
+            self.bytes -= self._cost(key, old[2])
+        elif len(self.entries) >= self.size or self.bytes + cost > self.max_bytes:
+            self._clear()
+            self.resets += 1
+        self.entries[key] = (until, (call.prog, call.vers, call.proc), reply)
+        self.bytes += cost
+
+    def _cost(self, key, reply):
+        return len(key) + len(reply) + self.ENTRY_OVERHEAD
+
+    def _clear(self):
+        self.entries = {}
+        self.bytes = 0
+        self.generation = self.validity.generation

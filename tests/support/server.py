@@ -35,9 +35,13 @@ def write_passwd(path, base, users=USERS):
 
 
 class RunningServer:
-    def __init__(self, base, args, env=None, bin=BIN):
+    def __init__(self, base, args, env=None, bin=BIN, prefix=()):
+        """
+        @param prefix: a command twistd runs under (C{prlimit ... --}).
+        """
         self.bin = bin
         self.base = base
+        self.prefix = list(prefix)
         self.passwd = base / "passwd"
         self.alt = base / "alt_mail"
         self.log = base / "hlfs.log"
@@ -55,7 +59,7 @@ class RunningServer:
         if self.portfile.exists():
             self.portfile.unlink()
         cmd = [
-            str(self.bin / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
+            *self.prefix, str(self.bin / "twistd"), "-n", "--pidfile=", f"--logfile={self.log}",
             "hlfs", "--no-mount", *self.portmap, "--password-file", str(self.passwd),
             "--alt-dir", str(self.alt), "--group", str(HLFS_GID),
             "--port-file", str(self.portfile), *self.args,
