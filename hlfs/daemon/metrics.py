@@ -116,6 +116,49 @@ def users(service):
 
 
 @family
+def user_lookups(service):
+    stats = service.resolver.user_stats
+    lookups = CounterMetricFamily(
+        "hlfs_user_lookups",
+        "Per-user name-service lookups of users the table lacks, by result (found, "
+        "not_found, error: the name service could not be asked; late: answered after "
+        "the deadline; refused: too many in flight).",
+        labels=["result"],
+    )
+    for result, count in (("found", stats.found), ("not_found", stats.not_found),
+                          ("error", stats.errors), ("late", stats.late),
+                          ("refused", stats.refused)):
+        lookups.add_metric([result], count)
+    yield lookups
+    yield CounterMetricFamily("hlfs_user_lookup_cache_hits",
+                              "Per-user lookups answered from kept results.", value=stats.hits)
+    yield CounterMetricFamily("hlfs_reloads_refused",
+                              "Reloads whose table was refused, the previous table kept.",
+                              value=stats.reloads_kept)
+
+
+@family
+def connections(service):
+    stats = service.server.stats
+    yield GaugeMetricFamily("hlfs_tcp_connections", "Open TCP connections.",
+                            value=stats.connections)
+    yield GaugeMetricFamily("hlfs_tcp_connections_unprivileged",
+                            "Open TCP connections from unprivileged source ports.",
+                            value=stats.unprivileged)
+    yield GaugeMetricFamily("hlfs_tcp_connections_paused",
+                            "TCP connections not read while their replies wait unsent.",
+                            value=stats.paused)
+    refused = CounterMetricFamily(
+        "hlfs_tcp_connections_refused",
+        "TCP connections closed or refused, by the limit that did it.",
+        labels=["limit"],
+    )
+    for limit, count in stats.refused.items():
+        refused.add_metric([limit], count)
+    yield refused
+
+
+@family
 def reloads(service):
     yield CounterMetricFamily("hlfs_reloads", "Reloads of the user table, failed ones included.",
                               value=service.reloads)

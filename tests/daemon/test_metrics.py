@@ -93,6 +93,14 @@ def test_prometheus_scrapes_the_daemons_counters(watched):
     assert int(pairs["probes_failed.ENOENT"]) == 1
     assert int(pairs["reloads"]) == 1
     assert prometheus.value("hlfs_users") == int(pairs["users"]) > len(USERS) // 2
+    for limit in ("record_size", "idle_timeout", "max_connections", "max_unprivileged"):
+        assert prometheus.value(f'hlfs_tcp_connections_refused_total{{limit="{limit}"}}') == \
+            int(pairs[f"refused.{limit}"])
+    assert prometheus.value("hlfs_tcp_connections") == int(pairs["connections"])
+    assert prometheus.value('hlfs_user_lookups_total{result="refused"}') == \
+        int(pairs["user_lookups_refused"])
+    assert prometheus.value('hlfs_user_lookups_total{result="late"}') == \
+        int(pairs["user_lookups_late"])
 
 
 def test_metrics_text_has_no_user_names_or_uids(watched):
