@@ -14,7 +14,6 @@ credentials back when the block ends, whatever happened in it.
 """
 
 import ctypes
-import errno
 import ctypes.util
 import os
 import platform
@@ -171,81 +170,3 @@ def thread_status(tid=None):
             if key in ("Uid", "Gid", "Groups"):
                 fields[key] = tuple(int(v) for v in value.split())
     return fields
-
-
-# -- name service lookups that let go of the GIL
-#
-# An NSS lookup may wait on a directory server for as long as that takes.
-# ctypes.CDLL calls release the GIL for their duration, so a probe thread
-# stuck here stops nobody else; the standard library's lookups are not
-# all documented to do so.
-
-
-class _Passwd(ctypes.Structure):
-    _fields_ = [
-        ("pw_name", ctypes.c_char_p),
-        ("pw_passwd", ctypes.c_char_p),
-        ("pw_uid", ctypes.c_uint),
-        ("pw_gid", ctypes.c_uint),
-        ("pw_gecos", ctypes.c_char_p),
-        ("pw_dir", ctypes.c_char_p),
-        ("pw_shell", ctypes.c_char_p),
-    ]
-
-
-def _load_nss():
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    getpwnam_r = libc.getpwnam_r
-    getpwnam_r.argtypes = [
-        ctypes.c_char_p, ctypes.POINTER(_Passwd), ctypes.c_char_p, ctypes.c_size_t,
-        ctypes.POINTER(ctypes.POINTER(_Passwd)),
-    ]
-    getpwnam_r.restype = ctypes.c_int
-    getgrouplist = libc.getgrouplist
-    getgrouplist.argtypes = [
-        ctypes.c_char_p, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_int),
-    ]
-    getgrouplist.restype = ctypes.c_int
-    return getpwnam_r, getgrouplist
-
-
-_getpwnam_r, _getgrouplist = _load_nss()
-
-
-def user_ids(name):
-    """
-    Return C{(uid, gid)} of user C{name} (C{bytes}) from NSS, or L{None}
-    if NSS does not know it.
-
-    @raise OSError: if the lookup itself fails.
-    """
-    size = 1024
-    while True:
-        entry = _Passwd()
-        found = ctypes.POINTER(_Passwd)()
-        buf = ctypes.create_string_buffer(size)
-        err = _getpwnam_r(name, ctypes.byref(entry), buf, size, ctypes.byref(found))
-        if err == errno.ERANGE and size < 1 << 20:
-            size *= 4
-            continue
-        if err not in (0, errno.ENOENT, errno.ESRCH, errno.EBADF, errno.EPERM):
-            raise OSError(err, f"getpwnam_r: {os.strerror(err)}")
-        if not found:
-            return None
-        return entry.pw_uid, entry.pw_gid
-
-
-def group_list(name, gid):
-    """
-    Return the groups of user C{name} (C{bytes}) from NSS, C{gid} among
-    them, as a tuple.
-    """
-    count = 64
-    while True:
-        groups = (ctypes.c_uint * count)()
-        n = ctypes.c_int(count)
-        if _getgrouplist(name, gid, groups, ctypes.byref(n)) >= 0:
-            return tuple(groups[: n.value])
-        if n.value <= count:  # no growth asked for: give up on extras
-            return (gid,)
-        count = n.value

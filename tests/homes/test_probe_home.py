@@ -269,6 +269,7 @@ def test_credentials_from_nss_and_from_the_home():
     import grp
     import pwd
 
+    from hlfs.homes import nss
     from hlfs.homes.probe import Credentials
 
     entry = pwd.getpwnam("daemon")
@@ -276,7 +277,7 @@ def test_credentials_from_nss_and_from_the_home():
     expected = sorted(os.getgrouplist("daemon", entry.pw_gid))
     uid, gid, groups = Credentials()(user, user.home)
     assert (uid, gid, sorted(groups)) == (entry.pw_uid, entry.pw_gid, expected)
-    assert creds.user_ids(b"no-such-user-here") is None
+    assert nss.account_by_name(b"no-such-user-here") is None
     # Without NSS, or for a user NSS does not know: the home's group.
     assert Credentials(nss=False)(user, b"/tmp") == (entry.pw_uid, os.stat("/tmp").st_gid, ())
     stranger = User(b"no-such-user-here", 43210, b"/tmp")
