@@ -10,7 +10,8 @@ directory until this process serves again.
 import os
 import shutil
 
-from twisted.internet import defer, protocol, task
+from twisted.application.service import MultiService
+from twisted.internet import defer, task, utils
 from twisted.logger import Logger
 
 from hlfs.daemon import mounts
@@ -74,30 +75,28 @@ def missing_cache_options(entry):
     return mounts.missing_cache_options(entry.options, attributes=False)
 
 
-class _Collect(protocol.ProcessProtocol):
-    def __init__(self, done):
-        self.done = done
-        self.output = []
-
-    def outReceived(self, data):
-        self.output.append(data)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        code = reason.value.exitCode
-        self.done.callback((code, b"".join(self.output).decode(errors="replace").strip()))
-
-
 def run(reactor, argv):
     """
     Run a command as a child process, never blocking the reactor: the
     kernel's mount waits for replies only this process can send.  Fires
-    with C{(exit code, output)}.
+    with C{(exit code, output)}, the output being its standard output then
+    its standard error; the code is L{None} if a signal killed it.
     """
-    d = defer.Deferred()
-    reactor.spawnProcess(_Collect(d), argv[0], argv, env={"PATH": _SEARCH_PATH})
-    return d
+    d = utils.getProcessOutputAndValue(argv[0], argv[1:], env={"PATH": _SEARCH_PATH}, reactor=reactor)
+
+    def ended(result):
+        out, err, code = result
+        return code, (out + err).decode(errors="replace").strip()
+
+    def killed(failure):
+        # getProcessOutputAndValue errbacks with (out, err, signal number).
+        if not isinstance(failure.value, tuple):
+            return failure
+        out, err, signum = failure.value
+        text = (out + err).decode(errors="replace").strip()
+        return None, (text + "; " if text else "") + f"killed by signal {signum}"
+
+    return d.addCallbacks(ended, killed)
 
 
 class KernelMount:
@@ -170,6 +169,89 @@ class KernelMount:
 
 class MountError(Exception):
     pass
+
+
+class MountService(MultiService):
+    """
+    The kernel mount of what the child services serve: mounted once they
+    have started and C{prepare} (the portmapper registration) has run,
+    unmounted before they stop, since the kernel needs their replies for
+    both.
+
+    @ivar mounted: whether the kernel has this daemon mounted.
+    @ivar reused: set before starting when a mount of ours is still there:
+        it is kept, not mounted again, and unmounted at the end.
+    @ivar ready: once started, a L{defer.Deferred} firing when mounted
+        (or found refused, C{fatal} having been called).
+    """
+
+    log = Logger()
+
+    def __init__(self, kernel_mount, port, fatal, allow_attribute_cache=False, prepare=None):
+        """
+        @param port: a callable returning the port served.
+        @param fatal: called with one line when the daemon cannot run.
+        """
+        MultiService.__init__(self)
+        self.kernel_mount = kernel_mount
+        self.port = port
+        self.fatal = fatal
+        self.allow_attribute_cache = allow_attribute_cache
+        self.prepare = prepare
+        self.mounted = False
+        self.reused = False
+        self.ready = None
+
+    def startService(self):
+        MultiService.startService(self)
+        d = defer.maybeDeferred(self.prepare) if self.prepare is not None else defer.succeed(None)
+        if self.reused:
+            self.mounted = True
+        else:
+            d.addCallback(lambda _: self._mount(self.port()))
+        d.addErrback(lambda f: self.fatal(f"start-up failed: {f.getErrorMessage()}"))
+        self.ready = d
+
+    @defer.inlineCallbacks
+    def _mount(self, port):
+        mountpoint = self.kernel_mount.mountpoint
+        try:
+            missing = yield self.kernel_mount.mount(port)
+        except MountError as e:
+            self.fatal(str(e))
+            return
+        self.mounted = True
+        if not missing:
+            self.log.info("mounted on {path} with the client's caches off", path=mountpoint)
+            return
+        if self.allow_attribute_cache:
+            self.log.warn(
+                "the kernel did not keep {options} on {path}: one user's link may be handed "
+                "to another; running anyway (-C)",
+                options=",".join(missing), path=mountpoint,
+            )
+            return
+        self.log.error(
+            "the kernel did not keep {options} on {path}: one user's link could be handed "
+            "to another; unmounting (start with -C to run anyway)",
+            options=",".join(missing), path=mountpoint,
+        )
+        yield self.kernel_mount.unmount()
+        self.mounted = False
+        self.fatal("refusing to run with the client's caches on")
+
+    def stopService(self):
+        d = defer.succeed(None)
+        if self.mounted:
+            # The children keep serving while the kernel unmounts.
+            d.addCallback(lambda _: self.kernel_mount.unmount())
+            d.addCallback(self._unmounted)
+        d.addCallback(lambda _: MultiService.stopService(self))
+        return d
+
+    def _unmounted(self, gone):
+        if gone:
+            self.mounted = False
 
 
 

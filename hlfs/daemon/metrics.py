@@ -12,7 +12,6 @@ name.
 """
 
 import platform
-import time
 
 import twisted
 from prometheus_client import CollectorRegistry
@@ -180,7 +179,7 @@ def daemon(service):
     yield GaugeMetricFamily("hlfs_start_time_seconds", "When the daemon started (Unix time).",
                             value=service.started_at)
     yield GaugeMetricFamily("hlfs_uptime_seconds", "Seconds since the daemon started.",
-                            value=time.time() - service.started_at)
+                            value=service.reactor.seconds() - service.started_at)
     info = InfoMetricFamily("hlfs_build", "The versions hlfs runs with.")
     info.add_metric([], {
         "version": __version__.public(),
@@ -251,9 +250,9 @@ def metrics_site(service):
     return MetricsSite(root)
 
 
-def metrics_service(portspec, service, reactor):
+def metrics_endpoint(portspec, reactor):
     """
-    Return the service listening on C{--metrics PORTSPEC}: a bare port
+    Return the endpoint C{--metrics PORTSPEC} listens on: a bare port
     number listens on loopback only, any other interface must be given
     in an endpoint description.
 
@@ -262,7 +261,13 @@ def metrics_service(portspec, service, reactor):
     if not portspec.strip():
         raise ConfigError("--metrics needs a port number or an endpoint description")
     try:
-        endpoint = endpoints.serverFromString(reactor, listen_description(portspec))
+        return endpoints.serverFromString(reactor, listen_description(portspec))
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"bad --metrics endpoint {portspec!r}: {e}") from None
+
+
+def metrics_service(endpoint, service):
+    """
+    Return the service serving C{service}'s metrics on C{endpoint}.
+    """
     return StreamServerEndpointService(endpoint, metrics_site(service))

@@ -9,13 +9,12 @@ import itertools
 import os
 import signal
 import sys
-import time
+from datetime import datetime
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.logfile import LogFile
 
 from hlfs import __version__
 from hlfs.daemon import kernel, resources
@@ -47,19 +46,6 @@ def load_table(password_file):
         raise ConfigError(str(e)) from None
 
 
-def _twistd_log_file():
-    """
-    The LogFile twistd opened for --logfile, found through the SIGUSR1
-    handler twistd installs to rotate it (twistd keeps no other reference),
-    so SIGHUP can reopen it after logrotate moved it.
-    """
-    handler = signal.getsignal(signal.SIGUSR1)
-    for cell in getattr(handler, "__closure__", None) or ():
-        if isinstance(cell.cell_contents, LogFile):
-            return cell.cell_contents
-    return None
-
-
 class HLFSService(MultiService):
     """
     The Home-Link File System daemon.
@@ -70,20 +56,30 @@ class HLFSService(MultiService):
     @ivar dispatcher: the RPC L{Dispatcher}; C{stats} counts calls.
     @ivar server: the L{RPCServerService}; C{server.port} once started.
     @ivar exit_status: what the process exits with once stopped.
+    @ivar mount_service: the L{kernel.MountService} the server and the
+        portmapper registration run under, or L{None} with C{--no-mount}.
     """
 
     log = Logger()
 
-    def __init__(self, config, reactor):
+    def __init__(self, config, reactor, table=None, log_output=None):
+        """
+        @param table: the users, loaded from C{config.password_file} if
+            L{None}.
+        @param log_output: what SIGHUP reopens (C{reopen()}), or L{None}.
+        """
         MultiService.__init__(self)
         self.config = config
         self.reactor = reactor
+        self.log_output = log_output
         self.started_at = reactor.seconds()
         self.exit_status = 0
         self.last_reload = None
         self.reloads = self.reload_failures = 0
         self.hlfs_gid = resolve_group(config.group)
-        self.resolver = self._make_resolver(load_table(config.password_file))
+        if table is None:
+            table = load_table(config.password_file)
+        self.resolver = self._make_resolver(table)
         self.fs = HomeLinkFS(
             LinkConfig(config.export_path, os.fsencode(config.linkname), self.hlfs_gid),
             self.resolver,
@@ -107,21 +103,30 @@ class HLFSService(MultiService):
             self.dispatcher, config.port, config.interface, reactor, config.stream_limits
         )
         self.nofile = None
-        self.server.setServiceParent(self)
         self.registration = None
         if config.portmap:
             mappings = [(p.number, v) for p in programs for v in sorted(p.versions)]
             self.registration = PortmapRegistration(reactor, mappings, lambda: self.server.port)
-            self.registration.setServiceParent(self)
-        self.kernel_mount = None
+        self.kernel_mount = self.mount_service = None
+        serving = self
         if not config.no_mount:
             self.kernel_mount = kernel.KernelMount(
                 reactor, config.mount, config.mount, config.interface, config.mount_options
             )
-        self._mounted = False
-        self._reloader = LoopingCall(self.reload)
-        self._reloader.clock = reactor
-        self._log_file = None
+            serving = self.mount_service = kernel.MountService(
+                self.kernel_mount, lambda: self.server.port, self._fatal,
+                allow_attribute_cache=config.allow_attribute_cache,
+                prepare=self.registration.register if self.registration is not None else None,
+            )
+            self.mount_service.setServiceParent(self)
+        self.server.setServiceParent(serving)
+        if self.registration is not None:
+            self.registration.setServiceParent(serving)
+        if config.reload_interval:
+            self._reload_timer_fresh = True
+            self.reload_timer = TimerService(config.reload_interval, self._periodic_reload)
+            self.reload_timer.clock = reactor
+            self.reload_timer.setServiceParent(self)
 
     def _make_resolver(self, table):
         rules = SpoolRules(
@@ -154,7 +159,7 @@ class HLFSService(MultiService):
                 port = kernel.mounted_port(stale)
                 if port and not config.port:
                     self.server.requested_port = port
-                    reused = True
+                    reused = self.mount_service.reused = True
                     self.log.warn(
                         "an hlfs mount of {path} is still present (port {port}): serving on the "
                         "same port with the same handles, no remount",
@@ -199,16 +204,14 @@ class HLFSService(MultiService):
             insecure=", unprivileged ports allowed" if config.insecure else "",
         )
         self._install_signals()
-        if config.reload_interval:
-            self._reloader.start(config.reload_interval, now=False)
         self.reactor.addSystemEventTrigger("after", "shutdown", self._after_shutdown)
+        if self.mount_service is not None:
+            # It registered, then mounted, as it started.
+            self.ready = self.mount_service.ready
+            return
         d = defer.succeed(None)
         if self.registration is not None:
             d.addCallback(lambda _: self.registration.register())
-        if self.kernel_mount is not None and not reused:
-            d.addCallback(lambda _: self._mount(port))
-        elif reused:
-            self._mounted = True
         d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
         self.ready = d
 
@@ -229,33 +232,6 @@ class HLFSService(MultiService):
                 "--max-connections {max}: raise LimitNOFILE or ulimit -n",
                 nofile=self.nofile, n=limits.max_connections, max=config.max_connections,
             )
-
-    @defer.inlineCallbacks
-    def _mount(self, port):
-        try:
-            missing = yield self.kernel_mount.mount(port)
-        except kernel.MountError as e:
-            self._fatal(str(e))
-            return
-        self._mounted = True
-        if not missing:
-            self.log.info("mounted on {path} with the client's caches off", path=self.config.mount)
-            return
-        if self.config.allow_attribute_cache:
-            self.log.warn(
-                "the kernel did not keep {options} on {path}: one user's link may be handed "
-                "to another; running anyway (-C)",
-                options=",".join(missing), path=self.config.mount,
-            )
-            return
-        self.log.error(
-            "the kernel did not keep {options} on {path}: one user's link could be handed "
-            "to another; unmounting (start with -C to run anyway)",
-            options=",".join(missing), path=self.config.mount,
-        )
-        yield self.kernel_mount.unmount()
-        self._mounted = False
-        self._fatal("refusing to run with the client's caches on")
 
     def _fatal(self, message):
         self.log.error("{message}; exiting", message=message)
@@ -284,13 +260,8 @@ class HLFSService(MultiService):
     # -- shutdown
 
     def stopService(self):
-        if self._reloader.running:
-            self._reloader.stop()
-        d = defer.succeed(None)
-        if self._mounted:
-            # Keep serving while the kernel unmounts: it may need replies.
-            d.addCallback(lambda _: self.kernel_mount.unmount())
-        d.addCallback(lambda _: MultiService.stopService(self))
+        # The mount service unmounts before the server under it stops.
+        d = MultiService.stopService(self)
         d.addBoth(lambda result: (self._stop_pools(), result)[1])
         return d
 
@@ -300,6 +271,14 @@ class HLFSService(MultiService):
             self.lookups.pool.stop()
 
     # -- operations
+
+    def _periodic_reload(self):
+        # TimerService calls once as it starts; the users were loaded just
+        # before, so the first reload is one interval later, as in hlfsd.
+        if self._reload_timer_fresh:
+            self._reload_timer_fresh = False
+            return None
+        return self.reload()
 
     def reload(self):
         """
@@ -334,8 +313,8 @@ class HLFSService(MultiService):
         flush = getattr(self.resolver, "flush", None)
         if flush is not None:
             flush()
-        if self._log_file is not None:
-            self._log_file.reopen()
+        if self.log_output is not None:
+            self.log_output.reopen()
         return self.reload()
 
     def dump(self, path=DUMP_FILE):
@@ -368,8 +347,7 @@ class HLFSService(MultiService):
         return path
 
     def _install_signals(self):
-        self._log_file = _twistd_log_file()
-
+        # Replaces twistd's SIGUSR1 (log rotation), if it installed one.
         def on(signum, action):
             signal.signal(signum, lambda *_: self.reactor.callFromThread(action))
 
@@ -387,7 +365,7 @@ class HLFSService(MultiService):
         """
         Whether the kernel has this daemon mounted.
         """
-        return self._mounted
+        return self.mount_service is not None and self.mount_service.mounted
 
     def status_report(self):
         """
@@ -399,7 +377,7 @@ class HLFSService(MultiService):
             ("uptime", int(self.reactor.seconds() - self.started_at)),
             ("port", self.server.port),
             ("mount", self.config.mount),
-            ("mounted", self._mounted),
+            ("mounted", self.mounted),
             ("users", len(self.resolver.table)),
             ("reloads", self.reloads),
             ("reload_failures", self.reload_failures),
@@ -407,7 +385,8 @@ class HLFSService(MultiService):
         ]
         if self.last_reload is not None:
             when, users, seconds = self.last_reload
-            pairs.append(("last_reload", time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(when))))
+            stamp = datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+            pairs.append(("last_reload", stamp))
             pairs.append(("last_reload_seconds", f"{seconds:.3f}"))
         report = getattr(self.resolver, "status", None)
         if report is not None:

@@ -21,7 +21,14 @@ from hlfs.daemon.config import (
     login_defs_uid_min,
 )
 from hlfs.console.access import ManholeConfigError
-from hlfs.console.manhole import ManholeOptions, check_manhole_options, manhole_service_from_options
+from hlfs.console.manhole import (
+    ManholeOptions,
+    build_namespace,
+    check_manhole_options,
+    makeManholeService,
+)
+from hlfs.daemon import logs
+from hlfs.daemon.logs import LOGGER, LogSettings
 
 DESCRIPTION = """\
 Serve the Home-Link File System: a read-only NFS filesystem holding one
@@ -188,21 +195,54 @@ class Options(ManholeOptions, usage.Options):
             self.longdesc = longdesc
         return text + "\n" + longdesc
 
-    def parseOptions(self, options=None):
-        # One clear line and status 2 for a bad value, as daemons do,
-        # instead of twistd's full usage dump.
-        try:
-            usage.Options.parseOptions(self, options)
-        except usage.UsageError as e:
-            sys.stderr.write(f"hlfs: {e}\n")
-            raise SystemExit(2)
+    #: The reactor the endpoints are made for; the global one if L{None}.
+    reactor = None
 
     def postOptions(self):
+        """
+        Check every value and load what the service needs, so that a bad
+        one is a L{usage.UsageError} before anything starts; sets
+        C{config}, C{table}, C{metrics_endpoint}, C{manhole},
+        C{manhole_namespace} and C{log_settings}.
+        """
+        from hlfs.daemon.metrics import metrics_endpoint
+        from hlfs.daemon.service import load_table
+
+        check_manhole_options(self)
+        reactor = self._reactor()
         try:
             self.config = self._config()
-        except ConfigError as e:
-            raise usage.UsageError(str(e))
-        check_manhole_options(self)
+            self.metrics_endpoint = None
+            if self["metrics"] is not None:
+                self.metrics_endpoint = metrics_endpoint(self["metrics"], reactor)
+            self.manhole_namespace = {}
+            self.manhole = None
+            if self["manhole"] is not None:
+                # Filled in by makeService, once the service exists.
+                self.manhole = makeManholeService(
+                    self["manhole"], self["manhole-keys"], self["manhole-host-key"],
+                    self.manhole_namespace, reactor,
+                )
+            self.table = load_table(self.config.password_file)
+        except (ConfigError, ManholeConfigError) as e:
+            raise usage.UsageError(str(e)) from None
+        self._log_through_hlfs()
+
+    def _reactor(self):
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
+
+    def _log_through_hlfs(self):
+        # twistd --logfile or --syslog without a --logger of one's own:
+        # log through hlfs's observer (facility daemon, the log file
+        # reopened on SIGHUP, no rotation on SIGUSR1).
+        parent = getattr(self, "parent", None)
+        self.log_settings = LogSettings.from_twistd(parent)
+        if parent is not None and parent.get("logger") is None and self.log_settings.ours:
+            parent["logger"] = LOGGER
 
     def _config(self):
         interface = self["interface"]
@@ -263,35 +303,37 @@ def _absolute(path):
     return os.path.abspath(path)
 
 
-def _syslog_as_daemon():
+class TwistdOptions(Options):
     """
-    twistd --syslog opens syslog with facility user and no pid; a daemon's
-    messages belong to facility daemon, tagged with its pid.  twistd
-    creates its observer after makeService, with SyslogObserver's default
-    options: change those.
+    L{Options} as C{twistd hlfs} parses them: a bad value is one clear line
+    on stderr and exit status 2, as daemons do, instead of twistd's usage
+    dump and status 1.
     """
-    import syslog
 
-    from twisted.python import syslog as twisted_syslog
+    def parseOptions(self, options=None):
+        try:
+            Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            sys.stderr.write(f"hlfs: {e}\n")
+            raise SystemExit(2)
 
-    twisted_syslog.SyslogObserver.__init__.__defaults__ = (syslog.LOG_PID, syslog.LOG_DAEMON)
 
-
-def makeService(options):
-    from twisted.internet import reactor
+def makeService(options, reactor=None):
+    """
+    Compose the service from options L{Options.postOptions} checked and
+    loaded: the daemon, its metrics and manhole children, the log.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
 
     from hlfs.daemon.metrics import metrics_service
     from hlfs.daemon.service import HLFSService
 
-    _syslog_as_daemon()
-    try:
-        service = HLFSService(options.config, reactor)
-        manhole = manhole_service_from_options(options, service, reactor)
-        if options["metrics"] is not None:
-            metrics_service(options["metrics"], service, reactor).setServiceParent(service)
-    except (ConfigError, ManholeConfigError) as e:
-        sys.stderr.write(f"hlfs: {e}\n")
-        raise SystemExit(2)
-    if manhole is not None:
-        manhole.setServiceParent(service)
+    logs.observer.use(options.log_settings)
+    service = HLFSService(options.config, reactor, table=options.table, log_output=logs.observer)
+    if options.metrics_endpoint is not None:
+        metrics_service(options.metrics_endpoint, service).setServiceParent(service)
+    if options.manhole is not None:
+        options.manhole_namespace.update(build_namespace(service, reactor))
+        options.manhole.setServiceParent(service)
     return service

@@ -481,5 +481,6 @@ def resolver_for(config, table, rules, reactor):
         table, rules, reactor, pool, cache_interval=config.cache_interval,
         deadline=config.probe_deadline, verify=config.verify, probe=probe,
         lookups=lookups, reload_guard=guard, retry_interval=config.retry_interval,
+        reactor=reactor,
     )
     return resolver, pool
