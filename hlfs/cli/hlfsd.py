@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hlfs.daemon.logs import LOGGER
+
 USAGE = """\
 usage: hlfsd [-fhnpvC] [-a alt_dir] [-c cache-interval] [-g group]
              [-i reload-interval] [-l logfile] [-o mount-options]
@@ -101,6 +103,8 @@ def translate(argv):
         plugin += ["--subdir", args[1]]
     pidfile = PIDFILE
     twistd = [str(Path(sys.executable).parent / "twistd")]
+    # hlfs's observer: facility daemon, the log reopened on SIGHUP.
+    logging.append(f"--logger={LOGGER}")
     twistd += ([] if daemon else ["-n"]) + logging + [f"--pidfile={pidfile}", "hlfs"] + plugin
     return twistd, daemon, print_pid, pidfile
 

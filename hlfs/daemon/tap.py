@@ -65,7 +65,8 @@ START-UP, in this order, each step logged:
 
 SIGNALS:
   SIGHUP   reload the users, flush the probe cache, reopen the log file.
-  SIGUSR1  dump the users and cache to hlfs-dump.txt in the run directory.
+  SIGUSR1  dump the users and cache to hlfs-dump.txt in the run directory
+           (instead of twistd's log rotation: rotate with logrotate + SIGHUP).
   SIGTERM, SIGINT  unmount (retrying a busy mount, then lazily) while still
            serving, unregister from the portmapper, exit 0.
 
@@ -97,8 +98,10 @@ reload() and hung().  It runs in the reactor thread: an exception there is
 harmless, but a call that blocks stops NFS service until it returns; use
 the helpers, which never block.
 
-LOGGING: through twistd; `twistd --syslog --prefix hlfsd` logs to syslog with
-facility daemon.
+LOGGING: with twistd's --syslog or --logfile, through hlfs's own observer
+(twistd --logger hlfs.daemon.logs.observer, implied unless --logger is given):
+`twistd --syslog --prefix hlfsd` logs to syslog with facility daemon and the
+pid; a --logfile is reopened on SIGHUP and never rotated on SIGUSR1.
 
 Example, an unprivileged demonstration on an ephemeral port:
 

@@ -154,7 +154,8 @@ def test_hlfsd_command_line():
     )
     assert not daemon and print_pid
     assert twistd[1:] == [
-        "-n", "--logfile", "/var/log/h.log", "--pidfile=/run/hlfsd.pid", "hlfs",
+        "-n", "--logfile", "/var/log/h.log", "--logger=hlfs.daemon.logs.observer",
+        "--pidfile=/run/hlfsd.pid", "hlfs",
         "--alt-dir", "/var/spool/alt", "--cache-interval", "60", "--reload-interval", "0",
         "--group", "mailers", "--no-verify", "--fast", "--allow-attribute-cache",
         "--mount-options", "soft", "--password-file", "/etc/pw",
