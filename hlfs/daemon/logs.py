@@ -54,12 +54,20 @@ class LogSettings:
         )
 
     @property
+    def stdout(self):
+        """
+        Whether twistd would log to standard output.
+        """
+        return self.logfile == "-" or (self.logfile is None and self.nodaemon)
+
+    @property
     def ours(self):
         """
-        Whether hlfs's observer is needed: a log file to reopen on SIGHUP,
-        or syslog with facility daemon.  Standard output needs neither.
+        Whether hlfs's observer is needed: syslog with facility daemon, or a
+        log file (twistd's default in daemon mode is twistd.log) to reopen on
+        SIGHUP.  Standard output needs neither.
         """
-        return self.syslog_prefix is not None or self.logfile not in (None, "-")
+        return self.syslog_prefix is not None or not self.stdout
 
 
 class DaemonLogObserver:
@@ -90,7 +98,7 @@ class DaemonLogObserver:
                 settings.syslog_prefix, options=self.syslog_options, facility=self.facility
             )
             return LegacyLogObserverWrapper(observer.emit)
-        if settings.logfile == "-" or (settings.logfile is None and settings.nodaemon):
+        if settings.stdout:
             if not settings.nodaemon:
                 sys.exit("Daemons cannot log to stdout, exiting!")
             return textFileLogObserver(sys.stdout)

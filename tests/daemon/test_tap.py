@@ -110,6 +110,7 @@ class Twistd(dict):
     ({"logfile": "/var/log/hlfsd.log"}, LOGGER),
     ({"syslog": True, "prefix": "hlfsd"}, LOGGER),
     ({"logfile": "/l", "logger": "my.own"}, "my.own"),
+    ({}, LOGGER),
     ({"nodaemon": True}, None),
     ({"logfile": "-", "nodaemon": True}, None),
 ])
@@ -230,9 +231,11 @@ def test_mount_service_mounts_after_its_children_and_unmounts_before_them():
     assert events == ["serve", "register", ("mount", 2049)] and service.mounted
     stopped = []
     service.stopService().addCallback(stopped.append)
-    assert events[-1] == "unmount" and not stopped
+    started = ["serve", "register", ("mount", 2049)]
+    assert events == started + ["unmount"] and not stopped
     mount.pending.callback(True)
-    assert events[-1] == "stop serving" and stopped and not service.mounted
+    assert events == started + ["unmount", "stop serving"]
+    assert stopped and not service.mounted
     assert fatal == []
 
 
