@@ -160,6 +160,39 @@ class LogCapture:
         return [line for line in self.lines if all(w in line for w in words)]
 
 
+class Gate:
+    """
+    A point a thread stops at until the test opens it: C{gate()} records
+    the calling thread, sets C{reached}, and waits (a hang guard of 30 s)
+    for L{open}.
+    """
+
+    def __init__(self):
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+        self.threads = []
+
+    def __call__(self):
+        self.threads.append(threading.get_native_id())
+        self.reached.set()
+        if not self.opened.wait(30):
+            raise TimeoutError("the gate was never opened")
+
+    def open(self):
+        self.opened.set()
+
+    def guarding(self, f):
+        """
+        Return C{f} behind this gate: the call waits at the gate first.
+        """
+
+        def gated(*args, **kwargs):
+            self()
+            return f(*args, **kwargs)
+
+        return gated
+
+
 def thread_ids():
     """
     Return the native ids of every thread of this process.
