@@ -18,7 +18,7 @@ from tests.support.server import BIN, USERS, RunningServer, make_base, write_pas
 from tests.support.prometheus import PrometheusServer, free_port
 from tests.support.rpcsock import call, cred, lookup3, mount_root, readlink3
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.root(reason="the probe counters come from homes checked as their users"), pytest.mark.slow]
 
 #: READLINKs of alice's link: the first checks her home, the others are
 #: answered from the reply cache.
