@@ -9,7 +9,9 @@ import shutil
 import pytest
 
 from tests.support.mail import scratch_dir
-from tests.support.server import _BASES, USERS, RunningServer, make_base, write_passwd
+from tests.support.server import (
+    _BASES, USERS, VERIFY_NEEDS_ROOT, RunningServer, make_base, write_passwd,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,28 +21,44 @@ def _remove_bases():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _verify_optional(request):
+    return request.node.get_closest_marker("verify_optional") is not None
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """
-    A running C{twistd hlfs --insecure} on an ephemeral port.
-    """
-    srv = RunningServer(make_base(tmp_path_factory), ["--insecure"]).start()
+def _module_server(tmp_path_factory):
+    srv = RunningServer(make_base(tmp_path_factory), ["--insecure"], verify_optional=True).start()
     yield srv
     srv.stop()
     assert "Traceback" not in srv.logtext(), srv.logtext()
 
 
 @pytest.fixture
-def make_server(tmp_path_factory):
+def server(request, _module_server):
     """
-    Start servers with custom arguments; all are stopped at the end.
+    A running C{twistd hlfs --insecure} on an ephemeral port, shared by the
+    module.  Not root, it runs with C{--no-verify}, and only tests marked
+    C{verify_optional} use it: the others are skipped with the reason.
+    """
+    if not _module_server.verify and not _verify_optional(request):
+        pytest.skip(VERIFY_NEEDS_ROOT)
+    return _module_server
+
+
+@pytest.fixture
+def make_server(request, tmp_path_factory):
+    """
+    Start servers with custom arguments; all are stopped at the end.  Not
+    root, see L{RunningServer}'s C{verify_optional} (the test's
+    C{verify_optional} mark).
     """
     started = []
+    optional = _verify_optional(request)
 
     def start(*args, users=USERS):
         base = make_base(tmp_path_factory)
         write_passwd(base / "passwd", base, users)
-        srv = RunningServer(base, list(args)).start()
+        srv = RunningServer(base, list(args), verify_optional=optional).start()
         started.append(srv)
         return srv
 
@@ -51,12 +69,18 @@ def make_server(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    # Running as root matters for privileged source ports and mounts; say
-    # so once instead of failing obscurely.
-    if os.geteuid() != 0:
-        for item in items:
-            if "root" in item.keywords:
-                item.add_marker(pytest.mark.skip(reason="needs root"))
+    # Running as root matters for privileged source ports, mounts and
+    # other users' identities: a non-root run skips those tests, each
+    # with its mark's reason, instead of failing obscurely.
+    for item in items:
+        marker = item.get_closest_marker("root")
+        if marker is None:
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else None)
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: a root mark needs a reason")
+        if os.geteuid() != 0:
+            item.add_marker(pytest.mark.skip(reason=f"needs root: {reason}"))
 
 
 @pytest.fixture

@@ -142,6 +142,7 @@ def test_bad_options_one_line(loadgen, args, message):
 # and the per-uid handles of the setup phase.
 
 
+@pytest.mark.verify_optional
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
 @pytest.mark.parametrize("call", ["readlink", "getattr", "lookup"])
 def test_nfs_calls_per_uid_handles(loadgen, server, proto, call):
@@ -155,6 +156,7 @@ def test_nfs_calls_per_uid_handles(loadgen, server, proto, call):
     assert (r["prog"], r["vers"]) == (100003, 3)
 
 
+@pytest.mark.verify_optional
 def test_nfs_error_status_counted(loadgen, server):
     """
     A handle the server never made gets NFS3ERR_STALE (or BADHANDLE):
@@ -165,6 +167,7 @@ def test_nfs_error_status_counted(loadgen, server):
     assert (r["replies"], r["ok"], r["error_kinds"]["nfs_error"]) == (50, 0, 50)
 
 
+@pytest.mark.verify_optional
 def test_setup_failure_is_one_line(loadgen, server):
     err = run(loadgen, "--port", server.port, "--call", "readlink", "--uid", 1001,
               "--name", "nosuch", "--calls", 1, expect_status=2)

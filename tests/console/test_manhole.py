@@ -1,8 +1,9 @@
 """
 The SSH manhole, through its real boundary: keys made by ssh-keygen, a
-daemon process running the real manhole service (tests/support/manhole_server.py,
-whose hlfs service is a stand-in with the real policy objects, see there),
-and Debian's OpenSSH client driven through a pty by pexpect.
+daemon process running the real manhole service (tests/support/manhole_server.py)
+around the real probing resolver and probe pool, whose home checks and
+clock the test drives (see there), and Debian's OpenSSH client driven
+through a pty by pexpect.
 """
 
 import json
@@ -39,7 +40,14 @@ PASSWD = b"""\
 alice:x:1000:1000:Alice:/home/alice:/bin/sh
 bob:x:1001:1001:Bob:/:/bin/sh
 carol:x:1002:1002:Carol:relative/home:/bin/sh
+dave:x:1003:1003:Dave:/home/dave:/bin/sh
+erin:x:1004:1004:Erin:/home/erin:/bin/sh
 """
+
+# The daemon's probe deadline (tests/support/manhole_server.py), in
+# seconds of its test clock.
+DEADLINE = 2.0
+NL = r"\r?\n"
 
 
 class Daemon:
@@ -89,14 +97,41 @@ class Daemon:
     def log_text(self):
         return self.log_path.read_text()
 
+    def control(self, command, timeout=5.0):
+        """
+        Send one command to the daemon's control socket; return its answer.
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.sendto(command.encode(), ("127.0.0.1", self.udp_port))
+            answer = s.recv(256).decode()
+        assert not answer.startswith("error"), (command, answer)
+        return answer
+
     def udp_ping(self, timeout=2.0):
         """
         Return the daemon's UDP counter after one more datagram.
         """
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(timeout)
-            s.sendto(b"ping", ("127.0.0.1", self.udp_port))
-            return int(s.recv(64))
+        return int(self.control("ping", timeout))
+
+    def entered(self, uid):
+        return int(self.control(f"entered {uid}"))
+
+    def wait_entered(self, uid, count):
+        """
+        Wait until C{count} checks for C{uid} have begun in a probe thread
+        (the timeout is a hang guard, not a measurement).
+        """
+        deadline = time.monotonic() + 30
+        while self.entered(uid) < count:
+            assert time.monotonic() < deadline, f"no check of uid {uid} began"
+            time.sleep(0.02)
+
+    def release(self, uid, outcome="ok"):
+        self.control(f"release {uid} {outcome}")
+
+    def advance(self, seconds):
+        self.control(f"advance {seconds}")
 
     def alive(self):
         return self.process.poll() is None
@@ -141,7 +176,7 @@ def daemon(tmp_path_factory, keys):
 def test_console_evaluates_expressions(daemon, keys):
     console = open_console(daemon, keys["operator"])
     run(console, 'print("SUM", 6 * 7)', r"SUM 42\r\n")
-    run(console, 'print("USERS", len(users))', r"USERS 3\r\n")
+    run(console, 'print("USERS", len(users))', r"USERS 5\r\n")
     run(console, 'print("STATS", sorted(stats))', r"STATS \['GETATTR', 'READLINK'\]")
     close(console)
 
@@ -162,48 +197,133 @@ def test_help_lists_the_helpers_with_their_docstrings(daemon, keys):
     close(console)
 
 
-def test_resolve_probes_in_the_background_and_flush_forgets(daemon, keys):
-    console = open_console(daemon, keys["operator"])
-    # Not cached yet: the helper starts the probe, returns its Deferred, and
-    # the console prints the answer when it fires.
-    run(console, "resolve(1000)", r"probe started for uid 1000")
-    run(console, "", r"called back: home -> /home/alice/\.mailspool")
-    run(console, 'print("PROBES", resolver.probes)', r"PROBES (\d+)")
-    probes = int(console.match.group(1))
-    # Cached now: answered at once, with the reason, by name as well.
-    run(console, 'resolve("alice")', r"home -> /home/alice/\.mailspool\r\nbecause: the home is usable")
-    run(console, 'print("PROBES", resolver.probes)', rf"PROBES {probes}\r\n")
-    # After a flush, the next resolution probes again.
-    run(console, "flush(1000)", r"flushed the probe cache entry of uid 1000")
-    run(console, "resolve(1000)", r"probe started for uid 1000")
-    run(console, 'print("PROBES", resolver.probes)', rf"PROBES {probes + 1}\r\n")
-    close(console)
-
-
 def test_resolve_explains_the_alternate_spool(daemon, keys):
     console = open_console(daemon, keys["operator"])
     run(console, "resolve(1001)", r"home '/' is the root directory .* alternate spool /var/alt_mail")
-    run(console, "resolve(424242)", r"uid 424242: not in the user table \(3 users")
+    run(console, "resolve(424242)", r"uid 424242: not in the user table \(5 users")
     run(console, "resolve(424242)", r"home -> /var/alt_mail")
     run(console, 'resolve("nobody-here")', r"LookupError: no user named 'nobody-here'")
     close(console)
 
 
-def test_hung_lists_probes_in_flight_with_their_age(daemon, keys):
+def probe_stat(console, name):
+    return int(run(console, f'print("STAT", probe_stats[{name!r}])', r"STAT (\d+)\r?\n").group(1))
+
+
+def wait_in_console(console, expression, expected):
+    """
+    Evaluate C{expression} in the console until it prints C{expected}: a
+    probe's result reaches the reactor thread a moment after the test
+    releases it (the timeout is a hang guard).
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        shown = run(console, f'print("VALUE", {expression})', r"VALUE (.*?)\r?\n").group(1)
+        if shown == expected:
+            return
+        assert time.monotonic() < deadline, (expression, shown, expected)
+        time.sleep(0.05)
+
+
+def test_probe_stats_are_the_resolvers_counters(daemon, keys):
     console = open_console(daemon, keys["operator"])
     run(
         console,
-        "flush(); resolve(1000); hung()",
-        r"1 probe\(s\) in flight:\r\n\s+uid 1000: /home/alice/\.mailspool asked [\d.]+s ago, running",
+        'print("KEYS", sorted(probe_stats))',
+        r"KEYS \['daemon_errors', 'exhausted', 'failures', 'fallbacks', 'hits', 'in_flight', "
+        r"'late', 'misses', 'started'\]\r?\n",
     )
-    run(console, "", r"called back: home -> /home/alice/\.mailspool")
-    run(console, "probe_stats", r"\{'probes': \d+, 'cached': 1\}")
+    close(console)
+
+
+def test_resolve_probes_in_the_background_and_flush_forgets(daemon, keys):
+    console = open_console(daemon, keys["operator"])
+    run(console, "flush()", rf"flushed all probe cache entries{NL}")
+    started = probe_stat(console, "started")
+    entered = daemon.entered(1000)
+    # Not cached yet: the helper starts the probe, returns its Deferred, and
+    # the console prints the answer when it fires.
+    run(console, "resolve(1000)", r"probe cache entry: CacheEntry\(state='unverified'.*probe started for uid 1000")
+    daemon.wait_entered(1000, entered + 1)
+    daemon.release(1000, "ok")
+    console.expect(rf"called back: home -> /home/alice/\.mailspool{NL}because: the home is usable \(this probe\)")
+    assert probe_stat(console, "started") == started + 1
+    # Cached now: answered at once, with the reason, by name as well.
+    run(
+        console,
+        'resolve("alice")',
+        r"probe cache entry: CacheEntry\(state='ok', age=0\.0, expires_in=300\.0, probing=False"
+        rf".*home -> /home/alice/\.mailspool{NL}because: the home is usable \(the cached probe result\)",
+    )
+    assert probe_stat(console, "started") == started + 1
+    # The real flush returns nothing: the helper's line has no count.
+    run(console, "flush(1000)", rf"flushed the probe cache entry of uid 1000{NL}")
+    run(console, "resolve(1000)", r"probe started for uid 1000")
+    assert probe_stat(console, "started") == started + 2
+    daemon.wait_entered(1000, entered + 2)
+    daemon.release(1000, "ok")
+    console.expect(rf"called back: home -> /home/alice/\.mailspool{NL}")
+    close(console)
+
+
+def test_a_failed_probe_is_explained_and_cached(daemon, keys):
+    console = open_console(daemon, keys["operator"])
+    run(console, "flush(1004)", rf"flushed the probe cache entry of uid 1004{NL}")
+    failures = probe_stat(console, "failures")
+    entered = daemon.entered(1004)
+    run(console, "resolve(1004)", r"probe started for uid 1004")
+    daemon.wait_entered(1004, entered + 1)
+    daemon.release(1004, "EACCES")
+    console.expect(rf"called back: home -> /var/alt_mail{NL}because: the spool failed this probe")
+    assert probe_stat(console, "failures") == failures + 1
+    run(
+        console,
+        "resolve(1004)",
+        r"probe cache entry: CacheEntry\(state='failed'.*"
+        rf"home -> /var/alt_mail{NL}because: the spool failed the cached probe result",
+    )
+    close(console)
+
+
+def test_hung_lists_probes_in_flight_and_those_past_the_deadline(daemon, keys):
+    console = open_console(daemon, keys["operator"])
+    run(console, "flush(1003)", rf"flushed the probe cache entry of uid 1003{NL}")
+    fallbacks = probe_stat(console, "fallbacks")
+    entered = daemon.entered(1003)
+    run(console, "resolve(1003)", r"probe started for uid 1003")
+    daemon.wait_entered(1003, entered + 1)
+    flight = r"uid 1003: /home/dave/\.mailspool asked {0}s ago, running {0}s"
+    run(console, "hung()", rf"1 probe\(s\) in flight:{NL}\s+{flight.format('0.0')}{NL}0 probe\(s\) stuck{NL}")
+    # Just short of the deadline: still waiting, not stuck yet.
+    daemon.advance(DEADLINE - 0.5)
+    run(console, "hung()", rf"1 probe\(s\) in flight:{NL}\s+{flight.format('1.5')}{NL}0 probe\(s\) stuck{NL}")
+    # At the deadline the caller gets the alternate spool, and the probe,
+    # still running, counts as stuck.
+    daemon.advance(0.5)
+    console.expect(
+        rf"called back: home -> /var/alt_mail{NL}because: the spool failed this probe or the "
+        "probe did not finish in time"
+    )
+    run(
+        console,
+        "hung()",
+        rf"1 probe\(s\) in flight:{NL}\s+{flight.format('2.0')}{NL}"
+        rf"1 probe\(s\) stuck:{NL}\s+{flight.format('2.0')}{NL}",
+    )
+    assert probe_stat(console, "fallbacks") == fallbacks + 1
+    assert probe_stat(console, "in_flight") == 1
+    # The late answer still fills the cache.
+    late = probe_stat(console, "late")
+    daemon.release(1003, "ok")
+    wait_in_console(console, 'probe_stats["late"]', str(late + 1))
+    run(console, "hung()", rf"0 probe\(s\) in flight{NL}0 probe\(s\) stuck{NL}")
+    run(console, "resolve(1003)", rf"home -> /home/dave/\.mailspool{NL}because: the home is usable \(the cached")
     close(console)
 
 
 def test_reload_reports_the_new_table(daemon, keys):
     console = open_console(daemon, keys["operator"])
-    run(console, "reload()", r"called back: reloaded: the user table \(3 users from .*passwd\)")
+    run(console, "reload()", r"called back: reloaded: the user table \(5 users from .*passwd\), 0 lines skipped")
     close(console)
 
 
@@ -551,7 +671,7 @@ def test_resolve_answers_synchronously_for_the_no_verify_resolver():
     assert repr(report) == str(report)
     assert "flushed" in namespace["flush"]()
     # The table name follows a reload's swap.
-    assert len(namespace["users"]) == 3
+    assert len(namespace["users"]) == 5
     service.resolver.set_table(UserTable.from_passwd_bytes(PASSWD.splitlines(True)[0]))
     assert len(namespace["users"]) == 1
     assert "1 users" in repr(namespace["users"])

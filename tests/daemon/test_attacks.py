@@ -36,7 +36,7 @@ from hlfs.xdr import pack_opaque
 from tests.support.server import BIN, RunningServer, make_base, write_passwd
 from tests.support.rpcsock import MOUNT, NFS, cred, recv_record
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.root(reason="attackers run as throwaway users; homes are checked as their users"), pytest.mark.slow]
 
 ATTACKERS = Path(__file__).parent.parent / "support" / "attackers.py"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]

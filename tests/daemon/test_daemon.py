@@ -229,6 +229,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.verify_optional
 def test_portmapper_registration(rpcbind, make_server):
     """
     After start-up every program/version/transport is registered on our
@@ -258,7 +259,7 @@ def wait_for(predicate, server, timeout=15):
         time.sleep(0.1)
 
 
-@pytest.mark.root
+@pytest.mark.root(reason="a network namespace of its own (unshare --net)")
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare missing")
 def test_no_portmapper_is_a_warning(tmp_path_factory):
     """
@@ -293,6 +294,7 @@ def resolve(port, uid):
     return out.stdout.strip()
 
 
+@pytest.mark.verify_optional
 def test_signals(make_server):
     """
     SIGHUP picks up a user added to the password file; SIGUSR1 writes the
@@ -321,6 +323,7 @@ def test_signals(make_server):
     assert srv.stop() == 0
 
 
+@pytest.mark.verify_optional
 def test_periodic_reload_drops_cached_replies(make_server):
     """
     With --reload-interval and no signal, a home moved in the password file
@@ -348,6 +351,7 @@ def test_periodic_reload_drops_cached_replies(make_server):
     assert readlink3(srv.port, fh, alice) == (0, f"{moved}/.mailspool".encode())
 
 
+@pytest.mark.verify_optional
 def test_sighup_reopens_log(make_server):
     srv = make_server("--insecure")
     moved = srv.log.with_suffix(".1")
@@ -360,7 +364,7 @@ def test_sighup_reopens_log(make_server):
 # -- syslog, with a syslog socket of the test's own in a private mount namespace
 
 
-@pytest.mark.root
+@pytest.mark.root(reason="a mount namespace of its own, to bind a socket on /dev/log")
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare missing")
 def test_syslog_facility_daemon(tmp_path):
     base = tmp_path

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.server import BIN, RunningServer, make_base
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root(reason="the servers check homes as their users")]
 
 
 def nofile(soft, hard):

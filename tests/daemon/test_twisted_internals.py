@@ -13,7 +13,6 @@ daemon's behaviour quietly:
 
 import inspect
 import threading
-import time
 
 from twisted.application import app
 from twisted.internet import epollreactor
@@ -37,10 +36,9 @@ def test_a_pool_stops_without_waiting_for_a_stuck_thread():
     running = threading.Event()
     pool.callInThread(lambda: (running.set(), release.wait(30)))
     assert running.wait(10)
-    started = time.monotonic()
     pool.stop(timeout=0.1)
-    # Bounded by the join timeout, not by the stuck job (30 s).
-    assert time.monotonic() - started < 10
+    # stop() returned while the job is still stuck: it did not wait for it.
+    assert [t.is_alive() for t in pool.threads] == [True]
     release.set()
     for thread in pool.threads:
         thread.join(10)

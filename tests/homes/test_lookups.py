@@ -209,7 +209,10 @@ def test_kept_answers_are_bounded(setup):
         s.find(uid)
     for uid in range(40000, 40050):
         s.find(uid)
-    assert s.lookups.positive() <= 20
+    # A found user is kept under its uid and its name: 20 entries hold the
+    # 10 newest users.
+    assert s.lookups.positive() == 10
+    assert [u.uid for u in s.lookups.users()] == list(range(20040, 20050))
     assert s.lookups.negative() == 20
 
 

@@ -2,20 +2,27 @@
 Homes that hang: a real FUSE filesystem (bindfs) whose server process
 the test freezes with SIGSTOP, as a dead NFS server freezes a hard mount.
 
+The deadline runs on a L{task.Clock} the test advances: a caller's answer
+is shown to wait for the deadline (pending just before it, the alternate
+spool at it) or to come at once (returned, not a Deferred, with the clock
+standing still), never by measuring how long it took.  Probes run in the
+pool's real threads and answer through the real reactor.
+
 Every test thaws and unmounts in a C{finally} (L{frozen_mount}); every
-wait on the frozen mount has a timeout.
+wait on the frozen mount has a timeout (a hang guard).
 """
 
 import os
 import shutil
 
 import pytest
-from twisted.internet.defer import gatherResults
+from twisted.internet import task
+from twisted.internet.defer import Deferred, gatherResults
 
 from hlfs.homes import creds
 from hlfs.homes.pool import ProbePool
 from hlfs.homes.cache import ProbingResolver
-from hlfs.core.resolver import SpoolRules
+from hlfs.core.resolver import Resolution, SpoolRules
 from tests.support.probes import LogCapture, thread_ids, wait_for
 from tests.support.filesystems import frozen_mount
 
@@ -26,13 +33,48 @@ pytestmark = [
 ]
 
 DEADLINE = 0.5
+JUST_BEFORE = DEADLINE - 0.125  # exact in binary: no rounding at the deadline
+
+
+def on_test_clock(rt, table, alt, threads):
+    """
+    Return C{(clock, pool, resolver)}: a resolver and its pool on a test
+    clock, results delivered through the real reactor; the pool started.
+    """
+    clock = task.Clock()
+    pool = ProbePool(threads=threads, reactor=rt.reactor, clock=clock)
+    resolver = ProbingResolver(
+        table, SpoolRules(b".mailspool", alt), clock, pool, deadline=DEADLINE, reactor=rt.reactor,
+    )
+    pool.start()
+    return clock, pool, resolver
+
+
+def wait_running(rt, pool, count):
+    """
+    Wait until C{count} probes run in their threads (their start time is
+    taken there, from the test clock).
+    """
+    wait_for(lambda: rt.call(pool.busy) == count, timeout=10)
+
+
+def answered_at_deadline(rt, clock, d):
+    """
+    Assert that Deferred C{d} is still waiting just before the deadline
+    and fires at it; return its result.
+    """
+    assert isinstance(d, Deferred), d
+    rt.call(clock.advance, JUST_BEFORE)
+    assert rt.pending(d)
+    rt.call(clock.advance, DEADLINE - JUST_BEFORE)
+    assert not rt.pending(d)
+    return rt.result(d)
 
 
 class HungSetup:
     """
     Users C{hung1} and C{hung2} whose homes are on a bindfs mount, and
-    users C{ok0}..C{ok4} on the test's disk; a resolver on the real
-    reactor's clock.
+    users C{ok0}..C{ok4} on the test's disk; a resolver on a test clock.
     """
 
     def __init__(self, rt, homes, threads):
@@ -52,17 +94,27 @@ class HungSetup:
         self.threads = threads
 
     def start(self):
-        reactor = self.rt.reactor
-        self.pool = ProbePool(threads=self.threads, reactor=reactor)
-        self.resolver = ProbingResolver(
-            self.homes.table(), SpoolRules(b".mailspool", self.alt), reactor, self.pool,
-            deadline=DEADLINE,
+        self.clock, self.pool, self.resolver = on_test_clock(
+            self.rt, self.homes.table(), self.alt, self.threads
         )
-        self.pool.start()
         return self
 
-    def resolve(self, uid, timeout=10):
-        return self.rt.timed(self.resolver.resolve, uid, timeout=timeout)
+    def begin(self, uid):
+        """
+        Ask for C{uid}'s link: a L{Resolution} if answered at once, else
+        the caller's Deferred.
+        """
+        return self.rt.begin(self.resolver.resolve, uid)
+
+    def resolve(self, uid):
+        """
+        Ask for C{uid}'s link and wait for the answer, the clock standing
+        still: it comes from a probe or the cache, never the deadline.
+        """
+        return self.rt.result(self.begin(uid))
+
+    def at_deadline(self, d):
+        return answered_at_deadline(self.rt, self.clock, d)
 
     def stop(self):
         self.rt.call(self.pool.stop)
@@ -83,75 +135,79 @@ def hung_setup(rt, homes):
             s.stop()
 
 
-def test_hung_home_gives_the_alternate_mailbox_in_time(hung_setup):
+def test_hung_home_gives_the_alternate_mailbox_at_the_deadline(hung_setup):
     """
     If a mailbox link (Table 2) is first asked for while its home hangs,
-    then the answer is the alternate spool's NAME within the deadline, and
-    a second ask waits on the same probe instead of starting another.
+    then the answer is the alternate spool's NAME at the deadline, and a
+    second ask is answered at once from the same probe instead of
+    starting another.
     """
     s = hung_setup()
     with frozen_mount(s.src, s.mnt) as mount:
         s.start()
         mount.freeze()
-        answer, took = s.rt.timed(s.resolver.mailbox, b"hung1")
+        d = s.rt.begin(s.resolver.mailbox, b"hung1")
+        wait_running(s.rt, s.pool, 1)
+        answer = s.at_deadline(d)
         assert answer.target == s.alt + b"/hung1"
-        assert DEADLINE * 0.9 <= took < DEADLINE + 0.5
         started = s.pool.started_count
-        again, _ = s.rt.timed(s.resolver.mailbox, b"hung1")
-        assert again.target == s.alt + b"/hung1"
+        again = s.rt.begin(s.resolver.mailbox, b"hung1")
+        assert isinstance(again, Resolution) and again.target == s.alt + b"/hung1"
         assert s.pool.started_count == started
         mount.thaw()
 
 
-def test_hung_home_gets_the_alternate_spool_in_time(hung_setup):
+def test_hung_home_gets_the_alternate_spool_at_the_deadline(hung_setup):
     s = hung_setup()
     hung = s.hung[0]
     with frozen_mount(s.src, s.mnt) as mount:
         s.start()
-        home, _ = s.resolve(hung)
+        home = s.resolve(hung)
         assert home.target == s.homes.spool("hung1")  # through FUSE, while it works
         mount.freeze()
         s.rt.call(s.resolver.flush)
         with LogCapture() as logs:
-            answer, took = s.resolve(hung)
+            d = s.begin(hung)
+            wait_running(s.rt, s.pool, 1)
+            answer = s.at_deadline(d)
         assert answer.target == s.alt
         assert answer.changed > home.changed
-        assert DEADLINE * 0.9 <= took < DEADLINE + 0.5
         assert logs.matching("still running after", os.fsdecode(s.homes.spool("hung1")))
         started = s.pool.started_count
 
-        # Everybody else: probed and answered as usual, well within the deadline.
+        # Everybody else: probed and answered as usual, with the clock
+        # standing still (so before any deadline).
         for uid in s.ok:
-            answer, took = s.resolve(uid)
+            answer = s.resolve(uid)
             assert answer.target.endswith(b"/.mailspool"), answer
-            assert took < DEADLINE
         assert s.pool.started_count == started + len(s.ok)
 
         # The hung user again: no new probe, and no wait: its probe is
         # already past the deadline.
         for _ in range(5):
-            answer, took = s.resolve(hung)
-            assert answer.target == s.alt
-            assert took < DEADLINE / 2
+            answer = s.begin(hung)
+            assert isinstance(answer, Resolution) and answer.target == s.alt
         assert s.pool.started_count == started + len(s.ok)
 
         [stuck] = s.rt.call(s.resolver.hung)
-        assert stuck.key == hung and stuck.path == s.homes.spool("hung1")
-        assert stuck.running >= DEADLINE
+        assert (stuck.key, stuck.path) == (hung, s.homes.spool("hung1"))
+        assert (stuck.age, stuck.running) == (DEADLINE, DEADLINE)
         assert [f.key for f in s.rt.call(s.resolver.in_flight)] == [hung]
 
         mount.thaw()
         wait_for(lambda: s.rt.call(s.pool.count) == 0, timeout=10)
-        # The late probe's result is in the cache: home again, at a new time.
-        back, took = s.resolve(hung)
-        assert back.target == s.homes.spool("hung1")
+        # The late probe's result is in the cache: home again, at once, at
+        # a new time.
+        back = s.begin(hung)
+        assert isinstance(back, Resolution) and back.target == s.homes.spool("hung1")
         assert back.changed > answer.changed
         assert s.pool.started_count == started + len(s.ok)
         assert s.resolver.stats.late == 1
         # And the next probe, once that result expires, finds the home.
         s.rt.call(s.resolver.flush, hung)
-        again, took = s.resolve(hung)
-        assert again == back
+        again = s.begin(hung)
+        assert isinstance(again, Deferred)
+        assert s.rt.result(again) == back
         assert s.pool.started_count == started + len(s.ok) + 1
 
 
@@ -168,14 +224,17 @@ def test_exhausted_pool_answers_at_once(hung_setup):
         def both():
             return gatherResults([s.resolver.resolve(uid) for uid in s.hung])
 
-        answers = s.rt.call(both)
+        d = s.rt.begin(both)
+        wait_running(s.rt, s.pool, 2)
+        assert not s.rt.call(s.pool.exhausted)  # running, not yet stuck
+        answers = s.at_deadline(d)
         assert [a.target for a in answers] == [s.alt, s.alt]
-        wait_for(lambda: s.rt.call(s.pool.exhausted), timeout=5)
+        assert s.rt.call(s.pool.exhausted)
         with LogCapture() as logs:
-            answer, took = s.resolve(s.ok[0])
-            again, _ = s.resolve(s.ok[1])
+            answer = s.begin(s.ok[0])
+            again = s.begin(s.ok[1])
+        assert isinstance(answer, Resolution) and isinstance(again, Resolution)
         assert answer.target == again.target == s.alt
-        assert took < DEADLINE / 2
         assert s.pool.exhausted_count == 2
         [line] = logs.matching("probe pool exhausted")
         assert "all 2 probe threads are stuck" in line
@@ -184,10 +243,9 @@ def test_exhausted_pool_answers_at_once(hung_setup):
         mount.thaw()
         wait_for(lambda: s.rt.call(s.pool.count) == 0, timeout=10)
         assert not s.rt.call(s.pool.exhausted)
-        answer, _ = s.resolve(s.ok[0])
-        assert answer.target == s.homes.spool("ok0")
+        assert s.resolve(s.ok[0]).target == s.homes.spool("ok0")
         for uid, name in zip(s.hung, ("hung1", "hung2")):
-            assert s.resolve(uid)[0].target == s.homes.spool(name)
+            assert s.rt.result(s.begin(uid)).target == s.homes.spool(name)
 
 
 def test_privilege_while_probes_hang(rt, homes):
@@ -204,16 +262,13 @@ def test_privilege_while_probes_hang(rt, homes):
     os.mkdir(src, 0o700)
     os.chown(src, uid, uid)
     reactor_before = creds.thread_status(rt.tid)
-    pool = ProbePool(threads=2, reactor=rt.reactor)
-    resolver = ProbingResolver(
-        homes.table(), SpoolRules(b".mailspool", os.fsencode(homes.alt)), rt.reactor, pool,
-        deadline=DEADLINE,
-    )
-    pool.start()
+    clock, pool, resolver = on_test_clock(rt, homes.table(), os.fsencode(homes.alt), 2)
     try:
         with frozen_mount(src, spool) as mount:
             mount.freeze()
-            answer = rt.call(resolver.resolve, uid)
+            d = rt.begin(resolver.resolve, uid)
+            wait_running(rt, pool, 1)
+            answer = answered_at_deadline(rt, clock, d)
             assert answer.target == os.fsencode(homes.alt)
             assert len(rt.call(resolver.hung)) == 1
             statuses = {tid: creds.thread_status(tid) for tid in thread_ids()}

@@ -2,6 +2,10 @@
 The deadline through the real server: NFS calls over a real loopback
 socket, from the project's own RPC client and from the C{hlfs resolve}
 command, while one home hangs on a frozen FUSE mount.
+
+The resolver and its pool run on a L{task.Clock} the test advances: an
+answer waits for the deadline (pending just before it) or comes with the
+clock standing still; no test measures how long an answer took.
 """
 
 import os
@@ -13,10 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
 from hlfs.homes.pool import ProbePool
+from hlfs.homes import cache
 from hlfs.homes.cache import ProbingResolver
 from hlfs.cli.query import HomeLinkClient, credential
 from hlfs.core.resolver import SpoolRules
@@ -24,7 +29,7 @@ from hlfs.rpc.client import RPCClient
 from hlfs.rpc.dispatch import Dispatcher
 from hlfs.daemon.server import RPCServerService, build_programs
 from hlfs.homes.tableload import load_in_subprocess
-from tests.support.probes import ReactorThread
+from tests.support.probes import Gate, ReactorThread, wait_for
 from tests.support.filesystems import frozen_mount
 
 pytestmark = [
@@ -34,6 +39,7 @@ pytestmark = [
 ]
 
 DEADLINE = 0.5
+JUST_BEFORE = DEADLINE - 0.125  # exact in binary: no rounding at the deadline
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -41,12 +47,15 @@ REPO = Path(__file__).resolve().parents[2]
 def serving(rt, homes, alt):
     """
     Serve C{homes} through a probing resolver and the real RPC server on
-    a loopback port; yield C{(server, pool, resolver, client)}, the client
-    a L{HomeLinkClient} over UDP.
+    a loopback port; yield C{(server, pool, resolver, client, clock)}, the
+    client a L{HomeLinkClient} over UDP, the clock the resolver's and the
+    pool's.
     """
-    pool = ProbePool(threads=4, reactor=rt.reactor)
+    clock = task.Clock()
+    pool = ProbePool(threads=4, reactor=rt.reactor, clock=clock)
     resolver = ProbingResolver(
-        homes.table(), SpoolRules(b".mailspool", alt), rt.reactor, pool, deadline=DEADLINE
+        homes.table(), SpoolRules(b".mailspool", alt), clock, pool, deadline=DEADLINE,
+        reactor=rt.reactor,
     )
     fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, time.time_ns())
     server = RPCServerService(
@@ -57,7 +66,7 @@ def serving(rt, homes, alt):
     rpc = None
     try:
         rpc = rt.call(RPCClient.connect, rt.reactor, "127.0.0.1", server.port, "udp", timeout=5.0)
-        yield server, pool, resolver, HomeLinkClient(rpc)
+        yield server, pool, resolver, HomeLinkClient(rpc), clock
     finally:
         if rpc is not None:
             rt.call(rpc.close)
@@ -75,27 +84,33 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
     ok = homes.add("ok")
     alt = os.fsencode(homes.alt)
 
-    with serving(rt, homes, alt) as (server, pool, resolver, client):
+    with serving(rt, homes, alt) as (server, pool, resolver, client, clock):
         with frozen_mount(src, mnt) as mount:
-            target, _ = rt.timed(client.resolve, hung, hung)
+            target = rt.result(rt.begin(client.resolve, hung, hung))
             assert target == homes.spool("hung")
             mount.freeze()
             rt.call(resolver.flush)
 
             # MOUNT, LOOKUP (waits for the probe: the deadline), READLINK
             # (the probe is past its deadline: at once).
-            target, took = rt.timed(client.resolve, hung, hung)
-            assert target == alt
-            assert took < DEADLINE + 0.5  # no client retransmission needed (1 s)
+            d = rt.begin(client.resolve, hung, hung)
+            wait_for(lambda: rt.call(pool.busy) == 1, timeout=10)
+            rt.call(clock.advance, JUST_BEFORE)
+            # The LOOKUP still waits for the probe (its answer would go out
+            # at once: the server's side is what shows it).
+            assert rt.call(lambda: len(pool.find(hung).waiters)) == 1
+            assert rt.pending(d)
+            rt.call(clock.advance, DEADLINE - JUST_BEFORE)
+            assert rt.result(d) == alt
 
-            # Another user meanwhile: a probe of its own, answered as usual.
-            target, took = rt.timed(client.resolve, ok, ok)
-            assert target == homes.spool("ok")
-            assert took < DEADLINE
+            # Another user meanwhile: a probe of its own, answered as
+            # usual, with the clock standing still.
+            assert rt.result(rt.begin(client.resolve, ok, ok)) == homes.spool("ok")
 
-            # The operator's command, a separate process, over UDP and TCP.
+            # The operator's command, a separate process, over UDP and
+            # TCP: answered with the clock standing still (the timeout is a
+            # hang guard).
             for extra in ([], ["--tcp"]):
-                started = time.monotonic()
                 out = subprocess.run(
                     [sys.executable, "-m", "hlfs.cli", "resolve", "--uid", str(hung),
                      "--server", f"127.0.0.1:{server.port}", *extra],
@@ -103,22 +118,20 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
                 )
                 assert out.returncode == 0, out.stderr
                 assert out.stdout == alt + b"\n"
-                assert time.monotonic() - started < 5
             assert pool.started_count == 3  # hung (twice) and ok: no more
 
             mount.thaw()
-            deadline = time.monotonic() + 10
-            while rt.call(pool.count) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            target, _ = rt.timed(client.resolve, hung, hung)
-            assert target == homes.spool("hung")
+            wait_for(lambda: rt.call(pool.count) == 0, timeout=10)
+            assert rt.result(rt.begin(client.resolve, hung, hung)) == homes.spool("hung")
 
 
-def test_reload_under_readlink_load_through_the_server(homes):
+def test_reload_under_readlink_load_through_the_server(homes, monkeypatch):
     """
     A client keeps reading the link over UDP while a 200,000-user password
     file is reloaded: every READLINK is answered, correctly, and none
-    waits for the reload.
+    waits for the reload.  The reload is held, in its thread, after
+    loading and again in the remapping: READLINKs go on being answered at
+    both points.
     """
     rt = ReactorThread.get()
     uids = [homes.add(f"user{n}") for n in range(10)]
@@ -129,7 +142,9 @@ def test_reload_under_readlink_load_through_the_server(homes):
         for n in range(200_000):
             f.write(b"gen%d:x:%d:100::/nonexistent/gen%d:/bin/sh\n" % (n, 100000 + n, n))
     alt = os.fsencode(homes.alt)
-    with serving(rt, homes, alt) as (server, pool, resolver, client):
+    loaded, remapping = Gate(), Gate()
+    monkeypatch.setattr(cache, "remap", remapping.guarding(cache.remap))
+    with serving(rt, homes, alt) as (server, pool, resolver, client, clock):
 
         @defer.inlineCallbacks
         def handles():
@@ -151,29 +166,34 @@ def test_reload_under_readlink_load_through_the_server(homes):
             while running[0]:
                 uid, cred, fh = links[n % len(links)]
                 n += 1
-                start = time.monotonic()
                 try:
                     target = yield client.readlink(fh, cred)
                 except Exception as e:  # recorded, and the test fails below
                     target = e
-                results.append((start, time.monotonic() - start, uid, target))
+                results.append((uid, target))
+
+        def load():
+            table = load_in_subprocess(passwd)
+            loaded()
+            return table
 
         done = []
         rt.call(lambda: keep_reading().addBoth(done.append) and None)
-        time.sleep(0.2)
-        begun = time.monotonic()
-        table = rt.call(resolver.reload, lambda: load_in_subprocess(passwd), timeout=60)
-        ended = time.monotonic()
-        time.sleep(0.2)
+        wait_for(lambda: len(results) > 0, timeout=10)
+        d = rt.begin(resolver.reload, load)
+        served_while_held = []
+        for gate in (loaded, remapping):
+            assert gate.reached.wait(60), "the reload did not get that far"
+            before = len(results)
+            wait_for(lambda: len(results) >= before + 10, timeout=30)
+            assert rt.pending(d)
+            served_while_held.append(len(results) - before)
+            gate.open()
+        table = rt.result(d, timeout=60)
         running[0] = False
-        deadline = time.monotonic() + 10
-        while not done and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert done, "the reading client did not stop"
+        wait_for(lambda: done, timeout=10)
         assert len(table) == 200_010 and resolver.table is table
-        wrong = [r for r in results if r[3] != expected[r[2]]]
+        assert rt.tid not in loaded.threads + remapping.threads
+        assert min(served_while_held) >= 10
+        wrong = [r for r in results if r[1] != expected[r[0]]]
         assert not wrong, wrong[:3]
-        during = [r for r in results if begun <= r[0] <= ended]
-        assert len(during) > 10
-        longest = max(r[1] for r in results)
-        assert longest < (ended - begun) * 0.5, (longest, ended - begun)

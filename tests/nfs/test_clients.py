@@ -42,6 +42,7 @@ def test_table2_hlfs_gid(server):
     assert resolve(server, 0, HLFS_GID, "--name", "bob")[1] == f"{server.base}/home/bob/.mailspool/bob"
 
 
+@pytest.mark.verify_optional
 def test_table2_unknown_name(server):
     """
     If a name is not a user, or the caller is not HLFS_GID, then the
@@ -53,6 +54,7 @@ def test_table2_unknown_name(server):
     assert code == 1 and "status 2" in err
 
 
+@pytest.mark.verify_optional
 def test_table3_alternate_spool(server):
     """
     If the uid is unknown, or its home is / or relative, then the link
@@ -126,6 +128,7 @@ def rpcinfo(server, transport, prog, vers):
     return out.returncode, (out.stdout + out.stderr).decode()
 
 
+@pytest.mark.verify_optional
 @pytest.mark.skipif(shutil.which("rpcinfo") is None, reason="rpcbind not installed")
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_rpcinfo(server, transport):

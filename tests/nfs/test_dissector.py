@@ -17,7 +17,7 @@ from tests.support.rpcsock import MOUNT, NFS, call, cred, lookup3, mount_root
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed"),
-    pytest.mark.root,
+    pytest.mark.root(reason="tshark captures on the loopback interface"),
 ]
 
 

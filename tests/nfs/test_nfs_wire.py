@@ -35,7 +35,8 @@ def sattr3_empty():
 
 
 @pytest.fixture(scope="module")
-def handles(server):
+def handles(_module_server):
+    server = _module_server
     root = mount_root(server.port, ALICE)
     status, alice_link, _ = lookup3(server.port, root, b"home", ALICE)
     assert status == OK
@@ -68,6 +69,7 @@ def skip_wcc(body):
     return pre, post
 
 
+@pytest.mark.verify_optional
 def test_per_caller_handles(server, handles):
     """
     If two callers look up the link, then each gets a handle of its own,
@@ -86,6 +88,7 @@ def test_per_caller_handles(server, handles):
     assert (ftype, mode, uid) == (5, 0o777, 1001)
 
 
+@pytest.mark.verify_optional
 def test_getattr_root_and_link_size(server, handles):
     root, alice_link, _ = handles
     status, body = nfs3(server, 1, fh3(root))
@@ -98,6 +101,7 @@ def test_getattr_root_and_link_size(server, handles):
     assert size == len(f"{server.base}/home/alice/.mailspool")
 
 
+@pytest.mark.verify_optional
 def test_lookup_errors(server, handles):
     """
     If a name is unknown, then NOENT; looking up in the link, NOTDIR; a
@@ -126,6 +130,7 @@ def test_mailbox_links(server, handles):
     assert readlink3(server.port, fh, FINGER) == (OK, f"{server.base}/home/bob/.mailspool/bob".encode())
 
 
+@pytest.mark.verify_optional
 def test_readlink_errors(server, handles):
     """
     READLINK of the root answers INVAL (v3) and ISDIR (v2); an anonymous
@@ -157,6 +162,7 @@ WRITE_CALLS = {
 }
 
 
+@pytest.mark.verify_optional
 @pytest.mark.parametrize("proc", sorted(WRITE_CALLS))
 def test_v3_write_procedures_rofs(server, handles, proc):
     """
@@ -175,12 +181,14 @@ def test_v3_write_procedures_rofs(server, handles, proc):
     assert body.remaining() == 0
 
 
+@pytest.mark.verify_optional
 def test_v3_write_to_stale_handle(server):
     status, body = nfs3(server, 2, fh3(os.urandom(32)) + sattr3_empty() + struct.pack(">I", 0))
     assert status == STALE
     assert skip_wcc(body) == (False, False)
 
 
+@pytest.mark.verify_optional
 def test_v3_read_access_fs_calls(server, handles):
     root, link, _ = handles
     status, body = nfs3(server, 6, fh3(link) + struct.pack(">QI", 0, 100))
@@ -219,6 +227,7 @@ def readdir_names(body, plus):
     return names, body.bool(), cookie if names else None
 
 
+@pytest.mark.verify_optional
 @pytest.mark.parametrize("plus", [False, True])
 def test_v3_readdir(server, handles, plus):
     """
@@ -250,6 +259,7 @@ def test_v3_readdir(server, handles, plus):
     assert nfs3(server, proc, fh3(alice_link) + struct.pack(">Q", 0) + bytes(8) + tail)[0] == NOTDIR
 
 
+@pytest.mark.verify_optional
 def test_v2_procedures(server, handles):
     """
     Every NFSv2 procedure answers: lookups and links work, writes ROFS,
@@ -299,6 +309,7 @@ def test_v2_procedures(server, handles):
     assert body.uint() == OK and body.remaining() == 20
 
 
+@pytest.mark.verify_optional
 def test_mount_procedures(server):
     """
     MNT of another path is refused with NOENT; DUMP lists our mount;
@@ -352,6 +363,7 @@ def still_serving(port, xid):
     return False
 
 
+@pytest.mark.verify_optional
 def test_rpc_errors(server):
     port = server.port
     # PROC_UNAVAIL
@@ -380,6 +392,7 @@ def test_rpc_errors(server):
     assert reply_words(udp_exchange(port, raw_call(11, NFS, 3, 0)), 6) == (11, 1, 0, 0, 0, 0)
 
 
+@pytest.mark.verify_optional
 def test_garbage_never_kills(server):
     """
     If random and truncated datagrams arrive, then each gets an error
@@ -396,6 +409,7 @@ def test_garbage_never_kills(server):
     assert still_serving(port, 12)
 
 
+@pytest.mark.verify_optional
 def test_tcp_fragments_and_pipelining(server, handles):
     """
     If a call arrives in several fragments, and several calls in one
@@ -416,6 +430,7 @@ def test_tcp_fragments_and_pipelining(server, handles):
     assert reply_words(r2, 6) == (22, 1, 0, 0, 0, 0)
 
 
+@pytest.mark.verify_optional
 def test_tcp_huge_record_closes(server):
     """
     If a client announces a record far larger than any call, then the
@@ -436,6 +451,7 @@ def test_tcp_huge_record_closes(server):
     assert "exceeds the 65536-byte limit" in server.logtext()
 
 
+@pytest.mark.verify_optional
 def test_tcp_truncated_then_closed(server):
     with tcp_connect(server.port) as s:
         s.sendall(struct.pack(">I", 0x80000000 | 100) + bytes(20))
@@ -447,7 +463,7 @@ def test_tcp_truncated_then_closed(server):
     assert still_serving(server.port, 14)
 
 
-@pytest.mark.root
+@pytest.mark.root(reason="calls from privileged source ports")
 def test_secure_ports(make_server):
     """
     Without --insecure, if a call comes from an unprivileged port, then

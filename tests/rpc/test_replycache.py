@@ -49,7 +49,7 @@ def test_hit_miss_expiry_generation():
     assert len(cache.entries) == 1 and cache.lookup(call(9, uid=9)) is not None
 
 
-@pytest.mark.root
+@pytest.mark.root(reason="the home is checked as its user, so its mode matters")
 def test_cached_replies_follow_the_home(make_server):
     """
     Through the real server with a 1-second cache interval: while alice's
@@ -97,7 +97,7 @@ def privileged_port():
     raise AssertionError("no free privileged UDP port on 127.0.0.1")
 
 
-@pytest.mark.root
+@pytest.mark.root(reason="the filling caller binds a privileged source port")
 def test_a_cached_reply_is_refused_to_an_unprivileged_port(make_server):
     """
     Without --insecure, a privileged caller fills the reply cache for

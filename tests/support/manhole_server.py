@@ -1,15 +1,29 @@
 """
 Test-only daemon for tests/console/test_manhole.py: runs a real reactor with the
-real manhole service (real SSH, real keys, real console) around a stand-in
-for the hlfs service.
+real manhole service (real SSH, real keys, real console) around the
+daemon's real policy objects.
 
-The stand-in is not the daemon's service: it has the same attribute
-contract (C{fs}, C{resolver}, C{stats}, C{config}, C{reload()}) over the
-real policy objects (L{hlfs.core.users.UserTable}, L{hlfs.probe.ProbingResolver} (no verify),
-L{hlfs.core.linkfs.HomeLinkFS}); its resolver adds a probe cache whose "probe"
-is a timer, standing in for the probing resolver so the console's
-non-blocking paths can be driven.  A UDP counter on loopback shows that
-the reactor keeps serving while console sessions run.
+The service object is not the daemon's service, but what the console
+reaches through it is real: the L{hlfs.homes.cache.ProbingResolver} and
+its L{hlfs.homes.pool.ProbePool} (real threads), over a
+L{hlfs.core.users.UserTable} and a L{hlfs.core.linkfs.HomeLinkFS}.  Two
+things are injected where the code takes them:
+
+  - the home check is a L{GatedCheck}: each check blocks its probe
+    thread until the test releases it with the outcome it wants (as a
+    home on a dead filesystem would, then recovers);
+  - the resolver's and the pool's clock is a L{task.Clock} the test
+    advances, so deadlines, ages and the "stuck" threshold move only
+    when the test says so.
+
+The test drives both through a UDP control socket on loopback, which
+also shows that the reactor keeps serving while console sessions run:
+
+    ping                 -> the number of datagrams seen so far
+    advance SECONDS      -> ok (after clock.advance(SECONDS))
+    entered UID          -> how many checks for UID have begun in a thread
+    release UID OUTCOME  -> ok; the next (or running) check for UID ends
+                            with OUTCOME: "ok" or an errno name (EACCES)
 
     python tests/support/manhole_server.py --manhole SPEC --keys FILE --host-key FILE
         --passwd FILE --ready FILE
@@ -20,13 +34,15 @@ the daemon does.
 """
 
 import argparse
-import os
+import collections
+import errno
 import json
+import os
 import sys
+import threading
 import time
-from typing import NamedTuple
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import reactor, task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
@@ -35,127 +51,101 @@ from hlfs.console.access import ManholeConfigError
 from hlfs.console.namespace import build_namespace
 from hlfs.console.manhole import makeManholeService
 from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.pool import ProbePool
+from hlfs.homes.probe import ProbeResult
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
 
-PROBE_SECONDS = 0.5
+# The probe deadline (and so the pool's "stuck" threshold), in seconds of
+# the test's clock.
+DEADLINE = 2.0
+CACHE_INTERVAL = 300.0
+EPOCH = 1.7e9
 
 
-class Flight(NamedTuple):
+class GatedCheck:
     """
-    One probe in flight, shaped as the probing resolver reports it.
-    """
-
-    key: int
-    path: bytes
-    age: float
-    running: float | None
-
-
-class StandInProbingResolver:
-    """
-    A no-verify L{ProbingResolver} behind a cache that a timed "probe" fills: a uid not
-    in the cache resolves through a Deferred after L{PROBE_SECONDS}.
-    C{probes} counts the probes started, so a test can see one happen.
+    A home check that waits, in its probe thread, until the test
+    releases it with an outcome.
     """
 
-    def __init__(self, resolver):
-        self.inner = resolver
-        self.rules = resolver.rules
-        self.cache = {}
-        self.pending = {}
-        self.probes = 0
-        self.pool = "stand-in pool: probes run as reactor timers"
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._outcomes = collections.defaultdict(collections.deque)
+        self.entered = collections.Counter()
 
-    @property
-    def table(self):
-        return self.inner.table
+    def __call__(self, user, spool):
+        with self._lock:
+            self.entered[user.uid] += 1
+            self._lock.notify_all()
+            while not self._outcomes[user.uid]:
+                self._lock.wait()
+            outcome = self._outcomes[user.uid].popleft()
+        if outcome == "ok":
+            return ProbeResult(True, 0, spool, "")
+        return ProbeResult(False, getattr(errno, outcome), spool, "the test said so")
 
-    def set_table(self, table):
-        self.inner.set_table(table)
-
-    def resolve(self, uid):
-        if uid in self.cache:
-            return self.cache[uid]
-        if uid in self.pending:
-            started, waiting = self.pending[uid]
-        else:
-            started, waiting = reactor.seconds(), []
-            self.pending[uid] = (started, waiting)
-            self.probes += 1
-            reactor.callLater(PROBE_SECONDS, self._finish, uid)
-        d = defer.Deferred()
-        waiting.append(d)
-        return d
-
-    def _finish(self, uid):
-        _, waiting = self.pending.pop(uid)
-        self.cache[uid] = self.inner.resolve(uid)
-        for d in waiting:
-            d.callback(self.cache[uid])
-
-    def peek(self, uid):
-        return self.cache.get(uid) or self.inner.peek(uid)
-
-    def mailbox(self, name):
-        return self.inner.mailbox(name)
-
-    def find_mailbox(self, name):
-        return self.inner.find_mailbox(name)
-
-    def flush(self, uid=None):
-        if uid is None:
-            dropped = len(self.cache)
-            self.cache.clear()
-        else:
-            dropped = int(self.cache.pop(uid, None) is not None)
-        return dropped
-
-    def in_flight(self):
-        now = reactor.seconds()
-        flights = []
-        for uid, (started, _) in self.pending.items():
-            path = self.rules.spool_of(self.table.by_uid(uid)) or b"?"
-            flights.append(Flight(uid, path, now - started, now - started))
-        return flights
-
-    def hung(self):
-        return [flight for flight in self.in_flight() if flight.age > 10]
-
-    def stats_dict(self):
-        return {"probes": self.probes, "cached": len(self.cache)}
+    def release(self, uid, outcome):
+        if outcome != "ok" and not isinstance(getattr(errno, outcome, None), int):
+            raise ValueError(f"not an errno name: {outcome!r}")
+        with self._lock:
+            self._outcomes[uid].append(outcome)
+            self._lock.notify_all()
 
 
-class StandInService:
+class ConsoleTestService:
     """
-    The attributes the console expects of the hlfs service.
+    The attributes the console expects of the hlfs service, over the real
+    probing resolver.
     """
 
-    def __init__(self, passwd_path):
+    def __init__(self, passwd_path, clock, check):
         self.passwd_path = passwd_path
         table = UserTable.from_passwd_file(passwd_path)
         rules = SpoolRules(b".mailspool", b"/var/alt_mail")
-        self.resolver = StandInProbingResolver(ProbingResolver(table, rules, reactor, None, verify=False))
+        self.pool = ProbePool(threads=4, reactor=reactor, clock=clock)
+        self.resolver = ProbingResolver(
+            table, rules, clock, self.pool, cache_interval=CACHE_INTERVAL, deadline=DEADLINE,
+            probe=check, reactor=reactor,
+        )
         self.fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), self.resolver, time.time_ns())
         self.stats = {"READLINK": 0, "GETATTR": 0}
         self.config = {"passwd": passwd_path, "manhole": "test"}
 
     def reload(self):
-        d = threads.deferToThread(UserTable.from_passwd_file, self.passwd_path)
-        d.addCallback(self.resolver.set_table)
-        return d
+        return self.resolver.reload(lambda: UserTable.from_passwd_file(self.passwd_path))
 
 
-class Counter(DatagramProtocol):
+class Control(DatagramProtocol):
     """
-    Answers each datagram with the number of datagrams seen so far.
+    The test's control socket (see the module's documentation).
     """
 
     count = 0
 
+    def __init__(self, clock, check):
+        self.clock = clock
+        self.check = check
+
     def datagramReceived(self, data, addr):
         self.count += 1
-        self.transport.write(b"%d" % self.count, addr)
+        words = data.decode().split()
+        try:
+            if words == ["ping"]:
+                answer = b"%d" % self.count
+            elif words[0] == "advance":
+                self.clock.advance(float(words[1]))
+                answer = b"ok"
+            elif words[0] == "entered":
+                answer = b"%d" % self.check.entered[int(words[1])]
+            elif words[0] == "release":
+                self.check.release(int(words[1]), words[2])
+                answer = b"ok"
+            else:
+                answer = b"error: unknown command"
+        except (IndexError, ValueError) as e:
+            answer = f"error: {e}".encode()
+        self.transport.write(answer, addr)
 
 
 def main(argv):
@@ -164,7 +154,10 @@ def main(argv):
         parser.add_argument(name, required=True)
     args = parser.parse_args(argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    service = StandInService(args.passwd)
+    clock = task.Clock()
+    clock.advance(EPOCH)
+    check = GatedCheck()
+    service = ConsoleTestService(args.passwd, clock, check)
     try:
         manhole = makeManholeService(
             args.manhole, args.keys, args.host_key, build_namespace(service, reactor), reactor
@@ -172,7 +165,8 @@ def main(argv):
     except ManholeConfigError as e:
         sys.stderr.write(f"manhole_server: {e}\n")
         return 2
-    udp = reactor.listenUDP(0, Counter(), interface="127.0.0.1")
+    udp = reactor.listenUDP(0, Control(clock, check), interface="127.0.0.1")
+    service.pool.start()
     manhole.startService()
 
     def ready(port):
@@ -185,6 +179,7 @@ def main(argv):
         reactor.stop()
 
     manhole.whenListening().addCallbacks(ready, failed)
+    reactor.addSystemEventTrigger("before", "shutdown", service.pool.stop)
     reactor.run()
     return 0
 

@@ -75,19 +75,26 @@ class ReactorThread:
             result.raiseException()
         return result
 
-    def timed(self, f, *args, timeout=10.0):
+    def begin(self, f, *args):
         """
-        Like L{call}, and also return how long the answer took, measured
-        in the reactor thread (so the test thread's scheduling does not
-        count).
+        Run C{f(*args)} in the reactor thread and return what it returned
+        as it is: an answer given at once, or a Deferred not waited for
+        (see L{pending} and L{result}).
         """
+        return self.call(lambda: [f(*args)])[0]
 
-        def go():
-            start = time.monotonic()
-            d = defer.maybeDeferred(f, *args)
-            return d.addCallback(lambda r: (r, time.monotonic() - start))
+    def pending(self, d):
+        """
+        Return whether Deferred C{d} has not fired yet.
+        """
+        return not self.call(lambda: [d.called])[0]
 
-        return self.call(go, timeout=timeout)
+    def result(self, d, timeout=10.0):
+        """
+        Wait for Deferred C{d} (from L{begin}) and return its result; the
+        timeout is a hang guard.
+        """
+        return self.call(lambda: d, timeout=timeout)
 
 
 class Homes:
@@ -151,6 +158,39 @@ class LogCapture:
 
     def matching(self, *words):
         return [line for line in self.lines if all(w in line for w in words)]
+
+
+class Gate:
+    """
+    A point a thread stops at until the test opens it: C{gate()} records
+    the calling thread, sets C{reached}, and waits (a hang guard of 30 s)
+    for L{open}.
+    """
+
+    def __init__(self):
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+        self.threads = []
+
+    def __call__(self):
+        self.threads.append(threading.get_native_id())
+        self.reached.set()
+        if not self.opened.wait(30):
+            raise TimeoutError("the gate was never opened")
+
+    def open(self):
+        self.opened.set()
+
+    def guarding(self, f):
+        """
+        Return C{f} behind this gate: the call waits at the gate first.
+        """
+
+        def gated(*args, **kwargs):
+            self()
+            return f(*args, **kwargs)
+
+        return gated
 
 
 def thread_ids():

@@ -11,10 +11,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
 HLFS_GID = 4242
+
+# Why a non-root run skips a test whose server would check homes.
+VERIFY_NEEDS_ROOT = (
+    "needs root: the server checks each home as its user (setfsuid), and this test's "
+    "claims rest on those checks; without root it could only run with --no-verify"
+)
 
 
 USERS = [
@@ -35,9 +43,14 @@ def write_passwd(path, base, users=USERS):
 
 
 class RunningServer:
-    def __init__(self, base, args, env=None, bin=BIN, prefix=()):
+    def __init__(self, base, args, env=None, bin=BIN, prefix=(), verify_optional=False):
         """
         @param prefix: a command twistd runs under (C{prlimit ... --}).
+        @param verify_optional: whether the test proves its claims with or
+            without home checks.  Not root, a server that would check homes
+            (no C{--no-verify} in C{args}) then runs with C{--no-verify},
+            and otherwise the test is skipped (L{VERIFY_NEEDS_ROOT}): never
+            silently proving less.
         """
         self.bin = bin
         self.base = base
@@ -53,7 +66,10 @@ class RunningServer:
         self.args = [a for a in args if a != "--portmap"]
         if os.geteuid() != 0 and "--no-verify" not in self.args:
             # Checking a home as its user needs root.
+            if not verify_optional:
+                pytest.skip(VERIFY_NEEDS_ROOT)
             self.args.append("--no-verify")
+        self.verify = "--no-verify" not in self.args
 
     def start(self, timeout=20):
         if self.portfile.exists():
