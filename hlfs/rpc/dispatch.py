@@ -76,7 +76,7 @@ class Dispatcher:
                 self.stats[hit[0]] += 1
                 return data[:4] + hit[1]
         try:
-            call = decode_call(data)
+            call = decode_call(data, peer[1] < PRIVILEGED_PORTS)
         except Drop as e:
             self.stats["dropped"] += 1
             if self.verbose:
