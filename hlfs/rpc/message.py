@@ -78,7 +78,8 @@ class Call(NamedTuple):
     """
     A decoded call header.  C{offset} is where the procedure's arguments
     start in C{message}, the whole call; C{privileged} says whether it
-    came from a privileged port (under 1024).
+    counts as from a privileged port (under 1024, or the server trusts
+    every port: C{--insecure}).
     """
 
     xid: int

@@ -15,7 +15,7 @@ import pytest
 
 from hlfs.rpc.message import decode_reply, encode_call
 from hlfs.xdr import pack_opaque
-from tests.support.rpcsock import NFS, cred, mount_root, recv_record
+from tests.support.rpcsock import MOUNT, NFS, cred, mount_root, recv_record
 from tests.support.server import HLFS_GID
 
 ROOT = cred(0)
@@ -46,12 +46,13 @@ def _privileged_socket(kind):
     raise AssertionError("no free privileged port")
 
 
-def rpc(port, vers, proc, args, credential=ROOT, transport="udp", privileged=True):
+def rpc(port, vers, proc, args, credential=ROOT, transport="udp", privileged=True, prog=NFS):
     """
-    One NFS call; return the reply body after the status, and the status.
+    One NFS call; return the status and the reply body after it (for a
+    refused call, C{("denied", reply stat)} and L{None}).
     """
     xid = random.getrandbits(32)
-    data = encode_call(xid, NFS, vers, proc, credential, args)
+    data = encode_call(xid, prog, vers, proc, credential, args)
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     if privileged:
         s = _privileged_socket(kind)
@@ -68,7 +69,9 @@ def rpc(port, vers, proc, args, credential=ROOT, transport="udp", privileged=Tru
             s.sendall(struct.pack(">I", 0x80000000 | len(data)) + data)
             raw = recv_record(s)
     reply = decode_reply(raw)
-    assert reply.xid == xid and reply.stat == 0
+    assert reply.xid == xid
+    if reply.stat != 0:
+        return ("denied", reply.stat), None
     return reply.body.uint(), reply.body
 
 
@@ -106,7 +109,9 @@ class V3:
         self.transport = transport
         self.credential = credential
         self.privileged = privileged
-        self.root = mount_root(server.port, ALICE)
+        status, body = rpc(server.port, 3, 1, pack_opaque(b"/mail"), ALICE, prog=MOUNT)
+        assert status == OK
+        self.root = body.opaque(64)
 
     def call(self, proc, args, credential=None, privileged=None):
         return rpc(
@@ -227,13 +232,11 @@ def test_v3_exclusive_create_not_supported(server, lock_file):
 
 def test_who_may_lock(server, lock_file):
     """
-    Only root from a privileged port makes or removes lock files:
-    root from an unprivileged port and an HLFS_GID caller get ACCES, an
-    ordinary caller ROFS (its view has no lock files).  HLFS_GID callers
-    may look.
+    Only root makes or removes lock files: an HLFS_GID caller gets ACCES,
+    an ordinary or anonymous caller ROFS (its view has no lock files).
+    HLFS_GID callers may look.
     """
     nfs = V3(server, "udp")
-    assert nfs.create(b"alice.lock", privileged=False)[0] == ACCES
     assert nfs.create(b"alice.lock", credential=FINGER)[0] == ACCES
     assert nfs.create(b"alice.lock", credential=ALICE)[0] == ROFS
     assert nfs.create(b"alice.lock", credential=cred(0xFFFFFFFE))[0] == ROFS
@@ -241,10 +244,32 @@ def test_who_may_lock(server, lock_file):
     assert nfs.create(b"alice.lock")[0] == OK
     assert nfs.lookup(b"alice.lock", credential=FINGER)[0] == OK
     assert nfs.lookup(b"alice.lock", credential=ALICE)[0] == NOENT
-    assert nfs.remove(b"alice.lock", privileged=False) == ACCES
     assert nfs.remove(b"alice.lock", credential=FINGER) == ACCES
     assert nfs.remove(b"alice.lock", credential=ALICE) == ROFS
     assert lock_file.exists()
+    assert nfs.remove(b"alice.lock") == OK
+
+
+def test_privileged_port(make_server):
+    """
+    If the server trusts only privileged ports (its default, the NFS
+    C{secure} option), then root's lock from a privileged port is made,
+    and from any other the call is refused (AUTH_TOOWEAK) and nothing is
+    made.
+    """
+    srv = make_server()
+    nfs = V3(srv, "tcp")
+    V3(srv, "udp").lookup(b"alice")
+    path = spool(srv, "alice") / "alice.lock"
+    tail = struct.pack(">I", GUARDED) + sattr3(0)
+    status, _ = nfs.call(CREATE3, pack_opaque(nfs.root) + pack_opaque(b"alice.lock") + tail, privileged=False)
+    assert status[0] == "denied"
+    assert not path.exists()
+    assert nfs.create(b"alice.lock")[0] == OK
+    assert path.exists()
+    status, _ = nfs.call(REMOVE3, pack_opaque(nfs.root) + pack_opaque(b"alice.lock"), privileged=False)
+    assert status[0] == "denied"
+    assert path.exists()
     assert nfs.remove(b"alice.lock") == OK
 
 
@@ -307,7 +332,6 @@ def test_v2_lock(server, lock_file, transport):
     status, body = v2(LOOKUP2, root + pack_opaque(b"alice.lock"))
     assert (status, body.fixed(32)) == (OK, fh)
     assert v2(GETATTR2, fh)[0] == OK
-    assert v2(CREATE2, root + pack_opaque(b"alice.lock") + sattr2(0), privileged=False)[0] == ACCES
     assert v2(REMOVE2, root + pack_opaque(b"alice.lock"))[0] == OK
     assert not lock_file.exists()
     assert v2(GETATTR2, fh)[0] == STALE
