@@ -121,6 +121,10 @@ class SpoolLocks:
     def _too_late(self, flight):
         flight.late = True
         self.late += 1
+        log.warn(
+            "lock file {path} not done within {deadline} s; the caller is told to try again",
+            path=os.fsdecode(flight.path), deadline=self.resolver.deadline,
+        )
         return False, None
 
     def _finished(self, flight, result, op, name, path):
