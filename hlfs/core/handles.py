@@ -4,14 +4,15 @@ Filehandles: opaque to clients, meaningful only to this server.
 Every handle is 32 bytes (NFSv2's fixed size; NFSv3 takes it as it is):
 
     0     magic 0x68 ('h')
-    1     kind: root, link or mailbox link
+    1     kind: root, link, mailbox link or lock file
     2-5   configuration fingerprint (export path, link name)
     6-    kind-specific, zero padded
 
 A link handle names the caller it was made for (uid and whether the
 caller's gid was HLFS_GID): the Linux client caches a symlink's body per
 inode, so each caller must see an inode of its own.  A mailbox link names
-the user whose mailbox it points at.  Handles hold no time or counter, so
+the user whose mailbox it points at, a lock file the user whose mailbox
+it locks (L{hlfs.core.locks}).  Handles hold no time or counter, so
 a restarted server with the same configuration accepts the old ones.
 """
 
@@ -25,6 +26,7 @@ MAGIC = 0x68
 ROOT = 1
 LINK = 2
 MAILBOX = 3
+LOCK = 4
 
 # Link caller flags.
 HLFS_CALLER = 1
@@ -80,16 +82,24 @@ class HandleCodec:
                 self._cache[key] = fh
         return fh
 
-    def mailbox(self, name):
+    def mailbox(self, name, kind=MAILBOX):
         """
-        Return the handle of the mailbox link of user C{name}, or L{None}
-        if the name is too long to fit.
+        Return the handle of the mailbox link of user C{name} (or of its
+        lock file, for C{kind} L{LOCK}), or L{None} if the name is too long
+        to fit.
         """
         if len(name) > MAX_NAME:
             return None
         return self._pad(
-            _HEAD.pack(MAGIC, MAILBOX, self.fingerprint) + bytes((len(name),)) + name
+            _HEAD.pack(MAGIC, kind, self.fingerprint) + bytes((len(name),)) + name
         )
+
+    def lock(self, name):
+        """
+        Return the handle of the lock file of user C{name}'s mailbox, or
+        L{None} if the name is too long to fit.
+        """
+        return self.mailbox(name, LOCK)
 
     def decode(self, fh):
         """
@@ -108,12 +118,12 @@ class HandleCodec:
             return Handle(LINK, uid, flags)
         if kind == ROOT:
             return Handle(ROOT) if fh == self.root else None
-        if kind == MAILBOX:
+        if kind in (MAILBOX, LOCK):
             n = fh[_HEAD.size]
             name = fh[_HEAD.size + 1 : _HEAD.size + 1 + n]
             if not 0 < n <= MAX_NAME or fh[_HEAD.size + 1 + n :].strip(b"\0"):
                 return None
             if b"/" in name or b"\0" in name:
                 return None
-            return Handle(MAILBOX, name=name)
+            return Handle(kind, name=name)
         return None

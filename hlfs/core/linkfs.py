@@ -7,135 +7,47 @@ whose value depends on the caller:
   - root, and a caller whose gid is HLFS_GID, get C{.}, and may look up
     any user's name to get a link to that user's mailbox (Table 2);
   - any other caller gets its home's spool directory, or the alternate
-    spool when the home is unknown or unusable (Tables 1 and 3).
+    spool when the home is unknown or unusable (Tables 1 and 3);
+  - C{NAME.lock}, for the callers of Table 2, is the dotlock next to
+    NAME's mailbox, which root may make and remove (L{hlfs.core.locks}).
 
 Every method takes a L{Caller} and a handle and returns an answer, a
 Deferred that fires with one, or raises L{NFSError}.  Nothing here knows
 about XDR or sockets.
 """
 
-from typing import NamedTuple
-
-from hlfs.core import handles
+from hlfs.core import handles, locks
+from hlfs.core.lockfs import LockFiles
 from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, HandleCodec
 from hlfs.core.resolver import Resolution
 
-# NFS status codes; NFSv2 and v3 share these numbers.
-PERM = 1
-NOENT = 2
-IO = 5
-ACCES = 13
-NOTDIR = 20
-ISDIR = 21
-INVAL = 22
-ROFS = 30
-NAMETOOLONG = 63
-STALE = 70
-
-# File types (v3 numbering; v2 shares DIR=2, LNK=5).
-DIR = 2
-LNK = 5
-
-ROOT_FILEID = 1
-MAX_NAME = 255
-
-AUTH_NONE = 0
-AUTH_UNIX = 1
+from hlfs.core.nodes import (  # noqa: F401  (the core's names, as they always were)
+    PERM, NOENT, IO, ACCES, NOTDIR, ISDIR, INVAL, ROFS, NAMETOOLONG, STALE, NOTSUPP, REG, DIR,
+    LNK, ROOT_FILEID, MAX_NAME, AUTH_NONE, AUTH_UNIX, NFSError, Caller, Attr, Entry, LinkConfig,
+)
+from hlfs.core.nodes import then as _then, then_found as _then_found
 
 _FOREVER = float("inf")
 _DOT = Resolution(b".", 0)
 _NOTHING = Resolution(b"", 0)
 
 
-class NFSError(Exception):
-    """
-    An NFS operation failed with C{status}.
-    """
-
-    def __init__(self, status):
-        Exception.__init__(self, status)
-        self.status = status
-
-
-class Caller(NamedTuple):
-    """
-    Who is asking, as far as the link's value is concerned.
-    """
-
-    uid: int
-    flags: int
-
-
-class Attr(NamedTuple):
-    """
-    Attributes of a node, independent of the NFS version that encodes them.
-    Times are in nanoseconds.
-    """
-
-    type: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    size: int
-    fileid: int
-    mtime: int
-    ctime: int
-
-
-class Entry(NamedTuple):
-    """
-    A directory entry as READDIR and READDIRPLUS list it.
-    """
-
-    fileid: int
-    name: bytes
-    fh: bytes
-    attr: Attr
-
-
-class LinkConfig(NamedTuple):
-    export_path: bytes
-    linkname: bytes
-    hlfs_gid: int | None
-
-
-def _then(result, f):
-    """
-    Apply C{f} to C{result} now, or when it fires if it is a Deferred.
-    """
-    if isinstance(result, tuple):
-        return f(result)
-    return result.addCallback(f)
-
-
-def _then_found(result, f):
-    """
-    Like L{_then}, for a result that may be L{None}: NOENT.
-    """
-
-    def found(resolution):
-        if resolution is None:
-            raise NFSError(NOENT)
-        return f(resolution)
-
-    if result is None or isinstance(result, tuple):
-        return found(result)
-    return result.addCallback(found)
-
-
-class HomeLinkFS:
+class HomeLinkFS(LockFiles):
     """
     The Home-Link filesystem for one configuration.
 
     @ivar resolver: an L{hlfs.core.resolver.ILinkResolver}.
     @ivar start: the server's start time (ns): the directory's times.
+    @ivar locks: the L{locks.ISpoolLocks} that makes lock files, or
+        L{None}: then there are none.
     """
 
-    def __init__(self, config, resolver, start):
+    def __init__(self, config, resolver, start, locks=None):
         self.config = config
         self.resolver = resolver
         self.start = start
+        self.locks = locks
+        self._locks_seen = {}
         self.handles = HandleCodec(config.export_path, config.linkname)
         self.root_handle = self.handles.root
         self.root_attr = Attr(DIR, 0o555, 2, 0, 0, 512, ROOT_FILEID, start, start)
@@ -237,6 +149,8 @@ class HomeLinkFS:
                 self._resolve_link(caller),
                 lambda r: self._link_attr(caller.uid, caller.flags, r),
             )
+        if handle.kind == handles.LOCK:
+            return self._lock_getattr(handle.name, caller)
         return _then(self._mailbox(handle.name), lambda r: self._mailbox_attr(handle.name, r))
 
     def lookup(self, dirfh, name, caller):
@@ -256,6 +170,9 @@ class HomeLinkFS:
                 self._resolve_link(caller),
                 lambda r: (fh, self._link_attr(caller.uid, caller.flags, r)),
             )
+        owner = locks.lock_owner(name)
+        if owner is not None and self.locks is not None and locks.may_look(caller):
+            return self._lock_lookup(owner)
         if caller.flags & HLFS_CALLER:
             fh = self.handles.mailbox(name)
             if fh is not None:
@@ -281,6 +198,8 @@ class HomeLinkFS:
                 self._resolve_link(caller),
                 lambda r: (r.target, self._link_attr(caller.uid, caller.flags, r)),
             )
+        if handle.kind == handles.LOCK:
+            raise NFSError(INVAL)
         return _then(
             self._mailbox(handle.name),
             lambda r: (r.target, self._mailbox_attr(handle.name, r)),
@@ -318,5 +237,9 @@ class HomeLinkFS:
             return self._link_attr(
                 caller.uid, caller.flags, self._resolve_link(caller, wait=False)
             )
+        if handle.kind == handles.LOCK:
+            seen = self._locks_seen.get(handle.name)
+            if seen is None or not locks.may_look(caller):
+                raise NFSError(STALE)
+            return seen
         return self._mailbox_attr(handle.name, self._mailbox(handle.name, wait=False))
-

@@ -24,8 +24,10 @@ UMOUNT = "/bin/umount"
 
 # The caches that could hand one user's link to another.  With per-caller
 # link handles the one that matters is the dentry cache (lookupcache=none);
-# noac only doubles the RPCs per access.
-DEFAULT_OPTIONS = "ro,lookupcache=none,nolock,vers=3,proto=tcp,mountproto=tcp,retry=0"
+# noac only doubles the RPCs per access.  Read-write, though hlfs refuses
+# every change but one: root's dotlocks, NAME.lock (hlfs.core.locks), which a
+# read-only mount would refuse in the client before hlfs is asked.
+DEFAULT_OPTIONS = "rw,lookupcache=none,nolock,vers=3,proto=tcp,mountproto=tcp,retry=0"
 
 
 def read_mounts(path=PROC_MOUNTS):

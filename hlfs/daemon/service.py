@@ -27,6 +27,7 @@ from hlfs.rpc.registration import PortmapRegistration
 from hlfs.rpc.replycache import ReplyCache
 from hlfs.daemon.server import RPCServerService, build_programs
 from hlfs.homes.cache import resolver_for
+from hlfs.homes.locks import SpoolLocks
 from hlfs.homes.tableload import TableLoadError, load_in_subprocess
 
 DUMP_FILE = "hlfs-dump.txt"
@@ -84,6 +85,7 @@ class HLFSService(MultiService):
             LinkConfig(config.export_path, os.fsencode(config.linkname), self.hlfs_gid),
             self.resolver,
             int(reactor.seconds() * 1e9),
+            SpoolLocks(self.resolver),
         )
         self.replies = ReplyCache(
             self.resolver, reactor, size=config.reply_cache_entries, max_bytes=config.reply_cache_bytes

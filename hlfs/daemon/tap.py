@@ -40,7 +40,9 @@ mail is delivered into each user's home directory.  A caller whose home is
 unknown or unusable, and a system account (uid under --uid-min, root
 excepted), gets the alternate spool directory instead; root, and a caller
 whose group is HLFS_GID (comsat, from, finger), get `home -> .` and one
-link per user name, NAME -> ~NAME/<subdir>/NAME, checked like NAME's own.
+link per user name, NAME -> ~NAME/<subdir>/NAME, checked like NAME's own;
+root's dotlock NAME.lock there is the real lock file next to NAME's mailbox,
+which hlfs makes and removes as NAME: the one change it takes.
 
 Serves NFS versions 2 and 3 and MOUNT versions 1 and 3 on one port, over
 UDP and TCP, plus a status program (`hlfs status`).  Like an NFS server's
@@ -57,7 +59,7 @@ START-UP, in this order, each step logged:
   2. load the users, serve NFS and MOUNT on UDP and TCP.
   3. register every program/version/transport with the portmapper
      (replacing a stale registration); no portmapper is only a warning.
-  4. mount:  mount -t nfs -o ro,lookupcache=none,nolock,vers=3,proto=tcp,
+  4. mount:  mount -t nfs -o rw,lookupcache=none,nolock,vers=3,proto=tcp,
      mountproto=tcp,retry=0,port=P,mountport=P[,<-o options>] ADDR:DIR DIR
      then read /proc/mounts back: without lookupcache=none the kernel could
      hand one user's link to another, so hlfs unmounts and exits unless -C.

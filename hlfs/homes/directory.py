@@ -144,6 +144,14 @@ class DirectoryUsers:
             state, i = self._learn(user)
         return self._mailbox_at(state, state.table.at(i))
 
+    def user_named(self, name):
+        """
+        Return the L{hlfs.core.users.User} named C{name} that the table or
+        the learned users know, or L{None} (never asking anyone).
+        """
+        user = self._state.table.by_name(name)
+        return user if user is not None else self._learned.by_name(name)
+
     def learned_users(self):
         """
         Return the users learned one at a time since the last reload.

@@ -5,7 +5,7 @@ pre_op_attr, post_op_attr and wcc_data (RFC 1813 2.5, 2.6).
 
 import struct
 
-from hlfs.core.linkfs import DIR
+from hlfs.core.linkfs import DIR, REG
 
 _FATTR3 = struct.Struct(">5I2Q2I2Q6I")
 _FATTR2 = struct.Struct(">17I")
@@ -13,6 +13,8 @@ _WCC_ATTR = struct.Struct(">IQ4I")  # follows=1, size, mtime, ctime
 
 _S_IFDIR = 0o040000
 _S_IFLNK = 0o120000
+_S_IFREG = 0o100000
+_S_IFMT = {DIR: _S_IFDIR, REG: _S_IFREG}
 
 TRUE = struct.pack(">I", 1)
 FALSE = struct.pack(">I", 0)
@@ -56,7 +58,7 @@ class AttrEncoder:
     def fattr2(self, a):
         msec, mnsec = _split(a.mtime)
         csec, cnsec = _split(a.ctime)
-        mode = a.mode | (_S_IFDIR if a.type == DIR else _S_IFLNK)
+        mode = a.mode | _S_IFMT.get(a.type, _S_IFLNK)
         return _FATTR2.pack(
             a.type, mode, a.nlink, a.uid, a.gid,
             a.size & 0xFFFFFFFF, 4096, 0, 1,

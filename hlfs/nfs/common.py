@@ -26,12 +26,14 @@ def answer(compute, ok, fail):
     return result.addCallbacks(ok, lambda f: fail(f.trap(NFSError) and f.value.status))
 
 
-def remember(replies, fs, call, caller, body):
+def remember(replies, fs, call, caller, body, attr=None):
     """
     Offer C{body}, a successful result of C{call}, to the reply cache (if
     any) for as long as C{caller}'s link stays as it is; return it.
+    C{attr}, the attributes of the node the answer is about, may say it
+    cannot be kept (a lock file).
     """
-    if replies is not None:
+    if replies is not None and (attr is None or fs.lasting(attr)):
         replies.store(call, body, fs.valid_until(caller))
     return body
 

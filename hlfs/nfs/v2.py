@@ -4,7 +4,7 @@ NFS version 2 (RFC 1094): every procedure, over the L{HomeLinkFS} core.
 
 import struct
 
-from hlfs.core.linkfs import NFSError, ROFS
+from hlfs.core.linkfs import IO, NFSError, ROFS
 from hlfs.nfs.attrs import FALSE, TRUE
 from hlfs.nfs.common import answer, caller_of, name, path, remember
 from hlfs.xdr import UINT, pack_opaque
@@ -23,7 +23,8 @@ _ENTRY_FIXED = 4 + 4 + 4 + 4
 
 
 def status(code):
-    return UINT.pack(code)
+    # NFSv2 has no codes of v3's own (JUKEBOX, NOTSUPP, ...): IO for them.
+    return UINT.pack(code if code < 10000 else IO)
 
 
 def fhandle(args):
@@ -31,7 +32,12 @@ def fhandle(args):
 
 
 def _sattr(args):
-    args.skip(32)
+    """
+    Decode a sattr; return its mode, or L{None} when it sets none (-1).
+    """
+    mode = args.uint()
+    args.skip(28)
+    return None if mode == 0xFFFFFFFF else mode
 
 
 class NFSv2:
@@ -67,7 +73,7 @@ class NFSv2:
         caller = caller_of(self.fs, call)
         return answer(
             lambda: self.fs.getattr(fh, caller),
-            lambda a: remember(self.replies, self.fs, call, caller, _OK + self.enc.fattr2(a)),
+            lambda a: remember(self.replies, self.fs, call, caller, _OK + self.enc.fattr2(a), a),
             status,
         )
 
@@ -82,7 +88,7 @@ class NFSv2:
         caller = caller_of(self.fs, call)
         return answer(
             lambda: self.fs.lookup(dirfh, filename, caller),
-            lambda r: remember(self.replies, self.fs, call, caller, _OK + r[0] + self.enc.fattr2(r[1])),
+            lambda r: remember(self.replies, self.fs, call, caller, _OK + r[0] + self.enc.fattr2(r[1]), r[1]),
             status,
         )
 
@@ -108,19 +114,43 @@ class NFSv2:
         return self._refuse(call, fh)
 
     def create(self, args, call):
+        """
+        CREATE: only a lock file, for root (L{hlfs.core.lockfs}), always
+        exclusive; ROFS for anything else.
+        """
+        dirfh = fhandle(args)
+        filename = name(args)
+        mode = _sattr(args)
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.create(dirfh, filename, caller, call.privileged, mode),
+            lambda r: _OK + r[0] + self.enc.fattr2(r[1]),
+            status,
+        )
+
+    def mkdir(self, args, call):
         dirfh = fhandle(args)
         name(args)
         _sattr(args)
         return self._refuse(call, dirfh)
 
-    mkdir = create
-
     def remove(self, args, call):
+        """
+        REMOVE: only a lock file, for root; ROFS for anything else.
+        """
+        dirfh = fhandle(args)
+        filename = name(args)
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.remove(dirfh, filename, caller, call.privileged),
+            lambda r: _OK,
+            status,
+        )
+
+    def rmdir(self, args, call):
         dirfh = fhandle(args)
         name(args)
         return self._refuse(call, dirfh)
-
-    rmdir = remove
 
     def rename(self, args, call):
         fromfh = fhandle(args)

@@ -54,7 +54,11 @@ def fh3(args):
 
 
 def _sattr3(args):
-    for _ in range(3):  # mode, uid, gid
+    """
+    Decode a sattr3; return its mode, or L{None} when it sets none.
+    """
+    mode = args.uint() if args.bool() else None
+    for _ in range(2):  # uid, gid
         if args.bool():
             args.uint()
     if args.bool():  # size
@@ -65,6 +69,7 @@ def _sattr3(args):
             args.skip(8)
         elif how > 2:
             raise XDRError(f"invalid time_how {how}")
+    return mode
 
 
 def _diropargs(args):
@@ -100,15 +105,16 @@ class NFSv3:
         except NFSError:
             return FALSE
 
-    def _refuse_write(self, fh, caller, extra=b""):
+    def _refuse_write(self, fh, caller, extra=b"", code=ROFS):
         """
-        ROFS with C{fh}'s wcc_data (STALE with none for a foreign handle).
+        ROFS (or C{code}) with C{fh}'s wcc_data (STALE with none for a
+        foreign handle).
         """
         try:
             attr = self.fs.attr_for_update(fh, caller)
         except NFSError as e:
             return status(e.status) + NO_WCC + extra
-        return status(ROFS) + self.enc.wcc(attr) + extra
+        return status(code) + self.enc.wcc(attr) + extra
 
     # -- procedures
 
@@ -120,7 +126,7 @@ class NFSv3:
         caller = caller_of(self.fs, call)
         return answer(
             lambda: self.fs.getattr(fh, caller),
-            lambda a: remember(self.replies, self.fs, call, caller, _OK + self.enc.fattr3(a)),
+            lambda a: remember(self.replies, self.fs, call, caller, _OK + self.enc.fattr3(a), a),
             status,
         )
 
@@ -139,6 +145,7 @@ class NFSv3:
             lambda r: remember(
                 self.replies, self.fs, call, caller,
                 _OK + pack_opaque(r[0]) + self.enc.post_op(r[1]) + self.enc.post_op(self.fs.root_attr),
+                r[1],
             ),
             lambda s: status(s) + self._post_op_of(dirfh, caller),
         )
@@ -190,15 +197,26 @@ class NFSv3:
         return self._refuse_write(fh, caller_of(self.fs, call))
 
     def create(self, args, call):
-        dirfh, _ = _diropargs(args)
-        mode = args.uint()
-        if mode in (0, 1):
-            _sattr3(args)
-        elif mode == 2:
+        """
+        CREATE: only a lock file, for root (L{hlfs.core.lockfs}); ROFS
+        for anything else.
+        """
+        dirfh, filename = _diropargs(args)
+        how = args.uint()
+        mode = None
+        if how in (0, 1):
+            mode = _sattr3(args)
+        elif how == 2:
             args.skip(8)
         else:
-            raise XDRError(f"invalid createmode3 {mode}")
-        return self._refuse_write(dirfh, caller_of(self.fs, call))
+            raise XDRError(f"invalid createmode3 {how}")
+        caller = caller_of(self.fs, call)
+        root_wcc = self.enc.wcc(self.fs.root_attr)
+        return answer(
+            lambda: self.fs.create(dirfh, filename, caller, call.privileged, mode, verifier=how == 2),
+            lambda r: _OK + TRUE + pack_opaque(r[0]) + self.enc.post_op(r[1]) + root_wcc,
+            lambda code: self._refuse_write(dirfh, caller, code=code),
+        )
 
     def mkdir(self, args, call):
         dirfh, _ = _diropargs(args)
@@ -224,10 +242,21 @@ class NFSv3:
         return self._refuse_write(dirfh, caller_of(self.fs, call))
 
     def remove(self, args, call):
+        """
+        REMOVE: only a lock file, for root; ROFS for anything else.
+        """
+        dirfh, filename = _diropargs(args)
+        caller = caller_of(self.fs, call)
+        root_wcc = self.enc.wcc(self.fs.root_attr)
+        return answer(
+            lambda: self.fs.remove(dirfh, filename, caller, call.privileged),
+            lambda r: _OK + root_wcc,
+            lambda code: self._refuse_write(dirfh, caller, code=code),
+        )
+
+    def rmdir(self, args, call):
         dirfh, _ = _diropargs(args)
         return self._refuse_write(dirfh, caller_of(self.fs, call))
-
-    rmdir = remove
 
     def rename(self, args, call):
         fromfh, _ = _diropargs(args)

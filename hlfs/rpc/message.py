@@ -77,7 +77,9 @@ NO_CREDENTIAL = Credential(AUTH_NONE)
 class Call(NamedTuple):
     """
     A decoded call header.  C{offset} is where the procedure's arguments
-    start in C{message}, the whole call.
+    start in C{message}, the whole call; C{privileged} says whether it
+    counts as from a privileged port (under 1024, or the server trusts
+    every port: C{--insecure}).
     """
 
     xid: int
@@ -87,6 +89,7 @@ class Call(NamedTuple):
     cred: Credential
     offset: int
     message: bytes = b""
+    privileged: bool = False
 
 
 class Drop(Exception):
@@ -164,9 +167,9 @@ def _auth_sys(body):
     return Credential(AUTH_SYS, uid, gid, gids, machine)
 
 
-def decode_call(data):
+def decode_call(data, privileged=False):
     """
-    Decode the header of a call message.
+    Decode the header of a call message (from a privileged port, or not).
 
     @raise Drop: if nothing can be answered.
     @raise Rejected: if the call gets an error reply.
@@ -204,7 +207,7 @@ def decode_call(data):
     offset = end + 8 + verf_length + (-verf_length & 3)
     if offset > len(data):
         raise Rejected(auth_error(xid, AUTH_BADVERF), "verifier truncated")
-    return Call(xid, prog, vers, proc, cred, offset, data)
+    return Call(xid, prog, vers, proc, cred, offset, data, privileged)
 
 
 def encode_call(xid, prog, vers, proc, cred=NO_CREDENTIAL, args=b""):

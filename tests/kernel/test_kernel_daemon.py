@@ -191,7 +191,7 @@ def test_daemon(daemon_run, measure):
     want = expected(world)
     assert {k: got.get(k) for k in want} == want, result.describe()
     options = got.get("mount-options", "").split(",")
-    assert "lookupcache=none" in options and "ro" in options, got.get("mount-options")
+    assert "lookupcache=none" in options and "rw" in options, got.get("mount-options")
     assert int(got.get("registered", "0")) >= 2, result.describe()
     counts = [gs.loop_counts(v) for k, v in _alternation_lines(result.output)]
     assert len(counts) == len(callers(world)), result.describe()

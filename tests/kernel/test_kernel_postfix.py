@@ -12,20 +12,26 @@ world:
   - C{lowered}: C{--uid-min} lowered under C{postfix}'s uid, so that
     C{postfix} gets a usable spool of its own (0700): local(8) then opens
     the mailbox as root, and the root rule takes it to the recipient's
-    mailbox.  Root cannot make the dotlock C{/var/mail/NAME.lock} there
-    (hlfs's directory is read-only): with Debian's C{mailbox_delivery_lock}
-    (C{fcntl, dotlock}) Postfix refuses the delivery, with
-    C{mailbox_delivery_lock = fcntl} it delivers.
+    mailbox.  With Debian's C{mailbox_delivery_lock} (C{fcntl, dotlock})
+    root's dotlock C{/var/mail/NAME.lock} is C{/mail/NAME.lock}, which hlfs
+    makes as NAME next to NAME's mailbox (hlfs.core.locks):
+      - C{lowered}: every message delivered, as root, exactly once;
+      - C{held}: alice holds her own dotlock through her view, as a
+        reader does: Postfix defers her mail; once she lets go, a flush
+        delivers it, once;
+      - C{transport}: C{mailbox_transport} = a second local(8) service
+        (C{hlfslocal}), delivering the same way.
 
-The guest mounts one daemon, then the other, on C{/mail}.  Mail goes in
-with Postfix's C{sendmail} and over SMTP to 127.0.0.1:25; then with
-C{mailbox_command} set to C{hlfs deliver} as docs/deliver.md gives it.
-The host checks every mailbox.
+The guest mounts one daemon, then the other, on C{/mail}, read-write as
+the daemon mounts itself.  Mail goes in with Postfix's C{sendmail} and
+over SMTP to 127.0.0.1:25; then with C{mailbox_command} set to C{hlfs
+deliver} as docs/deliver.md gives it.  The host checks every mailbox.
 """
 
 import mailbox
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,12 +50,18 @@ RECIPIENTS = ("alice", "bob", "carol")
 #: each recipient.
 PHASES = (
     ("defaults", (), ("sendmail", "smtp")),
-    ("dotlock", (), ("sendmail",)),
-    ("lowered", ("mailbox_delivery_lock=fcntl",), ("sendmail", "smtp")),
+    ("lowered", (), ("sendmail", "smtp")),
+    ("transport", ("mailbox_transport=hlfslocal",), ("sendmail",)),
 )
 
 #: Which daemon each phase mounts.
-DAEMON = {"defaults": "defaults", "dotlock": "lowered", "lowered": "lowered"}
+DAEMON = {"defaults": "defaults", "lowered": "lowered", "transport": "lowered"}
+
+#: The second local(8) service of the C{transport} phase.
+HLFSLOCAL = "hlfslocal/unix=hlfslocal unix - n n - - local -v -o mailbox_transport="
+
+#: Every delivery result of either local(8) service.
+LOCAL_RESULT = "postfix/(local|hlfslocal)\\[.*status="
 
 SENDER = "sender@example.org"
 COMMAND_SENDER = "envelope@example.net"
@@ -84,6 +96,33 @@ def make_world(base):
     return world
 
 
+def held_lock(world, deliveries):
+    """
+    Shell lines for the C{held} case: alice takes her dotlock through her
+    own view (C{/var/mail/alice.lock} is C{~alice/.mailspool/alice.lock}
+    for her), exclusively as a reader does; a message for her is deferred
+    by root's local(8), which finds the lock taken; she lets go, a flush
+    delivers it.  Two more delivery results: the deferral, the delivery.
+    """
+    alice = world.users["alice"]
+    as_alice = f"as {alice.uid} {alice.gid} {alice.gid}"
+    held = subject("held", "sendmail", "alice")
+    host_lock = f"{alice.home}/{SUBDIR}/alice.lock"
+    return f"""\
+{as_alice} sh -c 'set -C; : > /var/mail/alice.lock'; R held-take $?
+R held-lock "$(stat -c '%u %F' {host_lock} 2>&1)"
+{mta.sendmail(SENDER, "alice", held)}
+{mta.wait_deliveries(deliveries + 1, pattern=LOCAL_RESULT)}
+R held-while "$(grep -c '^Subject: {held}$' {alice.home}/{SUBDIR}/alice)"
+R held-root-lookup "$(stat -c '%u %F' /var/mail/alice.lock 2>&1)"
+{as_alice} rm /var/mail/alice.lock; R held-release $?
+postqueue -f
+{mta.wait_deliveries(deliveries + 2, pattern=LOCAL_RESULT)}
+R held-after "$(grep -c '^Subject: {held}$' {alice.home}/{SUBDIR}/alice)"
+R held-lock-after "$(ls {host_lock} 2>&1)"
+"""
+
+
 def scenario(world, probe, tree, ports):
     python = sys.executable
     hlfs = venv_bin("hlfs")
@@ -104,8 +143,10 @@ def scenario(world, probe, tree, ports):
         if daemon != mounted:
             if mounted is not None:
                 lines.append("umount /mail || exit 13")
-            lines.append(gs.mount("$P", "/mail", ports[daemon], 3, gs.daemon_cache_options()))
+            lines.append(gs.mount("$P", "/mail", ports[daemon], 3, gs.daemon_cache_options() + ("rw",)))
             mounted = daemon
+        if phase == "transport":
+            lines.append(f"postconf -M {shlex.quote(HLFSLOCAL)} && postconf -F 'hlfslocal/unix/chroot = n'")
         if settings:
             lines.append(f"postconf -e {' '.join(settings)} && postfix reload >/dev/null 2>&1")
         lines.append(f'R postfix-link.{phase} "$({as_postfix} readlink /mail/home 2>&1)"')
@@ -117,7 +158,11 @@ def scenario(world, probe, tree, ports):
                 else:
                     lines.append(mta.smtp(SENDER, f"{name}@{mta.MAIL_HOST}", subject(phase, way, name), python))
                 deliveries += 1
-        lines.append(mta.wait_deliveries(deliveries))
+        lines.append(mta.wait_deliveries(deliveries, pattern=LOCAL_RESULT))
+        if phase == "lowered":
+            lines.append(held_lock(world, deliveries))
+            deliveries += 2
+    lines.append("postconf -X mailbox_transport && postfix reload >/dev/null 2>&1")
     # Root's own path through the link.
     lines.append('R root-path "$(readlink -f /var/mail/alice 2>&1)"')
     lines.append(
@@ -131,9 +176,9 @@ def scenario(world, probe, tree, ports):
     for name in RECIPIENTS:
         lines.append(mta.sendmail(COMMAND_SENDER, name, f"hlfs-command-{name}"))
         deliveries += 1
-    lines.append(mta.wait_deliveries(deliveries, timeout=300))
+    lines.append(mta.wait_deliveries(deliveries, timeout=300, pattern=LOCAL_RESULT))
     lines.append("postfix stop >/dev/null 2>&1")
-    lines.append("grep 'postfix/local' /var/log/postfix.log | sed 's/^/LOG /'")
+    lines.append("grep -E 'postfix/(local|hlfslocal)' /var/log/postfix.log | sed 's/^/LOG /'")
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
 
@@ -194,13 +239,14 @@ def delivered_to(world):
 
 def test_every_message_in_its_own_mailbox(postfix_run):
     """
-    Postfix's default local delivery, with sendmail and over SMTP: under the
-    daemon's defaults and with the UID limit lowered (and Postfix's lock
-    set to fcntl), each message for alice and bob lands exactly once in
-    that user's own C{.mailspool/NAME} on the host, carol's in the
-    alternate spool, and nothing anywhere else (root's spool above all).
-    With Debian's default dotlock and the UID limit lowered, Postfix
-    cannot lock as root and delivers nothing: refused, never misdelivered.
+    Postfix's default local delivery, Debian's default locking included,
+    with sendmail and over SMTP: under the daemon's defaults (delivered as
+    the recipient) and with the UID limit lowered (delivered as root,
+    dotlocked through hlfs; also through C{mailbox_transport}), each
+    message for alice and bob lands exactly once in that user's own
+    C{.mailspool/NAME} on the host, carol's in the alternate spool, and
+    nothing anywhere else (root's spool above all).  Every message is
+    delivered; the one deferral is the held lock's.
     """
     world, result, _ = postfix_run
     got = gs.results(result.output)
@@ -209,20 +255,48 @@ def test_every_message_in_its_own_mailbox(postfix_run):
     for phase, _, ways in PHASES:
         for name in RECIPIENTS:
             for way in ways:
-                if phase != "dotlock":
-                    want.append((str(spool_of(world, name) / name), subject(phase, way, name)))
+                want.append((str(spool_of(world, name) / name), subject(phase, way, name)))
+    want.append((str(spool_of(world, "alice") / "alice"), subject("held", "sendmail", "alice")))
     want.append((str(spool_of(world, "alice") / "alice"), "hlfs-root-append"))
     for name in RECIPIENTS:
         want.append((str(spool_of(world, name) / name), f"hlfs-command-{name}"))
     assert sorted(found) == sorted(want), result.describe()
-    for name in RECIPIENTS:
-        for way in ("sendmail", "smtp"):
-            key = f"{way}.{subject('defaults', way, name)}"
-            assert got.get(key, "").split()[:1] == ["0"], (key, result.describe())
+    for phase in ("defaults", "lowered"):
+        for name in RECIPIENTS:
+            for way in ("sendmail", "smtp"):
+                key = f"{way}.{subject(phase, way, name)}"
+                assert got.get(key, "").split()[:1] == ["0"], (key, result.describe())
     log = local_log(result)
-    refused = [line for line in log if "status=bounced" in line or "status=deferred" in line]
-    assert len(refused) == len(RECIPIENTS), "\n".join(log)
-    assert all("unable to create lock file" in line for line in refused), "\n".join(refused)
+    assert not [line for line in log if "status=bounced" in line], "\n".join(log)
+    deferred = [line for line in log if "status=deferred" in line]
+    assert len(deferred) == 1, "\n".join(log)
+    assert "to=<alice@" in deferred[0], deferred
+    assert "unable to create lock file /var/mail/alice.lock: File exists" in deferred[0], deferred
+    sent = [line for line in log if "status=sent (delivered to mailbox)" in line]
+    assert len(sent) == len(want) - 1 - len(RECIPIENTS), "\n".join(log)  # not the append, hlfs deliver
+    transported = [line for line in sent if "relay=hlfslocal," in line]
+    assert len(transported) == len(RECIPIENTS), "\n".join(log)
+
+
+def test_held_lock_defers(postfix_run):
+    """
+    If alice holds her dotlock (made exclusively through her own view, as
+    a reader does), then root's local(8) sees it at C{/var/mail/alice.lock}
+    (the same file, alice's), cannot make it, and defers her mail: nothing
+    lands while she holds it; after she lets go the mail is delivered,
+    once, and no lock is left behind.
+    """
+    world, result, _ = postfix_run
+    got = gs.results(result.output)
+    alice = world.users["alice"]
+    assert got["held-take"] == "0", result.describe()
+    assert got["held-lock"] == f"{alice.uid} regular empty file", result.describe()
+    assert got["held-root-lookup"] == f"{alice.uid} regular empty file", result.describe()
+    assert got["held-while"] == "0", result.describe()
+    assert got["held-release"] == "0", result.describe()
+    assert got["held-after"] == "1", result.describe()
+    assert "No such file" in got["held-lock-after"], result.describe()
+    assert not list(world.homes.glob(f"*/{SUBDIR}/*.lock")) and not list(world.alt_dir.glob("*.lock"))
 
 
 def test_mail_owner_link_and_uids(postfix_run):
@@ -244,6 +318,15 @@ def test_mail_owner_link_and_uids(postfix_run):
     # Postfix prints the "no chown" uid -1 as an unsigned uid_t.
     assert f"spool_uid/gid {alice.uid}/{alice.gid} chown_uid/gid 4294967295/4294967295" in log, log
     assert f"spool_uid/gid 0/0 chown_uid/gid {alice.uid}/{alice.gid}" in log, log
+    # The second service logs as local(8) too: its pids are those of the
+    # relay=hlfslocal deliveries.
+    lines = local_log(result)
+    pids = {re.search(r"local\[(\d+)\]", line).group(1) for line in lines if "relay=hlfslocal," in line}
+    assert pids, log
+    assert any(
+        re.search(r"local\[(\d+)\]", line).group(1) in pids and "spool_uid/gid 0/0 chown_uid/gid" in line
+        for line in lines if "spool_uid/gid" in line
+    ), log
 
 
 def test_root_path(postfix_run):

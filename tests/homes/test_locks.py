@@ -1,0 +1,129 @@
+"""
+L{hlfs.homes.locks.SpoolLocks}: lock files made, looked at and removed
+as their users, in the probe pool with the deadline.
+"""
+
+import errno
+import os
+import threading
+
+import pytest
+from twisted.internet import task
+
+from hlfs.core.locks import TRYLATER, LockFailed
+from hlfs.core.resolver import SpoolRules
+from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.locks import SpoolLocks, lock_operation
+from hlfs.homes.pool import ProbePool
+from tests.support.probes import wait_for
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="locks are made with other users' identities"),
+    pytest.mark.timeout(120),
+]
+
+
+@pytest.fixture
+def made(rt, homes):
+    pools = []
+
+    def make(operation=lock_operation, deadline=5.0):
+        clock = task.Clock()
+        pool = ProbePool(threads=2, reactor=rt.reactor, clock=clock)
+        resolver = ProbingResolver(
+            homes.table(), SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock, pool,
+            deadline=deadline, reactor=rt.reactor,
+        )
+        pool.start()
+        pools.append(pool)
+        return SpoolLocks(resolver, operation), clock
+
+    yield make
+    for pool in pools:
+        rt.call(pool.stop)
+
+
+def test_made_and_removed_as_the_user(rt, homes, made):
+    """
+    If root's lock for a user is made, then it is that user's file in the
+    user's spool, with the mode asked whatever the umask; making it again
+    is EEXIST; it is removed, and then there is none.
+    """
+    uid = homes.add("alice")
+    spool = homes.spool("alice")
+    os.mkdir(spool, 0o700)
+    os.chown(spool, uid, uid)
+    locks, _ = made()
+    path = spool + b"/alice.lock"
+    st = rt.call(locks.create, b"alice", path, 0o640)
+    real = os.lstat(path)
+    assert (st.uid, st.mode, real.st_uid, real.st_mode & 0o7777) == (uid, 0o640, uid, 0o640)
+    assert st.ctime == real.st_ctime_ns
+    with pytest.raises(LockFailed) as e:
+        rt.call(locks.create, b"alice", path, 0)
+    assert e.value.errno == errno.EEXIST
+    assert rt.call(locks.stat, b"alice", path) == st
+    assert rt.call(locks.remove, b"alice", path) is None
+    assert not os.path.exists(path)
+    assert rt.call(locks.stat, b"alice", path) is None
+    with pytest.raises(LockFailed) as e:
+        rt.call(locks.remove, b"alice", path)
+    assert e.value.errno == errno.ENOENT
+
+
+def test_nothing_the_user_could_not_do(rt, homes, made):
+    """
+    If the spool is not the user's to write (or is a symbolic link the user
+    planted), then root's lock fails as the user's own would, and nothing
+    is made; an unknown user gets ENOENT.
+    """
+    uid = homes.add("bob")
+    home = homes.spool("bob")[: -len(b"/.mailspool")]
+    os.symlink(b"/etc", home + b"/.mailspool")
+    locks, _ = made()
+    with pytest.raises(LockFailed) as e:
+        rt.call(locks.create, b"bob", home + b"/.mailspool/bob.lock", 0)
+    assert e.value.errno in (errno.ELOOP, errno.ENOTDIR)
+    assert not os.path.exists(b"/etc/bob.lock")
+    os.unlink(home + b"/.mailspool")
+    os.mkdir(home + b"/.mailspool", 0o755)  # root's, not bob's
+    with pytest.raises(LockFailed) as e:
+        rt.call(locks.create, b"bob", home + b"/.mailspool/bob.lock", 0)
+    assert e.value.errno == errno.EACCES
+    with pytest.raises(LockFailed) as e:
+        rt.call(locks.create, b"nobody", home + b"/.mailspool/nobody.lock", 0)
+    assert e.value.errno == errno.ENOENT
+    assert uid
+
+
+def test_late_lock_is_removed(rt, homes, made):
+    """
+    If making a lock outlasts the deadline, then its caller is told to come
+    back (TRYLATER) and the lock, made after all, is removed at once:
+    nobody holds it.
+    """
+    uid = homes.add("carol")
+    spool = homes.spool("carol")
+    os.mkdir(spool, 0o700)
+    os.chown(spool, uid, uid)
+    path = spool + b"/carol.lock"
+    release = threading.Event()
+    ran = []
+
+    def slow(op, *args):
+        if op == "create":
+            release.wait(30)
+        ran.append(op)
+        return lock_operation(op, *args)
+
+    locks, clock = made(slow, deadline=1.0)
+    answers = []
+    rt.call(lambda: locks.create(b"carol", path, 0).addBoth(answers.append) and None)
+    rt.call(clock.advance, 1.5)
+    wait_for(lambda: answers)
+    assert isinstance(answers[0].value, LockFailed) and answers[0].value.status == TRYLATER
+    release.set()
+    wait_for(lambda: ran == ["create", "remove"])
+    wait_for(lambda: not os.path.exists(path))
+    assert locks.late == 1 and locks.made == 1
+    wait_for(lambda: locks.removed == 1)
