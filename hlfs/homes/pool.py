@@ -11,13 +11,13 @@ probes stuck in a dead filesystem).
 
 import collections
 import os
-import threading
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
+
+from hlfs.homes.workers import WorkerThreads
 
 log = Logger(namespace="hlfs.probe")
 
@@ -57,25 +57,6 @@ class Flight:
         self.finish = None
 
 
-class _ProbeThreadPool(ThreadPool):
-    """
-    A thread pool whose threads do not keep the process alive, and whose
-    L{stop} does not wait forever for a thread stuck in a dead
-    filesystem.
-    """
-
-    def threadFactory(self, *args, **kwargs):
-        return threading.Thread(*args, daemon=True, **kwargs)
-
-    def stop(self, timeout=0.5):
-        self.joined = True
-        self.started = False
-        self._team.quit()
-        for thread in self.threads:
-            thread.join(timeout)
-            timeout = 0.01
-
-
 class ProbePool:
     """
     hlfs's own bounded pool of probe threads.
@@ -108,7 +89,7 @@ class ProbePool:
         self.exhausted_log_interval = exhausted_log_interval
         self.started_count = 0
         self.exhausted_count = 0
-        self._threadpool = _ProbeThreadPool(0, threads, name="hlfs-probe")
+        self._threadpool = WorkerThreads(threads, name="hlfs-probe")
         self._flights = {}
         self._running = set()  # Flights a thread is running; threads add and discard
         self._results = collections.deque()  # (Flight, result) from the threads
@@ -212,7 +193,7 @@ class ProbePool:
         self._flights[key] = flight
         self.started_count += 1
         flight.finish = finish
-        self._threadpool.callInThread(self._run, flight, probe, args)
+        self._threadpool.submit(self._run, flight, probe, args)
         return flight
 
     def _run(self, flight, probe, args):
