@@ -94,6 +94,7 @@ class ProbePool:
         self._running = set()  # Flights a thread is running; threads add and discard
         self._results = collections.deque()  # (Flight, result) from the threads
         self._wake_pending = False
+        self._recheck_call = None
         self._exhausted_logged = None
         self._exhausted_unlogged = 0
 
@@ -112,6 +113,9 @@ class ProbePool:
         this from C{stopService}.
         """
         self._threadpool.stop()
+        if self._recheck_call is not None and self._recheck_call.active():
+            self._recheck_call.cancel()
+        self._recheck_call = None
 
     # -- what is in flight
 
@@ -193,8 +197,20 @@ class ProbePool:
         self._flights[key] = flight
         self.started_count += 1
         flight.finish = finish
-        self._threadpool.submit(self._run, flight, probe, args)
+        if self._threadpool.submit(self._run, flight, probe, args):
+            self._schedule_recheck()
         return flight
+
+    def _schedule_recheck(self):
+        if self._recheck_call is None:
+            self._recheck_call = self.reactor.callLater(
+                self._threadpool.slow_after, self._recheck)
+
+    def _recheck(self):
+        # Probes wait while the threads running are slow: one more thread.
+        self._recheck_call = None
+        if self._threadpool.recheck():
+            self._schedule_recheck()
 
     def _run(self, flight, probe, args):
         # In a probe thread.  Results go back in batches: one wake-up of

@@ -96,3 +96,84 @@ def test_stop_does_not_wait_for_a_stuck_thread_and_drops_later_jobs():
     for thread in workers.threads:
         thread.join(10)
         assert not thread.is_alive()
+
+
+def test_quick_jobs_keep_to_the_awake_threads():
+    workers = WorkerThreads(8, name="t", awake=2, slow_after=5.0)
+    workers.start()
+    gate = threading.Event()
+    names = set()
+    done = threading.Event()
+    jobs = 200
+    count = []
+
+    def job():
+        gate.wait(10)
+        names.add(threading.current_thread().name)
+        count.append(1)
+        if len(count) == jobs:
+            done.set()
+
+    waits = [workers.submit(job) for _ in range(jobs)]
+    gate.set()
+    assert done.wait(10)
+    # Two threads were woken; the rest waited for them, not for a new thread.
+    assert len(workers.threads) == 2 and len(names) <= 2
+    assert waits[:2] == [False, False] and all(waits[2:])
+    workers.stop()
+
+
+def test_recheck_wakes_another_thread_past_a_slow_job():
+    workers = WorkerThreads(4, name="t", awake=1, slow_after=1.0)
+    workers.start()
+    release = threading.Event()
+    running = threading.Event()
+    assert not workers.submit(lambda: (running.set(), release.wait(30)))
+    assert running.wait(10)
+    ran = threading.Event()
+    assert workers.submit(ran.set)
+    assert workers.recheck()  # the job is not slow yet: no second thread
+    assert not ran.wait(0.2)
+    time.sleep(1.0)
+    # Now it is: the waiting job gets a thread of its own.
+    assert not workers.recheck()
+    assert ran.wait(10)
+    assert len(workers.threads) == 2
+    release.set()
+    workers.stop()
+
+
+def test_a_probe_waiting_behind_slow_ones_gets_a_thread(rt):
+    """
+    Through the probe pool, on the real reactor: two probes stuck (as in
+    hung homes) hold both awake threads; a third user's probe waits, and
+    the pool's recheck gives it a thread of its own well within a
+    deadline, not after the stuck ones.
+    """
+    from hlfs.homes.pool import ProbePool
+
+    pool = ProbePool(threads=4, reactor=rt.reactor)
+    rt.call(pool.start)
+    release = threading.Event()
+    answers = {}
+    done = threading.Event()
+
+    def finish(flight, result):
+        answers[flight.key] = result
+        if flight.key == 3:
+            done.set()
+        return result
+
+    try:
+        for key in (1, 2):
+            rt.call(pool.submit, key, b"/stuck", release.wait, (30,), finish)
+        _wait_for(lambda: pool.busy() == 2)
+        began = time.monotonic()
+        rt.call(pool.submit, 3, b"/quick", lambda: "ok", (), finish)
+        assert done.wait(10)
+        assert time.monotonic() - began < 2.0
+        assert answers == {3: "ok"}
+    finally:
+        release.set()
+        _wait_for(lambda: len(answers) == 3)
+        rt.call(pool.stop)
