@@ -33,7 +33,13 @@ Scenarios (issue "a benchmark suite"):
     without and with one user's home on a frozen FUSE mount (bindfs
     stopped with SIGSTOP) that a side client keeps asking for;
   - C{scale} (5): 10k, 100k, 1M users: RSS per user, start-up and reload
-    (SIGHUP) time, READLINK p99 during a reload.
+    (SIGHUP) time, READLINK p99 during a reload;
+  - C{rotating}: the cost of 10,000 rotating uids against one uid, the
+    median of interleaved pairs (C{homecheck.py});
+  - C{storm-cached}: 100 cached users asked by a side client during the
+    uncached storm, their p99 and maximum (C{homecheck.py});
+  - C{suite}: all of readlink, getattr-lookup, rotating, storm,
+    storm-cached, hung and scale, the figures of the targets.
 """
 
 import argparse
@@ -61,8 +67,11 @@ FIRST_UID = 10000
 NO_HOME_UID = 9999  # a user whose home does not exist
 EXPORT = "/mail"
 
-SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "what-if", "storm", "hung", "scale")
+SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "what-if", "storm", "hung", "scale",
+             "storm-cached", "rotating", "suite")
 DEFAULT_SCENARIOS = ("readlink", "getattr-lookup")
+# --scenario suite: every figure of the targets (BENCHMARKS.md's summary).
+SUITE = ("readlink", "getattr-lookup", "rotating", "storm", "storm-cached", "hung", "scale")
 
 # Targets of the issue, as (scenario key, minimum ratio to rpcbind NULL).
 TARGETS = {
@@ -780,6 +789,50 @@ def append_results(command, sections, load_before):
             f.write(f"\n### {title}\n\n{body}\n")
 
 
+def expand_scenarios(chosen):
+    """
+    The scenarios to run, in order, with C{suite} standing for L{SUITE}.
+    """
+    out = []
+    for name in chosen:
+        for s in (SUITE if name == "suite" else (name,)):
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def run_homecheck_scenarios(twistd, workdir, users, server_scenarios, args, rows, sections):
+    """
+    The scenarios of L{homecheck}: C{rotating} (its own server) and
+    C{storm-cached}; adds their tables to C{sections}.
+    """
+    sys.path.insert(0, HERE)
+    import homecheck
+
+    bench = sys.modules[__name__]
+    if "rotating" in server_scenarios:
+        print("rotating uids: median of interleaved pairs, one uid then "
+              f"{args.users} uids", flush=True)
+        server = Server(twistd, workdir, users)
+        try:
+            _, table = homecheck.scenario_rotating(bench, server, args.seconds, args.users,
+                                                   pairs=max(args.rounds, 3))
+        finally:
+            server.stop()
+        sections.append(("Rotating uids: median of interleaved pairs (server CPU per call)",
+                         table))
+    if "storm-cached" in server_scenarios:
+        print(f"storm-cached: {homecheck.SIDE_USERS} cached users during the uncached storm",
+              flush=True)
+        try:
+            _, table = homecheck.scenario_storm_cached(bench, twistd, workdir, users, args.users,
+                                                       args.seconds, args.rounds)
+            sections.append(("Cached users during the uncached storm", table))
+        except Skip as e:
+            print(f"scenario storm-cached: skipped ({e})", flush=True)
+            sections.append(("Scenario storm-cached", f"Skipped: {e}."))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py", description=__doc__.split("\n\n")[0],
@@ -798,7 +851,7 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    scenarios = args.scenario or list(DEFAULT_SCENARIOS)
+    scenarios = expand_scenarios(args.scenario or list(DEFAULT_SCENARIOS))
     if args.users < 2 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--users must be at least 2, --seconds and --rounds positive")
     python = sys.executable
@@ -892,6 +945,12 @@ def main(argv=None):
                 except Skip as e:
                     print(f"scenario storm: skipped ({e})", flush=True)
                     sections.append(("Scenario storm", f"Skipped: {e}."))
+            homecheck_scenarios = [s for s in ("rotating", "storm-cached")
+                                   if s in server_scenarios and (probe_ready or s == "rotating")]
+            if homecheck_scenarios:
+                users = users or write_users(workdir, args.users)
+                run_homecheck_scenarios(twistd, workdir, users, homecheck_scenarios, args, rows,
+                                        sections)
             if "scale" in server_scenarios:
                 print("scenario 5: scale", flush=True)
                 table = scenario_scale(twistd, workdir, args.seconds, args.scale_sizes)
@@ -907,7 +966,7 @@ def main(argv=None):
                 except Skip as e:
                     print(f"scenario hung: skipped ({e})", flush=True)
                     sections.append(("Scenario hung", f"Skipped: {e}."))
-            for s in ("storm", "hung"):
+            for s in ("storm", "hung", "storm-cached"):
                 if s in server_scenarios and not probe_ready:
                     why = "the server lacks --probe-deadline/-c"
                     print(f"scenario {s}: skipped ({why})", flush=True)

@@ -11,13 +11,13 @@ probes stuck in a dead filesystem).
 
 import collections
 import os
-import threading
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
+
+from hlfs.homes.workers import WorkerThreads
 
 log = Logger(namespace="hlfs.probe")
 
@@ -57,25 +57,6 @@ class Flight:
         self.finish = None
 
 
-class _ProbeThreadPool(ThreadPool):
-    """
-    A thread pool whose threads do not keep the process alive, and whose
-    L{stop} does not wait forever for a thread stuck in a dead
-    filesystem.
-    """
-
-    def threadFactory(self, *args, **kwargs):
-        return threading.Thread(*args, daemon=True, **kwargs)
-
-    def stop(self, timeout=0.5):
-        self.joined = True
-        self.started = False
-        self._team.quit()
-        for thread in self.threads:
-            thread.join(timeout)
-            timeout = 0.01
-
-
 class ProbePool:
     """
     hlfs's own bounded pool of probe threads.
@@ -108,11 +89,12 @@ class ProbePool:
         self.exhausted_log_interval = exhausted_log_interval
         self.started_count = 0
         self.exhausted_count = 0
-        self._threadpool = _ProbeThreadPool(0, threads, name="hlfs-probe")
+        self._threadpool = WorkerThreads(threads, name="hlfs-probe")
         self._flights = {}
         self._running = set()  # Flights a thread is running; threads add and discard
         self._results = collections.deque()  # (Flight, result) from the threads
         self._wake_pending = False
+        self._recheck_call = None
         self._exhausted_logged = None
         self._exhausted_unlogged = 0
 
@@ -131,6 +113,9 @@ class ProbePool:
         this from C{stopService}.
         """
         self._threadpool.stop()
+        if self._recheck_call is not None and self._recheck_call.active():
+            self._recheck_call.cancel()
+        self._recheck_call = None
 
     # -- what is in flight
 
@@ -212,8 +197,20 @@ class ProbePool:
         self._flights[key] = flight
         self.started_count += 1
         flight.finish = finish
-        self._threadpool.callInThread(self._run, flight, probe, args)
+        if self._threadpool.submit(self._run, flight, probe, args):
+            self._schedule_recheck()
         return flight
+
+    def _schedule_recheck(self):
+        if self._recheck_call is None:
+            self._recheck_call = self.reactor.callLater(
+                self._threadpool.slow_after, self._recheck)
+
+    def _recheck(self):
+        # Probes wait while the threads running are slow: one more thread.
+        self._recheck_call = None
+        if self._threadpool.recheck():
+            self._schedule_recheck()
 
     def _run(self, flight, probe, args):
         # In a probe thread.  Results go back in batches: one wake-up of

@@ -201,9 +201,9 @@ class HomeProbe:
         self.fsync = fsync
         self.credentials = credentials if credentials is not None else Credentials()
         self._names = itertools.count()
-        self._prefix = ".hlfs-probe.{}.{}.".format(
+        self._prefix = os.fsencode(".hlfs-probe.{}.{}.".format(
             socket.gethostname().replace("/", "_"), os.getpid()
-        )
+        ))
 
     def forget(self):
         """
@@ -212,7 +212,7 @@ class HomeProbe:
         self.credentials.forget()
 
     def _unique_name(self):
-        return os.fsencode(f"{self._prefix}{next(self._names)}")
+        return b"%s%d" % (self._prefix, next(self._names))
 
     def __call__(self, user, spool):
         """
@@ -225,8 +225,7 @@ class HomeProbe:
         home = home or b"/"
         try:
             uid, gid, groups = self.credentials(user, home)
-            with creds.as_user(uid, gid, groups):
-                return self._check(uid, home, subdir, spool)
+            return creds.run_as(uid, gid, groups, self._check, uid, home, subdir, spool)
         except OSError as e:
             return ProbeResult(False, e.errno or errnos.EIO, spool, e.strerror or str(e))
         except Exception as e:  # a probe must answer, whatever went wrong
@@ -303,11 +302,12 @@ class HomeProbe:
 
     def _write_file(self, spool_fd, spool):
         name = self._unique_name()
-        path = spool + b"/" + name
         try:
             fd = os.open(name, _CREATE, 0o600, dir_fd=spool_fd)
         except OSError as e:
-            return ProbeResult(False, e.errno, path, f"cannot create a file: {e.strerror}")
+            return ProbeResult(False, e.errno, spool + b"/" + name,
+                               f"cannot create a file: {e.strerror}")
+        path = spool + b"/" + name
         failure = None
         try:
             try:

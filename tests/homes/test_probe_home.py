@@ -115,6 +115,40 @@ def test_credentials_restored_after_an_exception():
     assert 43212 not in out[0]["Groups"]
 
 
+def test_run_as_switches_this_thread_only_and_restores():
+    """
+    L{creds.run_as}, the probe's switch: the function runs with the
+    user's ids and groups in its thread alone; after it, and after it
+    raises, the thread is root again with its own groups.
+    """
+    out = {}
+
+    def inside():
+        out["inside"] = creds.thread_status()
+        out["others"] = [creds.thread_status(tid)["Uid"] for tid in thread_ids()
+                         if tid != threading.get_native_id()]
+        return "answer"
+
+    def worker():
+        out["result"] = creds.run_as(43210, 43211, (43212,), inside)
+        out["after"] = creds.thread_status()
+        with pytest.raises(ZeroDivisionError):
+            creds.run_as(43210, 43211, [43212], lambda: 1 / 0)
+        out["after_raise"] = creds.thread_status()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert out["result"] == "answer"
+    assert out["inside"]["Uid"] == (0, 0, 0, 43210)
+    assert out["inside"]["Gid"] == (0, 0, 0, 43211)
+    assert out["inside"]["Groups"] == (43212,)
+    assert all(uid == (0, 0, 0, 0) for uid in out["others"])
+    for key in ("after", "after_raise"):
+        assert out[key]["Uid"] == (0, 0, 0, 0) and out[key]["Gid"] == (0, 0, 0, 0)
+        assert 43212 not in out[key]["Groups"]
+
+
 # -- the check itself
 
 
