@@ -61,7 +61,8 @@ FIRST_UID = 10000
 NO_HOME_UID = 9999  # a user whose home does not exist
 EXPORT = "/mail"
 
-SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "what-if", "storm", "hung", "scale")
+SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "what-if", "storm", "hung", "scale",
+             "directory")
 DEFAULT_SCENARIOS = ("readlink", "getattr-lookup")
 
 # Targets of the issue, as (scenario key, minimum ratio to rpcbind NULL).
@@ -907,6 +908,16 @@ def main(argv=None):
                 except Skip as e:
                     print(f"scenario hung: skipped ({e})", flush=True)
                     sections.append(("Scenario hung", f"Skipped: {e}."))
+            if "directory" in server_scenarios:
+                print("directory: users looked up one at a time in slapd through nslcd",
+                      flush=True)
+                sys.path.insert(0, HERE)
+                import directory
+
+                dir_rows, note = directory.scenario(twistd, workdir, rpcbind_pid, args.seconds,
+                                                    args.users, args.rounds)
+                rows += dir_rows
+                sections.append(("Scenario directory: directory users", note))
             for s in ("storm", "hung"):
                 if s in server_scenarios and not probe_ready:
                     why = "the server lacks --probe-deadline/-c"
