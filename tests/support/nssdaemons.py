@@ -173,8 +173,10 @@ class Sssd(NssDaemon):
 
     @ivar negative_timeout: C{entry_negative_timeout} (sssd's default 15).
     @ivar offline_timeout: seconds before an offline back end tries
-        slapd again (sssd's default 60; short here, so that a test sees
-        slapd back soon).
+        slapd again (sssd's default 60, plus up to 30 at random; here 2
+        and none, so that a test sees slapd back soon).  The LDAP
+        timeouts are sssd's own (6 s network and search, 8 s for an
+        operation).
     """
 
     name = "sssd"
@@ -210,8 +212,7 @@ class Sssd(NssDaemon):
             f"ldap_user_search_base = ou=people,{s}\nldap_group_search_base = ou=groups,{s}\n"
             "ldap_schema = rfc2307\ncache_credentials = false\n"
             f"enumerate = {'true' if enumerate else 'false'}\n"
-            f"offline_timeout = {self.offline_timeout}\n"
-            "ldap_network_timeout = 2\nldap_opt_timeout = 4\nldap_search_timeout = 4\n"
+            f"offline_timeout = {self.offline_timeout}\noffline_timeout_random_offset = 0\n"
         )
         self.conf.chmod(0o600)
 
