@@ -34,10 +34,10 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from tests.support.nssdaemons import DAEMONS
+from tests.support.nssdaemons import wait_for as _wait
 from tests.support.server import BIN, HLFS_GID
 
 SUFFIX = "dc=hlfs,dc=test"
@@ -100,14 +100,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Slapd:

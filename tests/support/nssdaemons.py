@@ -18,7 +18,6 @@ over bind-mounted copies of the paths compiled into them.
 
 import subprocess
 import time
-
 from pathlib import Path
 
 SSSD_LIB = Path("/var/lib/sss")
@@ -26,7 +25,7 @@ NSCD_RUN = Path("/run/nscd")
 NSLCD_RUN = Path("/run/nslcd")
 
 
-def _wait(predicate, timeout, what):
+def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -73,7 +72,7 @@ class NssDaemon:
         self._logfile = open(self.log, "ab")
         self.proc = namespace.popen(self.argv(), stdin=subprocess.DEVNULL,
                                     stdout=self._logfile, stderr=subprocess.STDOUT)
-        _wait(lambda: self.ready() or self.proc.poll() is not None, 20, f"{self.name}'s socket")
+        wait_for(lambda: self.ready() or self.proc.poll() is not None, 20, f"{self.name}'s socket")
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited:\n{self.logtext()}")
 
