@@ -68,7 +68,11 @@ NO_HOME_UID = 9999  # a user whose home does not exist
 EXPORT = "/mail"
 
 SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "what-if", "storm", "hung", "scale",
+<<<<<<< HEAD
              "storm-cached", "rotating", "suite")
+=======
+             "directory")
+>>>>>>> issue13
 DEFAULT_SCENARIOS = ("readlink", "getattr-lookup")
 # --scenario suite: every figure of the targets (BENCHMARKS.md's summary).
 SUITE = ("readlink", "getattr-lookup", "rotating", "storm", "storm-cached", "hung", "scale")
@@ -966,7 +970,21 @@ def main(argv=None):
                 except Skip as e:
                     print(f"scenario hung: skipped ({e})", flush=True)
                     sections.append(("Scenario hung", f"Skipped: {e}."))
+<<<<<<< HEAD
             for s in ("storm", "hung", "storm-cached"):
+=======
+            if "directory" in server_scenarios:
+                print("directory: users looked up one at a time in slapd through nslcd",
+                      flush=True)
+                sys.path.insert(0, HERE)
+                import directory
+
+                dir_rows, note = directory.scenario(twistd, workdir, rpcbind_pid, args.seconds,
+                                                    args.users, args.rounds)
+                rows += dir_rows
+                sections.append(("Scenario directory: directory users", note))
+            for s in ("storm", "hung"):
+>>>>>>> issue13
                 if s in server_scenarios and not probe_ready:
                     why = "the server lacks --probe-deadline/-c"
                     print(f"scenario {s}: skipped ({why})", flush=True)

@@ -5,6 +5,7 @@ namespace only.
 """
 
 import hashlib
+import sys
 import time
 
 import pytest
@@ -67,12 +68,34 @@ def test_searches_are_counted(world):
     assert len(world.slapd.searches(f"(uidNumber={directory_uid(7)})")) == before + 1
 
 
-def test_enumeration_off():
+SSSD = pytest.mark.skipif(missing_parts("sssd") is not None, reason=str(missing_parts("sssd")))
+
+#: Asks the name service for uids the way the daemon does (getpwuid_r),
+#: one line per uid: found, not found, or could not ask.
+ASK = """
+import sys
+from hlfs.homes.nss import NameServiceUnavailable, account_by_uid
+for uid in map(int, sys.argv[1:]):
+    try:
+        print("found" if account_by_uid(uid) else "not found")
+    except NameServiceUnavailable:
+        print("could not ask")
+"""
+
+
+def ask(world, *uids):
+    out = world.namespace.run([sys.executable, "-c", ASK, *map(str, uids)])
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+@pytest.mark.parametrize("nss", ["nslcd", pytest.param("sssd", marks=SSSD)])
+def test_enumeration_off(nss):
     """
-    If nslcd does not enumerate, then C{getent passwd} lists only the
+    If nslcd (or sssd) does not enumerate, then C{getent passwd} lists only the
     local users, while a directory user is still found by name and uid.
     """
-    w = DirectoryWorld(count=20, enumerate=False)
+    w = DirectoryWorld(count=20, enumerate=False, nss=nss)
     try:
         listed = w.getent("passwd").stdout.splitlines()
         assert [line.split(":")[0] for line in listed] == ["root", "daemon", "alice", "bob", "nobody"]
@@ -135,3 +158,31 @@ def test_daemon_runs_in_the_namespace(world):
     finally:
         srv.stop()
     assert "Traceback" not in srv.logtext(), srv.logtext()
+
+
+@pytest.mark.parametrize("nss", ["nslcd", pytest.param("sssd", marks=SSSD)])
+def test_slapd_stopped_answers(nss):
+    """
+    If slapd stops, then nslcd says it could not ask, for every user;
+    sssd answers a directory user it has seen from its own cache
+    (offline mode) and one it has not as a clean "no such user", the
+    very answer it gives for a user that does not exist: through the
+    name service the two cannot be told apart.  Once slapd is back, both
+    find the user.
+    """
+    w = DirectoryWorld(count=5, enumerate=False, nss=nss)
+    try:
+        seen, unseen, ghost = directory_uid(1), directory_uid(2), 29999
+        assert ask(w, seen, ghost) == ["found", "not found"]
+        w.slapd.stop()
+        if nss == "sssd":
+            assert ask(w, seen, unseen, ghost) == ["found", "not found", "not found"]
+        else:
+            assert ask(w, seen, unseen, ghost) == ["could not ask"] * 3
+        w.slapd.start()
+        deadline = time.monotonic() + 30
+        while ask(w, unseen) != ["found"]:
+            assert time.monotonic() < deadline, f"{nss} did not find the user once slapd was back"
+            time.sleep(0.5)
+    finally:
+        w.close()

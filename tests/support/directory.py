@@ -1,16 +1,17 @@
 """
 A directory service for the tests: a real OpenLDAP slapd on 127.0.0.1
 holding posixAccount users, and the real glibc name service in front of
-it through nslcd and libnss-ldapd, seen only inside a private mount
+it through nslcd and libnss-ldapd, or sssd and libnss-sss
+(L{tests.support.nssdaemons}), seen only inside a private mount
 namespace.
 
-The name service switch is global (C{/etc/nsswitch.conf}); so are
-nslcd's configuration (C{/etc/nslcd.conf}, a path compiled into it) and
-its socket directory (C{/run/nslcd}).  L{Namespace} holds a mount
+The name service switch is global (C{/etc/nsswitch.conf}); so are the
+NSS daemon's configuration and its socket directory (paths compiled
+into it).  L{Namespace} holds a mount
 namespace open (a C{sleep} started by C{unshare --mount --propagation
 private}) in which test copies are bind-mounted over those paths and
 over C{/etc/passwd} and C{/etc/group}; every process of a test that
-must see the directory (nslcd, C{twistd hlfs}, C{hlfs check}, C{hlfs
+must see the directory (nslcd or sssd, C{twistd hlfs}, C{hlfs check}, C{hlfs
 lostmail}, C{getent}) is started in it with C{nsenter}.  Outside it the
 machine resolves as before, and when the namespace's last process ends
 its mounts are gone: a test that fails half-way leaves nothing behind.
@@ -20,7 +21,8 @@ C{slapd.conf} and database in a temporary directory, logging at
 C{stats} level so that L{Slapd.searches} can count the directory
 queries.
 
-Knobs: L{DirectoryWorld.configure_nslcd} (enumeration on or off),
+Knobs: L{DirectoryWorld} C{nss} (C{"nslcd"} or C{"sssd"}) and
+C{enumerate}, L{DirectoryWorld.restart_nss},
 L{Slapd} C{size_limit}, and L{Slapd.stop}, L{Slapd.start},
 L{Slapd.freeze}, L{Slapd.thaw}.
 """
@@ -32,9 +34,10 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from tests.support.nssdaemons import DAEMONS
+from tests.support.nssdaemons import wait_for as _wait
 from tests.support.server import BIN, HLFS_GID
 
 SUFFIX = "dc=hlfs,dc=test"
@@ -55,10 +58,6 @@ NOBODY = ("nobody", 65534, 65534)
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
-NSLCD = "/usr/sbin/nslcd"
-NSS_MODULE = "/lib/x86_64-linux-gnu/libnss_ldap.so.2"
-NSLCD_RUN = Path("/run/nslcd")
-NSCD_RUN = Path("/run/nscd")
 
 
 def directory_name(n):
@@ -72,15 +71,19 @@ def directory_uid(n):
     return FIRST_UID + n - 1
 
 
-def missing_parts():
+def missing_parts(nss="nslcd"):
     """
-    Return why a directory world cannot be had here, or L{None}.
+    Return why a directory world with the NSS daemon C{nss} cannot be
+    had here, or L{None}.
     """
     if os.geteuid() != 0:
-        return "a directory world needs root (mount namespaces, slapd, nslcd)"
-    for path in (SLAPD, SLAPADD, NSLCD, NSS_MODULE, "/usr/bin/ldapsearch"):
+        return f"a directory world needs root (mount namespaces, slapd, {nss})"
+    for path in (SLAPD, SLAPADD, "/usr/bin/ldapsearch"):
         if not os.path.exists(path):
-            return f"{path} is not installed (apt packages slapd, ldap-utils, nslcd, libnss-ldapd)"
+            return f"{path} is not installed (apt packages slapd, ldap-utils)"
+    why = DAEMONS[nss].missing()
+    if why is not None:
+        return why
     for tool in ("unshare", "nsenter", "getent"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
@@ -97,14 +100,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Slapd:
@@ -295,28 +290,28 @@ class Namespace:
 
 class DirectoryWorld:
     """
-    slapd with C{count} directory users, nslcd and a namespace whose name
-    service is C{files ldap}.
+    slapd with C{count} directory users, an NSS daemon (C{nss}: nslcd,
+    or sssd) and a namespace whose name service is C{files ldap} (or
+    C{files sss}).
 
     @ivar base: the temporary directory holding everything (homes under
         C{base/home}, the alternate spool C{base/alt_mail}).
+    @ivar nss: the L{tests.support.nssdaemons.NssDaemon}.
     """
 
-    def __init__(self, count=1000, size_limit="unlimited", enumerate=True):
+    def __init__(self, count=1000, size_limit="unlimited", enumerate=True, nss="nslcd"):
         self.base = Path(tempfile.mkdtemp(prefix="hlfs-ldap-", dir="/tmp"))
         self.base.chmod(0o755)
         self.count = count
         self.homes = self.base / "home"
         self.alt = self.base / "alt_mail"
         self.etc = self.base / "etc"
-        self.run_dir = self.base / "run-nslcd"
-        self.nslcd_log = self.base / "nslcd.log"
         self.slapd = Slapd(self.base, size_limit)
         self.namespace = None
-        self.nslcd = None
-        self._made_run = False
-        self._nslcd_logfile = None
+        self.nss = None
         try:
+            self.etc.mkdir()
+            self.nss = DAEMONS[nss](self.base, self.etc, self.slapd, SUFFIX)
             self._build(enumerate)
         except BaseException:
             self.close()
@@ -326,8 +321,6 @@ class DirectoryWorld:
         self.homes.mkdir()
         self.alt.mkdir()
         self.alt.chmod(0o1777)
-        self.etc.mkdir()
-        self.run_dir.mkdir()
         passwd, group = [], []
         for name, uid, gid in LOCAL_USERS:
             home = self.homes / name
@@ -344,87 +337,33 @@ class DirectoryWorld:
         (self.etc / "passwd").write_text("\n".join(passwd) + "\n")
         (self.etc / "group").write_text("\n".join(group) + "\n")
         (self.etc / "nsswitch.conf").write_text(
-            "passwd: files ldap\ngroup: files ldap\nshadow: files\n"
+            f"passwd: files {self.nss.source}\ngroup: files {self.nss.source}\nshadow: files\n"
             "hosts: files\nservices: files\nprotocols: files\nrpc: files\n"
         )
         for n in range(1, self.count + 1):
             home = self.homes / directory_name(n)
             home.mkdir()
             os.chown(home, directory_uid(n), DIRECTORY_GID)
-        self.configure_nslcd(enumerate)
+        self.nss.configure(enumerate)
         self.slapd.load(users_ldif(self.count, self.homes))
         self.slapd.start()
-        if not NSLCD_RUN.exists():
-            # nslcd's socket directory is compiled in; an empty directory
-            # is made for the bind mount and removed at the end.
-            NSLCD_RUN.mkdir()
-            self._made_run = True
         mounts = [
             (self.etc / "nsswitch.conf", "/etc/nsswitch.conf"),
             (self.etc / "passwd", "/etc/passwd"),
             (self.etc / "group", "/etc/group"),
-            (self.etc / "nslcd.conf", "/etc/nslcd.conf"),
-            (self.run_dir, NSLCD_RUN),
+            *self.nss.mounts(),
         ]
-        if NSCD_RUN.is_dir():
-            # A machine-wide nscd would answer from its own configuration
-            # and cache; hide its socket.
-            (self.base / "no-nscd").mkdir()
-            mounts.append((self.base / "no-nscd", NSCD_RUN))
         self.namespace = Namespace(mounts)
-        self.start_nslcd()
+        self.nss.start(self.namespace)
 
-    def configure_nslcd(self, enumerate=True):
+    def restart_nss(self, enumerate=None):
         """
-        Write nslcd's configuration; takes effect at L{restart_nslcd}.
+        Restart the NSS daemon, reconfigured if C{enumerate} is given.
         """
-        conf = (
-            f"uri {self.slapd.uri}\nbase {SUFFIX}\n"
-            f"base passwd ou=people,{SUFFIX}\nbase group ou=groups,{SUFFIX}\n"
-            # Find out soon that slapd is back, but do not spin meanwhile.
-            "reconnect_sleeptime 1\nreconnect_retrytime 2\n"
-            "bind_timelimit 5\n"
-        )
-        if not enumerate:
-            conf += "nss_disable_enumeration yes\n"
-        path = self.etc / "nslcd.conf"
-        path.write_text(conf)
-        path.chmod(0o600)
-
-    def start_nslcd(self):
-        self._nslcd_logfile = open(self.nslcd_log, "ab")
-        # -d: in the foreground, every request and search logged.
-        self.nslcd = self.namespace.popen(
-            [NSLCD, "-d"], stdin=subprocess.DEVNULL,
-            stdout=self._nslcd_logfile, stderr=subprocess.STDOUT,
-        )
-        _wait(lambda: (self.run_dir / "socket").exists() or self.nslcd.poll() is not None,
-              10, "nslcd's socket")
-        if self.nslcd.poll() is not None:
-            raise AssertionError(f"nslcd exited:\n{self.nslcd_log.read_text(errors='replace')}")
-
-    def stop_nslcd(self):
-        if self.nslcd is not None and self.nslcd.poll() is None:
-            self.nslcd.terminate()
-            try:
-                self.nslcd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.nslcd.kill()
-                self.nslcd.wait()
-        self.nslcd = None
-        if self._nslcd_logfile is not None:
-            self._nslcd_logfile.close()
-            self._nslcd_logfile = None
-        for leftover in ("socket", "nslcd.pid"):
-            try:
-                (self.run_dir / leftover).unlink()
-            except FileNotFoundError:
-                pass
-
-    def restart_nslcd(self, enumerate=True):
-        self.stop_nslcd()
-        self.configure_nslcd(enumerate)
-        self.start_nslcd()
+        self.nss.stop()
+        if enumerate is not None:
+            self.nss.configure(enumerate)
+        self.nss.start(self.namespace)
 
     def getent(self, *args, inside=True):
         argv = ["getent", *args]
@@ -433,16 +372,14 @@ class DirectoryWorld:
         return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
     def close(self):
-        self.stop_nslcd()
+        if self.nss is not None:
+            self.nss.stop()
         if self.namespace is not None:
             self.namespace.close()
             self.namespace = None
         self.slapd.stop()
-        if self._made_run:
-            try:
-                NSLCD_RUN.rmdir()
-            except OSError:
-                pass
+        if self.nss is not None:
+            self.nss.close()
         shutil.rmtree(self.base, ignore_errors=True)
 
 
