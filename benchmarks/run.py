@@ -68,11 +68,7 @@ NO_HOME_UID = 9999  # a user whose home does not exist
 EXPORT = "/mail"
 
 SCENARIOS = ("tools", "floors", "readlink", "getattr-lookup", "profile", "what-if", "storm", "hung", "scale",
-<<<<<<< HEAD
-             "storm-cached", "rotating", "suite")
-=======
-             "directory")
->>>>>>> issue13
+             "storm-cached", "rotating", "suite", "directory")
 DEFAULT_SCENARIOS = ("readlink", "getattr-lookup")
 # --scenario suite: every figure of the targets (BENCHMARKS.md's summary).
 SUITE = ("readlink", "getattr-lookup", "rotating", "storm", "storm-cached", "hung", "scale")
