@@ -966,9 +966,6 @@ def main(argv=None):
                 except Skip as e:
                     print(f"scenario hung: skipped ({e})", flush=True)
                     sections.append(("Scenario hung", f"Skipped: {e}."))
-<<<<<<< HEAD
-            for s in ("storm", "hung", "storm-cached"):
-=======
             if "directory" in server_scenarios:
                 print("directory: users looked up one at a time in slapd through nslcd",
                       flush=True)
@@ -979,8 +976,7 @@ def main(argv=None):
                                                     args.users, args.rounds)
                 rows += dir_rows
                 sections.append(("Scenario directory: directory users", note))
-            for s in ("storm", "hung"):
->>>>>>> issue13
+            for s in ("storm", "hung", "storm-cached"):
                 if s in server_scenarios and not probe_ready:
                     why = "the server lacks --probe-deadline/-c"
                     print(f"scenario {s}: skipped ({why})", flush=True)
