@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tests.support.nssdaemons import DAEMONS
 from tests.support.nssdaemons import wait_for as _wait
+from tests.support.processes import stop_process
 from tests.support.server import BIN, HLFS_GID
 
 SUFFIX = "dc=hlfs,dc=test"
@@ -185,12 +186,7 @@ class Slapd:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         self._logfile.close()
 

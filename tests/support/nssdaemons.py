@@ -19,6 +19,7 @@ over bind-mounted copies of the paths compiled into them.
 import subprocess
 import time
 from pathlib import Path
+from tests.support.processes import stop_process
 
 SSSD_LIB = Path("/var/lib/sss")
 NSCD_RUN = Path("/run/nscd")
@@ -77,13 +78,7 @@ class NssDaemon:
             raise AssertionError(f"{self.name} exited:\n{self.logtext()}")
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if self._logfile is not None:
             self._logfile.close()

@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from tests.support.processes import stop_process
 
 
 def free_port():
@@ -99,10 +100,4 @@ class PrometheusServer:
             time.sleep(0.25)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
