@@ -4,9 +4,9 @@ libnss-ldapd, C{passwd: files ldap}) and sssd (with libnss-sss,
 C{passwd: files sss}), each run in a L{tests.support.directory.Namespace}
 over bind-mounted copies of the paths compiled into them.
 
-  - nslcd: C{/etc/nslcd.conf}, its socket directory C{/run/nslcd}; a
-    machine-wide nscd's socket directory is hidden too.  No cache of its
-    own: every lookup is a search of slapd.
+  - nslcd: C{/etc/nslcd.conf}, and a private C{/run} for its socket
+    directory C{/run/nslcd} (which hides a machine-wide nscd's socket
+    too).  No cache of its own: every lookup is a search of slapd.
   - sssd: its configuration comes by C{-c}; its state C{/var/lib/sss}
     (the ldb cache, the memory cache libnss-sss maps, the responders'
     sockets) and C{/var/log/sssd} are private directories; C{/run} is a
@@ -22,7 +22,6 @@ from pathlib import Path
 from tests.support.processes import stop_process
 
 SSSD_LIB = Path("/var/lib/sss")
-NSCD_RUN = Path("/run/nscd")
 NSLCD_RUN = Path("/run/nslcd")
 
 
@@ -107,23 +106,18 @@ class Nslcd(NssDaemon):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.run_dir = self.base / "run-nslcd"
-        self.run_dir.mkdir()
-        self._made_run = False
+        # nslcd's socket directory, /run/nslcd, is compiled in.  A private
+        # /run holds it: making /run/nslcd on the machine for a bind mount
+        # would let another world's cleanup remove it, and removing a
+        # mount point detaches the mount in every namespace.  The private
+        # /run also hides a machine-wide nscd's socket, which would answer
+        # from its own configuration and cache.
+        self.run_root = self.base / "run-nslcd"
+        self.run_dir = self.run_root / NSLCD_RUN.name
+        self.run_dir.mkdir(parents=True)
 
     def mounts(self):
-        if not NSLCD_RUN.exists():
-            # nslcd's socket directory is compiled in; an empty directory
-            # is made for the bind mount and removed at the end.
-            NSLCD_RUN.mkdir()
-            self._made_run = True
-        mounts = [(self.etc / "nslcd.conf", "/etc/nslcd.conf"), (self.run_dir, NSLCD_RUN)]
-        if NSCD_RUN.is_dir():
-            # A machine-wide nscd would answer from its own configuration
-            # and cache; hide its socket.
-            (self.base / "no-nscd").mkdir()
-            mounts.append((self.base / "no-nscd", NSCD_RUN))
-        return mounts
+        return [(self.etc / "nslcd.conf", "/etc/nslcd.conf"), (self.run_root, "/run")]
 
     def configure(self, enumerate=True):
         conf = (
@@ -151,13 +145,6 @@ class Nslcd(NssDaemon):
             try:
                 (self.run_dir / leftover).unlink()
             except FileNotFoundError:
-                pass
-
-    def close(self):
-        if self._made_run:
-            try:
-                NSLCD_RUN.rmdir()
-            except OSError:
                 pass
 
 
