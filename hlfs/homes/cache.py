@@ -180,7 +180,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         self.stats.misses += 1
         pool = self.pool
         flight = pool.find(uid)
-        if flight is None and self._needs_lookup(user):
+        if flight is None and self._needs_lookup(user) \
+                and not self._groups_known_before(user, spool):
             return self._look_up_groups(state, i, spool, now, budget)
         if flight is None:
             flight = pool.submit(uid, spool, self.probe, (user, spool), self._probed)

@@ -149,26 +149,46 @@ class DirectoryUsers:
         needs = getattr(getattr(self.probe, "credentials", None), "needs_lookup", None)
         return needs is not None and needs(user)
 
-    def _look_up_groups(self, state, i, spool, now, budget):
+    def _groups_flight(self, user, spool):
         """
-        Ask for a directory user's groups in the lookup threads before its
-        probe, so that a hung directory never holds a probe thread.
+        Return the lookup of C{user}'s groups in flight, started now if
+        none is, or L{None} when the lookup threads refuse it.
         """
-        user = state.table.at(i)
         lookup_pool = self.lookups.pool
         key = ("groups", user.uid)
         flight = lookup_pool.find(key)
         if flight is None:
             flight = lookup_pool.submit(key, spool, self.probe.credentials.lookup, (user,),
                                         lambda flight, result: True)
-            if flight is None:
-                self.stats.fallbacks += 1
-                return self._serve(state, i, spool, True)
+        return flight
+
+    def _groups_known_before(self, user, spool):
+        """
+        Whether C{user}'s probe may run now with the groups found before
+        the last reload; if so, they are asked for again meanwhile, in
+        the background.
+        """
+        known_before = getattr(self.probe.credentials, "known_before", None)
+        if known_before is None or not known_before(user):
+            return False
+        self._groups_flight(user, spool)
+        return True
+
+    def _look_up_groups(self, state, i, spool, now, budget):
+        """
+        Ask for a directory user's groups in the lookup threads before its
+        probe, so that a hung directory never holds a probe thread.
+        """
+        user = state.table.at(i)
+        flight = self._groups_flight(user, spool)
+        if flight is None:
+            self.stats.fallbacks += 1
+            return self._serve(state, i, spool, True)
         remaining = min(budget, self.deadline - (now - flight.submitted))
         if remaining <= 0:
             self.stats.fallbacks += 1
             return self._serve(state, i, spool, True)
-        d = lookup_pool.wait(flight, remaining, self._groups_overdue)
+        d = self.lookups.pool.wait(flight, remaining, self._groups_overdue)
         return d.addCallback(self._groups_known, user.uid, now, budget)
 
     def _groups_overdue(self, flight):

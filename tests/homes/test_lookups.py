@@ -321,6 +321,49 @@ def test_local_users_take_their_groups_from_the_files(tmp_path, monkeypatch):
     assert asked == [b"luser", b"down"]
 
 
+def test_groups_found_before_a_reload_stand_in_until_asked_again(tmp_path, monkeypatch):
+    """
+    If a directory user's groups were found before a reload (L{forget}),
+    then its probe uses them at once, without asking, while they are
+    asked for again (L{lookup}): through failures of the name service and
+    further reloads, until an answer replaces them.
+    """
+    from hlfs.homes import probe
+    from hlfs.homes.nss import FilesAccounts
+
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (tmp_path / "group").write_text("wheel:x:10:root\n")
+    groups = {b"luser": (20001, 20000, (20000, 20500))}
+    asked = []
+
+    def nss_credentials(name, uid):
+        asked.append(name)
+        found = groups[name]
+        if found is None:
+            raise OSError(errno.ENOENT, "getpwnam_r: No such file or directory")
+        return found
+
+    monkeypatch.setattr(probe, "_nss_credentials", nss_credentials)
+    credentials = probe.Credentials(files=FilesAccounts(str(tmp_path / "passwd"),
+                                                        str(tmp_path / "group")))
+    luser, other = User(b"luser", 20001, b"/h/l"), User(b"other", 20001, b"/h/l")
+    credentials.lookup(luser)
+    credentials.forget()
+    assert credentials.needs_lookup(luser)
+    assert credentials.known_before(luser) and not credentials.known_before(other)
+    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    groups[b"luser"] = None  # the directory is down
+    credentials.lookup(luser)
+    credentials.forget()
+    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    assert credentials.needs_lookup(luser)
+    assert asked == [b"luser", b"luser"]
+    groups[b"luser"] = (20001, 20000, (20000,))
+    credentials.lookup(luser)
+    assert not credentials.needs_lookup(luser)
+    assert credentials(luser, b"/h/l") == (20001, 20000, (20000,))
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities")
 def test_resolver_asks_for_users_the_table_lacks(rt, homes):
     """
