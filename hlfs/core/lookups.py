@@ -161,10 +161,11 @@ class UserLookups:
             self.stats.late += 1
         return self._settle(flight.key, result)[1]
 
-    def _settle(self, key, result):
+    def _settle(self, key, result, then="not kept, asked again at the next call"):
         """
         Count and keep the answer C{result} for C{key}; return C{(outcome,
-        user)}, C{outcome} one of C{"found"}, C{"missing"}, C{"error"}.
+        user)}, C{outcome} one of C{"found"}, C{"missing"}, C{"error"}
+        (logged, saying what C{then} happens).
         """
         stats = self.stats
         if result is None:
@@ -173,7 +174,7 @@ class UserLookups:
         if outcome == "error":
             stats.errors += 1
             stats.last_error = f"{self._describe(key)}: {value}"
-            stats.last_error_time = self._log_error(key, value)
+            stats.last_error_time = self._log_error(key, value, then)
             return "error", None
         if value is None:
             stats.not_found += 1
@@ -195,33 +196,28 @@ class UserLookups:
         Ask again, in the background, for the uid of C{previous}: a user
         found before the last reload, still served from that entry.
         C{then(previous, user)} is called in the reactor thread with the
-        answer (the L{User} found, or L{None}: no such user), unless the
-        name service could not be asked: the entry then stays as it is,
-        to be confirmed at a later call.  At most one lookup per key is
-        in flight; none is started past C{max_in_flight}.
+        L{User} found or L{None} (no such user), but not when the name
+        service could not be asked.  One lookup per key, as for L{find}.
         """
         key = ("uid", previous.uid)
-        pool = self.pool
-        if pool.find(key) is not None:
-            return
-        flight = pool.submit(key, self._describe(key).encode(), self._ask,
-                             (self.by_uid, previous.uid),
-                             lambda flight, result: self._confirmed(flight, result, previous, then))
-        if flight is None:
-            self.stats.refused += 1
-            return
-        self.stats.started += 1
+        if self.pool.find(key) is None:
+            flight = self.pool.submit(key, self._describe(key).encode(), self._ask,
+                                      (self.by_uid, previous.uid),
+                                      lambda f, result: self._confirmed(f, result, previous, then))
+            self.stats.refused += flight is None
+            self.stats.started += flight is not None
 
     def _confirmed(self, flight, result, previous, then):
         # Nobody waits for a confirmation: a late one is counted here.
         if flight.late or self.clock.seconds() - flight.submitted > self.deadline:
             self.stats.late += 1
-        outcome, user = self._settle(flight.key, result)
+        outcome, user = self._settle(flight.key, result, "the entry found before the reload "
+                                     "is kept, asked again at the next call")
         if outcome != "error":
             then(previous, user)
         return user
 
-    def _log_error(self, key, error):
+    def _log_error(self, key, error, then):
         # A directory that is down fails every lookup at once, and each
         # unknown caller asks again: one line per interval, not per call.
         now = self.clock.seconds()
@@ -231,9 +227,8 @@ class UserLookups:
             return now
         more, self._errors_not_logged = self._errors_not_logged, 0
         self._error_logged_at = now
-        log.warn("the name service could not be asked for {what}: {error}; "
-                 "not kept, asked again at the next call{more}", what=self._describe(key),
-                 error=error,
+        log.warn("the name service could not be asked for {what}: {error}; {then}{more}",
+                 what=self._describe(key), error=error, then=then,
                  more=f" ({more} more such errors in the last {now - logged:.0f} s)" if more else "")
         return now
 

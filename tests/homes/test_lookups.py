@@ -369,8 +369,7 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
     """
     If a uid or an HLFS_GID caller's name is not in the table, then the
     resolver asks the lookups and answers with the user's checked home;
-    a reload forgets the learned users, and a reload its guard refuses
-    keeps the table and says so in the status.
+    a reload its guard refuses keeps the table and says so in the status.
     """
     from hlfs.core.resolver import SpoolRules
     from hlfs.homes.cache import ProbingResolver
@@ -514,8 +513,10 @@ def test_a_reload_keeps_a_found_user_while_the_name_service_cannot_answer(reload
     probes = s.pool.started_count
     s.reload()
     d.down = True
-    assert s.resolve() == first
-    s.settled()
+    with LogCapture("hlfs.users") as logs:
+        assert s.resolve() == first
+        s.settled()
+    assert logs.matching(f"could not be asked for uid {s.uid}", "found before the reload is kept")
     assert s.lookups.stats.errors == 1
     assert s.source()["users_to_confirm"] == 1
     assert s.resolve() == first
