@@ -360,6 +360,14 @@ def test_known_directory_users_survive_a_reload_then_slapd_stopped(serve):
         reloaded(srv, mark)
         assert status(srv)["last_reload_verdict"] == "accepted"
         assert status(srv)["users_to_confirm"] == "2"
+        srv.signal(signal.SIGUSR1)
+        dump = world.base / "hlfs-dump.txt"
+        wait_until(dump.exists, what="the dump")
+        lines = dump.read_text().splitlines()
+        # (unverified: SIGHUP flushed the home checks.)
+        assert [line.split("\t")[4] for line in lines
+                if line.startswith((f"{kept}\t", f"{deleted}\t"))] == ["unverified+to-confirm"] * 2
+        assert "# users_to_confirm\t2" in lines
         world.slapd.stop()
         errors = int(status(srv)["directory_errors"])
         assert answered_in_time(srv, kept) == home_of(world, 3)
