@@ -422,6 +422,32 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
         rt.call(lookup_pool.stop)
 
 
+def test_learned_users_dropped_keep_the_others_state():
+    """
+    If a learned user is dropped, then the others keep their entries,
+    names and state, and the count of users to confirm follows.
+    """
+    from hlfs.homes.state import CHECKED, UNCONFIRMED, LearnedState
+
+    learned = LearnedState(0)
+    for n in range(3):
+        learned.add(User(b"u%d" % n, 20000 + n, b"/h/u%d" % n), 100 + n)
+    learned.status[2] = CHECKED
+    learned.mark_unconfirmed()
+    assert learned.unconfirmed() == 3
+    learned.drop(20000)
+    assert [u.uid for u in learned] == [20002, 20001]
+    i = learned.index_of(20002)
+    assert (learned.by_name(b"u2"), learned.status[i], learned.changed[i]) == \
+        (User(b"u2", 20002, b"/h/u2"), CHECKED | UNCONFIRMED, 102)
+    assert learned.by_name(b"u0") is None and learned.index_of(20000) == -1
+    learned.status[learned.index_of(20001)] &= ~UNCONFIRMED
+    assert learned.unconfirmed() == 1
+    learned.drop(20002)
+    learned.drop(20002)
+    assert ([u.name for u in learned], learned.unconfirmed()) == ([b"u1"], 0)
+
+
 class Reloading:
     """
     A resolver whose table lists one local user, and a directory user
