@@ -21,10 +21,10 @@ for real.  "Could not ask" leaves it as it was, to be confirmed at its
 next call.
 """
 
+import os
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-
-import os
 
 from hlfs.core.resolver import Resolution
 from hlfs.homes.state import UNCONFIRMED, LearnedState
@@ -94,11 +94,14 @@ class DirectoryUsers:
             # Its answer is the unknown users' from now on, at a new time.
             self._unknown = self.changes.now()
             return
-        log.info("the name service changed {user} (uid {uid}): home {old} -> {new}",
-                 user=os.fsdecode(found.name), uid=found.uid,
-                 old=os.fsdecode(previous.home), new=os.fsdecode(found.home))
+        log.info("the name service changed uid {uid}: {old} -> {new}; its home is checked afresh",
+                 uid=found.uid, old=self._entry(previous), new=self._entry(found))
         if self._state.table.index_of(found.uid) < 0:
             self._learn(found)
+
+    @staticmethod
+    def _entry(user):
+        return f"{os.fsdecode(user.name)} (home {os.fsdecode(user.home)})"
 
     def _listed_learned(self, table):
         """

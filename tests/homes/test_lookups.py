@@ -606,8 +606,10 @@ def test_a_reload_takes_the_changed_home_of_a_found_user(reloading, rt):
     os.chown(moved, s.uid, s.uid)
     d.users[s.uid] = s.account(os.fsencode(moved) + b"/.mailspool")
     probes = s.pool.started_count
-    assert s.resolve() == first
-    s.settled()
+    with LogCapture("hlfs.probe") as logs:
+        assert s.resolve() == first
+        s.settled()
+    assert logs.matching(f"changed uid {s.uid}", f"(home {moved})", "checked afresh")
     now = rt.result(rt.begin(s.resolver.resolve, s.uid))
     assert now.target == os.fsencode(moved) + b"/.mailspool"
     assert now.changed > first.changed
