@@ -7,7 +7,9 @@ size limit), still answers for one user.  L{UserLookups} is the second
 link of the chain "user table, then the name service": it asks for a uid
 or a name in threads of its own, and keeps what it learns.
 
-  - Found: kept until the next reload (L{forget}).
+  - Found: kept until the next reload (L{forget}).  The resolver keeps
+    serving the users it learned across a reload, and asks again for each
+    at its next call, in the background (L{confirm}).
   - Not found: kept C{negative_ttl} seconds (60 by default).
   - Could not ask (the service failed or timed out): never kept; the
     next caller asks again.
@@ -155,22 +157,30 @@ class UserLookups:
         Keep a lookup's answer (in the reactor thread) and return it to
         the callers waiting.
         """
-        stats = self.stats
         if flight.late:
-            stats.late += 1
+            self.stats.late += 1
+        return self._settle(flight.key, result)[1]
+
+    def _settle(self, key, result, then="not kept, asked again at the next call"):
+        """
+        Count and keep the answer C{result} for C{key}; return C{(outcome,
+        user)}, C{outcome} one of C{"found"}, C{"missing"}, C{"error"}
+        (logged, saying what C{then} happens).
+        """
+        stats = self.stats
         if result is None:
             result = "error", "the lookup raised"
         outcome, value = result
-        key = flight.key
         if outcome == "error":
             stats.errors += 1
             stats.last_error = f"{self._describe(key)}: {value}"
-            stats.last_error_time = self._log_error(key, value)
-            return None
+            stats.last_error_time = self._log_error(key, value, then)
+            return "error", None
         if value is None:
             stats.not_found += 1
+            self._found.pop(key, None)
             self._keep(self._missing, key, self.clock.seconds() + self.negative_ttl)
-            return None
+            return "missing", None
         stats.found += 1
         user = User(os.fsencode(value.name), value.uid, os.fsencode(value.home))
         self._keep(self._found, ("uid", user.uid), user)
@@ -179,9 +189,35 @@ class UserLookups:
         if key != ("uid", user.uid) and key != ("name", user.name):
             # Asked by name, and NSS answered another spelling: keep both.
             self._keep(self._found, key, user)
+        return "found", user
+
+    def confirm(self, previous, then):
+        """
+        Ask again, in the background, for the uid of C{previous}: a user
+        found before the last reload, still served from that entry.
+        C{then(previous, user)} is called in the reactor thread with the
+        L{User} found or L{None} (no such user), but not when the name
+        service could not be asked.  One lookup per key, as for L{find}.
+        """
+        key = ("uid", previous.uid)
+        if self.pool.find(key) is None:
+            flight = self.pool.submit(key, self._describe(key).encode(), self._ask,
+                                      (self.by_uid, previous.uid),
+                                      lambda f, result: self._confirmed(f, result, previous, then))
+            self.stats.refused += flight is None
+            self.stats.started += flight is not None
+
+    def _confirmed(self, flight, result, previous, then):
+        # Nobody waits for a confirmation: a late one is counted here.
+        if flight.late or self.clock.seconds() - flight.submitted > self.deadline:
+            self.stats.late += 1
+        outcome, user = self._settle(flight.key, result, "the entry found before the reload "
+                                     "is kept, asked again at the next call")
+        if outcome != "error":
+            then(previous, user)
         return user
 
-    def _log_error(self, key, error):
+    def _log_error(self, key, error, then):
         # A directory that is down fails every lookup at once, and each
         # unknown caller asks again: one line per interval, not per call.
         now = self.clock.seconds()
@@ -191,9 +227,8 @@ class UserLookups:
             return now
         more, self._errors_not_logged = self._errors_not_logged, 0
         self._error_logged_at = now
-        log.warn("the name service could not be asked for {what}: {error}; "
-                 "not kept, asked again at the next call{more}", what=self._describe(key),
-                 error=error,
+        log.warn("the name service could not be asked for {what}: {error}; {then}{more}",
+                 what=self._describe(key), error=error, then=then,
                  more=f" ({more} more such errors in the last {now - logged:.0f} s)" if more else "")
         return now
 
@@ -223,7 +258,8 @@ class UserLookups:
     def forget(self):
         """
         Drop the found users (the table was reloaded); users known not to
-        exist stay so until their time is up.
+        exist stay so until their time is up.  (The resolver still serves
+        the users it learned, until L{confirm} answers for them.)
         """
         self._found.clear()
 
@@ -256,16 +292,17 @@ class UserLookups:
         """
         return [user for (kind, _), user in list(self._found.items()) if kind == "uid"]
 
-    def status(self, table):
+    def status(self, table, to_confirm=0):
         """
         Name/value pairs for the status report, about C{table} (the user
-        table in use) and these lookups.
+        table in use), these lookups, and C{to_confirm} users found
+        before the last reload and not asked for again yet.
         """
         return user_source_pairs(table, self.stats, self.positive(), self.negative(),
-                                 self.in_flight(), self.clock.seconds())
+                                 self.in_flight(), self.clock.seconds(), to_confirm)
 
 
-def user_source_pairs(table, stats, positive=0, negative=0, in_flight=0, now=None):
+def user_source_pairs(table, stats, positive=0, negative=0, in_flight=0, now=None, to_confirm=0):
     """
     Name/value pairs about where the users come from: C{table}'s size and
     source, and the counters of C{stats} (a L{LookupStats}); the same
@@ -276,6 +313,7 @@ def user_source_pairs(table, stats, positive=0, negative=0, in_flight=0, now=Non
         ("users_table", len(table)),
         ("users_source", table.source),
         ("users_looked_up", positive),
+        ("users_to_confirm", to_confirm),
         ("users_not_found_cached", negative),
         ("user_lookups_started", stats.started),
         ("user_lookups_in_flight", in_flight),

@@ -23,8 +23,8 @@ from hlfs.homes.pool import LookupPool, ProbePool
 from hlfs.homes.probe import Credentials, HomeProbe, ProbeResult, errno_name
 from hlfs.rpc.limits import LogThrottle
 from hlfs.homes.state import (
-    CHECKED, CLEAR_CHECKED, DAEMON_ERRNOS, FAILED, FOREVER, SERVED_ALT, LearnedState, ProbeStats,
-    UserState, remap,
+    CHECKED, CLEAR_CHECKED, DAEMON_ERRNOS, FAILED, FOREVER, SERVED_ALT, UNCONFIRMED, LearnedState,
+    ProbeStats, UserState, remap,
 )
 
 log = Logger(namespace="hlfs.probe")
@@ -155,6 +155,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
             if self.lookups is None:
                 return Resolution(self.rules.alt_dir, self._unknown)
             return self._resolve_unlisted(uid)
+        if state.status[i] & UNCONFIRMED:
+            self._confirm(state, i)
         return self._resolve_at(state, i, self.clock.seconds(), self.deadline)
 
     def _resolve_at(self, state, i, now, budget):
@@ -178,7 +180,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         self.stats.misses += 1
         pool = self.pool
         flight = pool.find(uid)
-        if flight is None and self._needs_lookup(user):
+        if flight is None and self._needs_lookup(user) \
+                and not self._groups_known_before(user, spool):
             return self._look_up_groups(state, i, spool, now, budget)
         if flight is None:
             flight = pool.submit(uid, spool, self.probe, (user, spool), self._probed)
@@ -254,7 +257,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
             # The table changed under the probe: its result is not about
             # this user's home any more.
             return self.peek(uid)
-        state.status[i] = (state.status[i] & SERVED_ALT) | CHECKED | (0 if result.ok else FAILED)
+        state.status[i] = ((state.status[i] & (SERVED_ALT | UNCONFIRMED)) | CHECKED
+                           | (0 if result.ok else FAILED))
         state.expires[i] = self.clock.seconds() + keep
         self._touch(state, i)
         return self._serve(state, i, spool, not result.ok)
@@ -263,6 +267,9 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         state, i = self._locate(uid)
         if i < 0 and self.lookups is not None:
             # The next call may find the user in the name service.
+            return 0.0
+        if i >= 0 and state.status[i] & UNCONFIRMED:
+            # The next call asks the name service to confirm the user.
             return 0.0
         if i < 0 or not self.verify or self.rules.spool_of(state.table.at(i)) is None:
             return FOREVER
@@ -303,6 +310,8 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
             if isinstance(answer, Resolution):
                 return self._mailbox_of(user, answer)
             return answer.addCallback(lambda r: self._mailbox_of(user, r))
+        if wait and state.status[i] & UNCONFIRMED:
+            self._confirm(state, i)
         target = self.rules.mailbox_of(user)
         if self.verify and state.status[i] & SERVED_ALT:
             target = self.rules.alt_dir + b"/" + user.name
@@ -352,7 +361,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         if self._reloading is not None:
             raise RuntimeError("a reload is running")
         state, changed = remap(self._state, table, len(self._epochs))
-        self._install(state, changed)
+        self._install(state, changed, self._listed_learned(table))
 
     def reload(self, loader):
         """
@@ -383,14 +392,14 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
                 table, verdict = guard(old.table, table)
                 if table is old.table and verdict.startswith("refused"):
                     raise ReloadRefused(verdict)
-            return remap(old, table, epoch) + (verdict,)
+            return remap(old, table, epoch) + (verdict, self._listed_learned(table))
 
         d = deferToThreadPool(reactor, reactor.getThreadPool(), work)
         d.addCallbacks(self._reloaded, self._reload_failed, callbackArgs=(old,))
         return d
 
     def _reloaded(self, result, old):
-        state, changed, verdict = result
+        state, changed, verdict, listed = result
         self._record_reload(verdict or "accepted")
         if verdict is not None and verdict != "accepted":
             log.info("reload: {verdict}", verdict=verdict)
@@ -405,7 +414,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
                 state.changed[j] = old.changed[i]
         if self._flush_after_reload:
             state.status[:] = state.status.translate(CLEAR_CHECKED)
-        self._install(state, changed)
+        self._install(state, changed, listed)
         return self._reload_done(state.table)
 
     def _reload_failed(self, failure):
@@ -428,7 +437,7 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
             d.callback(table)
         return table
 
-    def _install(self, state, changed):
+    def _install(self, state, changed, listed):
         old_table = self._state.table
         # The stamp is taken now, in the reactor thread: later than any
         # answer given before the swap.
@@ -439,9 +448,10 @@ class ProbingResolver(DirectoryUsers, ResolverViews):
         if changed:
             self._unknown = stamp
         self._state = state
-        self._learned = LearnedState(state.epoch)
+        # Learned users stay, served as they were until the name service
+        # confirms them: a directory down right now diverts none of them.
+        self._carry_learned(state, listed)
         if self.lookups is not None:
-            # Found users are kept until the next reload.
             self.lookups.forget()
         self.generation += 1
         forget = getattr(self.probe, "forget", None)

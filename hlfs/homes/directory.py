@@ -4,18 +4,30 @@ one at a time (L{hlfs.core.lookups.UserLookups}): a uid, an HLFS_GID
 caller's name, a directory user's groups.
 
 Users found are I{learned}: they get per-user state of their own
-(L{hlfs.homes.state.LearnedState}), served like the table's users until
-the next reload.  The caller's deadline covers the lookup and the home
-check together; the groups of a user who is not local are asked for in
-the lookup threads before its probe, so a hung directory never holds a
-probe thread.
+(L{hlfs.homes.state.LearnedState}), served like the table's users.  The
+caller's deadline covers the lookup and the home check together; the
+groups of a user who is not local are asked for in the lookup threads
+before its probe, so a hung directory never holds a probe thread.
+
+A reload keeps the learned users the new table lacks, with their home
+state, marked L{UNCONFIRMED}: a directory that is down or hung right
+after a reload must not divert a user whose answer was known a moment
+before.  Such a user's next call is answered at once from its entry as it
+was, and sends the name service a confirmation in the lookup threads
+(L{hlfs.core.lookups.UserLookups.confirm}).  The answer settles it: the
+same entry is confirmed; another entry (a new home) replaces it, its home
+checked afresh; "no such user" drops it, as a reload drops a user deleted
+for real.  "Could not ask" leaves it as it was, to be confirmed at its
+next call.
 """
+
+import os
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from hlfs.core.resolver import Resolution
-from hlfs.homes.state import LearnedState
+from hlfs.homes.state import UNCONFIRMED, LearnedState
 
 log = Logger(namespace="hlfs.probe")
 
@@ -53,6 +65,64 @@ class DirectoryUsers:
             self.generation += 1
         return learned, learned.add(user, self.changes.now())
 
+    def _confirm(self, state, i):
+        """
+        Ask the name service again for learned user C{i}, kept across a
+        reload (L{UNCONFIRMED}); it is served as it was meanwhile.
+        """
+        self.lookups.confirm(state.at(i), self._confirmed)
+
+    def _confirmed(self, previous, found):
+        """
+        The name service answered for C{previous}, a learned user kept
+        across a reload: C{found} is its entry now, or L{None}.
+        """
+        learned = self._learned
+        i = learned.index_of(previous.uid)
+        if i < 0 or learned.at(i) != previous:
+            # Dropped or learned again meanwhile (the learned users were
+            # full): nothing of this entry is served any more.
+            return
+        if found == previous:
+            learned.status[i] &= ~UNCONFIRMED
+            return
+        self.generation += 1
+        learned.drop(previous.uid)
+        if found is None:
+            log.info("{user} (uid {uid}) is no longer known to the name service: dropped",
+                     user=os.fsdecode(previous.name), uid=previous.uid)
+            # Its answer is the unknown users' from now on, at a new time.
+            self._unknown = self.changes.now()
+            return
+        log.info("the name service changed uid {uid}: {old} -> {new}; its home is checked afresh",
+                 uid=found.uid, old=self._entry(previous), new=self._entry(found))
+        if self._state.table.index_of(found.uid) < 0:
+            self._learn(found)
+
+    @staticmethod
+    def _entry(user):
+        return f"{os.fsdecode(user.name)} (home {os.fsdecode(user.home)})"
+
+    def _listed_learned(self, table):
+        """
+        Return the uids of the learned users C{table} lists (in a
+        reload's thread: a copy of the list is read, never changed).
+        """
+        index_of = table.index_of
+        return [u.uid for u in list(self._learned.users) if index_of(u.uid) >= 0]
+
+    def _carry_learned(self, state, listed):
+        """
+        Keep the learned users across a reload that installs C{state}:
+        those its table lists (the uids C{listed}) are dropped, the table
+        answers for them; the others are marked L{UNCONFIRMED}.
+        """
+        learned = self._learned
+        learned.epoch = state.epoch
+        for uid in listed:
+            learned.drop(uid)
+        learned.mark_unconfirmed()
+
     def _resolve_unlisted(self, uid):
         """
         Ask the name service for a uid the table lacks; the caller's
@@ -82,26 +152,46 @@ class DirectoryUsers:
         needs = getattr(getattr(self.probe, "credentials", None), "needs_lookup", None)
         return needs is not None and needs(user)
 
-    def _look_up_groups(self, state, i, spool, now, budget):
+    def _groups_flight(self, user, spool):
         """
-        Ask for a directory user's groups in the lookup threads before its
-        probe, so that a hung directory never holds a probe thread.
+        Return the lookup of C{user}'s groups in flight, started now if
+        none is, or L{None} when the lookup threads refuse it.
         """
-        user = state.table.at(i)
         lookup_pool = self.lookups.pool
         key = ("groups", user.uid)
         flight = lookup_pool.find(key)
         if flight is None:
             flight = lookup_pool.submit(key, spool, self.probe.credentials.lookup, (user,),
                                         lambda flight, result: True)
-            if flight is None:
-                self.stats.fallbacks += 1
-                return self._serve(state, i, spool, True)
+        return flight
+
+    def _groups_known_before(self, user, spool):
+        """
+        Whether C{user}'s probe may run now with the groups found before
+        the last reload; if so, they are asked for again meanwhile, in
+        the background.
+        """
+        known_before = getattr(self.probe.credentials, "known_before", None)
+        if known_before is None or not known_before(user):
+            return False
+        self._groups_flight(user, spool)
+        return True
+
+    def _look_up_groups(self, state, i, spool, now, budget):
+        """
+        Ask for a directory user's groups in the lookup threads before its
+        probe, so that a hung directory never holds a probe thread.
+        """
+        user = state.table.at(i)
+        flight = self._groups_flight(user, spool)
+        if flight is None:
+            self.stats.fallbacks += 1
+            return self._serve(state, i, spool, True)
         remaining = min(budget, self.deadline - (now - flight.submitted))
         if remaining <= 0:
             self.stats.fallbacks += 1
             return self._serve(state, i, spool, True)
-        d = lookup_pool.wait(flight, remaining, self._groups_overdue)
+        d = self.lookups.pool.wait(flight, remaining, self._groups_overdue)
         return d.addCallback(self._groups_known, user.uid, now, budget)
 
     def _groups_overdue(self, flight):

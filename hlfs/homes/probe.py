@@ -77,7 +77,10 @@ class Credentials:
         probes then only read what was found.
 
     Lookups are kept, a bounded number of them, until L{forget} (the
-    resolver calls it when the user table is reloaded).
+    resolver calls it when the user table is reloaded).  What was found
+    before stands in for a user until the name service answers again
+    (L{known_before}): a directory down after a reload delays no check
+    whose groups were known.
 
     A user the name service does not know, or could not answer for (then
     nothing is kept: the next probe asks again), and every user when
@@ -96,15 +99,28 @@ class Credentials:
         self.max_cached = max_cached
         self.files = files
         self._cache = {}
+        self._previous = {}  # what _cache held before the last forget
         self._unanswered = set()  # uids whose last lookup failed
 
     def forget(self):
         """
-        Drop every kept lookup, and read the local users' files again.
+        Ask again for every user's groups, and read the local users'
+        files again; until asked, a user's groups found before are used.
         """
+        previous = self._previous
+        previous.update(self._cache)
+        self._previous = previous if len(previous) <= self.max_cached else self._cache
         self._cache = {}
         if self.files is not None:
             self.files.reload()
+
+    def known_before(self, user):
+        """
+        Return whether C{user}'s groups were found before the last
+        L{forget}: its probe may use them while they are asked again.
+        """
+        kept = self._previous.get(user.uid)
+        return kept is not None and kept[0] == user.name and kept[2] is not None
 
     def _local(self, user):
         return self.files.credentials(user.name, user.uid) if self.files is not None else None
@@ -147,6 +163,13 @@ class Credentials:
                 return kept[2]
         elif self.nss:
             found = self._local(user)
+            before = self._previous.get(user.uid) if found is None else None
+            if before is not None and before[0] == user.name and before[2] is not None \
+                    and before[1] in (home, None):
+                # Not answered since the last reload: the groups found
+                # before, and the next check asks again.
+                self._unanswered.discard(user.uid)
+                return before[2]
             if found is None and user.uid in self._unanswered:
                 # The name service did not answer: the home's group this
                 # time, and ask again before the next probe.

@@ -15,7 +15,12 @@ from typing import NamedTuple
 CHECKED = 1  # a probe result is cached (until the user's expiry time)
 FAILED = 2  # ... and it was a failure
 SERVED_ALT = 4  # the last answer for this user was the alternate spool
+# A learned user kept across a reload: served from its entry as it was,
+# until the name service confirms, changes or drops it.
+UNCONFIRMED = 8
 CLEAR_CHECKED = bytes(b & ~(CHECKED | FAILED) for b in range(256))
+MARK_UNCONFIRMED = bytes(b | UNCONFIRMED for b in range(256))
+ONLY_UNCONFIRMED = bytes(b & UNCONFIRMED for b in range(256))
 
 
 # A check failing with one of these says nothing about the home: the daemon
@@ -98,7 +103,8 @@ class LearnedState:
     """
     Per-user state of the users learned one at a time from the name
     service (not in the table), with the table's lookup methods: a
-    mutable L{UserState}, emptied at each reload.  The users' link
+    mutable L{UserState}.  It outlives reloads: each reload marks its
+    users L{UNCONFIRMED} (see L{hlfs.homes.directory}).  The users' link
     times start at the time they were learned.
     """
 
@@ -126,6 +132,41 @@ class LearnedState:
         self.expires.append(0.0)
         self.changed.append(stamp)
         return i
+
+    def drop(self, uid):
+        """
+        Forget the user C{uid}: the last user takes its place, so the
+        arrays stay dense (positions are never held across calls).
+        """
+        i = self._index.pop(uid, None)
+        if i is None:
+            return
+        gone = self.users[i]
+        if self._names.get(gone.name) == i:
+            del self._names[gone.name]
+        last = len(self.users) - 1
+        if i != last:
+            moved = self.users[last]
+            self.users[i] = moved
+            self._index[moved.uid] = i
+            if self._names.get(moved.name) == last:
+                self._names[moved.name] = i
+            self.status[i] = self.status[last]
+            self.expires[i] = self.expires[last]
+            self.changed[i] = self.changed[last]
+        self.users.pop()
+        self.status.pop()
+        self.expires.pop()
+        self.changed.pop()
+
+    def mark_unconfirmed(self):
+        self.status[:] = self.status.translate(MARK_UNCONFIRMED)
+
+    def unconfirmed(self):
+        """
+        Return how many users wait for the name service to confirm them.
+        """
+        return len(self.status) - self.status.translate(ONLY_UNCONFIRMED).count(0)
 
     def __len__(self):
         return len(self.users)

@@ -5,7 +5,7 @@ status report.
 """
 
 from hlfs.core.lookups import user_source_pairs
-from hlfs.homes.state import CHECKED, FAILED, SERVED_ALT, CacheEntry
+from hlfs.homes.state import CHECKED, FAILED, SERVED_ALT, UNCONFIRMED, CacheEntry
 
 
 class ResolverViews:
@@ -54,8 +54,9 @@ class ResolverViews:
     def describe(self, uid):
         """
         Return C{(state, age)} of C{uid}'s cached probe result for a dump:
-        C{ok}, C{failed}, C{unverified} (possibly C{+probing}), and the
-        result's age in whole seconds or C{-}.
+        C{ok}, C{failed}, C{unverified} (possibly C{+probing}, and
+        C{+to-confirm} for a user learned before the last reload), and
+        the result's age in whole seconds or C{-}.
         """
         entry = self.cache_entry(uid)
         if entry is None:
@@ -63,6 +64,9 @@ class ResolverViews:
         state = entry.state.replace(" (expired)", "-expired")
         if entry.probing:
             state += "+probing"
+        located, i = self._locate(uid)
+        if located.status[i] & UNCONFIRMED:
+            state += "+to-confirm"
         return state, "-" if entry.age is None else str(int(entry.age))
 
     def status(self):
@@ -95,7 +99,7 @@ class ResolverViews:
         size and source, and the per-user lookups' counters.
         """
         if self.lookups is not None:
-            return self.lookups.status(self.table)
+            return self.lookups.status(self.table, self._learned.unconfirmed())
         # A password file: the table is every user; the same names, so
         # that reports read alike whatever the source.
         return user_source_pairs(self.table, self.user_stats)

@@ -325,6 +325,108 @@ def test_slapd_frozen_with_listed_users(enumerating, serve):
         sorted(home_of(world, n) for n in range(100, 112))
 
 
+def answered_in_time(srv, uid):
+    """
+    What C{uid}'s own link reads, asserting it came within the deadline.
+    """
+    started = time.monotonic()
+    target = own_link(srv, uid)
+    assert time.monotonic() - started < DEADLINE, f"uid {uid} waited for the directory"
+    return target
+
+
+def reloaded(srv, mark, users=5):
+    srv.wait_for_log(f"reloaded {users} users from NSS", start=mark)
+
+
+def test_known_directory_users_survive_a_reload_then_slapd_stopped(serve):
+    """
+    If the directory does not enumerate, then the directory users whose
+    homes are known keep them across an accepted reload (SIGHUP, which
+    also flushes the home checks) even when slapd stops right after it:
+    they are answered their homes in time, waiting for no lookup, and the
+    failed confirmations count as directory errors.  Once slapd is back,
+    a user deleted from it meanwhile gets the alternate spool after its
+    confirmation, and the others are confirmed.
+    """
+    world = DirectoryWorld(count=20, enumerate=False)
+    try:
+        srv = serve(world)
+        kept, deleted = directory_uid(3), directory_uid(4)
+        assert link(srv, kept) == home_of(world, 3)
+        assert link(srv, deleted) == home_of(world, 4)
+        mark = len(srv.logtext())
+        srv.signal(signal.SIGHUP)
+        reloaded(srv, mark)
+        assert status(srv)["last_reload_verdict"] == "accepted"
+        assert status(srv)["users_to_confirm"] == "2"
+        srv.signal(signal.SIGUSR1)
+        dump = world.base / "hlfs-dump.txt"
+        wait_until(dump.exists, what="the dump")
+        lines = dump.read_text().splitlines()
+        # (unverified: SIGHUP flushed the home checks.)
+        assert [line.split("\t")[4] for line in lines
+                if line.startswith((f"{kept}\t", f"{deleted}\t"))] == ["unverified+to-confirm"] * 2
+        assert "# users_to_confirm\t2" in lines
+        world.slapd.stop()
+        errors = int(status(srv)["directory_errors"])
+        assert answered_in_time(srv, kept) == home_of(world, 3)
+        assert answered_in_time(srv, deleted) == home_of(world, 4)
+        wait_until(lambda: int(status(srv)["directory_errors"]) > errors,
+                   what="the failed confirmations")
+        assert answered_in_time(srv, kept) == home_of(world, 3)
+        assert status(srv)["users_to_confirm"] == "2"
+
+        world.slapd.start()
+        world.delete_user(4)
+        assert world.getent("passwd", str(deleted)).returncode == 2
+        wait_until(lambda: own_link(srv, deleted) == str(world.alt),
+                   what="the deleted user's confirmation")
+        wait_until(lambda: own_link(srv, kept) == home_of(world, 3)
+                   and status(srv)["users_to_confirm"] == "0", what="the confirmation")
+        assert own_link(srv, kept) == home_of(world, 3)
+        assert "is no longer known to the name service: dropped" in srv.logtext()
+    finally:
+        world.close()
+
+
+def test_known_directory_users_survive_a_reload_then_slapd_frozen(serve):
+    """
+    If slapd freezes after an accepted reload (SIGHUP), then directory
+    users whose homes were known before it are answered their homes
+    within the deadline, again and again (their confirmations and group
+    lookups wait in the lookup threads), also across a further reload;
+    they are confirmed once slapd thaws.  (nslcd only: sssd answers them
+    from its own cache while slapd is frozen, so a fresh lookup would not
+    wait either.)
+    """
+    world = DirectoryWorld(count=20, enumerate=False)
+    try:
+        srv = serve(world)
+        known = directory_uid(3)
+        assert link(srv, known) == home_of(world, 3)
+        mark = len(srv.logtext())
+        srv.signal(signal.SIGHUP)
+        reloaded(srv, mark)
+        assert status(srv)["users_to_confirm"] == "1"
+        world.slapd.freeze()
+        try:
+            for _ in range(3):
+                assert answered_in_time(srv, known) == home_of(world, 3)
+            assert int(status(srv)["user_lookups_in_flight"]) >= 1
+            mark = len(srv.logtext())
+            srv.signal(signal.SIGHUP)
+            reloaded(srv, mark)
+            assert answered_in_time(srv, known) == home_of(world, 3)
+        finally:
+            world.slapd.thaw()
+        wait_until(lambda: own_link(srv, known) == home_of(world, 3)
+                   and status(srv)["users_to_confirm"] == "0",
+                   what="the confirmation after the thaw")
+    finally:
+        world.close()
+
+
 def test_one_query_per_unknown_user_while_slapd_is_frozen(unlisted, serve):
     """
     If twelve callers ask for one new directory user while slapd is

@@ -15,9 +15,9 @@ import threading
 import pytest
 from twisted.internet import task
 
-from hlfs.core.users import Account
 from hlfs.core.lookups import UserLookups, guard_reload
-from hlfs.core.users import User, UserTable
+from hlfs.core.resolver import Resolution
+from hlfs.core.users import Account, User, UserTable
 from hlfs.homes.pool import LookupPool
 from tests.support.probes import LogCapture, wait_for
 
@@ -321,13 +321,55 @@ def test_local_users_take_their_groups_from_the_files(tmp_path, monkeypatch):
     assert asked == [b"luser", b"down"]
 
 
+def test_groups_found_before_a_reload_stand_in_until_asked_again(tmp_path, monkeypatch):
+    """
+    If a directory user's groups were found before a reload (L{forget}),
+    then its probe uses them at once, without asking, while they are
+    asked for again (L{lookup}): through failures of the name service and
+    further reloads, until an answer replaces them.
+    """
+    from hlfs.homes import probe
+    from hlfs.homes.nss import FilesAccounts
+
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (tmp_path / "group").write_text("wheel:x:10:root\n")
+    groups = {b"luser": (20001, 20000, (20000, 20500))}
+    asked = []
+
+    def nss_credentials(name, uid):
+        asked.append(name)
+        found = groups[name]
+        if found is None:
+            raise OSError(errno.ENOENT, "getpwnam_r: No such file or directory")
+        return found
+
+    monkeypatch.setattr(probe, "_nss_credentials", nss_credentials)
+    credentials = probe.Credentials(files=FilesAccounts(str(tmp_path / "passwd"),
+                                                        str(tmp_path / "group")))
+    luser, other = User(b"luser", 20001, b"/h/l"), User(b"other", 20001, b"/h/l")
+    credentials.lookup(luser)
+    credentials.forget()
+    assert credentials.needs_lookup(luser)
+    assert credentials.known_before(luser) and not credentials.known_before(other)
+    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    groups[b"luser"] = None  # the directory is down
+    credentials.lookup(luser)
+    credentials.forget()
+    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    assert credentials.needs_lookup(luser)
+    assert asked == [b"luser", b"luser"]
+    groups[b"luser"] = (20001, 20000, (20000,))
+    credentials.lookup(luser)
+    assert not credentials.needs_lookup(luser)
+    assert credentials(luser, b"/h/l") == (20001, 20000, (20000,))
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities")
 def test_resolver_asks_for_users_the_table_lacks(rt, homes):
     """
     If a uid or an HLFS_GID caller's name is not in the table, then the
     resolver asks the lookups and answers with the user's checked home;
-    a reload forgets the learned users, and a reload its guard refuses
-    keeps the table and says so in the status.
+    a reload its guard refuses keeps the table and says so in the status.
     """
     from hlfs.core.resolver import SpoolRules
     from hlfs.homes.cache import ProbingResolver
@@ -378,3 +420,200 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
     finally:
         rt.call(pool.stop)
         rt.call(lookup_pool.stop)
+
+
+def test_learned_users_dropped_keep_the_others_state():
+    """
+    If a learned user is dropped, then the others keep their entries,
+    names and state, and the count of users to confirm follows.
+    """
+    from hlfs.homes.state import CHECKED, UNCONFIRMED, LearnedState
+
+    learned = LearnedState(0)
+    for n in range(3):
+        learned.add(User(b"u%d" % n, 20000 + n, b"/h/u%d" % n), 100 + n)
+    learned.status[2] = CHECKED
+    learned.mark_unconfirmed()
+    assert learned.unconfirmed() == 3
+    learned.drop(20000)
+    assert [u.uid for u in learned] == [20002, 20001]
+    i = learned.index_of(20002)
+    assert (learned.by_name(b"u2"), learned.status[i], learned.changed[i]) == \
+        (User(b"u2", 20002, b"/h/u2"), CHECKED | UNCONFIRMED, 102)
+    assert learned.by_name(b"u0") is None and learned.index_of(20000) == -1
+    learned.status[learned.index_of(20001)] &= ~UNCONFIRMED
+    assert learned.unconfirmed() == 1
+    learned.drop(20002)
+    learned.drop(20002)
+    assert ([u.name for u in learned], learned.unconfirmed()) == ([b"u1"], 0)
+
+
+class Reloading:
+    """
+    A resolver whose table lists one local user, and a directory user
+    C{luser} found through C{directory} (a L{Directory}), on a test
+    clock; C{reload()} makes an accepted reload of the same table.
+    """
+
+    def __init__(self, rt, homes, directory):
+        from hlfs.core.resolver import SpoolRules
+        from hlfs.homes.cache import ProbingResolver
+        from hlfs.homes.pool import ProbePool
+
+        self.rt = rt
+        self.homes = homes
+        local = homes.add("local")
+        self.uid = homes.add("luser")
+        self.listed = [u for u in homes.users if u[1] == local]
+        directory.users = {self.uid: self.account(homes.spool("luser"))}
+        self.directory = directory
+        self.clock = task.Clock()
+        self.pool = ProbePool(threads=2, reactor=rt.reactor, clock=self.clock)
+        self.lookup_pool = LookupPool(threads=2, reactor=rt.reactor, clock=self.clock)
+        self.lookups = UserLookups(self.lookup_pool, directory.by_uid, directory.by_name,
+                                   self.clock, deadline=5.0)
+        self.resolver = ProbingResolver(
+            UserTable(self.listed), SpoolRules(b".mailspool", os.fsencode(homes.alt)),
+            self.clock, self.pool, deadline=5.0, lookups=self.lookups, reactor=rt.reactor,
+        )
+        self.pool.start()
+        self.lookup_pool.start()
+
+    def account(self, spool):
+        return Account(b"luser", self.uid, self.uid, spool[:-len(b"/.mailspool")])
+
+    def resolve(self):
+        """
+        The answer for C{luser}, which must come at once (no waiting for
+        the name service or a home check).
+        """
+        answer = self.rt.begin(self.resolver.resolve, self.uid)
+        assert isinstance(answer, Resolution), "the caller waited"
+        return answer
+
+    def reload(self):
+        assert self.rt.call(self.resolver.reload, lambda: UserTable(self.listed)) is not None
+
+    def settled(self):
+        wait_for(lambda: self.rt.call(self.lookup_pool.count) == 0)
+
+    def source(self):
+        return dict(self.rt.call(self.resolver.user_source))
+
+    def stop(self):
+        self.rt.call(self.pool.stop)
+        self.rt.call(self.lookup_pool.stop)
+
+
+@pytest.fixture
+def reloading(rt, homes):
+    made = []
+
+    def make(directory):
+        s = Reloading(rt, homes, directory)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities")
+
+
+@needs_root
+def test_a_reload_keeps_a_found_user_while_the_name_service_cannot_answer(reloading, rt):
+    """
+    If a user found one by one is asked for after an accepted reload
+    while the name service fails or hangs, then it is answered at once
+    with its home, as before the reload (never the alternate spool),
+    with its home check kept; the confirmation's failure is counted and
+    asked again at the next call.
+    """
+    d = Directory()
+    s = reloading(d)
+    home = s.homes.spool("luser")
+    first = rt.result(rt.begin(s.resolver.resolve, s.uid))
+    assert first.target == home
+    probes = s.pool.started_count
+    s.reload()
+    d.down = True
+    with LogCapture("hlfs.users") as logs:
+        assert s.resolve() == first
+        s.settled()
+    assert logs.matching(f"could not be asked for uid {s.uid}", "found before the reload is kept")
+    assert s.lookups.stats.errors == 1
+    assert s.source()["users_to_confirm"] == 1
+    assert s.resolve() == first
+    s.settled()
+    assert (d.asked, s.lookups.stats.errors) == ([s.uid] * 3, 2)
+    # Hung: served at once while the confirmation waits, counted late.
+    d.down = False
+    d.gate.clear()
+    try:
+        assert s.resolve() == first
+        rt.call(s.clock.advance, 6)
+        assert s.resolve() == first
+        assert rt.call(s.lookup_pool.count) == 1
+    finally:
+        d.gate.set()
+    s.settled()
+    assert s.lookups.stats.late == 1
+    assert s.source()["users_to_confirm"] == 0
+    assert s.resolve() == first
+    assert s.pool.started_count == probes
+    assert len(d.asked) == 4
+
+
+@needs_root
+def test_a_reload_drops_a_found_user_the_name_service_no_longer_knows(reloading, rt):
+    """
+    If the confirmation after an accepted reload says "no such user",
+    then the user is dropped: its next answer is the alternate spool,
+    with a later link time.
+    """
+    d = Directory()
+    s = reloading(d)
+    first = rt.result(rt.begin(s.resolver.resolve, s.uid))
+    s.reload()
+    del d.users[s.uid]
+    with LogCapture("hlfs.probe") as logs:
+        assert s.resolve() == first
+        s.settled()
+    assert logs.matching("luser", f"uid {s.uid}", "no longer known")
+    gone = s.resolve()
+    assert gone.target == os.fsencode(s.homes.alt)
+    assert gone.changed > first.changed
+    assert rt.call(s.resolver.learned_users) == []
+    assert s.source()["users_to_confirm"] == 0
+    assert rt.call(s.resolver.find_mailbox, b"luser") is None
+
+
+@needs_root
+def test_a_reload_takes_the_changed_home_of_a_found_user(reloading, rt):
+    """
+    If the confirmation after an accepted reload finds another home,
+    then the user's next answer is the new home, checked afresh, with a
+    later link time.
+    """
+    d = Directory()
+    s = reloading(d)
+    first = rt.result(rt.begin(s.resolver.resolve, s.uid))
+    s.reload()
+    moved = os.path.join(s.homes.base, "moved")
+    os.makedirs(moved)
+    os.chown(moved, s.uid, s.uid)
+    d.users[s.uid] = s.account(os.fsencode(moved) + b"/.mailspool")
+    probes = s.pool.started_count
+    with LogCapture("hlfs.probe") as logs:
+        assert s.resolve() == first
+        s.settled()
+    assert logs.matching(f"changed uid {s.uid}", f"(home {moved})", "checked afresh")
+    now = rt.result(rt.begin(s.resolver.resolve, s.uid))
+    assert now.target == os.fsencode(moved) + b"/.mailspool"
+    assert now.changed > first.changed
+    assert s.pool.started_count == probes + 1
+    assert [u.home for u in rt.call(s.resolver.learned_users)] == [os.fsencode(moved)]
+    assert rt.call(s.resolver.find_mailbox, b"luser").target == \
+        os.fsencode(moved) + b"/.mailspool/luser"

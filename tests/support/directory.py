@@ -79,7 +79,7 @@ def missing_parts(nss="nslcd"):
     """
     if os.geteuid() != 0:
         return f"a directory world needs root (mount namespaces, slapd, {nss})"
-    for path in (SLAPD, SLAPADD, "/usr/bin/ldapsearch"):
+    for path in (SLAPD, SLAPADD, "/usr/bin/ldapsearch", "/usr/bin/ldapdelete"):
         if not os.path.exists(path):
             return f"{path} is not installed (apt packages slapd, ldap-utils)"
     why = DAEMONS[nss].missing()
@@ -189,6 +189,15 @@ class Slapd:
         stop_process(self.proc)
         self.proc = None
         self._logfile.close()
+
+    def delete(self, dn):
+        """
+        Delete entry C{dn} from the running slapd, as its root DN.
+        """
+        subprocess.run(
+            ["ldapdelete", "-x", "-H", self.uri, "-D", ROOT_DN, "-w", ROOT_PW, dn],
+            check=True, capture_output=True, timeout=30,
+        )
 
     def freeze(self):
         """
@@ -351,6 +360,12 @@ class DirectoryWorld:
         ]
         self.namespace = Namespace(mounts)
         self.nss.start(self.namespace)
+
+    def delete_user(self, n):
+        """
+        Delete directory user C{n} from the (running) directory.
+        """
+        self.slapd.delete(f"uid={directory_name(n)},ou=people,{SUFFIX}")
 
     def restart_nss(self, enumerate=None):
         """
