@@ -47,6 +47,8 @@ class LookupStats:
     @ivar refused: keys answered "unknown for now" because too many
         lookups were in flight.
     @ivar hits: answers from the kept results.
+    @ivar backed_off: calls answered "unknown for now" without a lookup,
+        the name service having just failed for the same key.
     @ivar last_error: the last error's message, or C{""}.
     @ivar last_error_time: when it happened (clock seconds), or L{None}.
     @ivar reloads_kept: reloads whose table was refused, the previous
@@ -56,7 +58,7 @@ class LookupStats:
 
     def __init__(self):
         self.started = self.found = self.not_found = self.errors = 0
-        self.late = self.refused = self.hits = 0
+        self.late = self.refused = self.hits = self.backed_off = 0
         self.last_error = ""
         self.last_error_time = None
         self.reloads_kept = 0
@@ -70,7 +72,8 @@ class UserLookups:
     """
 
     def __init__(self, pool, by_uid, by_name, clock, deadline=1.0, negative_ttl=60.0,
-                 max_cached=100_000, unavailable=(OSError,), error_log_interval=60.0):
+                 max_cached=100_000, unavailable=(OSError,), error_log_interval=60.0,
+                 error_retry=1.0):
         """
         @param pool: a L{hlfs.homes.pool.LookupPool} of the lookups' own
             threads (never the home probes').
@@ -80,6 +83,10 @@ class UserLookups:
         @param by_name: the same for a name (C{bytes}).
         @param error_log_interval: at most one "could not ask" warning
             in this many seconds; the next one counts those left out.
+        @param error_retry: after the name service could not be asked
+            for a key, it is asked again for that key only this many
+            seconds later; callers meanwhile get "not known now", never
+            "no such user".
         """
         self.pool = pool
         self.by_uid = by_uid
@@ -90,11 +97,15 @@ class UserLookups:
         self.max_cached = max_cached
         self.unavailable = unavailable
         self.error_log_interval = error_log_interval
+        self.error_retry = error_retry
         self._error_logged_at = None
         self._errors_not_logged = 0
         self.stats = LookupStats()
         self._found = collections.OrderedDict()  # ("uid", uid) / ("name", name) -> User
         self._missing = collections.OrderedDict()  # key -> expiry time
+        # A directory that is down fails each lookup at once; without a
+        # pause per key, every call of an unknown caller would be a query.
+        self._unreachable = collections.OrderedDict()  # key -> time to ask again
 
     # -- answers
 
@@ -122,6 +133,12 @@ class UserLookups:
         if known:
             self.stats.hits += 1
             return user
+        retry = self._unreachable.get(key)
+        if retry is not None:
+            if self.clock.seconds() < retry:
+                self.stats.backed_off += 1
+                return None
+            del self._unreachable[key]
         pool = self.pool
         flight = pool.find(key)
         if flight is None:
@@ -171,10 +188,13 @@ class UserLookups:
         if result is None:
             result = "error", "the lookup raised"
         outcome, value = result
+        if outcome != "error":
+            self._unreachable.pop(key, None)
         if outcome == "error":
             stats.errors += 1
             stats.last_error = f"{self._describe(key)}: {value}"
             stats.last_error_time = self._log_error(key, value, then)
+            self._keep(self._unreachable, key, self.clock.seconds() + self.error_retry)
             return "error", None
         if value is None:
             stats.not_found += 1
@@ -200,6 +220,10 @@ class UserLookups:
         service could not be asked.  One lookup per key, as for L{find}.
         """
         key = ("uid", previous.uid)
+        retry = self._unreachable.get(key)
+        if retry is not None and self.clock.seconds() < retry:
+            self.stats.backed_off += 1
+            return
         if self.pool.find(key) is None:
             flight = self.pool.submit(key, self._describe(key).encode(), self._ask,
                                       (self.by_uid, previous.uid),
@@ -269,6 +293,7 @@ class UserLookups:
         """
         self._found.clear()
         self._missing.clear()
+        self._unreachable.clear()
 
     def positive(self):
         """

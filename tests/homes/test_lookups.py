@@ -127,8 +127,35 @@ def test_could_not_ask_is_never_kept(setup):
     assert s.lookups.stats.errors == 1
     assert s.lookups.stats.last_error_time is not None
     d.down = False
+    s.rt.call(s.clock.advance, 1.0)
     assert s.find(20001).name == b"u1"
     assert d.asked == [20001, 20001]
+
+
+def test_could_not_ask_pauses_the_queries_of_its_key(setup):
+    """
+    If the name service fails for a uid, then callers of that uid in the
+    next second get "unknown" without a query (a directory that is down
+    is not asked once per call), other uids are still asked, and the uid
+    is asked again after the pause.
+    """
+    d = Directory()
+    d.down = True
+    s = setup(d)
+    for _ in range(5):
+        assert s.find(20001) is None
+    assert d.asked == [20001]
+    assert s.lookups.stats.backed_off == 4
+    assert s.find(20002) is None
+    assert d.asked == [20001, 20002]
+    s.rt.call(s.clock.advance, 0.5)
+    assert s.find(20001) is None
+    assert d.asked == [20001, 20002]
+    d.down = False
+    s.rt.call(s.clock.advance, 0.5)
+    assert s.find(20001).name == b"u1"
+    assert d.asked == [20001, 20002, 20001]
+    assert s.lookups.stats.errors == 2
 
 
 def test_could_not_ask_is_logged_once_an_interval(setup):
@@ -529,7 +556,7 @@ def test_a_reload_keeps_a_found_user_while_the_name_service_cannot_answer(reload
     while the name service fails or hangs, then it is answered at once
     with its home, as before the reload (never the alternate spool),
     with its home check kept; the confirmation's failure is counted and
-    asked again at the next call.
+    asked again at the next call a second later.
     """
     d = Directory()
     s = reloading(d)
@@ -547,8 +574,14 @@ def test_a_reload_keeps_a_found_user_while_the_name_service_cannot_answer(reload
     assert s.source()["users_to_confirm"] == 1
     assert s.resolve() == first
     s.settled()
+    # Within a second of the failure the name service is not asked again.
+    assert (d.asked, s.lookups.stats.errors) == ([s.uid] * 2, 1)
+    rt.call(s.clock.advance, 1.0)
+    assert s.resolve() == first
+    s.settled()
     assert (d.asked, s.lookups.stats.errors) == ([s.uid] * 3, 2)
     # Hung: served at once while the confirmation waits, counted late.
+    rt.call(s.clock.advance, 1.0)
     d.down = False
     d.gate.clear()
     try:
