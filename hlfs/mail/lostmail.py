@@ -425,7 +425,9 @@ class Remailer:
             self.log(f"{os.fsdecode(path)}: cannot open: {e.strerror}")
             return
         with os.fdopen(fd, "rb") as f:
-            recipient = self.recipient_for(owner, os.fstat(fd), "its mail would stay for the next run")
+            recipient = self.recipient_for(
+                owner, os.fstat(fd), "its mail would stay for the next run"
+            )
             if recipient is None:
                 return
             for message in mbox.iter_mbox(f, offset):
