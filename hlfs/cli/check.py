@@ -141,10 +141,10 @@ def check_enumeration(entries, local_uids, sources):
     return warnings, notes
 
 
-def check_user(name, lookup):
+def check_user(name, lookup, sources=()):
     """
     Look up one user (C{bytes}) with C{lookup} (L{hlfs.homes.nss.account_by_name})
-    and check its entry.
+    and check its entry; C{sources} are those of C{passwd:}.
 
     @return: C{(warnings, notes)}.
     """
@@ -153,9 +153,23 @@ def check_user(name, lookup):
     except nss.NameServiceUnavailable as e:
         return [f"user {_show(name)}: the name service could not be asked ({e.strerror})"], []
     if account is None:
+        if "sss" in sources:
+            # sssd offline answers a clean "not found" for every user it
+            # has not cached: nothing in the answer tells it apart.
+            return [f"user {_show(name)}: no such user, or none in sssd's cache: while sssd "
+                    "cannot reach its directory (offline) it answers so for every user it "
+                    "has not cached"], []
         return [f"user {_show(name)}: no such user"], []
     notes = [f"user {_show(name)}: uid {account.uid}, home {_show(account.home)}"]
     return check_accounts([account]), notes
+
+
+def _sources(nsswitch):
+    try:
+        with open(nsswitch, encoding="utf-8", errors="replace") as f:
+            return passwd_sources(f.read())
+    except OSError:
+        return ["files"]
 
 
 def check_group(name, gid):
@@ -284,17 +298,14 @@ def gather(options):
             warnings += check_accounts(entries)
             notes.append(f"{len(entries)} password entries checked")
         elif options.user:
-            more, extra = check_user(os.fsencode(options.user), nss.account_by_name)
+            more, extra = check_user(os.fsencode(options.user), nss.account_by_name,
+                                     _sources(options.nsswitch))
             warnings += more
             notes += extra
         else:
             entries = accounts.nss_accounts()
             warnings += check_accounts(entries)
-            try:
-                with open(options.nsswitch, encoding="utf-8", errors="replace") as f:
-                    sources = passwd_sources(f.read())
-            except OSError:
-                sources = ["files"]
+            sources = _sources(options.nsswitch)
             more, extra = check_enumeration(entries, nss.FilesAccounts().uids(), sources)
             warnings += more
             notes += extra

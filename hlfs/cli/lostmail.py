@@ -10,7 +10,7 @@ import sys
 
 from hlfs.cli.args import ArgumentParser, UsageError
 from hlfs.core.users import UserTable
-from hlfs.homes.nss import NameService
+from hlfs.homes.nss import NameService, account_by_uid
 from hlfs.mail.lostmail import (
     CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer, plausible_user_name,
 )
@@ -44,6 +44,12 @@ def build_parser(prog):
     parser.add_argument("--max-size", type=int, metavar="BYTES",
                         help="skip mailboxes larger than this")
     parser.add_argument("--send-timeout", type=float, metavar="SECONDS")
+    parser.add_argument("--unknown-wait", type=float, metavar="SECONDS",
+                        help="keep the mail of a name the name service says does not exist "
+                        "until it has been missing this long at runs with no answer that it "
+                        "exists, then resend it to the postmaster (default "
+                        f"{DEFAULTS['unknown-wait']:g}: a directory cache offline says "
+                        '"no such user" for users it has not cached)')
     parser.add_argument("--syslog-socket", metavar="PATH",
                         help=f"syslog socket (default {DEFAULT_SOCKET}; empty: stderr only)")
     return parser
@@ -99,6 +105,8 @@ def resolve_options(args):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"smtp: expected HOST:PORT, not {options.smtp!r}")
         options.smtp_host, options.smtp_port = host.strip("[]"), int(port)
+    if not options.unknown_wait >= 0:
+        raise UsageError(f"unknown-wait: expected seconds >= 0, not {options.unknown_wait!r}")
     if not plausible_user_name(os.fsencode(options.postmaster).partition(b"@")[0]):
         raise UsageError(f"postmaster: {options.postmaster!r} is not an address")
     return options
@@ -119,9 +127,10 @@ def _out(line):
     sys.stdout.flush()
 
 
-def main(argv, prog="hlfs lostmail", checkpoint=None):
+def main(argv, prog="hlfs lostmail", checkpoint=None, now=None):
     """
-    Run the remailer; C{checkpoint} is L{Remailer}'s test seam.
+    Run the remailer; C{checkpoint} and C{now} (the clock) are
+    L{Remailer}'s test seams.
     """
     parser = build_parser(prog)
     try:
@@ -132,13 +141,14 @@ def main(argv, prog="hlfs lostmail", checkpoint=None):
     except SystemExit as e:  # --help
         return EX_OK if not e.code else EX_USAGE
     log = _make_log(prog, options.syslog_socket)
+    by_uid = None
     try:
         if options.password_file:
             users = UserTable.from_passwd_file(options.password_file)
             for problem in users.problems:
                 log(f"{problem}; line ignored")
         else:
-            users = NameService()
+            users, by_uid = NameService(), account_by_uid
     except OSError as e:
         log(f"cannot read {options.password_file}: {e.strerror}")
         return EX_CONFIG
@@ -148,7 +158,7 @@ def main(argv, prog="hlfs lostmail", checkpoint=None):
         )
     else:
         transport = SendmailTransport(options.sendmail, options.send_timeout)
-    remailer = Remailer(options, users, transport, log, _out, checkpoint)
+    remailer = Remailer(options, users, transport, log, _out, checkpoint, now, by_uid)
     try:
         return remailer.run()
     except OSError as e:

@@ -17,6 +17,11 @@ remailer, run a few times a day, gives that mail back:
      messages up to its end are done; a working file is removed when all
      its messages are done.
 
+A name the name service says does not exist is not resent to the
+postmaster at once: its mail stays until that name has been reported
+missing at runs spanning C{unknown-wait} seconds (L{hlfs.mail.missing}),
+since sssd offline answers "no such user" for users it has not cached.
+
 A crash at any point leaves each message either accepted by the MTA or
 still on disk.  The only duplicate window is between the MTA accepting a
 message and the state file recording it; see docs/lostmail.md.
@@ -39,6 +44,8 @@ import time
 from hlfs.mail import mbox
 from hlfs.mail.maillog import DEFAULT_SOCKET
 from hlfs.mail.dotlock import DotLock, LockError, lock_fd, unlock_fd
+from hlfs.mail.missing import MissingUsers, fsync_dir as _fsync_dir, write_atomically
+from hlfs.mail.recipients import Recipients, utc
 from hlfs.mail.tally import Tally
 from hlfs.mail.transports import SendFailure
 from hlfs.homes.nss import NameServiceUnavailable
@@ -64,6 +71,10 @@ DEFAULTS = {
     "max-size": 1 << 30,
     "send-timeout": 300.0,
     "syslog-socket": DEFAULT_SOCKET,
+    # A day: eight runs of the shipped timer, and longer than a directory
+    # outage lasts overnight; mail for a user deleted for real only
+    # reaches the postmaster a day later.
+    "unknown-wait": 86400.0,
 }
 
 # Plausible user names: what useradd(8) and NSS accept, nothing that
@@ -74,19 +85,6 @@ _SAFE_SENDER = re.compile(rb"[^\x00-\x20\x7f-\xff<>()\[\]\\,;:\"]+\Z")
 
 def _no_checkpoint(step, count):
     pass
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _show(name):
@@ -118,9 +116,19 @@ class Remailer:
     One run of the remailer over one alternate spool directory.
     """
 
-    def __init__(self, options, users, transport, log, out, checkpoint=None):
+    def __init__(self, options, users, transport, log, out, checkpoint=None, now=None,
+                 by_uid=None):
+        """
+        @param users: answers C{by_name(name)} with an account, L{None}
+            for no such user, or L{NameServiceUnavailable}.
+        @param now: the clock (seconds since the epoch), C{time.time}
+            unless given.
+        @param by_uid: answers the same for a mailbox's owner uid, or
+            L{None} to ask C{users.by_uid} (L{Recipients}).
+        """
         self.options = options
         self.checkpoint = checkpoint if checkpoint is not None else _no_checkpoint
+        self.now = now if now is not None else time.time
         self.users = users
         self.transport = transport
         self.log = log
@@ -132,28 +140,15 @@ class Remailer:
         self.taken = 0
         self.sent = 0
         self.hostname = socket.gethostname()
+        self.missing = MissingUsers(self.work_dir, options.unknown_wait, self.now, log)
+        self.recipients = Recipients(options, users, by_uid, self.missing, log)
 
-    def recipient_for(self, name, what="its mail stays for the next run"):
+    def recipient_for(self, name, st=None, what="its mail stays for the next run"):
         """
-        Return the address to resend C{name}'s mail to: the user when the
-        name service knows it, else the postmaster; L{None} when the name
-        service could not be asked (the mail waits, never goes to the
-        postmaster for that).
+        Return the address to resend C{name}'s mail to, or L{None}
+        (logged) while it waits: L{Recipients.recipient_for}.
         """
-        user = self._user(name, what)
-        if user is False:
-            return None
-        return name if user is not None else os.fsencode(self.options.postmaster)
-
-    def _user(self, name, what):
-        # The user's entry, None for no such user, False (logged) when the
-        # name service could not be asked.
-        try:
-            return self.users.by_name(name)
-        except NameServiceUnavailable as e:
-            self.log(f"{_show(name)}: the name service could not be asked ({e.strerror}); {what}")
-            self.problems += 1
-            return False
+        return self.recipients.recipient_for(name, st, what)
 
     def ensure_work_dir(self):
         """
@@ -223,11 +218,11 @@ class Remailer:
             self.log(f"{os.fsdecode(name)}: has {st.st_nlink} hard links; skipped")
             self.problems += 1
             return False
-        user = self._user(name, "left for the next run")
+        user = self.recipients.user(name, "left for the next run")
         if user is False:
             return False
         if user is None:
-            return True
+            return self.recipients.goes_to_postmaster(name, st, "left for the next run")
         if st.st_uid not in (user.uid, 0):
             self.log(
                 f"{os.fsdecode(name)}: owned by uid {st.st_uid}, not by {os.fsdecode(name)} "
@@ -333,16 +328,8 @@ class Remailer:
         return int(text)
 
     def _write_state(self, work_name, offset):
-        tmp = os.path.join(self.work_dir, b"T." + work_name[2:])
-        final = os.path.join(self.work_dir, b"S." + work_name[2:])
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, b"%d\n" % offset)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
-        _fsync_dir(self.work_dir)
+        write_atomically(self.work_dir, b"T." + work_name[2:], b"S." + work_name[2:],
+                         b"%d\n" % offset)
 
     def resend(self, work_name):
         """
@@ -352,14 +339,15 @@ class Remailer:
         """
         owner = work_name.split(b".", 3)[3]
         shown = os.fsdecode(owner)
-        recipient = self.recipient_for(owner)
+        path = os.path.join(self.work_dir, work_name)
+        recipient = self.recipient_for(owner, os.lstat(path))
         if recipient is None:
             return False
         if recipient != owner:
             self.log(
-                f"{shown}: no such user; resending to {self.options.postmaster}"
+                f"{shown}: no such user; resending to {self.options.postmaster} "
+                f"(missing since {utc(self.missing.missing(owner)[0])})"
             )
-        path = os.path.join(self.work_dir, work_name)
         offset = self._read_state(work_name)
         failure = None
         with open(path, "rb") as f:
@@ -408,7 +396,7 @@ class Remailer:
             self.log(f"{shown}: unusable envelope sender {sender!r}; using the null sender")
             sender = b""
         data = (
-            redelivery_header(self.alt_dir, owner, recipient, self.hostname, time.time())
+            redelivery_header(self.alt_dir, owner, recipient, self.hostname, self.now())
             + message.content
         )
         self.transport.send(sender, recipient, data)
@@ -431,15 +419,17 @@ class Remailer:
                 self._report_file(owner, path, self._read_state(work_name))
 
     def _report_file(self, owner, path, offset=0):
-        recipient = self.recipient_for(owner, "its mail would stay for the next run")
-        if recipient is None:
-            return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
             self.log(f"{os.fsdecode(path)}: cannot open: {e.strerror}")
             return
         with os.fdopen(fd, "rb") as f:
+            recipient = self.recipient_for(
+                owner, os.fstat(fd), "its mail would stay for the next run"
+            )
+            if recipient is None:
+                return
             for message in mbox.iter_mbox(f, offset):
                 self.tally.add(owner, found=1)
                 self.out(
@@ -462,6 +452,8 @@ class Remailer:
             self.log(f"alternate spool {os.fsdecode(self.alt_dir)} is not a directory")
             return EX_FAILED
         if self.options.dry_run:
+            if os.path.isdir(self.work_dir):
+                self.missing.load()
             self.dry_run()
         else:
             self.ensure_work_dir()
@@ -474,6 +466,7 @@ class Remailer:
                 except BlockingIOError:
                     self.out("another hlfs lostmail run is in progress; nothing done")
                     return EX_OK
+                self.missing.load()
                 for name in self.scan():
                     self.take(name)
                 self.clean_work_dir()
@@ -482,8 +475,10 @@ class Remailer:
                         self.resend(work_name)
                 finally:
                     self.transport.close()
+                    self.missing.save()
             finally:
                 os.close(guard)
         for line in self.tally.lines():
             self.out(line)
-        return EX_FAILED if self.tally.failed() or self.problems else EX_OK
+        problems = self.problems + self.recipients.problems
+        return EX_FAILED if self.tally.failed() or problems else EX_OK

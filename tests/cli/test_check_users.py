@@ -65,6 +65,9 @@ def test_one_user():
     assert notes == ["user luser: uid 20001, home /"]
     assert "has home /" in warnings[0]
     assert check_user(b"gone", lookup) == (["user gone: no such user"], [])
+    # sssd offline says "not found" for any user it has not cached.
+    [warning] = check_user(b"gone", lookup, ["files", "sss"])[0]
+    assert warning.startswith("user gone: no such user, or none in sssd's cache: while sssd ")
     assert check_user(b"down", lookup)[0] == [
         "user down: the name service could not be asked (getpwnam_r: No such file or directory)"
     ]

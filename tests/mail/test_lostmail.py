@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hlfs.cli import lostmail as lostmail_cli
 from hlfs.mail import mbox
 from hlfs.mail.lostmail import DEFAULTS
 from tests.support.mail import (
@@ -380,13 +381,175 @@ def test_overlapping_runs_do_not_resend_twice(env):
 @needs_root
 def test_unknown_user_goes_to_postmaster(env):
     env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
-    result = env.run("--postmaster", "root")
+    result = env.run("--postmaster", "root", "--unknown-wait", "0")
     assert result.returncode == 0, result.stderr
     [(argv, data)] = env.sent()
     assert argv == ["-oi", "-f", "x@example.org", "--", "root"]
     assert b"gone" in data.partition(b"\n")[0]
     assert strip_header(data) == message(1)
     assert b"gone: no such user; resending to root" in result.stderr
+
+
+#: When the first run of the waiting tests sees a name missing.
+T0 = 1_800_000_000.0
+DAY = 86400.0
+
+
+def utc(seconds):
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+class RunAt:
+    """
+    The real command in this process (to hand it a clock), resending
+    through the recording sendmail: C{run(t)} runs it at time C{t}.
+    """
+
+    def __init__(self, env, capfd):
+        self.env = env
+        self.capfd = capfd
+
+    def __call__(self, t, *extra):
+        self.capfd.readouterr()
+        argv = self.env.args("--postmaster", "root", "--syslog-socket", "", *extra)[1:]
+        status = lostmail_cli.main(argv, now=lambda: t)
+        out, err = self.capfd.readouterr()
+        assert "Traceback" not in err
+        return status, err
+
+    def record(self):
+        path = os.path.join(self.env.alt, ".lostmail", "missing")
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+
+@pytest.fixture
+def run_at(env, capfd):
+    return RunAt(env, capfd)
+
+
+def kept_line(name, since, wait=DAY):
+    return (f"{name}: no such user according to the name service; its mail is kept until "
+            f"{utc(since + wait)}, then goes to root (missing since {utc(since)}; "
+            f"unknown-wait {wait:g} s)")
+
+
+@needs_root
+def test_unknown_user_is_kept_until_the_wait_is_over(env, run_at):
+    """
+    If the name service says a mailbox's user does not exist, then its
+    mail stays in the spool, with one line naming the user and until
+    when, at every run before C{unknown-wait} has passed since the first
+    run that saw it missing; then it goes to the postmaster, and the
+    record of the name goes with its mail.
+    """
+    path = env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
+    status, err = run_at(T0)
+    assert status == 0
+    assert err.count("gone:") == 1 and kept_line("gone", T0) in err
+    assert env.sent() == [] and os.path.exists(path)
+    assert run_at.record() == b"gone %.3f\n" % T0
+    status, err = run_at(T0 + DAY - 1)
+    assert (status, env.sent()) == (0, [])
+    assert kept_line("gone", T0) in err
+    status, err = run_at(T0 + DAY)
+    assert status == 0
+    assert f"gone: no such user; resending to root (missing since {utc(T0)})" in err
+    [(argv, data)] = env.sent()
+    assert argv[-1] == "root" and strip_header(data) == message(1)
+    assert not os.path.exists(path)
+    assert run_at(T0 + DAY + 1)[0] == 0
+    assert run_at.record() is None
+
+
+@needs_root
+def test_a_positive_answer_starts_the_wait_over(env, run_at):
+    """
+    If a name reported missing is found at a later run, then its record
+    is cleared: missing again afterwards, its mail waits a full
+    C{unknown-wait} from then, even though the first report is older.
+    """
+    env.mailbox(b"dave", messages=[(b"x@example.org", message(1))])
+    assert run_at(T0)[0] == 0
+    # dave appears; his mail is refused for now, so it stays.
+    write_passwd(env.root, users=(ALICE, BOB, (b"dave", 60004)))
+    env.refuse(b"END-OF-MESSAGE-1")
+    assert run_at(T0 + 3600)[0] == 1
+    assert env.sent() == []
+    assert run_at.record() is None
+    # dave is gone again (or the directory is offline) a day after the
+    # first report: his mail is not the postmaster's yet.
+    write_passwd(env.root, users=(ALICE, BOB))
+    os.unlink(os.path.join(env.sm_dir, "refuse"))
+    status, err = run_at(T0 + DAY + 60)
+    assert (status, env.sent()) == (0, [])
+    assert kept_line("dave", T0 + DAY + 60) in err
+    assert len(env.work_entries()) == 2  # the record and the working file
+    status, err = run_at(T0 + 2 * DAY + 60)
+    assert [argv[-1] for argv, _ in env.sent()] == ["root"]
+
+
+@needs_root
+def test_garbage_in_the_record_only_starts_waits_over(env, run_at):
+    """
+    If the record is garbled (bad lines, times to come, bytes of any
+    kind), then the run goes on with one line about it, no mail goes to
+    the postmaster early, and a clean record replaces it; if the record
+    cannot be read or written at all, the mail still waits.
+    """
+    env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
+    env.mailbox(b"lost", messages=[(b"x@example.org", message(2))])
+    work = make_dir(os.path.join(env.alt, ".lostmail"), 0o700)
+    record = os.path.join(work, "missing")
+    with open(record, "wb") as f:
+        f.write(b"gone 1e12\nlost nan\nlost\n\xff\x00 12 13\n%s\ngone -5\n" % (b"x" * 5000))
+    status, err = run_at(T0)
+    assert (status, env.sent()) == (0, [])
+    assert "missing: 5 unreadable lines ignored; those users' wait starts over" in err
+    assert kept_line("gone", T0) in err and kept_line("lost", T0) in err
+    assert run_at.record() == b"gone %.3f\nlost %.3f\n" % (T0, T0)
+    os.unlink(record)
+    os.mkdir(record)
+    status, err = run_at(T0 + 2 * DAY)
+    assert (status, env.sent()) == (0, [])
+    assert "missing: not a record of ours" in err and "missing: cannot write" in err
+    assert kept_line("gone", T0 + 2 * DAY) in err
+    os.rmdir(record)
+    with open(record, "wb") as f:
+        f.write(os.urandom(3000))
+    assert run_at(T0 + 3 * DAY)[0] == 0
+    assert env.sent() == []
+
+
+@needs_root
+def test_a_mailbox_whose_owner_uid_is_a_user_is_not_the_postmasters(env, run_at):
+    """
+    If a name is missing but its mailbox belongs to a uid the name
+    service knows, then the two answers disagree: the mail is skipped
+    with a line, never resent to the postmaster; a mailbox whose owner
+    uid is no user either goes once the wait is over.
+    """
+    env.mailbox(b"gone", messages=[(b"x@example.org", message(1))], owner=ALICE[1])
+    env.mailbox(b"lost", messages=[(b"x@example.org", message(2))], owner=60099)
+    status, err = run_at(T0, "--unknown-wait", "0")
+    assert status == 1
+    assert "gone: no such user, but its mail belongs to uid 60001 (alice); not resent to " \
+           "root, skipped" in err
+    [(argv, data)] = env.sent()
+    assert argv[-1] == "root" and strip_header(data) == message(2)
+    assert os.path.exists(os.path.join(env.alt, "gone"))
+
+
+@needs_root
+def test_dry_run_reports_the_wait_and_records_nothing(env, run_at):
+    env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
+    status, err = run_at(T0, "--dry-run")
+    assert status == 0
+    assert "gone: no such user according to the name service; its mail would be kept until " \
+           f"{utc(T0 + DAY)}" in err
+    assert env.work_entries() == [] and env.sent() == []
 
 
 @needs_root
@@ -542,6 +705,8 @@ def test_configuration_errors_are_usage_errors(tmp_path):
         (["--config", str(tmp_path / "missing")], b"cannot read"),
         (["--smtp", "localhost"], b"expected HOST:PORT"),
         (["--max-size", "big"], b"invalid int value"),
+        (["--unknown-wait", "-1"], b"unknown-wait: expected seconds >= 0"),
+        (["--unknown-wait", "nan"], b"unknown-wait: expected seconds >= 0"),
     ]:
         result = run_hlfs("lostmail", *args)
         assert result.returncode == 64, args
