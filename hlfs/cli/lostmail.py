@@ -162,6 +162,8 @@ def main(argv, prog="hlfs lostmail", checkpoint=None, now=None):
     try:
         return remailer.run()
     except OSError as e:
-        log(f"{e.filename and os.fsdecode(e.filename) + ': ' or ''}{e.strerror}")
+        # A file given by descriptor has an int for its name.
+        where = e.filename if isinstance(e.filename, (str, bytes)) else None
+        log(f"{where and os.fsdecode(where) + ': ' or ''}{e.strerror}")
         return EX_FAILED
 

@@ -756,3 +756,24 @@ def test_mbox_round_trip(messages):
     for m in parsed:
         resumed = next(mbox.iter_mbox(io.BytesIO(out.getvalue()), m.start))
         assert resumed == m
+
+
+def test_an_error_on_a_descriptor_is_one_log_line(env, capfd):
+    """
+    If the run fails on a file known by its descriptor (an C{OSError}
+    whose filename is an int), then the command logs one line with the
+    error and exits 1, without a traceback; the mail stays.
+    """
+    env.mailbox(messages=[(b"s@example.org", message(1))])
+
+    def fail(step, count):
+        raise OSError(5, "Input/output error", 7)
+
+    capfd.readouterr()
+    argv = env.args("--syslog-socket", "")[1:]
+    status = lostmail_cli.main(argv, checkpoint=fail)
+    out, err = capfd.readouterr()
+    assert status == 1
+    assert "Traceback" not in err
+    assert err.strip().endswith("Input/output error")
+    assert env.sent() == []
