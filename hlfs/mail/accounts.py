@@ -10,6 +10,7 @@ import os
 import pwd
 
 from hlfs.core.users import Account, parse_passwd  # noqa: F401 (the mail tools' names)
+from hlfs.homes.nss import NameServiceUnavailable, account_by_name  # noqa: F401
 
 
 def read_passwd(path):
@@ -37,6 +38,9 @@ def find_account(name, password_file=None):
     Look up one user by name (C{bytes}), in C{password_file} or NSS.
 
     @return: an L{Account} or L{None}.
+    @raise NameServiceUnavailable: the name service could not say (an
+        error other than a clean "not found"; Python's C{pwd} would call
+        it "no such user").
     @raise OSError: the password file cannot be read.
     """
     if password_file is not None:
@@ -45,11 +49,7 @@ def find_account(name, password_file=None):
             if account.name == name:
                 return account
         return None
-    try:
-        p = pwd.getpwnam(os.fsdecode(name))
-    except (KeyError, ValueError):
-        return None
-    return Account(os.fsencode(p.pw_name), p.pw_uid, p.pw_gid, os.fsencode(p.pw_dir))
+    return account_by_name(name)
 
 
 def supplementary_groups(account, password_file=None):

@@ -433,6 +433,13 @@ def deliver_all(options, stdin, log):
             continue
         try:
             account = accounts.find_account(name, options.password_file)
+        except accounts.NameServiceUnavailable as e:
+            # The MTA keeps the message and tries again: a directory that
+            # is down must not bounce a user's mail as "no such user".
+            log(f"{display}: the name service could not be asked ({e.strerror}); deferred",
+                LOG_WARNING)
+            codes.append(EX_TEMPFAIL)
+            continue
         except OSError as e:
             log(f"{display}: cannot read {options.password_file}: {e.strerror}", LOG_ERR)
             codes.append(EX_TEMPFAIL)

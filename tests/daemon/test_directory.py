@@ -612,3 +612,46 @@ def test_mail_tools_with_enumeration_off_and_the_directory_down(nss):
         assert not (world.alt / directory_name(6)).exists()
     finally:
         world.close()
+
+
+@pytest.mark.parametrize("nss", NSS)
+def test_deliver_defers_while_the_directory_is_down(nss):
+    """
+    If the directory does not enumerate, then C{hlfs deliver} delivers to
+    a directory user by name; if slapd is then down, a delivery that the
+    name service cannot answer for exits 75 (the MTA keeps the message),
+    with a log line, never 67 (a bounce as "no such user").  sssd answers
+    from its cache for a user it has seen, so that delivery goes through.
+    """
+    world = DirectoryWorld(count=5, enumerate=False, nss=nss)
+    try:
+        spool = world.base / "deliver-spool"
+        spool.mkdir()
+        spool.chmod(0o1777)
+        name = directory_name(3)
+
+        def deliver(subject):
+            return world.namespace.run(
+                [*hlfs_command("deliver"), "--spool", str(spool), "-f", "s@example.org", name],
+                input=f"Subject: {subject}\n\nhello\n", cwd=world.base)
+
+        first = deliver("one")
+        assert first.returncode == 0, first.stderr
+        world.slapd.stop()
+        second = deliver("two")
+        mailbox = (spool / name).read_text()
+        if nss == "sssd":
+            assert second.returncode == 0, second.stderr
+            assert "Subject: two" in mailbox
+        else:
+            assert second.returncode == 75, second.stderr
+            assert f"{name}: the name service could not be asked" in second.stderr
+            assert "deferred" in second.stderr
+            assert "Subject: two" not in mailbox
+        assert "Subject: one" in mailbox
+        world.slapd.start()
+        third = deliver("three")
+        assert third.returncode == 0, third.stderr
+        assert "Subject: three" in (spool / name).read_text()
+    finally:
+        world.close()

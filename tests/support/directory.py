@@ -280,7 +280,9 @@ class Namespace:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 60)
-        return subprocess.run(self.command(argv, cwd), stdin=subprocess.DEVNULL, **kwargs)
+        if "input" not in kwargs:
+            kwargs.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run(self.command(argv, cwd), **kwargs)
 
     def popen(self, argv, cwd=None, **kwargs):
         return subprocess.Popen(self.command(argv, cwd), **kwargs)
