@@ -7,6 +7,7 @@ commands: a real server started from that environment answers a real
 C{hlfs resolve} from it.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -29,10 +30,17 @@ NOT_SOURCE = shutil.ignore_patterns(
 )
 
 
+#: The environment of what runs from the built or installed package: a
+#: PYTHONPATH leading to the checkout (as in `PYTHONPATH=. pytest`) would
+#: make pip find the checkout's hlfs installed already, and the commands
+#: import it instead of the installed one.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def run(*cmd, **kwargs):
     result = subprocess.run(
         [str(c) for c in cmd], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        timeout=600, **kwargs,
+        timeout=600, env=CLEAN_ENV, **kwargs,
     )
     assert result.returncode == 0, f"{cmd}: {result.stdout}{result.stderr}"
     return result.stdout
@@ -95,7 +103,7 @@ def test_installed_commands_start(venv, tmp_path):
 
 def test_installed_server_answers_installed_client(venv):
     base = make_base()
-    srv = RunningServer(base, ["--insecure", "--no-verify"], bin=venv / "bin").start()
+    srv = RunningServer(base, ["--insecure", "--no-verify"], env=CLEAN_ENV, bin=venv / "bin").start()
     try:
         out = run(venv / "bin" / "hlfs", "resolve", "--uid", "1002",
                   "--server", f"127.0.0.1:{srv.port}", cwd=base)

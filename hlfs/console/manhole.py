@@ -169,8 +169,14 @@ class ManholeSSHFactory(factory.SSHFactory):
 class ManholeService(StreamServerEndpointService):
     """
     The listening manhole.  L{whenListening} tells where it listens, for
-    callers that asked for port 0.
+    callers that asked for port 0.  Both rest on private attributes of
+    L{StreamServerEndpointService}, pinned by
+    C{tests/daemon/test_twisted_internals.py}.
     """
+
+    # As strports.service does: a port already in use fails twistd's
+    # startup instead of being logged later.
+    _raiseSynchronously = True
 
     def whenListening(self):
         """
@@ -230,9 +236,6 @@ def makeManholeService(portspec, authorized_keys_path, host_key_path, namespace,
     host_key = load_or_create_host_key(host_key_path)
     portal = Portal(ConsoleRealm(namespace), [AuthorizedKeysChecker(authorized_keys_path)])
     service = ManholeService(endpoint, ManholeSSHFactory(portal, host_key))
-    # As strports.service does: a port already in use fails twistd's
-    # startup instead of being logged later.
-    service._raiseSynchronously = True
     service.setName("manhole")
     log.info(
         "manhole configured on {description}, host key {fingerprint}",

@@ -6,7 +6,7 @@ what the C{hlfs} command, portmapper registration and the tests use.
 import os
 import struct
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.protocol import DatagramProtocol
 
 from hlfs.rpc.message import NO_CREDENTIAL, decode_reply, encode_call
@@ -125,38 +125,45 @@ class RPCClient:
         """
         Call a procedure; return a Deferred firing with the
         L{hlfs.rpc.message.Reply}, or failing with L{RPCError} on timeout.
+        Cancelling it forgets the call.
         """
         xid = self.pending.next_xid()
         data = encode_call(xid, prog, vers, proc, cred or NO_CREDENTIAL, args)
-        d = defer.Deferred()
-        self.pending.calls[xid] = d
-        timers = []
 
-        def send():
+        def forget(d):
+            # Cancelled (by the timeout or the caller): a late reply finds
+            # no call to answer.
+            self.pending.calls.pop(xid, None)
+
+        d = defer.Deferred(canceller=forget)
+        self.pending.calls[xid] = d
+
+        try:
             if self.transport == "udp":
                 self._port.write(data, (self.host, self.port))
-                timers.append(self.reactor.callLater(self.retransmit, send))
             else:
                 self._proto.transport.write(frame(data))
-
-        def expire():
-            if self.pending.calls.pop(xid, None) is d:
-                d.errback(RPCError(f"no reply from {self.host}:{self.port} in {self.timeout:g} s"))
-
-        def cleanup(result):
-            for t in timers:
-                if t.active():
-                    t.cancel()
-            return result
-
-        timers.append(self.reactor.callLater(self.timeout, expire))
-        try:
-            send()
         except OSError as e:
             self.pending.calls.pop(xid, None)
-            cleanup(None)
             return defer.fail(RPCError(f"cannot send to {self.host}:{self.port}: {e}"))
-        return d.addBoth(cleanup)
+
+        def timed_out(result, timeout):
+            raise RPCError(f"no reply from {self.host}:{self.port} in {timeout:g} s")
+
+        d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timed_out)
+        if self.transport == "udp":
+            resend = task.LoopingCall(self._resend, data)
+            resend.clock = self.reactor
+            resend.start(self.retransmit, now=False)
+            d.addBoth(lambda result: (resend.running and resend.stop(), result)[1])
+        return d
+
+    def _resend(self, data):
+        try:
+            self._port.write(data, (self.host, self.port))
+        except OSError:
+            # Like a datagram lost on the way: the timeout answers.
+            pass
 
     def close(self):
         if self._port is not None:

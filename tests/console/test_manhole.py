@@ -27,6 +27,7 @@ from hlfs.homes.cache import ProbingResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
 
+from tests.support.processes import stop_process
 from tests.support.console import (
     PROMPT, close, free_loopback_port, key_fingerprint, keygen, open_console, private_dir, run, ssh_args,
 )
@@ -137,12 +138,7 @@ class Daemon:
         return self.process.poll() is None
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process.stderr.close()
         self.log.close()
 
@@ -225,6 +221,17 @@ def wait_in_console(console, expression, expected):
         time.sleep(0.05)
 
 
+def start_probe(console, daemon, uid, shown=None):
+    """
+    C{resolve(uid)} in the console, for a uid without a cached result:
+    it shows C{shown} (by default that it started a probe), and the check
+    begins in a probe thread, where it waits for the test to release it.
+    """
+    entered = daemon.entered(uid)
+    run(console, f"resolve({uid})", shown or rf"probe started for uid {uid}")
+    daemon.wait_entered(uid, entered + 1)
+
+
 def test_probe_stats_are_the_resolvers_counters(daemon, keys):
     console = open_console(daemon, keys["operator"])
     run(
@@ -240,11 +247,12 @@ def test_resolve_probes_in_the_background_and_flush_forgets(daemon, keys):
     console = open_console(daemon, keys["operator"])
     run(console, "flush()", rf"flushed all probe cache entries{NL}")
     started = probe_stat(console, "started")
-    entered = daemon.entered(1000)
     # Not cached yet: the helper starts the probe, returns its Deferred, and
     # the console prints the answer when it fires.
-    run(console, "resolve(1000)", r"probe cache entry: CacheEntry\(state='unverified'.*probe started for uid 1000")
-    daemon.wait_entered(1000, entered + 1)
+    start_probe(
+        console, daemon, 1000,
+        r"probe cache entry: CacheEntry\(state='unverified'.*probe started for uid 1000",
+    )
     daemon.release(1000, "ok")
     console.expect(rf"called back: home -> /home/alice/\.mailspool{NL}because: the home is usable \(this probe\)")
     assert probe_stat(console, "started") == started + 1
@@ -258,9 +266,8 @@ def test_resolve_probes_in_the_background_and_flush_forgets(daemon, keys):
     assert probe_stat(console, "started") == started + 1
     # The real flush returns nothing: the helper's line has no count.
     run(console, "flush(1000)", rf"flushed the probe cache entry of uid 1000{NL}")
-    run(console, "resolve(1000)", r"probe started for uid 1000")
+    start_probe(console, daemon, 1000)
     assert probe_stat(console, "started") == started + 2
-    daemon.wait_entered(1000, entered + 2)
     daemon.release(1000, "ok")
     console.expect(rf"called back: home -> /home/alice/\.mailspool{NL}")
     close(console)
@@ -270,9 +277,7 @@ def test_a_failed_probe_is_explained_and_cached(daemon, keys):
     console = open_console(daemon, keys["operator"])
     run(console, "flush(1004)", rf"flushed the probe cache entry of uid 1004{NL}")
     failures = probe_stat(console, "failures")
-    entered = daemon.entered(1004)
-    run(console, "resolve(1004)", r"probe started for uid 1004")
-    daemon.wait_entered(1004, entered + 1)
+    start_probe(console, daemon, 1004)
     daemon.release(1004, "EACCES")
     console.expect(rf"called back: home -> /var/alt_mail{NL}because: the spool failed this probe")
     assert probe_stat(console, "failures") == failures + 1
@@ -289,9 +294,7 @@ def test_hung_lists_probes_in_flight_and_those_past_the_deadline(daemon, keys):
     console = open_console(daemon, keys["operator"])
     run(console, "flush(1003)", rf"flushed the probe cache entry of uid 1003{NL}")
     fallbacks = probe_stat(console, "fallbacks")
-    entered = daemon.entered(1003)
-    run(console, "resolve(1003)", r"probe started for uid 1003")
-    daemon.wait_entered(1003, entered + 1)
+    start_probe(console, daemon, 1003)
     flight = r"uid 1003: /home/dave/\.mailspool asked {0}s ago, running {0}s"
     run(console, "hung()", rf"1 probe\(s\) in flight:{NL}\s+{flight.format('0.0')}{NL}0 probe\(s\) stuck{NL}")
     # Just short of the deadline: still waiting, not stuck yet.

@@ -14,7 +14,7 @@ import pytest
 
 from hlfs.cli import hlfsd
 from hlfs.daemon import kernel
-from tests.support.rpcsock import cred, lookup3, mount_root, readlink3
+from tests.support.rpcsock import cred, lookup3, mount_root, readlink3, status_pairs
 from tests.support.server import BIN, RunningServer, make_base, write_passwd, USERS
 
 TWISTD = [str(BIN / "twistd"), "-n", "--pidfile="]
@@ -337,7 +337,9 @@ def test_periodic_reload_drops_cached_replies(make_server):
     _, fh, _ = lookup3(srv.port, root, b"home", alice)
     old = f"{srv.base}/home/alice/.mailspool".encode()
     assert readlink3(srv.port, fh, alice) == (0, old)
+    hits = int(status_pairs(srv.port)["reply_cache_hits"])
     assert readlink3(srv.port, fh, alice) == (0, old)
+    assert int(status_pairs(srv.port)["reply_cache_hits"]) == hits + 1, "the reply was not cached"
     moved = srv.base / "home" / "alice-moved"
     moved.mkdir()
     if os.geteuid() == 0:

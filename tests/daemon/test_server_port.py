@@ -44,8 +44,16 @@ class CompetingReactor:
         self.udp_ports.append(number)
         if len(self.competitors) < self.collisions:
             competitor = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            competitor.bind((interface, number))
-            competitor.listen(1)
+            try:
+                competitor.bind((interface, number))
+            except OSError as e:
+                # Another process has the number for TCP already (a busy
+                # machine's loopback connections): a collision all the same.
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                competitor.close()
+            else:
+                competitor.listen(1)
             self.competitors.append(competitor)
         return listener
 

@@ -14,12 +14,11 @@ import pytest
 from twisted.internet import task
 
 from hlfs.homes.pool import ProbePool
-from hlfs.homes import cache
 from hlfs.homes.cache import ProbingResolver
 from hlfs.core.resolver import Resolution, SpoolRules
 from hlfs.homes.tableload import TableLoadError, load_in_subprocess
 from hlfs.core.users import UserTable
-from tests.support.probes import Gate, LogCapture, wait_for
+from tests.support.probes import LogCapture, reload_while_serving, wait_for
 from tests.support.filesystems import fill, tmpfs
 
 pytestmark = [
@@ -283,14 +282,6 @@ def test_mailbox_of_a_full_home(setup, homes):
         assert full.target == os.fsencode(homes.alt) + b"/alice"
 
 
-def write_passwd(path, homes, extra):
-    with open(path, "wb") as f:
-        for name, uid, home in homes.users:
-            f.write(b"%s:x:%d:%d::%s:/bin/sh\n" % (name, uid, uid, home))
-        for n in range(extra):
-            f.write(b"gen%d:x:%d:100::/nonexistent/gen%d:/bin/sh\n" % (n, 100000 + n, n))
-
-
 def test_reload_under_load(setup, homes, rt, monkeypatch):
     """
     A 200,000-user password file is reloaded (parsed in a child process,
@@ -302,43 +293,25 @@ def test_reload_under_load(setup, homes, rt, monkeypatch):
     """
     uids = [homes.add(f"user{n}") for n in range(20)]
     passwd = os.path.join(homes.base, "passwd")
-    write_passwd(passwd, homes, 200_000)
+    homes.write_passwd(passwd, 200_000)
     s = setup()
     for uid in uids:
         s.resolve(uid)
     started = s.pool.started_count
-    loaded, remapping = Gate(), Gate()
-    monkeypatch.setattr(cache, "remap", remapping.guarding(cache.remap))
-
     answers = []
 
     def tick():
         answers.append(s.resolver.resolve(uids[len(answers) % len(uids)]))
 
-    def load():
-        table = load_in_subprocess(passwd)
-        loaded()
-        return table
-
     loop = task.LoopingCall(tick)
     rt.call(lambda: loop.start(0.001).addBoth(lambda _: None) and None)
     try:
-        d = rt.begin(s.resolver.reload, load)
-        answered_while_held = []
-        for gate in (loaded, remapping):
-            assert gate.reached.wait(60), "the reload did not get that far"
-            before = len(answers)
-            wait_for(lambda: len(answers) >= before + 10, timeout=30)
-            assert rt.pending(d)
-            answered_while_held.append(len(answers) - before)
-            gate.open()
-        table = rt.result(d, timeout=60)
+        table, held_in = reload_while_serving(rt, s.resolver, passwd, answers, monkeypatch)
     finally:
         rt.call(loop.stop)
     assert len(table) == 200_020
     assert s.resolver.table is table
-    assert rt.tid not in loaded.threads + remapping.threads
-    assert min(answered_while_held) >= 10
+    assert rt.tid not in held_in
     assert all(isinstance(a, Resolution) and a.target.endswith(b"/.mailspool") for a in answers)
     # Cached results survived the reload: no new probes.
     assert s.pool.started_count == started
@@ -516,7 +489,7 @@ def test_child_loader_gives_the_same_table(homes):
     homes.add("alice")
     homes.add("bob")
     passwd = os.path.join(homes.base, "passwd")
-    write_passwd(passwd, homes, 1000)
+    homes.write_passwd(passwd, 1000)
     with open(passwd, "ab") as f:
         f.write(b"broken line\n")
     table = load_in_subprocess(passwd)

@@ -21,15 +21,13 @@ from twisted.internet import defer, task
 
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
 from hlfs.homes.pool import ProbePool
-from hlfs.homes import cache
 from hlfs.homes.cache import ProbingResolver
 from hlfs.cli.query import HomeLinkClient, credential
 from hlfs.core.resolver import SpoolRules
 from hlfs.rpc.client import RPCClient
 from hlfs.rpc.dispatch import Dispatcher
 from hlfs.daemon.server import RPCServerService, build_programs
-from hlfs.homes.tableload import load_in_subprocess
-from tests.support.probes import Gate, ReactorThread, wait_for
+from tests.support.probes import ReactorThread, reload_while_serving, wait_for
 from tests.support.filesystems import frozen_mount
 
 pytestmark = [
@@ -136,14 +134,8 @@ def test_reload_under_readlink_load_through_the_server(homes, monkeypatch):
     rt = ReactorThread.get()
     uids = [homes.add(f"user{n}") for n in range(10)]
     passwd = os.path.join(homes.base, "passwd")
-    with open(passwd, "wb") as f:
-        for name, uid, home in homes.users:
-            f.write(b"%s:x:%d:%d::%s:/bin/sh\n" % (name, uid, uid, home))
-        for n in range(200_000):
-            f.write(b"gen%d:x:%d:100::/nonexistent/gen%d:/bin/sh\n" % (n, 100000 + n, n))
+    homes.write_passwd(passwd, 200_000)
     alt = os.fsencode(homes.alt)
-    loaded, remapping = Gate(), Gate()
-    monkeypatch.setattr(cache, "remap", remapping.guarding(cache.remap))
     with serving(rt, homes, alt) as (server, pool, resolver, client, clock):
 
         @defer.inlineCallbacks
@@ -172,28 +164,13 @@ def test_reload_under_readlink_load_through_the_server(homes, monkeypatch):
                     target = e
                 results.append((uid, target))
 
-        def load():
-            table = load_in_subprocess(passwd)
-            loaded()
-            return table
-
         done = []
         rt.call(lambda: keep_reading().addBoth(done.append) and None)
         wait_for(lambda: len(results) > 0, timeout=10)
-        d = rt.begin(resolver.reload, load)
-        served_while_held = []
-        for gate in (loaded, remapping):
-            assert gate.reached.wait(60), "the reload did not get that far"
-            before = len(results)
-            wait_for(lambda: len(results) >= before + 10, timeout=30)
-            assert rt.pending(d)
-            served_while_held.append(len(results) - before)
-            gate.open()
-        table = rt.result(d, timeout=60)
+        table, held_in = reload_while_serving(rt, resolver, passwd, results, monkeypatch)
         running[0] = False
         wait_for(lambda: done, timeout=10)
         assert len(table) == 200_010 and resolver.table is table
-        assert rt.tid not in loaded.threads + remapping.threads
-        assert min(served_while_held) >= 10
+        assert rt.tid not in held_in
         wrong = [r for r in results if r[1] != expected[r[0]]]
         assert not wrong, wrong[:3]

@@ -9,11 +9,12 @@ import time
 import pytest
 from twisted.internet.task import Clock
 
-from hlfs.nfs import status
 from hlfs.rpc.message import AUTH_ERROR, AUTH_SYS, AUTH_TOOWEAK, Credential, decode_call, encode_call
 from hlfs.rpc.replycache import ReplyCache
 from hlfs.xdr import pack_opaque
-from tests.support.rpcsock import MOUNT, NFS, call as rpc_call, cred, lookup3, mount_root, readlink3
+from tests.support.rpcsock import (
+    MOUNT, NFS, call as rpc_call, cred, lookup3, mount_root, readlink3, status_pairs,
+)
 
 
 class Validity:
@@ -79,8 +80,7 @@ def test_cached_replies_follow_the_home(make_server):
 
 
 def reply_cache_hits(port):
-    reply = rpc_call(port, status.PROGRAM, status.VERSION, 1)
-    return int(dict(status.decode_pairs(reply.body))["reply_cache_hits"])
+    return int(status_pairs(port)["reply_cache_hits"])
 
 
 def privileged_port():

@@ -11,6 +11,8 @@ import subprocess
 import time
 from contextlib import contextmanager
 
+from tests.support.processes import stop_process
+
 @contextlib.contextmanager
 def tmpfs(path, size="64k"):
     """
@@ -102,11 +104,7 @@ class FrozenMount:
         subprocess.run(["fusermount", "-u", self.mountpoint], timeout=10, capture_output=True)
         if self._mounted():
             subprocess.run(["umount", "-l", self.mountpoint], timeout=10, capture_output=True)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, timeout=5)
         self.proc.stderr.close()
 
 

@@ -19,6 +19,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from hlfs.core.users import UserTable
+from hlfs.homes import cache
+from hlfs.homes.tableload import load_in_subprocess
 
 FIRST_UID = 42001
 
@@ -132,6 +134,17 @@ class Homes:
                 return home + b"/.mailspool"
         raise KeyError(name)
 
+    def write_passwd(self, path, extra=0):
+        """
+        Write a password file of these users and C{extra} generated ones
+        (uids from 100000, homes that do not exist).
+        """
+        with open(path, "wb") as f:
+            for name, uid, home in self.users:
+                f.write(b"%s:x:%d:%d::%s:/bin/sh\n" % (name, uid, uid, home))
+            for n in range(extra):
+                f.write(b"gen%d:x:%d:100::/nonexistent/gen%d:/bin/sh\n" % (n, 100000 + n, n))
+
     def cleanup(self):
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -191,6 +204,34 @@ class Gate:
             return f(*args, **kwargs)
 
         return gated
+
+
+def reload_while_serving(rt, resolver, passwd, served, monkeypatch, at_least=10):
+    """
+    Reload C{resolver} from C{passwd}, holding the reload in its thread
+    twice: once loaded, and again as it remaps the per-user state.  At
+    each hold, wait until the reactor has added C{at_least} more entries
+    to C{served} while the reload is still pending, then let it go on.
+
+    @return: the new table, and the native ids of the threads the reload
+        was held in.
+    """
+    loaded, remapping = Gate(), Gate()
+    monkeypatch.setattr(cache, "remap", remapping.guarding(cache.remap))
+
+    def load():
+        table = load_in_subprocess(passwd)
+        loaded()
+        return table
+
+    d = rt.begin(resolver.reload, load)
+    for gate in (loaded, remapping):
+        assert gate.reached.wait(60), "the reload did not get that far"
+        before = len(served)
+        wait_for(lambda: len(served) >= before + at_least, timeout=30)
+        assert rt.pending(d), "the reload did not wait at the hold"
+        gate.open()
+    return rt.result(d, timeout=60), loaded.threads + remapping.threads
 
 
 def thread_ids():

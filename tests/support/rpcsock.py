@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 
+from hlfs.nfs import status as status_program
 from hlfs.rpc.message import AUTH_SYS, NO_CREDENTIAL, Credential, decode_reply, encode_call
 from hlfs.xdr import pack_opaque
 
@@ -123,3 +124,12 @@ def readlink3(port, fh, credential, transport="udp"):
     if reply.body.bool():
         reply.body.skip(84)
     return status, (reply.body.opaque() if status == 0 else None)
+
+
+def status_pairs(port):
+    """
+    The daemon's status program's name/value pairs (what C{hlfs status}
+    prints), as strings.
+    """
+    reply = call(port, status_program.PROGRAM, status_program.VERSION, 1)
+    return dict(status_program.decode_pairs(reply.body))

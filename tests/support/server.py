@@ -4,7 +4,6 @@ with a throwaway password file and homes.
 """
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import stop_process
 
 BIN = Path(sys.executable).parent
 
@@ -99,16 +100,14 @@ class RunningServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """
+        SIGTERM, as an administrator stops the daemon; return its exit
+        status (L{None} if it was never started).
+        """
+        status = stop_process(self.proc)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
-        return self.proc.returncode if self.proc else None
+        return status
 
 
 _BASES = []
