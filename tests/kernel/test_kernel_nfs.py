@@ -23,6 +23,7 @@ its own superblock and caches.  The alternate spool stays on the host's
 
 import mailbox
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -349,3 +350,17 @@ def test_server_squashes_root(homes_server):
     assert cat(world.users["alice"].uid).returncode == 0
     as_root = cat(0)
     assert as_root.returncode != 0, as_root
+
+
+def test_server_registers_with_its_stand_in_only(homes_server):
+    """
+    The server registered its programs with its stand-in rpcbind, and
+    none of its ports with the machine's (if one runs).
+    """
+    _, server = homes_server
+    assert re.search(r"^rpcbind v[34] procedure 1$", server.log(), re.M), server.log()
+    if shutil.which("rpcinfo") is None:
+        return
+    machine = subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, text=True, timeout=60)
+    ports = {line.split()[3] for line in machine.stdout.splitlines()[1:] if len(line.split()) >= 4}
+    assert not ports & {str(server.nfs_port), str(server.mount_port)}, machine.stdout
