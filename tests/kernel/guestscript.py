@@ -19,9 +19,10 @@ EXPORT = "/mail"
 NO_CACHES = ("noac", "lookupcache=none")
 
 
-def nfs_options(port, vers=3, extra=NO_CACHES):
+def nfs_options(port, vers=3, extra=NO_CACHES, mountport=None):
     """
-    The kernel's text mount options for hlfs on the host's loopback.
+    The kernel's text mount options for hlfs (or another server whose
+    MOUNT program is on C{mountport}) on the host's loopback.
 
     C{port=}/C{mountport=} keep the kernel from asking a portmapper;
     C{addr=} is mandatory when calling mount(2) directly.
@@ -30,7 +31,7 @@ def nfs_options(port, vers=3, extra=NO_CACHES):
         f"vers={vers}",
         "proto=tcp",
         f"port={port}",
-        f"mountport={port}",
+        f"mountport={mountport or port}",
         "mountproto=tcp",
         f"addr={HOST_FROM_GUEST}",
         f"mountaddr={HOST_FROM_GUEST}",
@@ -73,12 +74,14 @@ R() {{ echo "R $*"; }}
 """
 
 
-def mount(probe_var, target, port, vers=3, extra=NO_CACHES, source=f"{HOST_FROM_GUEST}:{EXPORT}"):
+def mount(probe_var, target, port, vers=3, extra=NO_CACHES, source=f"{HOST_FROM_GUEST}:{EXPORT}",
+          mountport=None):
     """
-    Shell lines mounting hlfs on C{target}; the scenario exits 10 if the
-    mount fails (the probe prints the kernel's reason).
+    Shell lines mounting hlfs (or C{source} on C{port} and C{mountport})
+    on C{target}; the scenario exits 10 if the mount fails (the probe
+    prints the kernel's reason).
     """
-    options = nfs_options(port, vers, extra)
+    options = nfs_options(port, vers, extra, mountport)
     return f"""\
 mkdir -p {target}
 R mount-start.{target} $(up)

@@ -83,8 +83,14 @@ def postfix_tree():
         pytest.fail(f"the Postfix packages could not be fetched: {e}")
 
 
-def make_world(base):
-    world = World(base).create()
+def make_world(base, more_users=()):
+    """
+    The scenario's world, with C{more_users} (L{User}s) beside the usual
+    ones, and the mail owner.
+    """
+    world = World(base)
+    world.users.update((user.name, user) for user in more_users)
+    world.create()
     # The mail owner's home, on the host, with no spool: hlfs must never
     # make one there under the defaults.
     home = world.homes / "postfix"
@@ -123,7 +129,18 @@ R held-lock-after "$(ls {host_lock} 2>&1)"
 """
 
 
-def scenario(world, probe, tree, ports):
+def scenario(world, probe, tree, ports, homes="", settings=(), after="", held=True):
+    """
+    The scenario's script.
+
+    @param ports: the port of each daemon (L{DAEMON}'s values).
+    @param homes: shell lines run before Postfix is set up (mounting the
+        homes from elsewhere, say).
+    @param settings: more C{postconf -e} arguments.
+    @param after: shell lines run once Postfix has stopped.
+    @param held: whether to run the C{held} case after the C{lowered}
+        phase (its flush retries every deferred message).
+    """
     python = sys.executable
     hlfs = venv_bin("hlfs")
     users = [world.users[n] for n in RECIPIENTS]
@@ -133,7 +150,8 @@ def scenario(world, probe, tree, ports):
         mta.install(tree),
         mta.accounts(users),
         mta.mail_link(),
-        mta.postfix_setup(),
+        homes,
+        mta.postfix_setup(settings),
         mta.postfix_start(),
     ]
     deliveries = 0
@@ -159,7 +177,7 @@ def scenario(world, probe, tree, ports):
                     lines.append(mta.smtp(SENDER, f"{name}@{mta.MAIL_HOST}", subject(phase, way, name), python))
                 deliveries += 1
         lines.append(mta.wait_deliveries(deliveries, pattern=LOCAL_RESULT))
-        if phase == "lowered":
+        if phase == "lowered" and held:
             lines.append(held_lock(world, deliveries))
             deliveries += 2
     lines.append("postconf -X mailbox_transport && postfix reload >/dev/null 2>&1")
@@ -179,19 +197,37 @@ def scenario(world, probe, tree, ports):
     lines.append(mta.wait_deliveries(deliveries, timeout=300, pattern=LOCAL_RESULT))
     lines.append("postfix stop >/dev/null 2>&1")
     lines.append("grep -E 'postfix/(local|hlfslocal)' /var/log/postfix.log | sed 's/^/LOG /'")
+    lines.append(after)
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+def start_daemons(world, workdir):
+    """
+    Start the daemons of L{DAEMON}: the defaults, and C{--uid-min} lowered
+    under the mail owner's uid.
+
+    @return: the L{HlfsServer}s by name.
+    """
+    servers = {
+        "defaults": HlfsServer(world, workdir / "postfix-defaults"),
+        "lowered": HlfsServer(world, workdir / "postfix-lowered",
+                              extra=["--uid-min", str(mta.POSTFIX_UID - 1)]),
+    }
+    started = []
+    try:
+        for server in servers.values():
+            started.append(server.start())
+    except Exception:
+        for server in started:
+            server.stop()
+        raise
+    return servers
 
 
 @pytest.fixture(scope="module")
 def postfix_run(guest, probe, kernel_workdir, precompiled, postfix_tree, measure):
     world = make_world(kernel_workdir / "postfix")
-    servers = {
-        "defaults": HlfsServer(world, kernel_workdir / "postfix-defaults"),
-        "lowered": HlfsServer(world, kernel_workdir / "postfix-lowered",
-                              extra=["--uid-min", str(mta.POSTFIX_UID - 1)]),
-    }
-    for server in servers.values():
-        server.start()
+    servers = start_daemons(world, kernel_workdir)
     try:
         ports = {state: s.port for state, s in servers.items()}
         result = guest.run(

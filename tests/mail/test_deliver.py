@@ -17,7 +17,8 @@ import pytest
 
 from hlfs.mail import mbox
 from tests.support.mail import (
-    ALICE, BOB, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener, write_passwd,
+    ALICE, BOB, LOCKING_READER, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener,
+    write_passwd,
 )
 from tests.support.filesystems import fill, tmpfs
 
@@ -228,31 +229,8 @@ def test_concurrent_deliveries_and_a_locking_reader(setup):
     world, spool, passwd = setup
     path = os.path.join(spool, "alice")
     count = 12
-    reader_script = (
-        "import sys, os, time\n"
-        "from hlfs.mail.dotlock import DotLock, lock_fd\n"
-        "from hlfs.mail import mbox\n"
-        "path, stop = sys.argv[1], sys.argv[2]\n"
-        "snapshots = 0\n"
-        "while not (snapshots and os.path.exists(stop)):\n"
-        "    with DotLock(path + '.lock', timeout=30):\n"
-        "        try:\n"
-        "            f = open(path, 'r+b')\n"
-        "        except FileNotFoundError:\n"
-        "            continue\n"
-        "        with f:\n"
-        "            lock_fd(f.fileno(), timeout=30)\n"
-        "            for m in mbox.iter_mbox(f):\n"
-        "                n = m.content.split(b'Subject: test message ')[1].split(b'\\n')[0]\n"
-        "                assert m.content.endswith(b'END-OF-MESSAGE-' + n + b'\\n'), m\n"
-        "            snapshots += 1\n"
-        "    time.sleep(0.005)\n"
-        "print(snapshots)\n"
-    )
     stop = os.path.join(world, "stop")
-    reader = subprocess.Popen(
-        [sys.executable, "-c", reader_script, path, stop], stdout=subprocess.PIPE,
-    )
+    reader = subprocess.Popen([sys.executable, LOCKING_READER, path, stop], stdout=subprocess.PIPE)
     bodies = {n: message(n, body=b"line of text\n" * (50 * n)) for n in range(count)}
     procs = [
         subprocess.Popen(

@@ -24,6 +24,9 @@ needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="switches to throwaway users and mounts tmpfs: needs root"
 )
 
+#: The locking reader script of the concurrent-delivery tests.
+LOCKING_READER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "locking_reader.py")
+
 
 def hlfs_command(*args):
     return [sys.executable, "-m", "hlfs.cli", *args]
