@@ -333,6 +333,9 @@ def paired(server, rpcbind_pid, call, proto, window, uids, seconds, rounds=3, na
             f" {res['ops_per_s']:>9,.0f}/s  p99 {res['latency_us']['p99']:>8.1f} us"
             f"  err {res['errors']:<3} | rpcbind NULL {floor['ops_per_s']:>9,.0f}/s"
             f"  -> {ratio:.2f}x")
+    cpu = res.get("server_cpu_us_per_op")
+    if cpu is not None:
+        line += f"  cpu {cpu:.1f} us/call"
     if "target" in row:
         line += f"  (target >= {row['target']}x: {'met' if ratio >= row['target'] else 'MISSED'})"
     print(line, flush=True)

@@ -10,6 +10,8 @@ probes stuck in a dead filesystem).
 """
 
 import collections
+import heapq
+import itertools
 import os
 from typing import NamedTuple
 
@@ -95,6 +97,14 @@ class ProbePool:
         self._results = collections.deque()  # (Flight, result) from the threads
         self._wake_pending = False
         self._recheck_call = None
+        # Every waiter's deadline, (when, sequence, waiter), in one heap
+        # under one reactor timer: a timer per waiting call (callLater,
+        # then cancel) cost more than the rest of the hand-off in a storm.
+        # Answered waiters stay in the heap until their time comes.
+        self._deadlines = []
+        self._deadline_seq = itertools.count()
+        self._deadline_call = None
+        self._deadline_at = None
         self._exhausted_logged = None
         self._exhausted_unlogged = 0
 
@@ -247,28 +257,46 @@ class ProbePool:
         finish, flight.finish = flight.finish, None
         answer = finish(flight, result)
         waiters, flight.waiters = flight.waiters, []
-        for d, timer in waiters:
-            if timer.active():
-                timer.cancel()
+        for waiter in waiters:
+            d = waiter[0]
+            waiter[0] = None  # answered: its deadline entry is void
             d.callback(answer)
 
     def wait(self, flight, timeout, fallback):
         """
         Return a Deferred that fires with C{flight}'s answer, or with
-        C{fallback()} if that takes longer than C{timeout} seconds.
+        C{fallback(flight)} if that takes longer than C{timeout} seconds.
         """
         d = Deferred()
-        waiter = [d]
-        waiter.append(self.clock.callLater(timeout, self._expire, flight, waiter, fallback))
+        when = self.clock.seconds() + timeout
+        waiter = [d, flight, fallback]
         flight.waiters.append(waiter)
+        heapq.heappush(self._deadlines, (when, next(self._deadline_seq), waiter))
+        if self._deadline_at is None or when < self._deadline_at:
+            self._schedule_deadline(when)
         return d
 
-    def _expire(self, flight, waiter, fallback):
-        try:
+    def _schedule_deadline(self, when):
+        if self._deadline_call is not None and self._deadline_call.active():
+            self._deadline_call.cancel()
+        self._deadline_at = when
+        self._deadline_call = self.clock.callLater(
+            max(0.0, when - self.clock.seconds()), self._expire)
+
+    def _expire(self):
+        self._deadline_call = self._deadline_at = None
+        deadlines = self._deadlines
+        now = self.clock.seconds()
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][2][0] is None):
+            waiter = heapq.heappop(deadlines)[2]
+            d, flight, fallback = waiter
+            if d is None:
+                continue
+            waiter[0] = None
             flight.waiters.remove(waiter)
-        except ValueError:
-            return
-        waiter[0].callback(fallback(flight))
+            d.callback(fallback(flight))
+        if deadlines:
+            self._schedule_deadline(deadlines[0][0])
 
     def _log_exhausted(self, path):
         now = self.clock.seconds()
