@@ -13,6 +13,7 @@ import collections
 import heapq
 import itertools
 import os
+import sys
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
@@ -22,6 +23,13 @@ from twisted.python.failure import Failure
 from hlfs.homes.workers import WorkerThreads
 
 log = Logger(namespace="hlfs.probe")
+
+#: The longest (seconds) a thread holding the GIL keeps a thread that
+#: wants it waiting (Python's default: 5 ms).  A probe thread coming back
+#: from each of its system calls needs the GIL while the reactor holds
+#: it; with 5 ms each, a storm's probes advanced only when the reactor
+#: happened to make a system call itself.
+SWITCH_INTERVAL = 0.0005
 
 
 class FlightInfo(NamedTuple):
@@ -113,7 +121,11 @@ class ProbePool:
     def start(self):
         """
         Start the threads.  The service calls this from C{startService}.
+        It also shortens the process's GIL switch interval to
+        L{SWITCH_INTERVAL}, if it is longer.
         """
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._threadpool.start()
 
     def stop(self):
