@@ -81,7 +81,7 @@ class ProbePool:
     """
 
     def __init__(self, threads=10, reactor=None, clock=None, stuck_after=None,
-                 exhausted_log_interval=10.0, awake=1, slow_after=0.002):
+                 exhausted_log_interval=10.0, awake=1, slow_after=0.01):
         """
         @param threads: the pool's size (hlfs's C{--probe-threads}).
         @param awake: how many threads may be in a quick job at once (see
@@ -93,9 +93,10 @@ class ProbePool:
             switches a call instead of 1.7).  A check that takes longer
             than C{slow_after} stops counting, so slow homes still get
             threads of their own.
-        @param slow_after: seconds after which a check counts as slow: 2 ms,
-            some 40 times a check on a local disk, so that homes on NFS
-            (a few ms a check) get as many threads as they need.
+        @param slow_after: seconds after which a check counts as slow.  At
+            2 ms (homes on NFS take a few ms a check), checks slowed by the
+            machine's load or by strace crossed it and woke more threads:
+            twice the futex calls a probe under strace.
         @param reactor: the reactor results are delivered to.
         @param clock: the clock ages and deadlines are measured by; the
             reactor by default.
@@ -352,7 +353,7 @@ class LookupPool(ProbePool):
 
     def __init__(self, threads=4, reactor=None, clock=None, stuck_after=None, max_flights=64):
         # Two at once: a lookup waits on the directory, not on the disk.
-        super().__init__(threads, reactor, clock, stuck_after, awake=2, slow_after=0.01)
+        super().__init__(threads, reactor, clock, stuck_after, awake=2)
         self._threadpool.name = "hlfs-lookup"
         self.max_flights = max_flights
 
