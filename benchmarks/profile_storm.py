@@ -94,6 +94,34 @@ def pyspy_samples(server, args, seconds, pyspy, gil=False):
     return threads, json.loads(out)
 
 
+def probe_alone(workdir, users, rounds=5):
+    """
+    The home check without the server: L{HomeProbe} called in a loop in
+    this thread, as each user in turn (root takes their identity), over
+    the homes of C{users}.  Prints CPU and wall time per probe.
+    """
+    from hlfs.homes.probe import Credentials, HomeProbe
+
+    class User:
+        def __init__(self, uid):
+            self.uid, self.name = uid, b"u%d" % uid
+
+    probe = HomeProbe(credentials=Credentials(nss=False))
+    pairs = [(User(uid), os.fsencode(f"{workdir}/home/u{uid}/.mailspool"))
+             for uid in range(bench.FIRST_UID, bench.FIRST_UID + users)]
+    for user, spool in pairs:  # warm: credentials kept, directories cached
+        probe(user, spool)
+    cpu, wall = time.process_time(), time.monotonic()
+    for _ in range(rounds):
+        for user, spool in pairs:
+            if not probe(user, spool).ok:
+                raise SystemExit(f"probe failed for {user.uid}")
+    n = rounds * len(pairs)
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    print(f"probe alone: {cpu / n * 1e6:.1f} us CPU a probe, {n / wall:,.0f} probes/s"
+          f" ({len(pairs)} homes, one thread)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--proto", default="udp", choices=("udp", "tcp"))
@@ -103,11 +131,19 @@ def main(argv=None):
     p.add_argument("--no-strace", action="store_true")
     p.add_argument("--no-pyspy", action="store_true")
     p.add_argument("--gil", action="store_true", help="py-spy samples only the GIL's holder")
+    p.add_argument("--probe-alone", action="store_true",
+                   help="only the home check in a loop, without a server")
     opts = p.parse_args(argv)
-    bench.build_loadgen()
-    twistd = bench.twistd_path()
     workdir = tempfile.mkdtemp(prefix="hlfs-profile-storm-")
     users = bench.write_users(workdir, opts.users)
+    if opts.probe_alone:
+        try:
+            probe_alone(workdir, min(opts.users, 2000))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
+    bench.build_loadgen()
+    twistd = bench.twistd_path()
     uids = f"{bench.FIRST_UID}-{bench.FIRST_UID + opts.users - 1}"
     extra = [] if opts.cached else ["-c", "0"]
     if opts.cached:
