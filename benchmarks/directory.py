@@ -34,6 +34,7 @@ directory answers, by design).
 """
 
 import os
+import subprocess
 import sys
 import time
 
@@ -63,6 +64,44 @@ class DirectoryBenchServer:
 
     def stop(self):
         self.server.stop()
+
+
+def server_status(server):
+    """
+    The name/value pairs of C{hlfs status} asked of C{server} on the wire.
+    """
+    hlfs = os.path.join(os.path.dirname(sys.executable), "hlfs")
+    r = subprocess.run([hlfs, "status", "--server", f"127.0.0.1:{server.port}"],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise bench.BenchError(f"hlfs status failed: {r.stderr.strip()}")
+    pairs = {}
+    for line in r.stdout.splitlines():
+        name, _, value = line.partition(" ")
+        pairs[name] = value.strip()
+    return pairs
+
+
+def check_lookups(server, asked, after):
+    """
+    Fail unless the directory server found every one of the C{asked}
+    uids in the directory, with no directory error and no lookup refused:
+    otherwise every figure of the pass measured failures (a directory
+    that could not be reached answers as fast as one that answers).
+    """
+    pairs = server_status(server)
+    wanted = {"users_looked_up": asked, "directory_errors": 0, "user_lookups_refused": 0}
+    try:
+        found = {name: int(pairs[name]) for name in wanted}
+    except (KeyError, ValueError) as e:
+        raise bench.BenchError(f"directory server status after {after} lacks {e}: {pairs}") from None
+    if found != wanted:
+        raise bench.BenchError(
+            f"the directory server's lookups after {after} went wrong: {found}, expected"
+            f" {wanted} (last directory error: {pairs.get('directory_last_error', '?')});"
+            f" these figures would be of failed lookups")
+    print(f"  directory server after {after}: {asked} users looked up, no directory error,"
+          f" no lookup refused", flush=True)
 
 
 def write_table(world, path):
@@ -182,8 +221,12 @@ def scenario(twistd, workdir, rpcbind_pid, seconds, users, rounds, cold=2000):
             res = first_access(server, cold, label)
             time.sleep(0.3)  # slapd logs a search after answering it
             firsts.append((label, res, len(world.slapd.searches("(uidNumber=")) - before))
+            if res["errors"]:
+                raise bench.BenchError(f"first access on the {label} server: {res['errors']} errors")
+        check_lookups(directory, cold, "the first-access pass")
         for _, server in servers:
             warm(server, users)
+        check_lookups(directory, users, "the warm pass")
         searched = len(world.slapd.searches())
         rows = []
         for proto in ("udp", "tcp"):

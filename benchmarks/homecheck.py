@@ -181,7 +181,8 @@ def scenario_storm_cached(bench, twistd, workdir, users, many, seconds, rounds,
             rows.append(row)
             print(f"  storm-cached {proto}: side p99 {side['latency_us']['p99']:.0f} us, max"
                   f" {worst:.0f} us over {rounds} rounds, {row['side_errors']} errors; storm"
-                  f" {storm_res['ops_per_s']:,.0f}/s p99 {storm_res['latency_us']['p99']:.0f} us",
+                  f" {storm_res['ops_per_s']:,.0f}/s p99 {storm_res['latency_us']['p99']:.0f} us"
+                  f" cpu {storm_res.get('server_cpu_us_per_op') or 0:.1f} us/call",
                   flush=True)
     finally:
         server.stop()

@@ -333,6 +333,9 @@ def paired(server, rpcbind_pid, call, proto, window, uids, seconds, rounds=3, na
             f" {res['ops_per_s']:>9,.0f}/s  p99 {res['latency_us']['p99']:>8.1f} us"
             f"  err {res['errors']:<3} | rpcbind NULL {floor['ops_per_s']:>9,.0f}/s"
             f"  -> {ratio:.2f}x")
+    cpu = res.get("server_cpu_us_per_op")
+    if cpu is not None:
+        line += f"  cpu {cpu:.1f} us/call"
     if "target" in row:
         line += f"  (target >= {row['target']}x: {'met' if ratio >= row['target'] else 'MISSED'})"
     print(line, flush=True)
@@ -702,10 +705,36 @@ def scenario_profile(server, seconds, many, cases=None, label="READLINK"):
     return parts
 
 
+PROFILE_TITLE = "# Where hlfs spends its time: scenario 1 (cached READLINK)"
+
+
+def other_profile_parts(path=PROFILE, title=PROFILE_TITLE):
+    """
+    The top-level sections of C{path} other than the one titled C{title}
+    (the storm's profile, written by hand from C{profile_storm.py}): a new
+    scenario-1 profile replaces its own section only.
+    """
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    parts, current = [], []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("# ") and current:
+            parts.append("".join(current))
+            current = []
+        current.append(line)
+    if current:
+        parts.append("".join(current))
+    return "".join("\n" + p.rstrip("\n") + "\n" for p in parts if not p.startswith(title))
+
+
 def write_profile(command, parts):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    others = other_profile_parts()
     with open(PROFILE, "w") as f:
-        f.write("# Where hlfs spends its time: scenario 1 (cached READLINK)\n\n"
+        f.write(f"{PROFILE_TITLE}\n\n"
                 f"{now}, commit {git_commit()}, {os.cpu_count()} CPUs. Command: `{command}`.\n\n"
                 "py-spy samples of the running server (threads waiting on a condition for"
                 " work left out; time in epoll, waiting included, shows as doPoll); own % is"
@@ -713,6 +742,7 @@ def write_profile(command, parts):
                 " C calls (socket.sendto, struct) included.\n")
         for head, body in parts:
             f.write(f"\n## {head}\n\n{body}\n")
+        f.write(others)
 
 
 def uid_cost_note(rows):

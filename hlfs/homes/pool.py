@@ -10,7 +10,10 @@ probes stuck in a dead filesystem).
 """
 
 import collections
+import heapq
+import itertools
 import os
+import sys
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
@@ -20,6 +23,13 @@ from twisted.python.failure import Failure
 from hlfs.homes.workers import WorkerThreads
 
 log = Logger(namespace="hlfs.probe")
+
+#: The longest (seconds) a thread holding the GIL keeps a thread that
+#: wants it waiting (Python's default: 5 ms).  A probe thread coming back
+#: from each of its system calls needs the GIL while the reactor holds
+#: it; with 5 ms each, a storm's probes advanced only when the reactor
+#: happened to make a system call itself.
+SWITCH_INTERVAL = 0.0005
 
 
 class FlightInfo(NamedTuple):
@@ -71,9 +81,22 @@ class ProbePool:
     """
 
     def __init__(self, threads=10, reactor=None, clock=None, stuck_after=None,
-                 exhausted_log_interval=10.0):
+                 exhausted_log_interval=10.0, awake=1, slow_after=0.01):
         """
         @param threads: the pool's size (hlfs's C{--probe-threads}).
+        @param awake: how many threads may be in a quick job at once (see
+            L{WorkerThreads}).  One for home checks: on a local disk one
+            thread checks a home in tens of microseconds, faster than the
+            reactor answers, and a second one running Python between its
+            system calls doubled the GIL hand-offs with the reactor (in a
+            storm, 30 futex calls a probe instead of 13, 5 context
+            switches a call instead of 1.7).  A check that takes longer
+            than C{slow_after} stops counting, so slow homes still get
+            threads of their own.
+        @param slow_after: seconds after which a check counts as slow.  At
+            2 ms (homes on NFS take a few ms a check), checks slowed by the
+            machine's load or by strace crossed it and woke more threads:
+            twice the futex calls a probe under strace.
         @param reactor: the reactor results are delivered to.
         @param clock: the clock ages and deadlines are measured by; the
             reactor by default.
@@ -89,12 +112,21 @@ class ProbePool:
         self.exhausted_log_interval = exhausted_log_interval
         self.started_count = 0
         self.exhausted_count = 0
-        self._threadpool = WorkerThreads(threads, name="hlfs-probe")
+        self._threadpool = WorkerThreads(threads, name="hlfs-probe", awake=awake,
+                                         slow_after=slow_after)
         self._flights = {}
         self._running = set()  # Flights a thread is running; threads add and discard
         self._results = collections.deque()  # (Flight, result) from the threads
         self._wake_pending = False
         self._recheck_call = None
+        # Every waiter's deadline, (when, sequence, waiter), in one heap
+        # under one reactor timer: a timer per waiting call (callLater,
+        # then cancel) cost more than the rest of the hand-off in a storm.
+        # Answered waiters stay in the heap until their time comes.
+        self._deadlines = []
+        self._deadline_seq = itertools.count()
+        self._deadline_call = None
+        self._deadline_at = None
         self._exhausted_logged = None
         self._exhausted_unlogged = 0
 
@@ -103,7 +135,11 @@ class ProbePool:
     def start(self):
         """
         Start the threads.  The service calls this from C{startService}.
+        It also shortens the process's GIL switch interval to
+        L{SWITCH_INTERVAL}, if it is longer.
         """
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._threadpool.start()
 
     def stop(self):
@@ -247,28 +283,46 @@ class ProbePool:
         finish, flight.finish = flight.finish, None
         answer = finish(flight, result)
         waiters, flight.waiters = flight.waiters, []
-        for d, timer in waiters:
-            if timer.active():
-                timer.cancel()
+        for waiter in waiters:
+            d = waiter[0]
+            waiter[0] = None  # answered: its deadline entry is void
             d.callback(answer)
 
     def wait(self, flight, timeout, fallback):
         """
         Return a Deferred that fires with C{flight}'s answer, or with
-        C{fallback()} if that takes longer than C{timeout} seconds.
+        C{fallback(flight)} if that takes longer than C{timeout} seconds.
         """
         d = Deferred()
-        waiter = [d]
-        waiter.append(self.clock.callLater(timeout, self._expire, flight, waiter, fallback))
+        when = self.clock.seconds() + timeout
+        waiter = [d, flight, fallback]
         flight.waiters.append(waiter)
+        heapq.heappush(self._deadlines, (when, next(self._deadline_seq), waiter))
+        if self._deadline_at is None or when < self._deadline_at:
+            self._schedule_deadline(when)
         return d
 
-    def _expire(self, flight, waiter, fallback):
-        try:
+    def _schedule_deadline(self, when):
+        if self._deadline_call is not None and self._deadline_call.active():
+            self._deadline_call.cancel()
+        self._deadline_at = when
+        self._deadline_call = self.clock.callLater(
+            max(0.0, when - self.clock.seconds()), self._expire)
+
+    def _expire(self):
+        self._deadline_call = self._deadline_at = None
+        deadlines = self._deadlines
+        now = self.clock.seconds()
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][2][0] is None):
+            waiter = heapq.heappop(deadlines)[2]
+            d, flight, fallback = waiter
+            if d is None:
+                continue
+            waiter[0] = None
             flight.waiters.remove(waiter)
-        except ValueError:
-            return
-        waiter[0].callback(fallback(flight))
+            d.callback(fallback(flight))
+        if deadlines:
+            self._schedule_deadline(deadlines[0][0])
 
     def _log_exhausted(self, path):
         now = self.clock.seconds()
@@ -298,7 +352,8 @@ class LookupPool(ProbePool):
     """
 
     def __init__(self, threads=4, reactor=None, clock=None, stuck_after=None, max_flights=64):
-        super().__init__(threads, reactor, clock, stuck_after)
+        # Two at once: a lookup waits on the directory, not on the disk.
+        super().__init__(threads, reactor, clock, stuck_after, awake=2)
         self._threadpool.name = "hlfs-lookup"
         self.max_flights = max_flights
 

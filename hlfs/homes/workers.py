@@ -11,8 +11,9 @@ the next one from the queue itself; the reactor wakes a thread only when
 one is idle, and starts one (up to the bound) only when none is.
 
 And it wakes one only when fewer than C{awake} threads are in a job
-that started less than C{slow_after} seconds ago: on a fast disk two
-threads keep up with any storm, and every further thread running Python
+that started less than C{slow_after} seconds ago: on a fast disk one
+thread keeps up with any storm (the probe pool's choice; the lookup
+pool's is two), and every further thread running Python
 code is one more contender for the GIL, which the reactor thread then
 waits for at each of its system calls (a probe makes a dozen, each
 letting go of the GIL).  A job that takes longer (a slow or hung home)

@@ -44,6 +44,7 @@ class ReplyCache:
         self.generation = validity.generation
         self.hits = 0
         self.resets = 0
+        self._procedures = {}
 
     def lookup(self, data):
         """
@@ -84,7 +85,12 @@ class ReplyCache:
         elif len(self.entries) >= self.size or self.bytes + cost > self.max_bytes:
             self._clear()
             self.resets += 1
-        self.entries[key] = (until, (call.prog, call.vers, call.proc), reply)
+        procedure = (call.prog, call.vers, call.proc)
+        # One tuple per procedure, shared by its entries: the dispatcher
+        # counts every hit under it, and with many callers a tuple of
+        # their own per entry is one more object to fetch from memory.
+        procedure = self._procedures.setdefault(procedure, procedure)
+        self.entries[key] = (until, procedure, reply)
         self.bytes += cost
 
     def _cost(self, key, reply):

@@ -44,3 +44,21 @@ def test_summary_lists_project_functions():
     assert "datagramReceived (hlfs/rpc/transport.py)` |" in ours
     assert "twisted/internet" not in ours
     assert profile_server.summarise(*profile_server.parse_collapsed([])) == "No samples."
+
+
+def test_a_new_cached_profile_keeps_the_other_sections(tmp_path):
+    """
+    benchmarks/run.py --scenario profile rewrites PROFILE.md's scenario-1
+    section only: the storm's sections, written by hand, stay.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "hlfs_benchmarks_run", os.path.join(ROOT, "benchmarks", "run.py"))
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    path = tmp_path / "PROFILE.md"
+    path.write_text(f"{run.PROFILE_TITLE}\n\nold figures\n\n## READLINK\n\nrows\n\n"
+                    "# The storm\n\n## Before\n\nkept\n")
+    others = run.other_profile_parts(str(path))
+    assert "# The storm\n\n## Before\n\nkept\n" in others
+    assert "old figures" not in others and "READLINK" not in others
+    assert run.other_profile_parts(str(tmp_path / "missing.md")) == ""

@@ -7,6 +7,8 @@ themselves, and a stop that does not wait for a stuck thread.
 import threading
 import time
 
+import pytest
+
 from hlfs.homes.workers import WorkerThreads
 
 
@@ -177,3 +179,52 @@ def test_a_probe_waiting_behind_slow_ones_gets_a_thread(rt):
         release.set()
         _wait_for(lambda: len(answers) == 3)
         rt.call(pool.stop)
+
+
+def test_the_probe_pool_keeps_quick_checks_to_one_thread(rt):
+    """
+    Through the probe pool: a burst of quick checks runs on one thread
+    (a second one awake only doubles the GIL hand-offs with the reactor),
+    while the lookup pool keeps two awake.
+    """
+    from hlfs.homes.pool import LookupPool, ProbePool
+
+    pool = ProbePool(threads=4, reactor=rt.reactor)
+    rt.call(pool.start)
+    done = []
+    try:
+        def burst():
+            for key in range(40):
+                pool.submit(key, b"/quick", lambda: "ok", (), lambda f, r: done.append(r))
+
+        rt.call(burst)
+        _wait_for(lambda: len(done) == 40)
+        assert len(pool._threadpool.threads) == 1
+    finally:
+        rt.call(pool.stop)
+    assert LookupPool(threads=4, reactor=rt.reactor)._threadpool.awake == 2
+
+
+def test_the_probe_pool_shortens_the_gil_switch_interval(rt):
+    """
+    Starting the probe pool lowers the process's GIL switch interval to
+    the pool's (a probe thread back from a system call waits at most that
+    long for the reactor to let go of the GIL), and never raises it.
+    """
+    import sys
+
+    from hlfs.homes import pool as pools
+
+    saved = sys.getswitchinterval()
+    pool = pools.ProbePool(threads=1, reactor=rt.reactor)
+    try:
+        sys.setswitchinterval(0.005)
+        rt.call(pool.start)
+        assert sys.getswitchinterval() == pytest.approx(pools.SWITCH_INTERVAL)
+        rt.call(pool.stop)
+        sys.setswitchinterval(0.0001)
+        rt.call(pool.start)
+        assert sys.getswitchinterval() == pytest.approx(0.0001)
+    finally:
+        rt.call(pool.stop)
+        sys.setswitchinterval(saved)
