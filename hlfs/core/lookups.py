@@ -133,12 +133,8 @@ class UserLookups:
         if known:
             self.stats.hits += 1
             return user
-        retry = self._unreachable.get(key)
-        if retry is not None:
-            if self.clock.seconds() < retry:
-                self.stats.backed_off += 1
-                return None
-            del self._unreachable[key]
+        if self._backing_off(key):
+            return None
         pool = self.pool
         flight = pool.find(key)
         if flight is None:
@@ -155,6 +151,18 @@ class UserLookups:
             self._overdue(flight)
             return None
         return pool.wait(flight, remaining, self._overdue)
+
+    def _backing_off(self, key):
+        # Whether the name service failed for key less than error_retry
+        # seconds ago (counted): not asked again yet.
+        retry = self._unreachable.get(key)
+        if retry is None:
+            return False
+        if self.clock.seconds() < retry:
+            self.stats.backed_off += 1
+            return True
+        del self._unreachable[key]
+        return False
 
     def find_uid(self, uid):
         return self.find(("uid", uid))
@@ -188,14 +196,13 @@ class UserLookups:
         if result is None:
             result = "error", "the lookup raised"
         outcome, value = result
-        if outcome != "error":
-            self._unreachable.pop(key, None)
         if outcome == "error":
             stats.errors += 1
             stats.last_error = f"{self._describe(key)}: {value}"
             stats.last_error_time = self._log_error(key, value, then)
             self._keep(self._unreachable, key, self.clock.seconds() + self.error_retry)
             return "error", None
+        self._unreachable.pop(key, None)
         if value is None:
             stats.not_found += 1
             self._found.pop(key, None)
@@ -220,9 +227,7 @@ class UserLookups:
         service could not be asked.  One lookup per key, as for L{find}.
         """
         key = ("uid", previous.uid)
-        retry = self._unreachable.get(key)
-        if retry is not None and self.clock.seconds() < retry:
-            self.stats.backed_off += 1
+        if self._backing_off(key):
             return
         if self.pool.find(key) is None:
             flight = self.pool.submit(key, self._describe(key).encode(), self._ask,
