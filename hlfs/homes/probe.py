@@ -119,8 +119,17 @@ class Credentials:
         Return whether C{user}'s groups were found before the last
         L{forget}: its probe may use them while they are asked again.
         """
+        return self._groups_before(user) is not None
+
+    def _groups_before(self, user, home=None):
+        # The groups found for user before the last forget, if any (and
+        # found for this home, when one is given).
         kept = self._previous.get(user.uid)
-        return kept is not None and kept[0] == user.name and kept[2] is not None
+        if kept is None or kept[0] != user.name or kept[2] is None:
+            return None
+        if home is not None and kept[1] not in (home, None):
+            return None
+        return kept[2]
 
     def _local(self, user):
         return self.files.credentials(user.name, user.uid) if self.files is not None else None
@@ -163,13 +172,12 @@ class Credentials:
                 return kept[2]
         elif self.nss:
             found = self._local(user)
-            before = self._previous.get(user.uid) if found is None else None
-            if before is not None and before[0] == user.name and before[2] is not None \
-                    and before[1] in (home, None):
+            before = self._groups_before(user, home) if found is None else None
+            if before is not None:
                 # Not answered since the last reload: the groups found
                 # before, and the next check asks again.
                 self._unanswered.discard(user.uid)
-                return before[2]
+                return before
             if found is None and user.uid in self._unanswered:
                 # The name service did not answer: the home's group this
                 # time, and ask again before the next probe.
