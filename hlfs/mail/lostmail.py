@@ -45,7 +45,7 @@ from hlfs.mail import mbox
 from hlfs.mail.maillog import DEFAULT_SOCKET
 from hlfs.mail.dotlock import DotLock, LockError, lock_fd, unlock_fd
 from hlfs.mail.missing import MissingUsers, fsync_dir as _fsync_dir, write_atomically
-from hlfs.mail.recipients import Recipients, utc
+from hlfs.mail.recipients import Recipients, show as _show, utc
 from hlfs.mail.tally import Tally
 from hlfs.mail.transports import SendFailure
 from hlfs.homes.nss import NameServiceUnavailable
@@ -85,10 +85,6 @@ _SAFE_SENDER = re.compile(rb"[^\x00-\x20\x7f-\xff<>()\[\]\\,;:\"]+\Z")
 
 def _no_checkpoint(step, count):
     pass
-
-
-def _show(name):
-    return os.fsdecode(name) if isinstance(name, bytes) else name
 
 
 def plausible_user_name(name):

@@ -21,7 +21,10 @@ def utc(seconds):
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
-def _show(name):
+def show(name):
+    """
+    A user name (C{bytes} or C{str}) as text for a log line.
+    """
     return os.fsdecode(name) if isinstance(name, bytes) else name
 
 
@@ -77,7 +80,7 @@ class Recipients:
             user = self.users.by_name(name)
         except NameServiceUnavailable as e:
             self.missing.unanswered(name)
-            self.log(f"{_show(name)}: the name service could not be asked ({e.strerror}); {what}")
+            self.log(f"{show(name)}: the name service could not be asked ({e.strerror}); {what}")
             self.problems += 1
             return False
         if user is not None:
@@ -92,7 +95,7 @@ class Recipients:
             if not over:
                 kept = "would be kept" if self.options.dry_run else "is kept"
                 self.log(
-                    f"{_show(name)}: no such user according to the name service; its mail "
+                    f"{show(name)}: no such user according to the name service; its mail "
                     f"{kept} until {utc(until)}, then goes to {self.options.postmaster} "
                     f"(missing since {utc(since)}; unknown-wait {self.options.unknown_wait:g} s)"
                 )
@@ -107,7 +110,7 @@ class Recipients:
         if uid == 0:
             return True
         if (name, uid) not in self._owners:
-            shown = _show(name)
+            shown = show(name)
             try:
                 owner = self.by_uid(uid)
             except NameServiceUnavailable as e:
@@ -117,7 +120,7 @@ class Recipients:
             else:
                 if owner is not None:
                     self.log(f"{shown}: no such user, but its mail belongs to uid {uid} "
-                             f"({_show(owner.name)}); not resent to "
+                             f"({show(owner.name)}); not resent to "
                              f"{self.options.postmaster}, skipped")
             if owner is not None:
                 self.problems += 1
