@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -703,7 +704,7 @@ static struct tmpl *prepare(void)
 
 /* ---- reporting ---- */
 
-static int read_cpu_ticks(int pid, uint64_t *ticks)
+static int read_stat_ticks(int pid, uint64_t *own, uint64_t *reaped)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -716,12 +717,49 @@ static int read_cpu_ticks(int pid, uint64_t *ticks)
     char *p = strrchr(buf, ')');
     if (!p)
         return -1;
-    unsigned long long ut, st;
+    unsigned long long ut, st, cut, cst;
     /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt
-     * majflt cmajflt utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+     * majflt cmajflt utime(14) stime(15) cutime(16) cstime(17) */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld",
+               &ut, &st, &cut, &cst) != 4)
         return -1;
-    *ticks = ut + st;
+    *own = ut + st;
+    *reaped = cut + cst;
+    return 0;
+}
+
+/* The server's CPU and its child processes' (hlfs's home checks run in
+ * children): its own, its children's while they run, and theirs once
+ * reaped, so that a child ending moves its time, not loses it. */
+static int read_cpu_ticks(int pid, uint64_t *ticks)
+{
+    uint64_t own, reaped;
+    if (read_stat_ticks(pid, &own, &reaped) != 0)
+        return -1;
+    *ticks = own + reaped;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *tasks = opendir(path);
+    if (!tasks)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(tasks)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char cpath[320];
+        snprintf(cpath, sizeof cpath, "/proc/%d/task/%s/children", pid, e->d_name);
+        FILE *f = fopen(cpath, "r");
+        if (!f)
+            continue;
+        int child;
+        while (fscanf(f, "%d", &child) == 1) {
+            uint64_t cown, creaped;
+            if (read_stat_ticks(child, &cown, &creaped) == 0)
+                *ticks += cown + creaped;
+        }
+        fclose(f);
+    }
+    closedir(tasks);
     return 0;
 }
 

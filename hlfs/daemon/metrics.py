@@ -106,6 +106,18 @@ def home_checks(service):
                             value=pool.threads)
     yield GaugeMetricFamily("hlfs_home_check_threads_busy", "Threads running a home check.",
                             value=pool.busy())
+    checkers = pool.checkers
+    if checkers is not None:
+        yield GaugeMetricFamily("hlfs_home_check_processes", "Home-check processes running.",
+                                value=checkers.processes())
+        yield CounterMetricFamily(
+            "hlfs_home_check_processes_started",
+            "Home-check processes started (a spare, one per slow or hung home, and a "
+            "replacement for one that ended).", value=checkers.started)
+        yield CounterMetricFamily(
+            "hlfs_home_checks_moved",
+            "Home checks given to another process because the check ahead of them was slow.",
+            value=checkers.moved)
 
 
 @family

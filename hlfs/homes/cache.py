@@ -19,6 +19,7 @@ from hlfs.core.resolver import ChangeClock, ILinkResolver, Resolution
 from hlfs.homes import nss
 from hlfs.homes.directory import DirectoryUsers
 from hlfs.homes.views import ResolverViews
+from hlfs.homes.checkers import CheckerProcesses
 from hlfs.homes.pool import LookupPool, ProbePool
 from hlfs.homes.probe import Credentials, HomeProbe, ProbeResult, errno_name
 from hlfs.rpc.limits import LogThrottle
@@ -472,7 +473,8 @@ def resolver_for(config, table, rules, reactor):
     C{stopService}.
     """
     pool = ProbePool(threads=config.probe_threads, reactor=reactor,
-                     stuck_after=config.probe_deadline)
+                     stuck_after=config.probe_deadline,
+                     checkers=CheckerProcesses(config.probe_threads, reactor))
     lookups = guard = None
     if config.password_file is None:
         lookup_pool = LookupPool(threads=config.lookup_threads, reactor=reactor,

@@ -10,6 +10,7 @@ probes stuck in a dead filesystem).
 """
 
 import collections
+import functools
 import heapq
 import itertools
 import os
@@ -81,7 +82,7 @@ class ProbePool:
     """
 
     def __init__(self, threads=10, reactor=None, clock=None, stuck_after=None,
-                 exhausted_log_interval=10.0, awake=1, slow_after=0.01):
+                 exhausted_log_interval=10.0, awake=1, slow_after=0.01, checkers=None):
         """
         @param threads: the pool's size (hlfs's C{--probe-threads}).
         @param awake: how many threads may be in a quick job at once (see
@@ -100,6 +101,9 @@ class ProbePool:
         @param reactor: the reactor results are delivered to.
         @param clock: the clock ages and deadlines are measured by; the
             reactor by default.
+        @param checkers: the L{hlfs.homes.checkers.CheckerProcesses} that
+            run home checks (probes with a C{job} method), or L{None}:
+            every probe runs in the threads.
         """
         if threads < 1:
             raise ValueError("a probe pool needs at least one thread")
@@ -114,6 +118,7 @@ class ProbePool:
         self.exhausted_count = 0
         self._threadpool = WorkerThreads(threads, name="hlfs-probe", awake=awake,
                                          slow_after=slow_after)
+        self.checkers = checkers
         self._flights = {}
         self._running = set()  # Flights a thread is running; threads add and discard
         self._results = collections.deque()  # (Flight, result) from the threads
@@ -141,6 +146,8 @@ class ProbePool:
         if sys.getswitchinterval() > SWITCH_INTERVAL:
             sys.setswitchinterval(SWITCH_INTERVAL)
         self._threadpool.start()
+        if self.checkers is not None:
+            self.checkers.start()
 
     def stop(self):
         """
@@ -149,6 +156,8 @@ class ProbePool:
         this from C{stopService}.
         """
         self._threadpool.stop()
+        if self.checkers is not None:
+            self.checkers.stop()
         if self._recheck_call is not None and self._recheck_call.active():
             self._recheck_call.cancel()
         self._recheck_call = None
@@ -169,9 +178,11 @@ class ProbePool:
 
     def busy(self):
         """
-        Return how many threads are running a probe.
+        Return how many threads (or home-check processes) are running a
+        probe.
         """
-        return len(self._running)
+        busy = len(self._running)
+        return busy if self.checkers is None else busy + self.checkers.busy()
 
     def _stuck_after(self):
         return 1.0 if self.stuck_after is None else self.stuck_after
@@ -181,11 +192,13 @@ class ProbePool:
         Return whether every thread is stuck in a probe that has run
         longer than L{stuck_after}.
         """
+        limit = self._stuck_after()
+        if self.checkers is not None:
+            return self.checkers.stuck(limit)
         running = list(self._running)
         if len(running) < self.threads:
             return False
         now = self.clock.seconds()
-        limit = self._stuck_after()
         return all(f.started is not None and now - f.started >= limit for f in running)
 
     def in_flight(self):
@@ -233,9 +246,25 @@ class ProbePool:
         self._flights[key] = flight
         self.started_count += 1
         flight.finish = finish
-        if self._threadpool.submit(self._run, flight, probe, args):
+        job = getattr(probe, "job", None) if self.checkers is not None else None
+        if job is not None:
+            self.checkers.submit(job(*args), path, functools.partial(
+                self._answered, flight, probe, args), functools.partial(self._sent, flight))
+        elif self._threadpool.submit(self._run, flight, probe, args):
             self._schedule_recheck()
         return flight
+
+    @staticmethod
+    def _sent(flight, when):
+        flight.started = when
+
+    def _answered(self, flight, probe, args, answer):
+        # A home-check process's answer, in the reactor thread.
+        try:
+            result = probe.finish_job(*args, answer)
+        except Exception:
+            result = Failure()
+        self._finished(result, flight)
 
     def _schedule_recheck(self):
         if self._recheck_call is None:
@@ -324,6 +353,11 @@ class ProbePool:
         if deadlines:
             self._schedule_deadline(deadlines[0][0])
 
+    def _longest(self, now):
+        if self.checkers is not None:
+            return self.checkers.longest()
+        return max((now - f.started for f in list(self._running) if f.started), default=0.0)
+
     def _log_exhausted(self, path):
         now = self.clock.seconds()
         last = self._exhausted_logged
@@ -335,7 +369,7 @@ class ProbePool:
             "(longest for {longest:.1f} s); answering the alternate spool "
             "at once for {path} ({suppressed} more since the last report)",
             threads=self.threads,
-            longest=max((now - f.started for f in list(self._running) if f.started), default=0.0),
+            longest=self._longest(now),
             path=os.fsdecode(path),
             suppressed=self._exhausted_unlogged,
         )

@@ -36,6 +36,14 @@ def errno_name(number):
     return errnos.errorcode.get(number, f"E{number}")
 
 
+def split_spool(spool):
+    """
+    Return C{(home, subdir)} of a spool path C{~user/<subdir>}.
+    """
+    home, _, subdir = spool.rpartition(b"/")
+    return home or b"/", subdir
+
+
 class ProbeResult(NamedTuple):
     """
     What a probe found.
@@ -166,10 +174,34 @@ class Credentials:
         cache[user.uid] = (user.name, home, found)
 
     def __call__(self, user, home):
+        """
+        Return C{(uid, gid, groups)} for C{user}'s probe, asking what
+        L{plan} leaves open (blocking: in a probe thread).
+        """
+        plan = self.plan(user, home)
+        if plan[0] == KNOWN:
+            return plan[1]
+        found, keep = settle(plan, user.name, user.uid, home)
+        if keep:
+            self.keep(user, home, found)
+        return found
+
+    def plan(self, user, home):
+        """
+        Decide, without blocking, what C{user}'s probe runs with: the
+        reactor thread calls this, and L{settle} does the rest where
+        blocking is allowed.
+
+        @return: C{(KNOWN, (uid, gid, groups))}, C{(HOME_GROUP, keep)}:
+            the group of the home, kept (L{keep}) if C{keep} and found,
+            or C{(ASK, None)}: ask the name service, then as
+            C{(HOME_GROUP, True)} if it does not know the user, and
+            C{(HOME_GROUP, False)} if it could not be asked.
+        """
         kept = self._cache.get(user.uid)
         if kept is not None and kept[0] == user.name and kept[1] in (home, None):
             if kept[2] is not None:
-                return kept[2]
+                return KNOWN, kept[2]
         elif self.nss:
             found = self._local(user)
             before = self._groups_before(user, home) if found is None else None
@@ -177,33 +209,55 @@ class Credentials:
                 # Not answered since the last reload: the groups found
                 # before, and the next check asks again.
                 self._unanswered.discard(user.uid)
-                return before
+                return KNOWN, before
             if found is None and user.uid in self._unanswered:
                 # The name service did not answer: the home's group this
                 # time, and ask again before the next probe.
                 self._unanswered.discard(user.uid)
-                return self._home_group(user, home)
+                return HOME_GROUP, False
             if found is None:
-                try:
-                    found = _nss_credentials(user.name, user.uid)
-                except OSError:
-                    return self._home_group(user, home)
-            if found is not None:
-                self._keep(user, home, found)
-                return found
-        found = self._home_group(user, home)
-        if found[1] != NOGROUP:
+                return ASK, None
             self._keep(user, home, found)
-        return found
+            return KNOWN, found
+        return HOME_GROUP, True
 
-    @staticmethod
-    def _home_group(user, home):
+    def keep(self, user, home, found):
+        """
+        Keep what L{settle} found for C{user}'s next probes.
+        """
+        self._keep(user, home, found)
+
+
+#: What L{Credentials.plan} leaves to L{settle}.
+KNOWN, HOME_GROUP, ASK = 0, 1, 2
+
+
+def settle(plan, name, uid, home):
+    """
+    Return C{(credentials, keep)}: what a L{Credentials.plan} that is not
+    L{KNOWN} comes to (blocking: it may ask the name service, and stats
+    the home), and whether to L{Credentials.keep} it.
+    """
+    kind, keep = plan
+    if kind == ASK:
         try:
-            return user.uid, os.stat(home).st_gid, ()
+            found = _nss_credentials(name, uid)
         except OSError:
-            # The probe will fail on the home anyway, with the real
-            # reason; do not keep this.
-            return user.uid, NOGROUP, ()
+            return _home_group(uid, home), False
+        if found is not None:
+            return found, True
+        keep = True
+    found = _home_group(uid, home)
+    return found, keep and found[1] != NOGROUP
+
+
+def _home_group(uid, home):
+    try:
+        return uid, os.stat(home).st_gid, ()
+    except OSError:
+        # The probe will fail on the home anyway, with the real reason;
+        # the caller does not keep this.
+        return uid, NOGROUP, ()
 
 
 def _nss_credentials(name, uid):
@@ -252,8 +306,7 @@ class HomeProbe:
 
         @return: a L{ProbeResult}; this never raises.
         """
-        home, _, subdir = spool.rpartition(b"/")
-        home = home or b"/"
+        home, subdir = split_spool(spool)
         try:
             uid, gid, groups = self.credentials(user, home)
             return creds.run_as(uid, gid, groups, self._check, uid, home, subdir, spool)
@@ -261,6 +314,47 @@ class HomeProbe:
             return ProbeResult(False, e.errno or errnos.EIO, spool, e.strerror or str(e))
         except Exception as e:  # a probe must answer, whatever went wrong
             return ProbeResult(False, errnos.EIO, spool, f"probe error: {e!r}")
+
+    def job(self, user, spool):
+        """
+        Return the check of C{spool} as C{user} as plain data, for
+        L{run_job} in a checker process (L{hlfs.homes.checkers}): what
+        L{Credentials.plan} knows, without blocking.
+        """
+        home, subdir = split_spool(spool)
+        kind, value = self.credentials.plan(user, home)
+        return user.uid, user.name, home, subdir, spool, kind, value
+
+    def run_job(self, job):
+        """
+        Run a L{job} (blocking) and return C{(result, kept)}: the
+        L{ProbeResult}, and the credentials to L{Credentials.keep}, or
+        L{None}.
+        """
+        uid, name, home, subdir, spool, kind, value = job
+        kept = None
+        try:
+            if kind == KNOWN:
+                found = value
+            else:
+                found, keep = settle((kind, value), name, uid, home)
+                kept = found if keep else None
+            uid, gid, groups = found
+            return creds.run_as(uid, gid, groups, self._check, uid, home, subdir, spool), kept
+        except OSError as e:
+            return ProbeResult(False, e.errno or errnos.EIO, spool, e.strerror or str(e)), kept
+        except Exception as e:  # a probe must answer, whatever went wrong
+            return ProbeResult(False, errnos.EIO, spool, f"probe error: {e!r}"), kept
+
+    def finish_job(self, user, spool, answer):
+        """
+        Keep what the L{run_job} of C{job(user, spool)} found, in the
+        reactor thread, and return its L{ProbeResult}.
+        """
+        result, kept = answer
+        if kept is not None:
+            self.credentials.keep(user, split_spool(spool)[0], kept)
+        return result
 
     def _check(self, uid, home, subdir, spool):
         # Only the last component is the user's to change (the home's

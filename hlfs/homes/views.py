@@ -90,8 +90,19 @@ class ResolverViews:
             ("pool_exhausted", counts["exhausted"]),
             ("pool_threads", self.pool.threads if self.pool is not None else 0),
             ("pool_busy", self.pool.busy() if self.pool is not None else 0),
+            *self._checker_pairs(),
         ]
         return pairs + self.user_source()
+
+    def _checker_pairs(self):
+        checkers = getattr(self.pool, "checkers", None)
+        if checkers is None:
+            return []
+        return [
+            ("check_processes", checkers.processes()),
+            ("check_processes_started", checkers.started),
+            ("checks_moved", checkers.moved),
+        ]
 
     def user_source(self):
         """

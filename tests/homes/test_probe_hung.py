@@ -20,6 +20,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 
 from hlfs.homes import creds
+from hlfs.homes.checkers import CheckerProcesses
 from hlfs.homes.pool import ProbePool
 from hlfs.homes.cache import ProbingResolver
 from hlfs.core.resolver import Resolution, SpoolRules
@@ -36,13 +37,18 @@ DEADLINE = 0.5
 JUST_BEFORE = DEADLINE - 0.125  # exact in binary: no rounding at the deadline
 
 
-def on_test_clock(rt, table, alt, threads):
+def on_test_clock(rt, table, alt, threads, runner="threads"):
     """
     Return C{(clock, pool, resolver)}: a resolver and its pool on a test
     clock, results delivered through the real reactor; the pool started.
+    With C{runner} C{"processes"}, the checks run in the daemon's
+    home-check processes (L{CheckerProcesses}), else in the pool's threads.
     """
     clock = task.Clock()
-    pool = ProbePool(threads=threads, reactor=rt.reactor, clock=clock)
+    checkers = None
+    if runner == "processes":
+        checkers = CheckerProcesses(threads, rt.reactor, clock=clock)
+    pool = ProbePool(threads=threads, reactor=rt.reactor, clock=clock, checkers=checkers)
     resolver = ProbingResolver(
         table, SpoolRules(b".mailspool", alt), clock, pool, deadline=DEADLINE, reactor=rt.reactor,
     )
@@ -77,8 +83,9 @@ class HungSetup:
     users C{ok0}..C{ok4} on the test's disk; a resolver on a test clock.
     """
 
-    def __init__(self, rt, homes, threads):
+    def __init__(self, rt, homes, threads, runner):
         self.rt = rt
+        self.runner = runner
         self.homes = homes
         self.src = os.path.join(homes.base, "fuse-src")
         self.mnt = os.path.join(homes.base, "fuse")
@@ -95,7 +102,7 @@ class HungSetup:
 
     def start(self):
         self.clock, self.pool, self.resolver = on_test_clock(
-            self.rt, self.homes.table(), self.alt, self.threads
+            self.rt, self.homes.table(), self.alt, self.threads, self.runner
         )
         return self
 
@@ -120,12 +127,16 @@ class HungSetup:
         self.rt.call(self.pool.stop)
 
 
-@pytest.fixture
-def hung_setup(rt, homes):
+@pytest.fixture(params=["threads", "processes"])
+def hung_setup(request, rt, homes):
+    """
+    Make a L{HungSetup}: every test using it runs twice, with the checks
+    in the pool's threads and in home-check processes (the daemon's way).
+    """
     made = []
 
     def make(threads=4):
-        s = HungSetup(rt, homes, threads)
+        s = HungSetup(rt, homes, threads, request.param)
         made.append(s)
         return s
 

@@ -1,0 +1,365 @@
+"""
+L{CheckerProcesses}: the processes that run home checks for
+L{hlfs.homes.pool.ProbePool} (see L{hlfs.homes.checker} for why processes
+and not threads).
+
+Jobs go to one process at a time, as many as are waiting in one write.
+A process answers each job as soon as it is done, in order.  When the
+job a process is on has taken longer than C{slow_after} (a slow or hung
+home), the jobs queued behind it go to another process, started if need
+be, up to C{size}: a hung home holds one process, never the users behind
+it.  Such a process still runs those jobs when it comes back; whichever
+answer comes first is used.
+"""
+
+import collections
+import errno as errnos
+import itertools
+import os
+import sys
+import time
+
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+
+from hlfs.homes.checker import PROGRESS_SIZE, FrameError, Progress, decode, encode
+from hlfs.homes.probe import ProbeResult
+
+log = Logger(namespace="hlfs.probe")
+
+#: Jobs in one frame: a storm over a large table stays far below
+#: L{hlfs.homes.checker.MAX_FRAME}.
+FRAME_JOBS = 256
+
+
+class _Job:
+    __slots__ = ("job_id", "data", "answer", "owner", "spool", "lost", "sent", "sent_at")
+
+    def __init__(self, job_id, data, answer, spool, sent):
+        self.job_id = job_id
+        self.data = data
+        self.answer = answer  # called once with (ProbeResult, kept)
+        self.sent = sent  # called with the time it is written to a process
+        self.owner = None
+        self.spool = spool
+        self.lost = 0  # times its process ended before answering
+        self.sent_at = None  # when it was written to its process (the clock's time)
+
+
+class CheckerProcess(ProcessProtocol):
+    """
+    One home-check process, as its L{CheckerProcesses} sees it.
+
+    @ivar owed: ids of the jobs it was given and has not answered, in the
+        order it runs them.
+    """
+
+    def __init__(self, owner, number):
+        self.owner = owner
+        self.number = number
+        self.owed = collections.OrderedDict()
+        self.buffer = b""
+        self.ended = False
+        self.ready = False  # it said so: its first (empty) frame came
+        self.progress = None  # its hlfs.homes.checker.Progress
+
+    def in_job_for(self, now_ns):
+        """
+        Return the seconds it has been on its current job, 0 between jobs.
+        """
+        since = self.progress.since() if self.progress is not None else 0
+        return (now_ns - since) / 1e9 if since else 0.0
+
+    def childDataReceived(self, fd, data):
+        try:
+            frames, self.buffer = decode(self.buffer + data)
+        except FrameError as e:
+            self.buffer = b""
+            log.error("home-check process {number}: {error}; ending it",
+                      number=self.number, error=str(e))
+            self.transport.signalProcess("KILL")
+            return
+        self.owner._answered(self, frames)
+
+    def childConnectionLost(self, fd):
+        if fd == 1:
+            self.owner._ended(self)
+
+    def processEnded(self, reason):
+        self.owner._ended(self)
+
+
+class CheckerProcesses:
+    """
+    At most C{size} home-check processes, started as jobs need them.
+
+    @ivar started: how many processes were started in all.
+    """
+
+    def __init__(self, size, reactor, clock=None, slow_after=0.01, fsync=False,
+                 argv=None, spare=1):
+        """
+        @param slow_after: seconds after which a job counts as slow, and
+            the jobs behind it go to another process.
+        @param argv: the command of a process (tests); by default this
+            Python running L{hlfs.homes.checker}.
+        @param spare: processes kept started beyond those busy, so that a
+            hung home finds one ready.
+        """
+        if size < 1:
+            raise ValueError("home checks need at least one process")
+        self.size = size
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.slow_after = slow_after
+        self.spare = spare
+        self.argv = argv or [sys.executable, "-m", "hlfs.homes.checker",
+                             *(["--fsync"] if fsync else [])]
+        self.started = 0
+        self.moved = 0  # jobs given to another process, behind a slow one
+        self._children = []
+        self._queue = collections.deque()  # _Jobs waiting for a process
+        self._jobs = {}  # id -> _Job, until answered
+        self._ids = itertools.count()
+        self._flush_call = None
+        self._recheck_call = None
+        self._numbers = itertools.count()
+        self._running = False
+
+    # -- life cycle
+
+    def start(self):
+        """
+        Start the spare processes.
+        """
+        self._running = True
+        while len(self._children) < min(self.spare, self.size):
+            self._spawn()
+
+    def stop(self):
+        """
+        End every process: idle ones at the end of their input, busy ones
+        (a check stuck in a dead filesystem) with SIGKILL.  Jobs waiting
+        are dropped.
+        """
+        self._running = False
+        log.info("home checks: {started} processes started, {moved} jobs moved",
+                 started=self.started, moved=self.moved)
+        for call in (self._flush_call, self._recheck_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._flush_call = self._recheck_call = None
+        self._queue.clear()
+        self._jobs.clear()
+        for child in list(self._children):
+            child.ended = True
+            try:
+                child.transport.closeStdin()
+                if child.owed:
+                    child.transport.signalProcess("KILL")
+            except Exception:  # already gone
+                pass
+        self._children = []
+
+    # -- what the pool sees
+
+    def busy(self):
+        """
+        Return how many processes are on a job.
+        """
+        return sum(1 for c in self._children if c.owed)
+
+    def stuck(self, limit):
+        """
+        Return whether all C{size} processes are on a job that was given
+        to them C{limit} seconds ago or more (the clock's time).
+        """
+        if len(self._children) < self.size:
+            return False
+        return all(self._on_job_for(c) >= limit for c in self._children)
+
+    def longest(self):
+        """
+        Return the seconds since the oldest job a process is on was given
+        to it.
+        """
+        return max((self._on_job_for(c) for c in self._children), default=0.0)
+
+    def _on_job_for(self, child):
+        # The job a process is on is the first it owes; 0 between jobs.
+        if not child.owed or not child.progress.since():
+            return 0.0
+        head = next(iter(child.owed.values()))
+        return self.clock.seconds() - head.sent_at
+
+    def processes(self):
+        """
+        Return how many processes are running.
+        """
+        return len(self._children)
+
+    # -- jobs
+
+    def submit(self, data, spool, answer, sent=None):
+        """
+        Run job C{data} (a L{hlfs.homes.probe.HomeProbe.job}) in a
+        process; C{answer((result, kept))} is called in the reactor thread
+        with what L{hlfs.homes.probe.HomeProbe.run_job} returned.
+        C{answer} is not called after L{stop}.  C{sent}, if given, is
+        called with the time the job is written to a process (again if it
+        moves to another one).
+        """
+        if not self._running:
+            return
+        job = _Job(next(self._ids), data, answer, spool, sent)
+        self._jobs[job.job_id] = job
+        self._queue.append(job)
+        if self._flush_call is None:
+            # The rest of this reactor turn's jobs go in the same write.
+            self._flush_call = self.reactor.callLater(0, self._flush)
+
+    def _flush(self):
+        self._flush_call = None
+        if not self._queue:
+            return
+        now = self.clock.seconds()
+        child = self._quick_child()
+        if child is None:
+            self._schedule_recheck()
+            return
+        queue, self._queue = self._queue, collections.deque()
+        frames = []
+        frame = []
+        for job in queue:
+            job.owner = child
+            child.owed[job.job_id] = job
+            frame.append((job.job_id, *job.data))
+            job.sent_at = now
+            if job.sent is not None:
+                job.sent(now)
+            if len(frame) == FRAME_JOBS:
+                frames.append(encode(frame))
+                frame = []
+        if frame:
+            frames.append(encode(frame))
+        child.transport.writeToChild(0, b"".join(frames))
+        self._schedule_recheck()
+        self._keep_spare()
+
+    def _quick_child(self):
+        # The process to give jobs to: one on a job that is not slow (the
+        # one with the fewest owed), else an idle one, else a new one.  A
+        # process still starting (a tenth of a second) takes jobs only
+        # when no started one can.
+        best = idle = starting = None
+        now_ns = time.monotonic_ns()
+        for child in self._children:
+            if child.ended:
+                continue
+            if not child.ready:
+                starting = starting or child
+            elif not child.owed:
+                idle = idle or child
+            elif child.in_job_for(now_ns) < self.slow_after:
+                if best is None or len(child.owed) < len(best.owed):
+                    best = child
+        if best is not None:
+            return best
+        if idle is not None:
+            return idle
+        if starting is not None and not starting.owed:
+            return starting
+        if len(self._children) < self.size:
+            return self._spawn()
+        return None
+
+    def _keep_spare(self):
+        idle = sum(1 for c in self._children if not c.owed and not c.ended)
+        while idle < self.spare and len(self._children) < self.size:
+            self._spawn()
+            idle += 1
+
+    def _spawn(self):
+        child = CheckerProcess(self, next(self._numbers))
+        fd = os.memfd_create("hlfs-check-progress", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, PROGRESS_SIZE)
+            child.progress = Progress(fd)
+            self.reactor.spawnProcess(
+                child, self.argv[0], [*self.argv, "--progress", "3"], env=os.environ.copy(),
+                childFDs={0: "w", 1: "r", 2: 2, 3: fd})
+        finally:
+            os.close(fd)
+        self.started += 1
+        self._children.append(child)
+        return child
+
+    def _schedule_recheck(self):
+        if self._recheck_call is None and self._running and (
+                self._queue or any(c.owed for c in self._children)):
+            # Real time, as the processes' own stamps are.
+            self._recheck_call = self.reactor.callLater(self.slow_after, self._recheck)
+
+    def _recheck(self):
+        # Jobs behind a slow one go to another process.  Slow is what the
+        # process itself says: a check answered but not read yet, in a busy
+        # daemon, is not slow.
+        self._recheck_call = None
+        now = time.monotonic_ns()
+        moved = []
+        for child in self._children:
+            if child.owed and child.in_job_for(now) >= self.slow_after:
+                behind = list(child.owed.values())[1:]
+                moved.extend(job for job in behind if job.owner is child)
+        if moved:
+            self.moved += len(moved)
+            for job in moved:
+                job.owner = None
+            self._queue.extendleft(reversed(moved))
+        if self._queue:
+            self._flush()
+        else:
+            self._schedule_recheck()
+
+    def _answered(self, child, frames):
+        if not child.ready:
+            child.ready = True
+            if self._queue and self._flush_call is None:
+                self._flush_call = self.reactor.callLater(0, self._flush)
+        jobs = self._jobs
+        owed = child.owed
+        for answers in frames:
+            for job_id, ok, errno, path, reason, kept in answers:
+                if owed.pop(job_id, None) is None:
+                    continue  # not this process's job: a confused process
+                job = jobs.pop(job_id, None)
+                if job is not None:
+                    job.answer((ProbeResult(ok, errno, path, reason), kept))
+        if self._queue and self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self._flush)
+
+    def _ended(self, child):
+        if child.ended:
+            return
+        child.ended = True
+        if child in self._children:
+            self._children.remove(child)
+        if not self._running:
+            return
+        owed = [job for job in child.owed.values() if job.owner is child]
+        child.owed.clear()
+        log.error("home-check process {number} ended with {count} checks unanswered",
+                  number=child.number, count=len(owed))
+        retry = []
+        for job in owed:
+            job.lost += 1
+            if job.lost > 1:
+                self._jobs.pop(job.job_id, None)
+                job.answer((ProbeResult(False, errnos.EIO, job.spool,
+                                        "the home-check process ended twice"), None))
+            else:
+                job.owner = None
+                retry.append(job)
+        self._queue.extendleft(reversed(retry))
+        if self._queue and self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self._flush)
