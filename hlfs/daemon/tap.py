@@ -72,12 +72,12 @@ SIGNALS:
   SIGTERM, SIGINT  unmount (retrying a busy mount, then lazily) while still
            serving, unregister from the portmapper, exit 0.
 
-HOME CHECKS: before the link points into a home, a thread of hlfs's own
-pool checks, as the user (per-thread file system credentials; the process
-never changes its uid), that ~user/<subdir> is a directory it can create,
-write and remove a file in.  Results, good and bad, are kept for
+HOME CHECKS: before the link points into a home, one of hlfs's home-check
+processes checks, as the user (file system credentials only; no process
+changes its uid), that ~user/<subdir> is a directory it can create, write
+and remove a file in.  Results, good and bad, are kept for
 --cache-interval seconds.  A caller never waits more than --probe-deadline
-for a check: past it, or when every probe thread is stuck on a hung home,
+for a check: past it, or when every home-check process is stuck on a hung home,
 the answer is the alternate spool.  -n turns checks off.
 
 LIMITS: the port is open to every local user (NULL and the status program
@@ -136,7 +136,7 @@ class Options(ManholeOptions, usage.Options):
         ["probe-deadline", None, "1.0",
          "Seconds a READLINK waits for a home check before it is answered "
          "with the alternate spool."],
-        ["probe-threads", None, "8", "Threads checking homes (a hung home holds one)."],
+        ["probe-threads", None, "8", "Home checks running at once, each in a process of its own (a hung home holds one)."],
         ["uid-min", None, None,
          "Lowest uid of a login account (default: UID_MIN of /etc/login.defs, else 1000). "
          "Accounts under it, root excepted, are system accounts: their link is the "

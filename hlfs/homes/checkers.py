@@ -133,8 +133,7 @@ class CheckerProcesses:
         Start the spare processes.
         """
         self._running = True
-        while len(self._children) < min(self.spare, self.size):
-            self._spawn()
+        self._keep_spare()
 
     def stop(self):
         """
@@ -165,9 +164,9 @@ class CheckerProcesses:
 
     def busy(self):
         """
-        Return how many processes are on a job.
+        Return how many processes are on a job (in it, by their own word).
         """
-        return sum(1 for c in self._children if c.owed)
+        return sum(1 for c in self._children if c.owed and c.progress.since())
 
     def stuck(self, limit):
         """
@@ -223,7 +222,14 @@ class CheckerProcesses:
         if not self._queue:
             return
         now = self.clock.seconds()
-        child = self._quick_child()
+        try:
+            child = self._quick_child()
+        except OSError as e:
+            # No process could start (the daemon's descriptors or memory
+            # ran out): every job waiting fails with the daemon's errno,
+            # which the resolver blames on hlfs, not on the homes.
+            self._fail_queue(e)
+            return
         if child is None:
             self._schedule_recheck()
             return
@@ -273,15 +279,26 @@ class CheckerProcesses:
             return self._spawn()
         return None
 
+    def _fail_queue(self, error):
+        queue, self._queue = self._queue, collections.deque()
+        for job in queue:
+            if self._jobs.pop(job.job_id, None) is not None:
+                job.answer((ProbeResult(False, error.errno or errnos.EIO, job.spool,
+                                        f"cannot start a home-check process: {error.strerror}"),
+                            None))
+
     def _keep_spare(self):
         idle = sum(1 for c in self._children if not c.owed and not c.ended)
-        while idle < self.spare and len(self._children) < self.size:
-            self._spawn()
-            idle += 1
+        try:
+            while idle < self.spare and len(self._children) < self.size:
+                self._spawn()
+                idle += 1
+        except OSError:
+            pass  # a spare is for later; the next job that needs one says why
 
     def _spawn(self):
         child = CheckerProcess(self, next(self._numbers))
-        fd = os.memfd_create("hlfs-check-progress", os.MFD_CLOEXEC)
+        fd = os.memfd_create("hlfs-check-progress", os.MFD_CLOEXEC)  # OSError: the caller's
         try:
             os.ftruncate(fd, PROGRESS_SIZE)
             child.progress = Progress(fd)

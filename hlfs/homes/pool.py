@@ -365,10 +365,11 @@ class ProbePool:
             self._exhausted_unlogged += 1
             return
         log.error(
-            "probe pool exhausted: all {threads} probe threads are stuck "
+            "probe pool exhausted: all {threads} {workers} are stuck "
             "(longest for {longest:.1f} s); answering the alternate spool "
             "at once for {path} ({suppressed} more since the last report)",
             threads=self.threads,
+            workers="probe threads" if self.checkers is None else "home-check processes",
             longest=self._longest(now),
             path=os.fsdecode(path),
             suppressed=self._exhausted_unlogged,

@@ -395,8 +395,8 @@ def test_malformed_datagrams(target):
 
 def test_emfile_in_a_home_check_is_not_the_homes_fault(target):
     """
-    If a home check meets EMFILE (the daemon's file descriptor limit,
-    lowered here with prlimit), then the caller gets the alternate spool,
+    If a home check meets EMFILE (the file descriptor limit of the daemon
+    and of its home-check processes, lowered here with prlimit), then the caller gets the alternate spool,
     the log blames the daemon, and the home is checked again within
     seconds, not after the cache interval.
     """
@@ -405,15 +405,22 @@ def test_emfile_in_a_home_check_is_not_the_homes_fault(target):
     def emfile_then_recovery():
         # The privileged client's TCP connections could not be accepted
         # either while the limit is below the descriptors open: pause them.
+        # The check runs in a home-check process: its limit too, at the
+        # descriptors it has open, so that the check's own open fails.
         target.client.tcp.clear()
         with target.client.tcp_busy:
-            fds, _ = daemon_state(pid)
-            soft, hard = _nofile(pid)
-            subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={fds}:{hard}"], check=True)
+            limited = [pid, *child_pids(pid)]
+            limits = {p: _nofile(p) for p in limited}
+            for p in limited:
+                fds = len(os.listdir(f"/proc/{p}/fd"))
+                subprocess.run(["prlimit", f"--pid={p}", f"--nofile={fds}:{limits[p][1]}"],
+                               check=True)
             try:
                 first = resolve(target.admin, target.root, uid)
             finally:
-                subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={soft}:{hard}"], check=True)
+                for p, (soft, hard) in limits.items():
+                    subprocess.run(["prlimit", f"--pid={p}", f"--nofile={soft}:{hard}"],
+                                   check=True)
         target.client.tcp.set()
         assert first != target.home_of(uid), "the check should have met EMFILE"
         deadline = time.monotonic() + 10
@@ -426,6 +433,17 @@ def test_emfile_in_a_home_check_is_not_the_homes_fault(target):
     result = target.attack("fuzz", seconds=4, count=1000, during=emfile_then_recovery)
     assert "EMFILE" in target.server.logtext()
     assert_unharmed(result)
+
+
+def child_pids(pid):
+    """
+    The daemon's child processes (its home checks run in them).
+    """
+    pids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
 
 
 def _nofile(pid):

@@ -248,7 +248,8 @@ def test_exhausted_pool_answers_at_once(hung_setup):
         assert answer.target == again.target == s.alt
         assert s.pool.exhausted_count == 2
         [line] = logs.matching("probe pool exhausted")
-        assert "all 2 probe threads are stuck" in line
+        workers = {"threads": "probe threads", "processes": "home-check processes"}[s.runner]
+        assert f"all 2 {workers} are stuck" in line
         assert s.pool.started_count == 2  # nothing was queued
 
         mount.thaw()
