@@ -3,13 +3,15 @@ L{CheckerProcesses}: the processes that run home checks for
 L{hlfs.homes.pool.ProbePool} (see L{hlfs.homes.checker} for why processes
 and not threads).
 
-Jobs go to one process at a time, as many as are waiting in one write.
-A process answers each job as soon as it is done, in order.  When the
-job a process is on has taken longer than C{slow_after} (a slow or hung
-home), the jobs queued behind it go to another process, started if need
-be, up to C{size}: a hung home holds one process, never the users behind
-it.  Such a process still runs those jobs when it comes back; whichever
-answer comes first is used.
+Jobs go to one process, as many as are waiting in one write; checks
+that wait rather than compute (NFS) spread over more.  A process answers
+each job as soon as it is done, in order.  When the job a process is on
+has taken longer than C{slow_after} (a slow or hung home), by the
+process's own word, the jobs queued behind it go to another process,
+started if need be, up to C{size}: a hung home holds one process, never
+the users behind it.  Such a process still runs those jobs when it comes
+back; whichever answer comes first is used.  One process is kept idle
+beyond those on a job (the spare), so that a hung home finds one ready.
 """
 
 import collections
@@ -30,6 +32,10 @@ log = Logger(namespace="hlfs.probe")
 #: Jobs in one frame: a storm over a large table stays far below
 #: L{hlfs.homes.checker.MAX_FRAME}.
 FRAME_JOBS = 256
+
+#: The longest (seconds) the jobs one process owes should take, at the
+#: recent pace of checks, before the next job goes to another process.
+DRAIN = 0.004
 
 
 class _Job:
@@ -117,6 +123,8 @@ class CheckerProcesses:
                              *(["--fsync"] if fsync else [])]
         self.started = 0
         self.moved = 0  # jobs given to another process, behind a slow one
+        self.pace = 0.0001  # seconds a check took lately (moving average)
+        self.pace_cpu = 0.0001  # and of CPU
         self._children = []
         self._queue = collections.deque()  # _Jobs waiting for a process
         self._jobs = {}  # id -> _Job, until answered
@@ -222,41 +230,45 @@ class CheckerProcesses:
         if not self._queue:
             return
         now = self.clock.seconds()
+        given = {}
+        queue = self._queue
         try:
-            child = self._quick_child()
+            while queue:
+                child = self._quick_child()
+                if child is None:
+                    break
+                job = queue.popleft()
+                job.owner = child
+                child.owed[job.job_id] = job
+                given.setdefault(child, []).append(job)
         except OSError as e:
             # No process could start (the daemon's descriptors or memory
-            # ran out): every job waiting fails with the daemon's errno,
-            # which the resolver blames on hlfs, not on the homes.
+            # ran out): every job left fails with the daemon's errno, which
+            # the resolver blames on hlfs, not on the homes.
             self._fail_queue(e)
-            return
-        if child is None:
-            self._schedule_recheck()
-            return
-        queue, self._queue = self._queue, collections.deque()
-        frames = []
-        frame = []
-        for job in queue:
-            job.owner = child
-            child.owed[job.job_id] = job
-            frame.append((job.job_id, *job.data))
-            job.sent_at = now
-            if job.sent is not None:
-                job.sent(now)
-            if len(frame) == FRAME_JOBS:
-                frames.append(encode(frame))
+        for child, jobs in given.items():
+            frames = []
+            for at in range(0, len(jobs), FRAME_JOBS):
                 frame = []
-        if frame:
-            frames.append(encode(frame))
-        child.transport.writeToChild(0, b"".join(frames))
+                for job in jobs[at:at + FRAME_JOBS]:
+                    frame.append((job.job_id, *job.data))
+                    job.sent_at = now
+                    if job.sent is not None:
+                        job.sent(now)
+                frames.append(encode(frame))
+            child.transport.writeToChild(0, b"".join(frames))
         self._schedule_recheck()
         self._keep_spare()
 
     def _quick_child(self):
-        # The process to give jobs to: one on a job that is not slow (the
-        # one with the fewest owed), else an idle one, else a new one.  A
-        # process still starting (a tenth of a second) takes jobs only
-        # when no started one can.
+        # The process for the next job: the one on a quick job that owes
+        # the fewest.  Checks that wait (NFS, a slow disk) spread over more
+        # processes: past DRAIN of work owed at their recent pace, the
+        # next goes to an idle one (the spare; a new spare starts).  Checks
+        # that only want a CPU stay in one process: on two CPUs, a second
+        # one took turns with the reactor, for a higher p99 and fewer
+        # answers a second.  A process still starting (a tenth of a
+        # second) takes jobs only when no started one can.
         best = idle = starting = None
         now_ns = time.monotonic_ns()
         for child in self._children:
@@ -266,10 +278,11 @@ class CheckerProcesses:
                 starting = starting or child
             elif not child.owed:
                 idle = idle or child
-            elif child.in_job_for(now_ns) < self.slow_after:
-                if best is None or len(child.owed) < len(best.owed):
-                    best = child
-        if best is not None:
+            elif child.in_job_for(now_ns) < self.slow_after and (
+                    best is None or len(child.owed) < len(best.owed)):
+                best = child
+        if best is not None and (idle is None or (len(best.owed) + 1) * self.pace <= DRAIN
+                                 or self.pace < 2 * self.pace_cpu):
             return best
         if idle is not None:
             return idle
@@ -346,9 +359,11 @@ class CheckerProcesses:
         jobs = self._jobs
         owed = child.owed
         for answers in frames:
-            for job_id, ok, errno, path, reason, kept in answers:
+            for job_id, ok, errno, path, reason, kept, took, cpu in answers:
                 if owed.pop(job_id, None) is None:
                     continue  # not this process's job: a confused process
+                self.pace += (took / 1e9 - self.pace) * 0.05
+                self.pace_cpu += (cpu / 1e9 - self.pace_cpu) * 0.05
                 job = jobs.pop(job_id, None)
                 if job is not None:
                     job.answer((ProbeResult(ok, errno, path, reason), kept))
