@@ -153,8 +153,14 @@ def main(argv=None):
     # nothing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The daemon answers every caller, cached ones too: when CPUs are
-    # short, it goes first, and checks take what it leaves.
-    os.nice(NICE)
+    # short, it goes first, and checks take what it leaves.  The shipped
+    # unit's seccomp filter (~@resources) refuses setpriority: there the
+    # checks run at the daemon's priority, a little more latency in a
+    # storm (BENCHMARKS.md), nothing else.
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
     _die_with_parent()
     from hlfs.homes.probe import HomeProbe
 

@@ -11,11 +11,14 @@ import os
 import shutil
 import signal
 import sys
+import time
 
 import pytest
+from twisted.internet import task
 
 from hlfs.homes import checker
-from hlfs.homes.checkers import CheckerProcesses
+from hlfs.homes.checker import Progress
+from hlfs.homes.checkers import CheckerProcess, CheckerProcesses
 from hlfs.homes.probe import Credentials, HomeProbe
 from tests.support.filesystems import frozen_mount
 from tests.support.probes import LogCapture, wait_for
@@ -273,3 +276,71 @@ def test_a_process_that_speaks_garbage_is_ended(rt, homes, checks, tmp_path):
         result, _ = c.answer("x")
     assert (result.ok, result.errno) == (False, errno.EIO)
     assert len(logs.matching("a frame of 4294967295 bytes; ending it")) == 2
+
+
+# -- which process gets a job: the policy alone, on a test clock, with
+# stand-ins for the processes (a fake transport records what each was
+# sent; each one's progress is 8 bytes of plain memory).
+
+class FakeTransport:
+    def __init__(self):
+        self.sent = b""
+
+    def writeToChild(self, fd, data):
+        self.sent += data
+
+
+class Policy:
+    def __init__(self, size=4, pace=0.00007, pace_cpu=0.00006):
+        self.clock = task.Clock()
+        self.processes = CheckerProcesses(size, self.clock)
+        self.processes.pace, self.processes.pace_cpu = pace, pace_cpu
+
+        def spawn():
+            child = CheckerProcess(self.processes, len(self.processes._children))
+            child.transport = FakeTransport()
+            child.progress = Progress(memory=bytearray(8))
+            child.ready = True
+            self.processes._children.append(child)
+            self.processes.started += 1
+            return child
+
+        self.processes._spawn = spawn
+        self.processes.start()
+
+    def submit(self, count):
+        for n in range(count):
+            self.processes.submit((n,), b"/home/u/.mailspool", lambda answer: None)
+        self.clock.advance(0)  # the flush
+
+    def owed(self):
+        return [len(c.owed) for c in self.processes._children]
+
+
+def test_quick_checks_stay_in_one_process():
+    p = Policy()
+    for _ in range(5):
+        p.submit(32)
+    assert p.owed() == [160, 0]  # and the spare stays idle
+
+
+def test_checks_that_wait_spread_over_processes():
+    p = Policy(pace=0.003, pace_cpu=0.00005)  # 3 ms a check, 50 us of it CPU
+    for _ in range(6):
+        p.submit(8)
+    owed = p.owed()
+    assert len(owed) == 4 and min(owed) > 0, owed  # all four, none idle
+    assert sum(owed) == 48
+
+
+def test_a_slow_process_gets_no_more_jobs_and_its_queue_moves():
+    p = Policy()
+    p.submit(10)
+    first = p.processes._children[0]
+    # It has been on its first job for 50 ms (past slow_after: 10 ms).
+    first.progress.slot[0] = time.monotonic_ns() - 50_000_000
+    p.submit(5)
+    assert p.owed()[0] == 10 and sum(p.owed()[1:]) == 5
+    p.processes._recheck()
+    assert p.processes.moved == 9  # all but the one it is on
+    assert sum(p.owed()[1:]) == 14
