@@ -349,6 +349,7 @@ def user_source_pairs(table, stats, positive=0, negative=0, in_flight=0, now=Non
         ("user_lookups_in_flight", in_flight),
         ("user_lookups_late", stats.late),
         ("user_lookups_refused", stats.refused),
+        ("user_lookups_backed_off", stats.backed_off),
         ("directory_errors", stats.errors),
         ("directory_last_error", stats.last_error or "-"),
         ("directory_last_error_age", "-" if when is None or now is None else f"{now - when:.0f}"),

@@ -133,12 +133,13 @@ def user_lookups(service):
         "hlfs_user_lookups",
         "Per-user name-service lookups of users the table lacks, by result (found, "
         "not_found, error: the name service could not be asked; late: answered after "
-        "the deadline; refused: too many in flight).",
+        "the deadline; refused: too many in flight; backed_off: not asked, the name "
+        "service having failed for the same key less than a second before).",
         labels=["result"],
     )
     for result, count in (("found", stats.found), ("not_found", stats.not_found),
                           ("error", stats.errors), ("late", stats.late),
-                          ("refused", stats.refused)):
+                          ("refused", stats.refused), ("backed_off", stats.backed_off)):
         lookups.add_metric([result], count)
     yield lookups
     yield CounterMetricFamily("hlfs_user_lookup_cache_hits",

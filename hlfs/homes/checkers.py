@@ -95,6 +95,17 @@ class CheckerProcess(ProcessProtocol):
         self.owner._ended(self)
 
 
+def _queued_behind(child):
+    # Whether jobs of its own wait behind the one it is on.
+    owned = 0
+    for job in child.owed.values():
+        if job.owner is child:
+            owned += 1
+            if owned > 1:
+                return True
+    return False
+
+
 class CheckerProcesses:
     """
     At most C{size} home-check processes, started as jobs need them.
@@ -325,8 +336,10 @@ class CheckerProcesses:
         return child
 
     def _schedule_recheck(self):
+        # Only while jobs wait or queue behind one: a hung home alone,
+        # with nothing behind it, wakes the reactor for nothing.
         if self._recheck_call is None and self._running and (
-                self._queue or any(c.owed for c in self._children)):
+                self._queue or any(_queued_behind(c) for c in self._children)):
             # Real time, as the processes' own stamps are.
             self._recheck_call = self.reactor.callLater(self.slow_after, self._recheck)
 

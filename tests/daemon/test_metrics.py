@@ -105,6 +105,14 @@ def test_prometheus_scrapes_the_daemons_counters(watched):
         int(pairs["user_lookups_refused"])
     assert prometheus.value('hlfs_user_lookups_total{result="late"}') == \
         int(pairs["user_lookups_late"])
+    assert prometheus.value('hlfs_user_lookups_total{result="backed_off"}') == \
+        int(pairs["user_lookups_backed_off"])
+    # The checks ran in home-check processes: at least the one that ran
+    # them and the spare.
+    assert prometheus.value("hlfs_home_check_processes") == int(pairs["check_processes"]) >= 2
+    assert prometheus.value("hlfs_home_check_processes_started_total") == \
+        int(pairs["check_processes_started"])
+    assert prometheus.value("hlfs_home_checks_moved_total") == int(pairs["checks_moved"])
 
 
 def test_metrics_text_has_no_user_names_or_uids(watched):
