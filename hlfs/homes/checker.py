@@ -167,7 +167,9 @@ def main(argv=None):
     try:
         progress = Progress(int(argv[argv.index("--progress") + 1])) if "--progress" in argv else None
         serve(HomeProbe(fsync="--fsync" in argv), progress=progress)
-    except (FrameError, BrokenPipeError) as e:
+    except BrokenPipeError:
+        return 0  # the daemon went away: nothing to say, nobody to say it to
+    except FrameError as e:
         sys.stderr.write(f"hlfs home-check process: {e}\n")
         return 1
     return 0

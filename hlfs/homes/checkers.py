@@ -7,11 +7,13 @@ Jobs go to one process, as many as are waiting in one write; checks
 that wait rather than compute (NFS) spread over more.  A process answers
 each job as soon as it is done, in order.  When the job a process is on
 has taken longer than C{slow_after} (a slow or hung home), by the
-process's own word, the jobs queued behind it go to another process,
-started if need be, up to C{size}: a hung home holds one process, never
-the users behind it.  Such a process still runs those jobs when it comes
-back; whichever answer comes first is used.  One process is kept idle
-beyond those on a job (the spare), so that a hung home finds one ready.
+process's own word, the jobs queued behind it go to another process: a
+hung home holds one process, never the users behind it.  Such a process
+still runs those jobs when it comes back; whichever answer comes first
+is used.  One process is kept idle beyond those on a job (the spare,
+started ahead, up to C{size} in all), so that a hung home finds one
+ready; a job that no started process can take now goes to the caller's
+fallback (the probe pool's threads), never waits for a process to start.
 """
 
 import collections
@@ -39,9 +41,10 @@ DRAIN = 0.004
 
 
 class _Job:
-    __slots__ = ("job_id", "data", "answer", "owner", "spool", "lost", "sent", "sent_at")
+    __slots__ = ("job_id", "data", "answer", "owner", "spool", "lost", "sent", "sent_at",
+                 "fallback")
 
-    def __init__(self, job_id, data, answer, spool, sent):
+    def __init__(self, job_id, data, answer, spool, sent, fallback):
         self.job_id = job_id
         self.data = data
         self.answer = answer  # called once with (ProbeResult, kept)
@@ -50,6 +53,7 @@ class _Job:
         self.spool = spool
         self.lost = 0  # times its process ended before answering
         self.sent_at = None  # when it was written to its process (the clock's time)
+        self.fallback = fallback  # runs it elsewhere when no process can now
 
 
 class CheckerProcess(ProcessProtocol):
@@ -187,14 +191,12 @@ class CheckerProcesses:
         """
         return sum(1 for c in self._children if c.owed and c.progress.since())
 
-    def stuck(self, limit):
+    def stuck_count(self, limit):
         """
-        Return whether all C{size} processes are on a job that was given
-        to them C{limit} seconds ago or more (the clock's time).
+        Return how many processes are on a job that was given to them
+        C{limit} seconds ago or more (the clock's time).
         """
-        if len(self._children) < self.size:
-            return False
-        return all(self._on_job_for(c) >= limit for c in self._children)
+        return sum(1 for c in self._children if self._on_job_for(c) >= limit)
 
     def longest(self):
         """
@@ -218,18 +220,40 @@ class CheckerProcesses:
 
     # -- jobs
 
-    def submit(self, data, spool, answer, sent=None):
+    def can_take(self):
+        """
+        Return whether a started process could take a job now: one idle,
+        or on a check that is not slow.
+        """
+        now_ns = time.monotonic_ns()
+        for child in self._children:
+            if child.ready and not child.ended and (
+                    not child.owed or child.in_job_for(now_ns) < self.slow_after):
+                return True
+        return False
+
+    def warm(self):
+        """
+        Start a spare process if none is idle or starting.
+        """
+        self._keep_spare()
+
+    def submit(self, data, spool, answer, sent=None, fallback=None):
         """
         Run job C{data} (a L{hlfs.homes.probe.HomeProbe.job}) in a
         process; C{answer((result, kept))} is called in the reactor thread
         with what L{hlfs.homes.probe.HomeProbe.run_job} returned.
         C{answer} is not called after L{stop}.  C{sent}, if given, is
         called with the time the job is written to a process (again if it
-        moves to another one).
+        moves to another one).  C{fallback}, if given, is called instead
+        when no started process can take the job (all slow, or still
+        starting: a start takes a tenth of a second here, seconds on a
+        slow machine); then C{answer} may still come, from a slow process
+        the job was behind, and the caller takes whichever comes first.
         """
         if not self._running:
             return
-        job = _Job(next(self._ids), data, answer, spool, sent)
+        job = _Job(next(self._ids), data, answer, spool, sent, fallback)
         self._jobs[job.job_id] = job
         self._queue.append(job)
         if self._flush_call is None:
@@ -243,20 +267,16 @@ class CheckerProcesses:
         now = self.clock.seconds()
         given = {}
         queue = self._queue
-        try:
-            while queue:
-                child = self._quick_child()
-                if child is None:
-                    break
-                job = queue.popleft()
-                job.owner = child
-                child.owed[job.job_id] = job
-                given.setdefault(child, []).append(job)
-        except OSError as e:
-            # No process could start (the daemon's descriptors or memory
-            # ran out): every job left fails with the daemon's errno, which
-            # the resolver blames on hlfs, not on the homes.
-            self._fail_queue(e)
+        while queue:
+            child = self._quick_child()
+            if child is None:
+                break
+            job = queue.popleft()
+            job.owner = child
+            child.owed[job.job_id] = job
+            given.setdefault(child, []).append(job)
+        if queue:
+            self._elsewhere()
         for child, jobs in given.items():
             frames = []
             for at in range(0, len(jobs), FRAME_JOBS):
@@ -272,22 +292,20 @@ class CheckerProcesses:
         self._keep_spare()
 
     def _quick_child(self):
-        # The process for the next job: the one on a quick job that owes
-        # the fewest.  Checks that wait (NFS, a slow disk) spread over more
-        # processes: past DRAIN of work owed at their recent pace, the
-        # next goes to an idle one (the spare; a new spare starts).  Checks
-        # that only want a CPU stay in one process: on two CPUs, a second
-        # one took turns with the reactor, for a higher p99 and fewer
-        # answers a second.  A process still starting (a tenth of a
-        # second) takes jobs only when no started one can.
-        best = idle = starting = None
+        # The started process for the next job: the one on a quick job
+        # that owes the fewest.  Checks that wait (NFS, a slow disk)
+        # spread over more processes: past DRAIN of work owed at their
+        # recent pace, the next goes to an idle one (the spare; a new
+        # spare starts).  Checks that only want a CPU stay in one process:
+        # on two CPUs, a second one took turns with the reactor, for a
+        # higher p99 and fewer answers a second.  None: no started process
+        # can take it now.
+        best = idle = None
         now_ns = time.monotonic_ns()
         for child in self._children:
-            if child.ended:
+            if child.ended or not child.ready:
                 continue
-            if not child.ready:
-                starting = starting or child
-            elif not child.owed:
+            if not child.owed:
                 idle = idle or child
             elif child.in_job_for(now_ns) < self.slow_after and (
                     best is None or len(child.owed) < len(best.owed)):
@@ -295,21 +313,21 @@ class CheckerProcesses:
         if best is not None and (idle is None or (len(best.owed) + 1) * self.pace <= DRAIN
                                  or self.pace < 2 * self.pace_cpu):
             return best
-        if idle is not None:
-            return idle
-        if starting is not None and not starting.owed:
-            return starting
-        if len(self._children) < self.size:
-            return self._spawn()
-        return None
+        return idle
 
-    def _fail_queue(self, error):
+    def _elsewhere(self):
+        # The jobs no started process can take now: their fallback (the
+        # pool's threads), or, without one, a wait for a process.
         queue, self._queue = self._queue, collections.deque()
         for job in queue:
-            if self._jobs.pop(job.job_id, None) is not None:
-                job.answer((ProbeResult(False, error.errno or errnos.EIO, job.spool,
-                                        f"cannot start a home-check process: {error.strerror}"),
-                            None))
+            if job.fallback is not None:
+                job.owner = None
+                if job.sent_at is None:
+                    del self._jobs[job.job_id]  # no process will answer it
+                job.fallback()
+            else:
+                self._queue.append(job)
+        self._schedule_recheck()
 
     def _keep_spare(self):
         idle = sum(1 for c in self._children if not c.owed and not c.ended)
@@ -392,6 +410,9 @@ class CheckerProcesses:
         if not self._running:
             return
         owed = [job for job in child.owed.values() if job.owner is child]
+        for job in child.owed.values():
+            if job.owner is None:  # gone to the fallback: no answer to wait for
+                self._jobs.pop(job.job_id, None)
         child.owed.clear()
         log.error("home-check process {number} ended with {count} checks unanswered",
                   number=child.number, count=len(owed))

@@ -193,13 +193,12 @@ class ProbePool:
         longer than L{stuck_after}.
         """
         limit = self._stuck_after()
-        if self.checkers is not None:
-            return self.checkers.stuck(limit)
-        running = list(self._running)
-        if len(running) < self.threads:
-            return False
         now = self.clock.seconds()
-        return all(f.started is not None and now - f.started >= limit for f in running)
+        stuck = sum(1 for f in list(self._running)
+                    if f.started is not None and now - f.started >= limit)
+        if self.checkers is not None:
+            stuck += self.checkers.stuck_count(limit)
+        return stuck >= self.threads
 
     def in_flight(self):
         """
@@ -247,12 +246,23 @@ class ProbePool:
         self.started_count += 1
         flight.finish = finish
         job = getattr(probe, "job", None) if self.checkers is not None else None
-        if job is not None:
-            self.checkers.submit(job(*args), path, functools.partial(
-                self._answered, flight, probe, args), functools.partial(self._sent, flight))
-        elif self._threadpool.submit(self._run, flight, probe, args):
-            self._schedule_recheck()
+        if job is not None and self.checkers.can_take():
+            self.checkers.submit(
+                job(*args), path, functools.partial(self._answered, flight, probe, args),
+                functools.partial(self._sent, flight),
+                functools.partial(self._in_thread, flight, probe, args))
+        else:
+            if job is not None:
+                self.checkers.warm()
+            self._in_thread(flight, probe, args)
         return flight
+
+    def _in_thread(self, flight, probe, args):
+        # Also the home-check processes' fallback: while none is started,
+        # or every one is on a slow check, a check runs in a thread, as
+        # before there were processes.
+        if self._threadpool.submit(self._run, flight, probe, args):
+            self._schedule_recheck()
 
     @staticmethod
     def _sent(flight, when):
@@ -304,6 +314,8 @@ class ProbePool:
             self._finished(result, flight)
 
     def _finished(self, result, flight):
+        if flight.finish is None:
+            return  # answered already: a thread and a process both ran it
         if isinstance(result, Failure):
             log.failure("home probe for {key} raised", result, key=flight.key)
             result = None
@@ -360,9 +372,10 @@ class ProbePool:
             self._schedule_deadline(deadlines[0][0])
 
     def _longest(self, now):
+        longest = max((now - f.started for f in list(self._running) if f.started), default=0.0)
         if self.checkers is not None:
-            return self.checkers.longest()
-        return max((now - f.started for f in list(self._running) if f.started), default=0.0)
+            longest = max(longest, self.checkers.longest())
+        return longest
 
     def _log_exhausted(self, path):
         now = self.clock.seconds()
@@ -375,7 +388,7 @@ class ProbePool:
             "(longest for {longest:.1f} s); answering the alternate spool "
             "at once for {path} ({suppressed} more since the last report)",
             threads=self.threads,
-            workers="probe threads" if self.checkers is None else "home-check processes",
+            workers="probe threads" if self.checkers is None else "home checks allowed at once",
             longest=self._longest(now),
             path=os.fsdecode(path),
             suppressed=self._exhausted_unlogged,

@@ -17,11 +17,10 @@ import socket
 import stat
 from typing import NamedTuple
 
-from twisted.logger import Logger
-
+# Nothing of Twisted here: the home-check processes import this module,
+# and start faster without it.
 from hlfs.homes import creds, nss
 
-log = Logger(namespace="hlfs.probe")
 PROBE_DATA = b"hlfs home probe: this file is removed at once\n"
 NOGROUP = 65534
 

@@ -19,6 +19,7 @@ from twisted.internet import task
 from hlfs.homes import checker
 from hlfs.homes.checker import Progress
 from hlfs.homes.checkers import CheckerProcess, CheckerProcesses
+from hlfs.homes.pool import ProbePool
 from hlfs.homes.probe import Credentials, HomeProbe
 from tests.support.filesystems import frozen_mount
 from tests.support.probes import LogCapture, wait_for
@@ -344,3 +345,35 @@ def test_a_slow_process_gets_no_more_jobs_and_its_queue_moves():
     p.processes._recheck()
     assert p.processes.moved == 9  # all but the one it is on
     assert sum(p.owed()[1:]) == 14
+
+
+@root_only
+def test_checks_run_in_threads_while_no_process_has_started(rt, homes, tmp_path):
+    """
+    A check asked for while no home-check process has started (at the
+    daemon's start, or on a machine where a start takes seconds) runs at
+    once in the pool's threads, as before there were processes: it does
+    not wait for a process.
+    """
+    # A stand-in for a process that has not started yet (no real one is
+    # that slow here): it never says it is ready, and ends with its input.
+    script = tmp_path / "starting.py"
+    script.write_text("import sys\nsys.stdin.buffer.read()\n")
+    checkers = CheckerProcesses(2, rt.reactor, argv=[sys.executable, str(script)])
+    pool = ProbePool(threads=2, reactor=rt.reactor, checkers=checkers)
+    probe = HomeProbe(credentials=Credentials(nss=False))
+    uid = homes.add("early")
+    spool = homes.spool("early")
+    rt.call(pool.start)
+    try:
+        def check():
+            flight = pool.submit(uid, spool, probe, (User(b"early", uid), spool),
+                                 lambda flight, result: result)
+            return pool.wait(flight, 30, lambda flight: None)
+
+        result = rt.result(rt.begin(check), timeout=10)
+        assert (result.ok, result.errno) == (True, 0), result
+        assert os.stat(spool).st_uid == uid  # made as the user, in a thread
+        assert rt.call(checkers.processes) >= 1 and not rt.call(checkers.can_take)
+    finally:
+        rt.call(pool.stop)

@@ -53,6 +53,10 @@ def on_test_clock(rt, table, alt, threads, runner="threads"):
         table, SpoolRules(b".mailspool", alt), clock, pool, deadline=DEADLINE, reactor=rt.reactor,
     )
     pool.start()
+    if checkers is not None:
+        # A process started, so that checks go to processes (before, they
+        # run in the pool's threads, as the daemon's do while none is).
+        wait_for(lambda: rt.call(checkers.can_take), timeout=20)
     return clock, pool, resolver
 
 
@@ -248,7 +252,7 @@ def test_exhausted_pool_answers_at_once(hung_setup):
         assert answer.target == again.target == s.alt
         assert s.pool.exhausted_count == 2
         [line] = logs.matching("probe pool exhausted")
-        workers = {"threads": "probe threads", "processes": "home-check processes"}[s.runner]
+        workers = {"threads": "probe threads", "processes": "home checks allowed at once"}[s.runner]
         assert f"all 2 {workers} are stuck" in line
         assert s.pool.started_count == 2  # nothing was queued
 
