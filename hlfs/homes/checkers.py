@@ -340,6 +340,8 @@ class CheckerProcesses:
 
     def _spawn(self):
         child = CheckerProcess(self, next(self._numbers))
+        # The mapping keeps a descriptor of its own: three a process in all,
+        # with the two pipes.
         fd = os.memfd_create("hlfs-check-progress", os.MFD_CLOEXEC)  # OSError: the caller's
         try:
             os.ftruncate(fd, PROGRESS_SIZE)

@@ -75,6 +75,7 @@ class PrivilegedUDP:
     def __init__(self, port, timeout=1.1, retrans=3):
         self.port = port
         self.retrans = retrans
+        self.resent = 0  # calls answered only after a resend
         self.sock = bind_privileged(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         self.sock.settimeout(timeout)
 
@@ -87,6 +88,7 @@ class PrivilegedUDP:
                 while True:
                     reply = decode_reply(self.sock.recv(65536))
                     if reply.xid == xid:
+                        self.resent += attempt > 0
                         return reply
             except socket.timeout:
                 if attempt == self.retrans:
@@ -132,6 +134,7 @@ class PrivilegedClient(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.root, self.uid, self.expected = port, root, uid, expected
         self.latencies, self.failures = [], []
+        self.resent = 0  # UDP calls answered only after a resend
         self.slowest = {"udp": 0.0, "tcp": 0.0}
         self.tcp = threading.Event()
         self.tcp.set()
@@ -143,7 +146,9 @@ class PrivilegedClient(threading.Thread):
         last_tcp = 0.0
         try:
             while not self._done.wait(0.1):
-                self._timed("udp", lambda: self._check(resolve(udp, self.root, self.uid)))
+                resent = udp.resent
+                self._timed("udp", lambda: self._check(resolve(udp, self.root, self.uid)),
+                            resent=lambda: udp.resent > resent)
                 if time.monotonic() - last_tcp >= 1.0:
                     with self.tcp_busy:
                         if self.tcp.is_set():
@@ -156,7 +161,7 @@ class PrivilegedClient(threading.Thread):
         if target != self.expected:
             raise AssertionError(f"link {target!r}, expected {self.expected!r}")
 
-    def _timed(self, what, fn):
+    def _timed(self, what, fn, resent=lambda: False):
         started = time.monotonic()
         try:
             fn()
@@ -164,6 +169,12 @@ class PrivilegedClient(threading.Thread):
             self.failures.append(f"{what}: {e!r}")
             return
         took = time.monotonic() - started
+        if resent():
+            # A datagram the kernel dropped in the flood, answered on the
+            # client's resend: counted, and kept out of the latencies, whose
+            # bound is about the daemon, not the socket buffer.
+            self.resent += 1
+            return
         self.latencies.append(took)
         self.slowest[what] = max(self.slowest[what], took)
 
@@ -186,7 +197,27 @@ class PrivilegedClient(threading.Thread):
 
 
 def daemon_state(pid):
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    """
+    The daemon's descriptors, not counting those of its home-check
+    processes (two pipes and the memory of its progress each; they start
+    as checks need them, up to --probe-threads, and stay), and its
+    resident memory.
+    """
+    children = set()
+    for child in child_pids(pid):
+        for fd in (0, 1):
+            try:
+                children.add(os.readlink(f"/proc/{child}/fd/{fd}"))
+            except OSError:
+                pass
+    fds = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target not in children and not target.startswith("/memfd:hlfs-check-progress"):
+            fds += 1
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     return fds, rss * 1024
@@ -271,7 +302,8 @@ class Target:
         latencies = sorted(client.latencies)
         result = {
             "attacker": report,
-            "privileged_calls": len(latencies) + len(client.failures),
+            "privileged_calls": len(latencies) + len(client.failures) + client.resent,
+            "resent": client.resent,
             "failures": client.failures[:10],
             "failed": len(client.failures),
             "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
@@ -325,6 +357,9 @@ def target():
 
 def assert_unharmed(result):
     assert result["failed"] == 0, result
+    # UDP: a call or two of the hundred may need the client's resend when
+    # the flood fills the socket's buffer; no more.
+    assert result["resent"] <= 2, result
     assert result["p99_ms"] < 50, result
     assert result["fresh_user_during"][0] and result["fresh_user_after"][0], result
     assert result["rss_growth_mb"] < 50, result
@@ -396,9 +431,9 @@ def test_malformed_datagrams(target):
 def test_emfile_in_a_home_check_is_not_the_homes_fault(target):
     """
     If a home check meets EMFILE (the file descriptor limit of the daemon
-    and of its home-check processes, lowered here with prlimit), then the caller gets the alternate spool,
-    the log blames the daemon, and the home is checked again within
-    seconds, not after the cache interval.
+    and of its home-check processes, lowered here with prlimit), then the
+    caller gets the alternate spool, the log blames the daemon, and the
+    home is checked again within seconds, not after the cache interval.
     """
     pid, uid = target.pid, USERS[-1][1]
 
