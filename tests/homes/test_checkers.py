@@ -94,7 +94,7 @@ def gone(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
+    except OSError:  # ENOENT, or ESRCH when it ends between open and read
         return True
 
 
