@@ -472,9 +472,10 @@ def resolver_for(config, table, rules, reactor):
     service starts the pools in C{startService} and stops them in
     C{stopService}.
     """
+    # With checks off (-n) no home-check process starts: none would work.
+    checkers = CheckerProcesses(config.probe_threads, reactor) if config.verify else None
     pool = ProbePool(threads=config.probe_threads, reactor=reactor,
-                     stuck_after=config.probe_deadline,
-                     checkers=CheckerProcesses(config.probe_threads, reactor))
+                     stuck_after=config.probe_deadline, checkers=checkers)
     lookups = guard = None
     if config.password_file is None:
         lookup_pool = LookupPool(threads=config.lookup_threads, reactor=reactor,

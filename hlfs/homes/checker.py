@@ -1,5 +1,5 @@
 """
-The home-check process: C{python -m hlfs.homes.checker [--fsync]}, run by
+The home-check process: C{python -m hlfs.homes.checker --progress FD}, run by
 L{hlfs.homes.checkers.CheckerProcesses}.  It reads jobs (L{HomeProbe.job})
 on its standard input and writes one answer per job on its standard
 output, in frames of L{encode}.
@@ -166,7 +166,7 @@ def main(argv=None):
 
     try:
         progress = Progress(int(argv[argv.index("--progress") + 1])) if "--progress" in argv else None
-        serve(HomeProbe(fsync="--fsync" in argv), progress=progress)
+        serve(HomeProbe(), progress=progress)
     except BrokenPipeError:
         return 0  # the daemon went away: nothing to say, nobody to say it to
     except FrameError as e:

@@ -117,8 +117,7 @@ class CheckerProcesses:
     @ivar started: how many processes were started in all.
     """
 
-    def __init__(self, size, reactor, clock=None, slow_after=0.01, fsync=False,
-                 argv=None, spare=1):
+    def __init__(self, size, reactor, clock=None, slow_after=0.01, argv=None, spare=1):
         """
         @param slow_after: seconds after which a job counts as slow, and
             the jobs behind it go to another process.
@@ -134,8 +133,7 @@ class CheckerProcesses:
         self.clock = clock if clock is not None else reactor
         self.slow_after = slow_after
         self.spare = spare
-        self.argv = argv or [sys.executable, "-m", "hlfs.homes.checker",
-                             *(["--fsync"] if fsync else [])]
+        self.argv = argv or [sys.executable, "-m", "hlfs.homes.checker"]
         self.started = 0
         self.moved = 0  # jobs given to another process, behind a slow one
         self.pace = 0.0001  # seconds a check took lately (moving average)
@@ -256,8 +254,12 @@ class CheckerProcesses:
         job = _Job(next(self._ids), data, answer, spool, sent, fallback)
         self._jobs[job.job_id] = job
         self._queue.append(job)
-        if self._flush_call is None:
-            # The rest of this reactor turn's jobs go in the same write.
+        self._flush_soon()
+
+    def _flush_soon(self):
+        # At the end of this reactor turn: its other jobs go in the same
+        # write.
+        if self._queue and self._flush_call is None:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
     def _flush(self):
@@ -336,7 +338,9 @@ class CheckerProcesses:
                 self._spawn()
                 idle += 1
         except OSError:
-            pass  # a spare is for later; the next job that needs one says why
+            # A spare is for later: meanwhile checks run in the pool's
+            # threads, which meet the same errno and say so.
+            pass
 
     def _spawn(self):
         child = CheckerProcess(self, next(self._numbers))
@@ -385,10 +389,7 @@ class CheckerProcesses:
             self._schedule_recheck()
 
     def _answered(self, child, frames):
-        if not child.ready:
-            child.ready = True
-            if self._queue and self._flush_call is None:
-                self._flush_call = self.reactor.callLater(0, self._flush)
+        child.ready = True  # its first frame, empty, says so
         jobs = self._jobs
         owed = child.owed
         for answers in frames:
@@ -400,8 +401,7 @@ class CheckerProcesses:
                 job = jobs.pop(job_id, None)
                 if job is not None:
                     job.answer((ProbeResult(ok, errno, path, reason), kept))
-        if self._queue and self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self._flush)
+        self._flush_soon()
 
     def _ended(self, child):
         if child.ended:
@@ -429,5 +429,4 @@ class CheckerProcesses:
                 job.owner = None
                 retry.append(job)
         self._queue.extendleft(reversed(retry))
-        if self._queue and self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self._flush)
+        self._flush_soon()

@@ -163,10 +163,14 @@ class Credentials:
         except OSError:
             self._unanswered.add(user.uid)
             return True
-        self._keep(user, None, found)
+        self.keep(user, None, found)
         return True
 
-    def _keep(self, user, home, found):
+    def keep(self, user, home, found):
+        """
+        Keep what was found for C{user}'s next probes (bounded: the whole
+        cache goes when full).
+        """
         cache = self._cache
         if len(cache) >= self.max_cached:
             cache.clear()
@@ -216,15 +220,9 @@ class Credentials:
                 return HOME_GROUP, False
             if found is None:
                 return ASK, None
-            self._keep(user, home, found)
+            self.keep(user, home, found)
             return KNOWN, found
         return HOME_GROUP, True
-
-    def keep(self, user, home, found):
-        """
-        Keep what L{settle} found for C{user}'s next probes.
-        """
-        self._keep(user, home, found)
 
 
 #: What L{Credentials.plan} leaves to L{settle}.
@@ -305,14 +303,7 @@ class HomeProbe:
 
         @return: a L{ProbeResult}; this never raises.
         """
-        home, subdir = split_spool(spool)
-        try:
-            uid, gid, groups = self.credentials(user, home)
-            return creds.run_as(uid, gid, groups, self._check, uid, home, subdir, spool)
-        except OSError as e:
-            return ProbeResult(False, e.errno or errnos.EIO, spool, e.strerror or str(e))
-        except Exception as e:  # a probe must answer, whatever went wrong
-            return ProbeResult(False, errnos.EIO, spool, f"probe error: {e!r}")
+        return self.finish_job(user, spool, self.run_job(self.job(user, spool)))
 
     def job(self, user, spool):
         """
@@ -322,7 +313,7 @@ class HomeProbe:
         """
         home, subdir = split_spool(spool)
         kind, value = self.credentials.plan(user, home)
-        return user.uid, user.name, home, subdir, spool, kind, value
+        return user.uid, user.name, home, subdir, spool, kind, value, self.fsync
 
     def run_job(self, job):
         """
@@ -330,7 +321,7 @@ class HomeProbe:
         L{ProbeResult}, and the credentials to L{Credentials.keep}, or
         L{None}.
         """
-        uid, name, home, subdir, spool, kind, value = job
+        uid, name, home, subdir, spool, kind, value, fsync = job
         kept = None
         try:
             if kind == KNOWN:
@@ -339,7 +330,8 @@ class HomeProbe:
                 found, keep = settle((kind, value), name, uid, home)
                 kept = found if keep else None
             uid, gid, groups = found
-            return creds.run_as(uid, gid, groups, self._check, uid, home, subdir, spool), kept
+            result = creds.run_as(uid, gid, groups, self._check, uid, home, subdir, spool, fsync)
+            return result, kept
         except OSError as e:
             return ProbeResult(False, e.errno or errnos.EIO, spool, e.strerror or str(e)), kept
         except Exception as e:  # a probe must answer, whatever went wrong
@@ -355,7 +347,7 @@ class HomeProbe:
             self.credentials.keep(user, split_spool(spool)[0], kept)
         return result
 
-    def _check(self, uid, home, subdir, spool):
+    def _check(self, uid, home, subdir, spool, fsync):
         # Only the last component is the user's to change (the home's
         # parent is not): O_NOFOLLOW on it is all it takes.
         spool_fd = self._open_spool(home, spool)
@@ -365,7 +357,7 @@ class HomeProbe:
             owner = os.fstat(spool_fd).st_uid
             if owner != uid:
                 return ProbeResult(False, errnos.EPERM, spool, f"owned by uid {owner}, not {uid}")
-            return self._write_file(spool_fd, spool)
+            return self._write_file(spool_fd, spool, fsync)
         finally:
             os.close(spool_fd)
 
@@ -424,7 +416,7 @@ class HomeProbe:
             reason = "is not a directory"
         return ProbeResult(False, error.errno, spool, reason)
 
-    def _write_file(self, spool_fd, spool):
+    def _write_file(self, spool_fd, spool, fsync):
         name = self._unique_name()
         try:
             fd = os.open(name, _CREATE, 0o600, dir_fd=spool_fd)
@@ -438,7 +430,7 @@ class HomeProbe:
                 data = PROBE_DATA
                 while data:
                     data = data[os.write(fd, data) :]
-                if self.fsync:
+                if fsync:
                     os.fsync(fd)
             except OSError as e:
                 failure = ProbeResult(False, e.errno, path, f"cannot write: {e.strerror}")

@@ -90,6 +90,17 @@ def checks(rt):
         c.stop()
 
 
+def hung_home(homes):
+    """
+    Return C{(src, mnt, uid)}: user C{hung}'s home is C{src/hung}, seen
+    at C{mnt/hung} through the bindfs mount the test makes (and freezes).
+    """
+    src, mnt = os.path.join(homes.base, "src"), os.path.join(homes.base, "mnt")
+    os.makedirs(os.path.join(src, "hung"))
+    os.makedirs(mnt)
+    return src, mnt, homes.add("hung", home=os.path.join(src, "hung"))
+
+
 def gone(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -171,10 +182,7 @@ def test_a_hung_check_holds_one_process_and_only_its_own_identity(rt, homes, che
     process; the stuck process has the user's filesystem identity and
     nothing else; the daemon's threads all keep root's.
     """
-    src, mnt = os.path.join(homes.base, "src"), os.path.join(homes.base, "mnt")
-    os.makedirs(os.path.join(src, "hung"))
-    os.makedirs(mnt)
-    hung = homes.add("hung", home=os.path.join(src, "hung"))
+    src, mnt, hung = hung_home(homes)
     os.makedirs(os.path.join(src, "hung", ".mailspool"))
     os.chown(os.path.join(src, "hung", ".mailspool"), hung, hung)
     ok = [homes.add(f"ok{n}") for n in range(5)]
@@ -211,10 +219,7 @@ def test_a_process_that_ends_is_replaced_and_its_check_tried_once_more(rt, homes
     process, once; killed again, the answer is EIO, with a log line each
     time, and no process is left behind.
     """
-    src, mnt = os.path.join(homes.base, "src"), os.path.join(homes.base, "mnt")
-    os.makedirs(os.path.join(src, "hung"))
-    os.makedirs(mnt)
-    hung = homes.add("hung", home=os.path.join(src, "hung"))
+    src, mnt, hung = hung_home(homes)
     c = checks(size=2)
     with frozen_mount(src, mnt) as mount, LogCapture() as logs:
         mount.freeze()
@@ -237,10 +242,7 @@ def test_a_process_that_ends_is_replaced_and_its_check_tried_once_more(rt, homes
 @root_only
 @needs_bindfs
 def test_stop_ends_a_stuck_process(rt, homes, checks):
-    src, mnt = os.path.join(homes.base, "src"), os.path.join(homes.base, "mnt")
-    os.makedirs(os.path.join(src, "hung"))
-    os.makedirs(mnt)
-    hung = homes.add("hung", home=os.path.join(src, "hung"))
+    src, mnt, hung = hung_home(homes)
     c = checks(size=2)
     with frozen_mount(src, mnt) as mount:
         mount.freeze()
