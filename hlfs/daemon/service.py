@@ -27,11 +27,15 @@ from hlfs.rpc.dispatch import Dispatcher, Program
 from hlfs.rpc.registration import PortmapRegistration
 from hlfs.rpc.replycache import ReplyCache
 from hlfs.daemon.server import RPCServerService, build_programs
-from hlfs.homes.cache import resolver_for
 from hlfs.homes.locks import SpoolLocks
+from hlfs.homes.resolver import resolver_for
 from hlfs.homes.tableload import TableLoadError, load_in_subprocess
 
 DUMP_FILE = "hlfs-dump.txt"
+
+#: Seconds the service waits for its home-check processes before it
+#: serves without them.
+CHECKS_START_TIMEOUT = 60.0
 
 
 def load_table(password_file):
@@ -76,6 +80,7 @@ class HLFSService(MultiService):
         self.log_output = log_output
         self.started_at = reactor.seconds()
         self.exit_status = 0
+        self.stopping = False
         self.last_reload = None
         self.reloads = self.reload_failures = 0
         self.hlfs_gid = resolve_group(config.group)
@@ -135,7 +140,7 @@ class HLFSService(MultiService):
         rules = SpoolRules(
             os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir), self.config.uid_min
         )
-        resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
+        resolver, self.checks = resolver_for(self.config, table, rules, self.reactor)
         self.lookups = resolver.lookups
         return resolver
 
@@ -186,13 +191,36 @@ class HLFSService(MultiService):
         table = self.resolver.table
         self._report_problems(table)
         self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
-        self.probe_pool.start()
         if self.lookups is not None:
             self.lookups.pool.start()
         if self.hlfs_gid is None:
             self.log.info(
                 "group {group!r} does not exist: the HLFS_GID feature is off", group=config.group
             )
+        # Serve once the home-check processes have started: a start takes
+        # seconds on a slow machine, and a check that waited for one would
+        # miss its deadline.
+        started = self.checks.start()
+        started.addTimeout(CHECKS_START_TIMEOUT, self.reactor)
+        started.addErrback(self._checks_late)
+        started.addCallback(lambda _: self._serve())
+        started.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
+        self.ready = started
+
+    def _checks_late(self, failure):
+        if failure.check(defer.CancelledError):
+            return None  # stopped before they started
+        failure.trap(defer.TimeoutError)
+        self.log.error(
+            "the home-check processes have not started after {seconds:g} s; serving without "
+            "them: home checks wait for them, and their callers get the alternate spool",
+            seconds=CHECKS_START_TIMEOUT,
+        )
+
+    def _serve(self):
+        if self.stopping:
+            return None
+        config = self.config
         MultiService.startService(self)
         port = self.server.port
         if config.port_file:
@@ -215,13 +243,10 @@ class HLFSService(MultiService):
         gc.freeze()
         if self.mount_service is not None:
             # It registered, then mounted, as it started.
-            self.ready = self.mount_service.ready
-            return
-        d = defer.succeed(None)
+            return self.mount_service.ready
         if self.registration is not None:
-            d.addCallback(lambda _: self.registration.register())
-        d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
-        self.ready = d
+            return self.registration.register()
+        return None
 
     def _reserve_fds(self):
         config = self.config
@@ -268,13 +293,14 @@ class HLFSService(MultiService):
     # -- shutdown
 
     def stopService(self):
+        self.stopping = True
         # The mount service unmounts before the server under it stops.
         d = MultiService.stopService(self)
         d.addBoth(lambda result: (self._stop_pools(), result)[1])
         return d
 
     def _stop_pools(self):
-        self.probe_pool.stop()
+        self.checks.stop()
         if self.lookups is not None:
             self.lookups.pool.stop()
 

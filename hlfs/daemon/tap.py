@@ -136,7 +136,9 @@ class Options(ManholeOptions, usage.Options):
         ["probe-deadline", None, "1.0",
          "Seconds a READLINK waits for a home check before it is answered "
          "with the alternate spool."],
-        ["probe-threads", None, "8", "Home checks running at once, each in a process of its own (a hung home holds one)."],
+        ["home-checks", None, str(Config.home_checks),
+         "Home-check processes, started before serving: the most checks and lock-file "
+         "operations running at once (a hung home holds one)."],
         ["uid-min", None, None,
          "Lowest uid of a login account (default: UID_MIN of /etc/login.defs, else 1000). "
          "Accounts under it, root excepted, are system accounts: their link is the "
@@ -189,6 +191,12 @@ class Options(ManholeOptions, usage.Options):
          "Run even if the kernel keeps a cache that could hand one user's link to another."],
         ["verbose", "D", "Log every refused or malformed call (debugging)."],
     ]
+
+    def opt_probe_threads(self, count):
+        """
+        The old name of --home-checks, still accepted.
+        """
+        self["home-checks"] = count
 
     def getUsage(self, width=None):
         # Keep the description's own layout: twistd would reflow it into
@@ -274,7 +282,7 @@ class Options(ManholeOptions, usage.Options):
             reload_interval=check_seconds("reload-interval", self["reload-interval"]),
             verify=not self["no-verify"],
             probe_deadline=check_seconds("probe-deadline", self["probe-deadline"], 0.01),
-            probe_threads=check_count("probe-threads", self["probe-threads"]),
+            home_checks=check_count("home-checks", self["home-checks"]),
             lookup_threads=check_count("lookup-threads", self["lookup-threads"]),
             user_cache=check_count("user-cache", self["user-cache"], maximum=10_000_000),
             mount_options=check_mount_options(self["mount-options"]),

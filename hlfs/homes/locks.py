@@ -1,18 +1,15 @@
 """
 L{SpoolLocks}: the L{hlfs.core.locks.ISpoolLocks} that makes, removes
-and looks at users' lock files as the users themselves, in the probe
-pool and within the probe deadline, never in the reactor thread.
+and looks at users' lock files as the users themselves: each operation
+is a job (L{hlfs.homes.records.LockFile}) for the home-check processes,
+within the check deadline, never in the reactor thread nor in a thread
+of the daemon.  What the job does in the process, and why it is safe, is
+L{hlfs.homes.lockfiles}.
 
-Each operation opens the spool directory (without following a link in
-its last component, as the home check does, unless it is the alternate
-spool) and works on the lock's name relative to it: C{O_CREAT|O_EXCL|
-O_NOFOLLOW} to make it, C{unlink} to remove it, C{lstat} to look.  With
-the user's filesystem identity, root's call can do nothing the user
-could not.
-
-A lock made after its caller was answered (the deadline passed, the
-caller was told to come back) is removed again at once: nobody holds
-it.
+A lock job is one of its user's jobs: while that user's home check (or
+another lock job) runs, it waits, so a hung home holds one process.  A
+lock made after its caller was answered (the deadline passed, the caller
+was told to come back) is removed again at once: nobody holds it.
 """
 
 import errno as errnos
@@ -23,50 +20,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from hlfs.core.locks import TRYLATER, ISpoolLocks, LockFailed, LockStat
-from hlfs.homes import creds
+from hlfs.homes.records import LockFile
 
 log = Logger(namespace="hlfs.locks")
-
-_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-
-def _lock_stat(st):
-    return LockStat(st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def lock_operation(op, path, mode, alt_dir, ids):
-    """
-    Do C{op} (C{"stat"}, C{"create"} or C{"remove"}) on the lock file
-    C{path} with the filesystem identity C{ids} (C{(uid, gid, groups)});
-    blocking, for a pool thread.
-
-    @return: C{(True, LockStat or None)}, or C{(False, errno)}.
-    """
-    spool, _, base = path.rpartition(b"/")
-    spool = spool or b"/"
-    try:
-        with creds.as_user(*ids):
-            dfd = os.open(spool, _DIR if spool == alt_dir else _DIR | os.O_NOFOLLOW)
-            try:
-                if op == "stat":
-                    try:
-                        return True, _lock_stat(os.stat(base, dir_fd=dfd, follow_symlinks=False))
-                    except FileNotFoundError:
-                        return True, None
-                if op == "create":
-                    fd = os.open(base, _CREATE, mode, dir_fd=dfd)
-                    try:
-                        os.fchmod(fd, mode)  # whatever the daemon's umask
-                        return True, _lock_stat(os.fstat(fd))
-                    finally:
-                        os.close(fd)
-                os.unlink(base, dir_fd=dfd)
-                return True, None
-            finally:
-                os.close(dfd)
-    except OSError as e:
-        return False, e.errno or errnos.EIO
 
 
 @implementer(ISpoolLocks)
@@ -74,13 +30,12 @@ class SpoolLocks:
     """
     Lock files in users' spools, for root's view (L{hlfs.core.locks}).
 
-    @ivar resolver: the L{hlfs.homes.cache.ProbingResolver} whose users,
-        probe credentials, pool and deadline are used.
+    @ivar resolver: the L{hlfs.homes.resolver.HomeResolver} whose users,
+        credentials, engine and deadline are used.
     """
 
-    def __init__(self, resolver, operation=lock_operation):
+    def __init__(self, resolver):
         self.resolver = resolver
-        self.operation = operation
         self._keys = itertools.count()
         self.made = self.removed = self.late = 0
 
@@ -98,23 +53,20 @@ class SpoolLocks:
         user = resolver.user_named(name)
         if user is None:
             raise LockFailed(errnos.ENOENT)
-        pool = resolver.pool
-        if pool is None:
-            raise LockFailed(errnos.EAGAIN, TRYLATER)
-        credentials = resolver.probe.credentials
         home = user.home.rstrip(b"/") or b"/"
-        alt_dir = resolver.rules.alt_dir
+        identity = resolver.credentials.plan(user, home)
+        job = LockFile(**identity._asdict(), op=op, path=path, mode=mode,
+                       alt_dir=resolver.rules.alt_dir)
 
-        def work():
-            return self.operation(op, path, mode, alt_dir, credentials(user, home))
+        def finished(flight, done):
+            return self._finished(flight, done, name)
 
-        def finished(flight, result):
-            return self._finished(flight, result, op, name, path)
-
-        flight = pool.submit(("lock", name, next(self._keys)), path, work, (), finished)
+        engine = resolver.engine
+        flight = engine.submit(("lock", name, next(self._keys)), path, job, finished,
+                               home=user.uid)
         if flight is None:
             raise LockFailed(errnos.EAGAIN, TRYLATER)
-        d = pool.wait(flight, resolver.deadline, self._too_late)
+        d = engine.wait(flight, resolver.deadline, self._too_late)
         d.addCallback(self._answer)
         return d
 
@@ -127,22 +79,26 @@ class SpoolLocks:
         )
         return False, None
 
-    def _finished(self, flight, result, op, name, path):
-        if result is None:
-            result = (False, errnos.EIO)
-        ok = result[0]
-        if ok and op == "create":
+    def _finished(self, flight, done, name):
+        job = flight.job
+        if done is None:
+            return False, errnos.EIO
+        self.resolver.credentials.finished(job, job.home, done.kept)
+        if not done.ok:
+            return False, done.errno
+        if job.op == "create":
             self.made += 1
             if flight.late:
                 # Its caller was told to try again: nobody holds this lock.
-                log.warn("lock {path} made after its deadline; removing it", path=os.fsdecode(path))
+                log.warn("lock {path} made after its deadline; removing it",
+                         path=os.fsdecode(job.path))
                 try:
-                    self._run(name, "remove", path).addErrback(lambda f: None)
+                    self._run(name, "remove", job.path).addErrback(lambda f: None)
                 except LockFailed:
-                    log.error("cannot remove the late lock {path}", path=os.fsdecode(path))
-        elif ok and op == "remove":
+                    log.error("cannot remove the late lock {path}", path=os.fsdecode(job.path))
+        elif job.op == "remove":
             self.removed += 1
-        return result
+        return True, None if done.stat is None else LockStat(*done.stat)
 
     @staticmethod
     def _answer(result):
