@@ -390,20 +390,25 @@ class CheckProcesses:
             self._refusal_logged = False
             return
         self._refuse(getattr(hello, "version", "?"), "forker")
+        self._forker_gone()
         control.transport.abortConnection()
+        self._restart_later()
 
     def forker_ended(self, control):
         if control is not self._control:
             return
-        self._control = None
-        # Its check processes end with it (PR_SET_PDEATHSIG); each is
-        # forked again by the next forker.
-        for child in list(self.numbered.values()):
-            self._ended(child)
+        self._forker_gone()
         if not self._running:
             return
         log.error("the home-check forker ended; starting it again")
         self._restart_later()
+
+    def _forker_gone(self):
+        # Its check processes end with it (PR_SET_PDEATHSIG); each is
+        # forked again by the next forker.
+        self._control = None
+        for child in list(self.numbered.values()):
+            self._ended(child)
 
     def fork_failed(self, failed):
         child = self.numbered.pop(failed.number, None)
