@@ -75,10 +75,13 @@ SIGNALS:
 HOME CHECKS: before the link points into a home, one of hlfs's home-check
 processes checks, as the user (file system credentials only; no process
 changes its uid), that ~user/<subdir> is a directory it can create, write
-and remove a file in.  Results, good and bad, are kept for
---cache-interval seconds.  A caller never waits more than --probe-deadline
-for a check: past it, or when every home-check process is stuck on a hung home,
-the answer is the alternate spool.  -n turns checks off.
+and remove a file in.  The --home-checks processes start before hlfs
+serves, each runs one check (or root's lock-file operation) at a time, and
+one user's jobs run one at a time, so a hung home holds one process.
+Results, good and bad, are kept for --cache-interval seconds.  A caller
+never waits more than --probe-deadline for a check: past it, or when every
+home-check process is stuck on a hung home, the answer is the alternate
+spool.  -n turns checks off.
 
 LIMITS: the port is open to every local user (NULL and the status program
 must stay reachable from unprivileged ports), so everything a caller can

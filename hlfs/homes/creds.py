@@ -9,8 +9,11 @@ the process (the same mechanism as C{setuid()}).  So this module calls
 the raw system calls through C{syscall(2)}, which act on the calling
 thread only.
 
-Use L{as_user} in a pool thread; it always puts the thread's previous
-credentials back when the block ends, whatever happened in it.
+The home checks call L{run_as} in their check processes, which are
+single-threaded: the identity is then the process's file system identity
+alone, its real, effective and saved uids staying 0.  L{run_as} and
+L{as_user} always put the thread's previous credentials back when the
+block ends, whatever happened in it.
 """
 
 import ctypes
@@ -134,7 +137,7 @@ def as_user(uid, gid, groups=()):
     these calls by the thread's capabilities alone, which do not change.
 
     @raise CredentialsError: if the identity cannot be set.  A failure to
-        restore it is also raised: a pool thread must not go on running
+        restore it is also raised: a check must not go on running
         with a user's identity.
     """
     if _syscall is None:
