@@ -11,19 +11,26 @@ whose value depends on the caller:
   - C{NAME.lock}, for the callers of Table 2, is the dotlock next to
     NAME's mailbox, which root may make and remove (L{hlfs.core.locks}).
 
+What it answers to changes of the directory is L{hlfs.core.changes}, to
+the calls on a node's contents L{hlfs.core.contents}.
+
 Every method takes a L{Caller} and a handle and returns an answer, a
 Deferred that fires with one, or raises L{NFSError}.  Nothing here knows
 about XDR or sockets.
 """
 
 from hlfs.core import handles, locks
+from hlfs.core.changes import DirectoryChanges
+from hlfs.core.contents import NodeContents
+from hlfs.core.hidden import HiddenNames
 from hlfs.core.lockfs import LockFiles
 from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, HandleCodec
 from hlfs.core.resolver import Resolution
 
 from hlfs.core.nodes import (  # noqa: F401  (the core's names, as they always were)
-    PERM, NOENT, IO, ACCES, NOTDIR, ISDIR, INVAL, ROFS, NAMETOOLONG, STALE, NOTSUPP, REG, DIR,
-    LNK, ROOT_FILEID, MAX_NAME, AUTH_NONE, AUTH_UNIX, NFSError, Caller, Attr, Entry, LinkConfig,
+    PERM, NOENT, IO, ACCES, EXIST, NOTDIR, ISDIR, INVAL, ROFS, NAMETOOLONG, NOTEMPTY, STALE, NOTSUPP,
+    REG, DIR, LNK, UNCHECKED, GUARDED, EXCLUSIVE, ROOT_FILEID, MAX_NAME, AUTH_NONE, AUTH_UNIX,
+    NFSError, Caller, Attr, Entry, LinkConfig,
 )
 from hlfs.core.nodes import then as _then, then_found as _then_found
 
@@ -32,7 +39,7 @@ _DOT = Resolution(b".", 0)
 _NOTHING = Resolution(b"", 0)
 
 
-class HomeLinkFS(LockFiles):
+class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
     """
     The Home-Link filesystem for one configuration.
 
@@ -48,6 +55,7 @@ class HomeLinkFS(LockFiles):
         self.start = start
         self.locks = locks
         self._locks_seen = {}
+        self.hidden = HiddenNames()
         self.handles = HandleCodec(config.export_path, config.linkname)
         self.root_handle = self.handles.root
         self.root_attr = Attr(DIR, 0o555, 2, 0, 0, 512, ROOT_FILEID, start, start)
