@@ -11,6 +11,8 @@ C{hlfs check}: find the configuration problems hlfs cannot fix itself.
   - a missing HLFS group (its members see every user's mailbox link);
   - a mount point that is not world readable and searchable (C{getwd()}
     fails under it) and an alternate spool that is not mode 1777;
+  - delivery agents known to fail as root on the mailbox link
+    (L{hlfs.cli.agentcheck}: setuid procmail, sendmail's local mailer);
   - when hlfs is mounted, client caches left on: with lookup caching
     (and, for a server without per-caller link handles, attribute
     caching), the kernel may hand one user's link to the next user.
@@ -25,6 +27,7 @@ import stat
 import sys
 from collections import defaultdict
 
+from hlfs.cli import agentcheck
 from hlfs.core.resolver import SpoolRules
 from hlfs.daemon import mounts
 from hlfs.daemon.config import ConfigError, check_uid, login_defs_uid_min
@@ -325,6 +328,7 @@ def gather(options):
         warnings.append(f"cannot read {options.group_file}: {e.strerror}")
     warnings += check_mount_point(options.mount_point, _stat(os.stat, options.mount_point))
     warnings += check_alt_dir(options.alt_dir, _stat(os.lstat, options.alt_dir))
+    warnings += agentcheck.check_agents()
     try:
         with open(options.proc_mounts, encoding="utf-8", errors="surrogateescape") as f:
             table = mounts.parse_proc_mounts(f.read())
