@@ -206,15 +206,24 @@ class HLFSCollector:
     """
     A C{prometheus_client} collector of L{FAMILIES} for an
     L{hlfs.daemon.service.HLFSService}.
+
+    @ivar name: the daemon's C{--name}, added as the label C{name} to every
+        sample, or L{None}: several daemons on one host tell apart so.
     """
 
-    def __init__(self, service, families=FAMILIES):
+    def __init__(self, service, families=FAMILIES, name=None):
         self.service = service
         self.families = families
+        self.name = name
 
     def collect(self):
         for metrics in self.families:
-            yield from metrics(self.service)
+            for family in metrics(self.service):
+                if self.name is not None:
+                    family.samples = [
+                        s._replace(labels={**s.labels, "name": self.name}) for s in family.samples
+                    ]
+                yield family
 
 
 class MetricsPage(Resource):
@@ -251,13 +260,13 @@ class MetricsSite(Site):
         pass
 
 
-def metrics_site(service):
+def metrics_site(service, name=None):
     """
     Return a L{Site} serving the service's metrics at C{/metrics}, from a
     registry of its own (not the process-wide default one).
     """
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(HLFSCollector(service))
+    registry.register(HLFSCollector(service, name=name))
     root = Resource()
     root.putChild(b"metrics", MetricsPage(registry))
     return MetricsSite(root)
@@ -279,8 +288,11 @@ def metrics_endpoint(portspec, reactor):
         raise ConfigError(f"bad --metrics endpoint {portspec!r}: {e}") from None
 
 
-def metrics_service(endpoint, service):
+def metrics_service(endpoint, service, name=None):
     """
-    Return the service serving C{service}'s metrics on C{endpoint}.
+    Return the service serving C{service}'s metrics on C{endpoint}; a port
+    it cannot listen on fails the daemon's start, as the manhole's does.
     """
-    return StreamServerEndpointService(endpoint, metrics_site(service))
+    metrics = StreamServerEndpointService(endpoint, metrics_site(service, name))
+    metrics._raiseSynchronously = True
+    return metrics

@@ -9,7 +9,6 @@ import itertools
 import gc
 import os
 import signal
-import sys
 from datetime import datetime
 
 from twisted.application.internet import TimerService
@@ -20,6 +19,7 @@ from twisted.logger import Logger
 from hlfs import __version__
 from hlfs.daemon import kernel, resources
 from hlfs.daemon.config import ConfigError, resolve_group
+from hlfs.daemon.startup import StartupError
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
 from hlfs.nfs import status
 from hlfs.core.resolver import SpoolRules
@@ -64,16 +64,21 @@ class HLFSService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config, reactor, table=None, log_output=None):
+    def __init__(self, config, reactor, table=None, log_output=None, pidfile=None):
         """
         @param table: the users, loaded from C{config.password_file} if
             L{None}.
         @param log_output: what SIGHUP reopens (C{reopen()}), or L{None}.
+        @param pidfile: twistd's pid file, removed when the daemon gives up
+            (it exits without returning to twistd), or L{None}.
         """
         MultiService.__init__(self)
         self.config = config
         self.reactor = reactor
         self.log_output = log_output
+        self.pidfile = pidfile
+        self._waiting = []
+        self.ready = None
         self.started_at = reactor.seconds()
         self.exit_status = 0
         self.last_reload = None
@@ -145,12 +150,31 @@ class HLFSService(MultiService):
         try:
             self._start()
         except ConfigError as e:
-            # One clear line, not a traceback from inside twistd.
-            self.log.error("cannot start: {error}", error=str(e))
-            # twistd has redirected sys.stderr into the log by now.
-            sys.__stderr__.write(f"hlfs: {e}\n")
-            sys.__stderr__.flush()
-            raise SystemExit(2)
+            # One clear line, not a traceback from inside twistd
+            # (hlfs.daemon.startup).
+            raise StartupError(str(e)) from None
+
+    def whenReady(self):
+        """
+        Return a Deferred firing once the daemon serves (registered, and
+        mounted unless C{--no-mount}), or failing with a L{StartupError}
+        if it gives up first: what a daemon's waiting parent reports.
+        """
+        d = defer.Deferred()
+        if self.exit_status:
+            d.errback(StartupError(self._gave_up))
+        elif self.ready is not None and self.ready.called:
+            d.callback(None)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def _served(self, result):
+        if not self.exit_status:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+        return result
 
     def _start(self):
         config = self.config
@@ -216,12 +240,13 @@ class HLFSService(MultiService):
         if self.mount_service is not None:
             # It registered, then mounted, as it started.
             self.ready = self.mount_service.ready
-            return
-        d = defer.succeed(None)
-        if self.registration is not None:
-            d.addCallback(lambda _: self.registration.register())
-        d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
-        self.ready = d
+        else:
+            d = defer.succeed(None)
+            if self.registration is not None:
+                d.addCallback(lambda _: self.registration.register())
+            d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
+            self.ready = d
+        self.ready.addCallback(self._served)
 
     def _reserve_fds(self):
         config = self.config
@@ -244,6 +269,10 @@ class HLFSService(MultiService):
     def _fatal(self, message):
         self.log.error("{message}; exiting", message=message)
         self.exit_status = 1
+        self._gave_up = message
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(StartupError(message))
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -251,6 +280,12 @@ class HLFSService(MultiService):
 
     def _after_shutdown(self):
         if self.exit_status:
+            # twistd never gets to remove its pid file after this.
+            if self.pidfile:
+                try:
+                    os.unlink(self.pidfile)
+                except OSError:
+                    pass
             os._exit(self.exit_status)
         # A clean stop on SIGTERM exits 0, as hlfsd does (and as systemd
         # expects); twistd would otherwise re-raise the signal at exit.

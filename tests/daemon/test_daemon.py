@@ -42,8 +42,6 @@ BAD_VALUES = [
     (["-o", "rw;reboot"], "invalid mount option"),
     (["--no-such-option"], "option --no-such-option not recognized"),
     (["--password-file", "/nonexistent/passwd", "--no-mount"], "cannot read password file"),
-    (["--no-mount", "--alt-dir", "/proc/hlfs-alt", "--password-file", "/etc/passwd"],
-     "cannot create the alternate spool /proc/hlfs-alt"),
 ]
 
 
@@ -53,7 +51,8 @@ def test_bad_values_one_line_exit_2(args, message):
     If an option's value is unusable, then one clear line on stderr and
     exit status 2, never a traceback or the whole usage text.
     """
-    result = run_twistd(*args, "--no-portmap")
+    # Without --no-mount, a user would hear that mounting needs root first.
+    result = run_twistd(*args, "--no-portmap", "--no-mount")
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -147,13 +146,13 @@ def test_prepare_mountpoint(tmp_path):
 
 
 def test_hlfsd_command_line():
-    twistd, daemon, print_pid, pidfile = hlfsd.translate(
+    twistd, daemon, print_pid = hlfsd.translate(
         ["-a", "/var/spool/alt", "-c", "60", "-i", "0", "-g", "mailers", "-n", "-f", "-C",
          "-o", "soft", "-P", "/etc/pw", "-l", "/var/log/h.log", "-D", "nodaemon", "-p",
          "/var/mail/box", ".spool"]
     )
     assert not daemon and print_pid
-    assert twistd[1:] == [
+    assert twistd == [
         "-n", "--logfile", "/var/log/h.log", "--logger=hlfs.daemon.logs.observer",
         "--pidfile=/run/hlfsd.pid", "hlfs",
         "--alt-dir", "/var/spool/alt", "--cache-interval", "60", "--reload-interval", "0",
@@ -161,11 +160,36 @@ def test_hlfsd_command_line():
         "--mount-options", "soft", "--password-file", "/etc/pw",
         "--mount", "/var/mail", "--linkname", "box", "--subdir", ".spool",
     ]
-    twistd, daemon, _, _ = hlfsd.translate([])
-    assert daemon and twistd[1:4] == ["--syslog", "--prefix", "hlfsd"]
+    twistd, daemon, _ = hlfsd.translate([])
+    assert daemon and twistd[:3] == ["--syslog", "--prefix", "hlfsd"]
     for bad in (["-q"], ["relative/home"], ["/a/b", "c", "d"], ["-c"]):
         with pytest.raises(hlfsd.CommandLineError):
             hlfsd.translate(bad)
+
+
+def test_hlfsd_x_and_D_take_am_utils_words_only():
+    """
+    -x and -D take the words of am-utils' log and debug options (each with
+    a "no" prefix), as hlfsd did, and refuse any other.
+    """
+    twistd, daemon, _ = hlfsd.translate(["-x", "fatal,error,user,warn,info,map,stats,nodebug",
+                                         "-D", "amq,mem,nodaemon"])
+    assert not daemon and "--verbose" not in twistd
+    for words in (["-x", "all"], ["-x", "debug"], ["-D", "trace"], ["-D", "full"]):
+        twistd, daemon, _ = hlfsd.translate(words)
+        assert daemon and "--verbose" in twistd, words
+    twistd, daemon, _ = hlfsd.translate(["-D", "test"])
+    assert not daemon and "--verbose" in twistd
+    for opt, words in (("-x", "warn,loud"), ("-D", "nodaemon,verbose"), ("-x", "nodaemon"),
+                       ("-D", "debug"), ("-x", ""), ("-D", "no")):
+        with pytest.raises(hlfsd.CommandLineError, match=f"{opt}: unknown option"):
+            hlfsd.translate([opt, words])
+    result = subprocess.run([str(BIN / "hlfsd"), "-x", "loud"], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "hlfsd: -x: unknown option 'loud' (known: all, debug, defaults, error, fatal, info, map, "
+        "stats, user, warn, warning; each may be prefixed with no) (hlfsd -h for help)"
+    ]
 
 
 def test_hlfsd_script_bad_option_exit_2():

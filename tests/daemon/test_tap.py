@@ -8,6 +8,7 @@ wrapper turns a bad value into one line and exit status 2.
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import syslog
@@ -123,7 +124,7 @@ def test_options_name_hlfs_observer_for_twistd(passwd, given, expected):
     assert options.log_settings == LogSettings.from_twistd(options.parent)
 
 
-def test_syslog_observer_facility_daemon_with_pid(passwd):
+def test_syslog_observer_facility_daemon_with_pid(passwd, tmp_path):
     opened = []
 
     class Recording(SyslogObserver):
@@ -132,7 +133,11 @@ def test_syslog_observer_facility_daemon_with_pid(passwd):
 
     defaults = SyslogObserver.__init__.__defaults__
     observer = DaemonLogObserver(LogSettings(syslog_prefix="hlfsd"), open_syslog=Recording)
-    observer()
+    # A syslog socket of the test's own (the machine may have none).
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log_socket:
+        log_socket.bind(str(tmp_path / "log"))
+        observer.syslog_socket = str(tmp_path / "log")
+        observer()
     assert opened == [("hlfsd", syslog.LOG_PID, syslog.LOG_DAEMON)]
     # Nothing of Twisted's is changed for it.
     tap.makeService(parsed(passwd, "--no-mount"), reactor=MemoryReactorClock())
