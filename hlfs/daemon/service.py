@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from hlfs import __version__
 from hlfs.daemon import kernel, resources
+from hlfs.daemon.altspool import SpoolWatch
 from hlfs.daemon.config import ConfigError, resolve_group
 from hlfs.daemon.startup import StartupError
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
@@ -130,6 +131,12 @@ class HLFSService(MultiService):
         self.server.setServiceParent(serving)
         if self.registration is not None:
             self.registration.setServiceParent(serving)
+        self.spool_watch = None
+        if config.alt_spool_interval:
+            self.spool_watch = SpoolWatch(
+                reactor, config.alt_dir, config.alt_spool_interval, self._mount_present
+            )
+            self.spool_watch.setServiceParent(self)
         if config.reload_interval:
             self._reload_timer_fresh = True
             self.reload_timer = TimerService(config.reload_interval, self._periodic_reload)
@@ -403,12 +410,22 @@ class HLFSService(MultiService):
         except OSError as e:
             self.log.error("SIGUSR1: cannot write the dump: {error}", error=e)
 
+    def _mount_present(self):
+        # In the spool watch's thread: whether /proc/mounts still shows the
+        # mount this daemon made (L{None} while it has none to show).
+        if self.mount_service is None or not self.mount_service.mounted:
+            return None
+        return self.kernel_mount.current() is not None
+
     @property
     def mounted(self):
         """
-        Whether the kernel has this daemon mounted.
+        Whether the kernel has this daemon mounted: mounted, and not found
+        gone from /proc/mounts at the last look (someone unmounted it).
         """
-        return self.mount_service is not None and self.mount_service.mounted
+        if self.mount_service is None or not self.mount_service.mounted:
+            return False
+        return self.spool_watch is None or self.spool_watch.mount_present is not False
 
     def status_report(self):
         """
@@ -421,6 +438,7 @@ class HLFSService(MultiService):
             ("port", self.server.port),
             ("mount", self.config.mount),
             ("mounted", self.mounted),
+            ("portmap", self.registration.state if self.registration is not None else "off"),
             ("users", len(self.resolver.table)),
             ("reloads", self.reloads),
             ("reload_failures", self.reload_failures),
@@ -431,6 +449,14 @@ class HLFSService(MultiService):
             stamp = datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
             pairs.append(("last_reload", stamp))
             pairs.append(("last_reload_seconds", f"{seconds:.3f}"))
+        if self.config.name is not None:
+            pairs.insert(0, ("name", self.config.name))
+        if self.registration is not None and self.registration.holder is not None:
+            pairs.append(("portmap_holder_port", self.registration.holder))
+        count = self.spool_watch.last if self.spool_watch is not None else None
+        if count is not None:
+            pairs += [("alt_spool_mailboxes", count.mailboxes), ("alt_spool_bytes", count.bytes),
+                      ("alt_spool_count_complete", count.complete)]
         report = getattr(self.resolver, "status", None)
         if report is not None:
             pairs.extend(report())

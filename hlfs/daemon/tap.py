@@ -17,6 +17,7 @@ from hlfs.daemon.config import (
     check_component,
     check_count,
     check_mount_options,
+    check_name,
     check_port,
     check_seconds,
     check_uid,
@@ -182,6 +183,9 @@ class Options(ManholeOptions, usage.Options):
         ["metrics", None, None,
          "Serve Prometheus metrics at /metrics on PORTSPEC: a port number (loopback "
          "only) or an endpoint such as tcp:9436:interface=127.0.0.1.  Off by default."],
+        ["alt-spool-interval", None, f"{Config.alt_spool_interval:g}",
+         "Seconds between counts of the mailboxes waiting in the alternate spool (and "
+         "looks at the mount) for --metrics and hlfs status; 0: never."],
         ["name", None, None,
          "Name of this daemon among several on the host (hlfs@NAME.service): the "
          "label name=NAME on every metric."],
@@ -365,6 +369,8 @@ class Options(ManholeOptions, usage.Options):
             retry_interval=check_seconds("retry-interval", self["retry-interval"], 0.1),
             uid_min=(login_defs_uid_min() if self["uid-min"] is None
                      else check_uid("--uid-min", self["uid-min"])),
+            alt_spool_interval=check_seconds("alt-spool-interval", self["alt-spool-interval"]),
+            name=None if self["name"] is None else check_name(self["name"]),
         )
 
 
@@ -422,7 +428,7 @@ def makeService(options, reactor=None):
         pidfile=parent.get("pidfile") if parent is not None else None,
     )
     if options.metrics_endpoint is not None:
-        metrics = metrics_service(options.metrics_endpoint, service, options["name"])
+        metrics = metrics_service(options.metrics_endpoint, service, options.config.name)
         startup.listening(metrics, "metrics").setServiceParent(service)
     if options.manhole is not None:
         options.manhole_namespace.update(build_namespace(service, reactor))

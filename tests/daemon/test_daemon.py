@@ -1,6 +1,7 @@
 """
-The daemon as an administrator runs it: options, start-up steps, portmapper
-registration with a real rpcbind, signals to a real twistd, syslog.
+The daemon as an administrator runs it: options, start-up steps, no
+portmapper, signals to a real twistd, syslog.  (Registration with a real
+rpcbind: test_registration.py.)
 """
 
 import os
@@ -200,80 +201,7 @@ def test_hlfsd_script_bad_option_exit_2():
     assert result.returncode == 2 and "--cache-interval must be" in result.stderr
 
 
-# -- a real rpcbind
-
-
-def rpcbind_running():
-    try:
-        out = subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0
-
-
-@pytest.fixture(scope="module")
-def rpcbind():
-    if shutil.which("rpcbind") is None:
-        pytest.skip("rpcbind is not installed")
-    proc = None
-    if not rpcbind_running():
-        if os.geteuid() != 0:
-            pytest.skip("rpcbind is not running and starting it needs root")
-        os.makedirs("/run/rpcbind", exist_ok=True)
-        proc = subprocess.Popen(["rpcbind", "-f", "-w"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if rpcbind_running():
-                break
-            time.sleep(0.1)
-        else:
-            proc.kill()
-            pytest.fail("rpcbind did not start")
-    yield
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
-
-
-def registrations(port=None):
-    out = subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, text=True, timeout=10)
-    found = set()
-    for line in out.stdout.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 4 and fields[0] in ("100003", "100005", str(0x20004846)):
-            if port is None or int(fields[3]) == port:
-                found.add((int(fields[0]), int(fields[1]), fields[2]))
-    return found
-
-
-EXPECTED = {
-    (prog, vers, proto)
-    for prog, versions in [(100003, (2, 3)), (100005, (1, 3)), (0x20004846, (1,))]
-    for vers in versions
-    for proto in ("udp", "tcp")
-}
-
-
-@pytest.mark.verify_optional
-def test_portmapper_registration(rpcbind, make_server):
-    """
-    After start-up every program/version/transport is registered on our
-    port; a second instance replaces the registration; after SIGTERM it is
-    gone.  `hlfs status` finds the server through the portmapper.
-    """
-    first = make_server("--insecure", "--portmap")
-    wait_for(lambda: registrations(first.port) == EXPECTED, first)
-    second = make_server("--insecure", "--portmap")
-    wait_for(lambda: registrations(second.port) == EXPECTED, second)
-    assert registrations(first.port) == set()
-    out = subprocess.run([str(BIN / "hlfs"), "status"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and f"port      {second.port}".split() == [
-        w for w in out.stdout.splitlines() if w.startswith("port ")
-    ][0].split()
-    out = subprocess.run([str(BIN / "hlfs"), "resolve", "--uid", "1002"], capture_output=True, text=True, timeout=30)
-    assert out.stdout.strip() == f"{second.base}/home/bob/.mailspool"
-    assert second.stop() == 0
-    assert registrations() == set()
-    assert "unregistered from the portmapper" in second.logtext()
+# -- registration with the portmapper: tests/daemon/test_registration.py
 
 
 def wait_for(predicate, server, timeout=15):
