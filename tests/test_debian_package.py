@@ -23,6 +23,7 @@ root file system, where the package is installed too.
 import grp
 import os
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -93,6 +94,8 @@ def test_built_offline_with_debians_twisted(debian_package):
 
 
 def test_lintian_says_nothing_unexplained(debian_package):
+    if shutil.which("lintian") is None:
+        pytest.fail("lintian is missing: scripts/run-tests installs it")
     result = run("lintian", "--pedantic", "-I", "--show-overrides", debian_package.changes,
                  check=False)
     lines = [line for line in (result.stdout + result.stderr).splitlines()

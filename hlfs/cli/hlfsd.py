@@ -20,7 +20,9 @@ usage: hlfsd [-fhnpvC] [-a alt_dir] [-c cache-interval] [-g group]
              [linkname [subdir]]
 
 The Home-Link File System daemon, with the options of am-utils hlfsd(8).
-It runs `twistd hlfs`; `twistd hlfs --help` describes the service in full.
+It runs `twistd hlfs` in this process; `hlfs twistd -n hlfs --help`
+describes the service in full.  In the background, it returns once the
+daemon serves and has mounted itself, or says in one line why it could not.
 
   linkname          the link to serve: its directory is the mount point and
                     its base name the link's name (default /mail/home)

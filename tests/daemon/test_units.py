@@ -109,3 +109,22 @@ def test_recorded_exposure_score_is_the_units():
     readme = (ROOT / "README.md").read_text()
     assert f"from 9.6 to {score}" in readme
     assert f"9.6 without\n# it, {score} with it" in (ETC / "hlfs.service").read_text()
+
+
+def test_logrotate_signals_only_pid_files_a_daemon_writes():
+    """
+    The logrotate snippet sends SIGHUP through hlfsd's pid file, the one
+    daemon that writes /var/log/hlfsd.log itself; the units log to syslog
+    and write their pid files where the snippet says.
+    """
+    from hlfs.cli.hlfsd import PIDFILE
+
+    text = (ETC / "logrotate-hlfsd").read_text()
+    signalled = set(re.findall(r'kill -HUP "\$\(cat (\S+)\)"', text))
+    assert signalled == {PIDFILE}
+    assert "rsyslog-rotate" in text
+    for unit, pidfile in (("hlfs.service", "/run/hlfs/hlfsd.pid"),
+                          ("hlfs@.service", "/run/hlfs-%i/hlfsd.pid")):
+        command = next(l for l in service_section(unit) if l.startswith("ExecStart="))
+        assert f"--pidfile={pidfile}" in command.split() and "--syslog" in command.split()
+        assert pidfile.replace("%i", "NAME") in text

@@ -16,8 +16,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 #: A Debian build's environment: nothing of the test run's.
@@ -26,14 +24,6 @@ BUILD_ENV = {
     "LANG": "C.UTF-8",
     "DEBIAN_FRONTEND": "noninteractive",
 }
-
-#: What the build needs (also installed by scripts/run-tests).
-BUILD_PACKAGES = (
-    "dpkg-dev", "debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all",
-    "python3-setuptools", "python3-twisted", "python3-zope.interface",
-    "python3-service-identity", "python3-prometheus-client", "python3-incremental", "lintian",
-)
-
 
 @dataclass
 class Package:
@@ -53,15 +43,6 @@ def run(argv, cwd=None, timeout=900, check=True, env=None):
     return result
 
 
-def missing_build_packages():
-    missing = []
-    for package in BUILD_PACKAGES:
-        status = run(["dpkg-query", "-W", "-f=${Status}", package], check=False).stdout
-        if "ok installed" not in status:
-            missing.append(package)
-    return missing
-
-
 def source_files():
     """
     The checkout's files as a clean clone would hold them, with any not
@@ -79,10 +60,9 @@ def source_files():
 def build(directory):
     """
     Build the package in C{directory}/hlfs; return the L{Package}.
+    dpkg-buildpackage checks debian/control's build dependencies first
+    (scripts/run-tests installs them).
     """
-    missing = missing_build_packages()
-    if missing:
-        pytest.fail(f"{' '.join(missing)} missing: scripts/run-tests installs them")
     source = directory / "hlfs"
     for name in source_files():
         target = source / name
