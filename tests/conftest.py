@@ -68,17 +68,18 @@ def server(request, _module_server):
 @pytest.fixture
 def make_server(request, tmp_path_factory):
     """
-    Start servers with custom arguments; all are stopped at the end.  Not
-    root, see L{RunningServer}'s C{verify_optional} (the test's
-    C{verify_optional} mark).
+    Start servers with custom arguments (run under C{prefix}, a command
+    such as C{nsenter ...}); all are stopped at the end.  Not root, see
+    L{RunningServer}'s C{verify_optional} (the test's C{verify_optional}
+    mark).
     """
     started = []
     optional = _verify_optional(request)
 
-    def start(*args, users=USERS):
+    def start(*args, users=USERS, prefix=()):
         base = make_base(tmp_path_factory)
         write_passwd(base / "passwd", base, users)
-        srv = RunningServer(base, list(args), verify_optional=optional).start()
+        srv = RunningServer(base, list(args), prefix=prefix, verify_optional=optional).start()
         started.append(srv)
         return srv
 

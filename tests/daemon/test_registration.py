@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.rpcbind import PrivateRpcbind, missing
-from tests.support.server import RunningServer, make_base
 
 BIN = Path(sys.executable).parent
 
@@ -53,19 +52,11 @@ def portmapper():
 
 
 @pytest.fixture
-def daemons(portmapper):
-    started = []
-
-    def start(*args):
-        srv = RunningServer(make_base(), ["--insecure", "--portmap", *args],
-                            prefix=portmapper.prefix, verify_optional=True).start()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
-        assert "Traceback" not in srv.logtext(), srv.logtext()
+def daemons(portmapper, make_server):
+    """
+    Start daemons registering with the private rpcbind.
+    """
+    return lambda: make_server("--insecure", "--portmap", prefix=portmapper.prefix)
 
 
 def on(portmapper, srv):
