@@ -122,6 +122,10 @@ Wants=hlfs.service hlfs-check.service
     lines.append("ln -sf /dev/null /etc/systemd/system/timers.target")
     lines.append(": > /etc/tmpfiles.d/tmp.conf")
     lines.append("rm -f /var/lib/man-db/auto-update")
+    # A policy-rc.d of the host's (one that refuses every action, as
+    # package installations in containers use) would keep the package's
+    # maintainer scripts from stopping the daemons: this guest runs systemd.
+    lines.append("rm -f /usr/sbin/policy-rc.d")
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
 
@@ -200,7 +204,7 @@ def check_script(world, probe):
     lines.append("R unmounted $(grep -c ' /mail nfs ' /proc/mounts)")
     lines.append("R registered-after $(rpcinfo -p 127.0.0.1 2>&1 | grep -c ' 100003 ')")
     lines.append('R fixed "$(readlink /mail/home)"')
-    lines.append("R pidfile-after $(ls /run/hlfs/hlfsd.pid 2>&1 | wc -l)")
+    lines.append("R pidfile-after $(ls /run/hlfs/hlfsd.pid 2>/dev/null | wc -l)")
 
     # 2. Two instances of hlfs@.service.
     lines.append("systemctl start --no-block hlfs@mail hlfs@tmp")
@@ -227,7 +231,6 @@ systemctl stop rpcbind.service rpcbind.socket
 rm -f /run/rpcbind/*.xdr
 systemctl start rpcbind.service
 restarted=$(up)
-R after-restart-at-once """ + registered_ports() + """
 n=0
 while [ -z "$(rpcinfo -p 127.0.0.1 2>/dev/null | awk '$1 == 100003')" ] && [ $n -lt 600 ]; do
     sleep 0.2; n=$((n + 1))
@@ -235,6 +238,7 @@ done
 R registered-again-in $(awk -v now="$(up)" -v then="$restarted" 'BEGIN { print now - then }')
 sleep 12
 R ports-after-restart """ + registered_ports() + """
+R registered-again $(journalctl -b -u 'hlfs@*' --no-pager | grep -c 'lost the registration')
 """)
     lines.append(f"holder={registered_ports()}")
     lines.append('if [ "$holder" = "$mail_port " ]; then other=tmp; else other=mail; fi')
@@ -380,8 +384,10 @@ def test_two_instances_each_serve_their_own_link(systemd_run):
 def test_rpcbind_restarted_the_holder_registers_again(systemd_run):
     world, result, got = systemd_run
     holder = got["ports-before"].strip()
-    # Restarted without its saved state: nothing registered at first.
-    assert got["after-restart-at-once"].strip() == "", result.describe()
+    # Restarted without its saved state: the holder found its mappings
+    # gone and made them again, to its own port, within seconds.
+    assert got["registered-again"] == "1", result.describe()
+    assert float(got["registered-again-in"]) < 30, result.describe()
     assert got["ports-after-restart"].strip() == holder, result.describe()
     # Stopping the other instance leaves the holder's mappings.
     assert got["ports-after-other-stopped"].strip() == holder, result.describe()
