@@ -26,6 +26,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,7 @@ def test_the_packaged_daemon_serves_on_debians_python(debian_package, tmp_path):
             if port.exists() and port.read_text().strip():
                 break
             assert proc.poll() is None, proc.communicate()
-            subprocess.run(["sleep", "0.1"])
+            time.sleep(0.1)
         out = run("/usr/bin/hlfs", "resolve", "--uid", "1002",
                   "--server", f"127.0.0.1:{port.read_text().strip()}").stdout
         assert out.strip() == f"{base}/home/bob/.mailspool"

@@ -381,6 +381,23 @@ def test_no_permission_for_the_log_file(readable_source, open_base):
     )
 
 
+@pytest.mark.root(reason="runs Debian's twistd3 as nobody")
+def test_no_warnings_at_start_on_debians_twisted(readable_source, open_base):
+    """
+    conch's SSH transport names ciphers that the cryptography library of
+    Debian 12 deprecates: four warning lines at every start, unless hlfs
+    silences them.  Debian's own twistd3, the plugin's --help.
+    """
+    result = run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         "env", f"PYTHONPATH={readable_source}", "twistd3", "hlfs", "--help"],
+        cwd=open_base,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--probe-deadline" in result.stdout
+    assert result.stderr == ""
+
+
 # -- the operator command
 
 
