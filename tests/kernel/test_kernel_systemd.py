@@ -167,7 +167,7 @@ def metric(port, name):
     code = (
         "import sys, urllib.request\n"
         "text = urllib.request.urlopen(sys.argv[1], timeout=60).read().decode()\n"
-        "print(' '.join(l for l in text.splitlines() if l.startswith(sys.argv[2])))\n"
+        "print(' '.join(l for l in text.splitlines() if l.split('{')[0] == sys.argv[2]))\n"
     )
     return f"$(python3 -c {shlex.quote(code)} http://127.0.0.1:{port}/metrics {name} 2>&1)"
 
