@@ -129,6 +129,7 @@ class PortmapRegistration(Service):
         """
         ours = self.port()
         pm = None
+        self._busy = True
         try:
             pm = yield Portmapper.connect(self.reactor, timeout=self.timeout)
             found = yield self._current(pm)
@@ -158,6 +159,7 @@ class PortmapRegistration(Service):
             self.state = UNREGISTERED
             return False
         finally:
+            self._busy = False
             if pm is not None:
                 pm.close()
         return self.state == REGISTERED
@@ -229,10 +231,9 @@ class PortmapRegistration(Service):
         programs once another server let them go.
         """
         if self._busy:
+            # The last registration (the first one, or a look) still runs.
             return None
-        self._busy = True
         d = self.register(look=True)
-        d.addBoth(lambda result: setattr(self, "_busy", False) or result)
         d.addErrback(lambda f: self.log.failure("portmapper look failed", f))
         return d
 
