@@ -27,6 +27,10 @@ def build_parser(prog):
                         help=f"ini file with a [{CONFIG_SECTION}] section using the option names")
     parser.add_argument("--alt-dir", metavar="DIR",
                         help=f"alternate spool directory (default {DEFAULTS['alt-dir']})")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="private directory of root's for the working copies and records, "
+                        "one subdirectory per alternate spool; refused unless only root can "
+                        f"change it (default {DEFAULTS['state-dir']})")
     parser.add_argument("--sendmail", metavar="PATH",
                         help=f"sendmail-compatible program (default {DEFAULTS['sendmail']})")
     parser.add_argument("--smtp", metavar="HOST:PORT", help="resend by SMTP instead of sendmail")

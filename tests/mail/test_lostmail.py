@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hlfs.cli import lostmail as lostmail_cli
 from hlfs.mail import mbox
 from hlfs.mail.lostmail import DEFAULTS
+from hlfs.mail.statedir import spool_key
 from tests.support.mail import (
     ALICE, BOB, SENDMAIL, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener,
     write_passwd,
@@ -40,6 +41,8 @@ class Env:
     def __init__(self, root):
         self.root = root
         self.alt = make_dir(os.path.join(root, "alt_mail"), 0o1777)
+        self.state = os.path.join(root, "state")
+        self.work = os.path.join(self.state, os.fsdecode(spool_key(os.fsencode(self.alt))))
         self.passwd = write_passwd(root)
         self.sm_dir = make_dir(os.path.join(root, "sendmail"), 0o755)
         os.mkdir(os.path.join(self.sm_dir, "out"))
@@ -49,8 +52,9 @@ class Env:
         os.chmod(self.sendmail, 0o755)
 
     def args(self, *extra):
-        return ["lostmail", "--alt-dir", self.alt, "--sendmail", self.sendmail,
-                "--password-file", self.passwd, "--lock-timeout", "5", *extra]
+        return ["lostmail", "--alt-dir", self.alt, "--state-dir", self.state,
+                "--sendmail", self.sendmail, "--password-file", self.passwd,
+                "--lock-timeout", "5", *extra]
 
     def run(self, *extra, env=None):
         return run_hlfs(*self.args(*extra), env=env)
@@ -75,7 +79,8 @@ class Env:
     def mailbox(self, user=b"alice", messages=(), owner=None, raw=None):
         """
         Write a mailbox of C{(sender, content)} messages as delivery
-        agents write them.
+        agents write them, owned by its user (by uid 60099, no user's, for
+        a name that is no user).
         """
         path = os.path.join(self.alt, os.fsdecode(user))
         with open(path, "wb") as f:
@@ -83,14 +88,24 @@ class Env:
                 f.write(raw)
             for sender, content in messages:
                 f.write(mboxrd(sender, content))
-        uid = owner if owner is not None else {b"alice": ALICE[1], b"bob": BOB[1]}.get(user, 0)
+        uid = owner if owner is not None else {b"alice": ALICE[1], b"bob": BOB[1]}.get(user, 60099)
         os.chown(path, uid, uid)
         os.chmod(path, 0o600)
         return path
 
     def work_entries(self):
-        work = os.path.join(self.alt, ".lostmail")
-        return sorted(os.listdir(work)) if os.path.isdir(work) else []
+        """
+        The entries of this spool's work area in the state directory.
+        """
+        return sorted(os.listdir(self.work)) if os.path.isdir(self.work) else []
+
+
+def emptied(path):
+    """
+    Whether a mailbox was taken: a taken mailbox is emptied, not removed
+    (a delivery agent waiting for its lock then appends to it).
+    """
+    return not os.path.exists(path) or os.path.getsize(path) == 0
 
 
 @pytest.fixture
@@ -150,7 +165,7 @@ def test_every_message_resent_once_through_sendmail(env):
     for (argv, data), (sender, content) in zip(calls, TRICKY):
         assert argv == ["-oi", "-f", sender.decode() or "<>", "--", "alice"]
         assert strip_header(data) == content
-    assert not os.path.exists(os.path.join(env.alt, "alice"))
+    assert emptied(os.path.join(env.alt, "alice"))
     assert env.work_entries() == []
     out = result.stdout.decode()
     assert "alice: 5 found, 5 resent, 0 failed" in out
@@ -267,7 +282,7 @@ def test_unreachable_smtp_server_keeps_everything(env):
     assert len(env.work_entries()) == 1
 
 
-CRASH_POINTS = ["locked:1", "renamed:1", "released:1", "sent:1", "sent:3",
+CRASH_POINTS = ["locked:1", "copied:1", "truncated:1", "released:1", "sent:1", "sent:3",
                 "rewritten:1", "rewritten:3"]
 
 
@@ -296,15 +311,17 @@ def test_crash_at_any_step_loses_nothing(env, point):
         assert duplicates == 1
     else:
         assert duplicates == 0
-    assert not os.path.exists(os.path.join(env.alt, "alice"))
+    assert emptied(os.path.join(env.alt, "alice"))
     assert env.work_entries() == []
     # A kill while holding the lock may leave it (the mailbox was already
-    # moved, so nobody needed it since); the next delivery breaks it at
-    # once because its holder is gone, and cleans up after it.
+    # taken, so nobody needed it since); the next delivery breaks it at
+    # once because its holder is gone, and cleans up after it.  Taken
+    # mailboxes stay, empty.
     delivery = run_hlfs("deliver", "--spool", env.alt, "--password-file", env.passwd,
                         "--lock-timeout", "5", "alice", input=message(20))
     assert delivery.returncode == 0, delivery.stderr
-    assert sorted(os.listdir(env.alt)) == [".lostmail", "alice"]
+    assert sorted(os.listdir(env.alt)) == ["alice", "bob"]
+    assert os.path.getsize(os.path.join(env.alt, "bob")) == 0
 
 
 @needs_root
@@ -362,16 +379,15 @@ def test_overlapping_runs_do_not_resend_twice(env):
     """
     import fcntl
 
+    assert env.run().returncode == 0  # makes the state directory
     env.mailbox(messages=TRICKY[:2])
-    work = os.path.join(env.alt, ".lostmail")
-    os.mkdir(work, 0o700)
-    fd = os.open(work, os.O_RDONLY)
+    fd = os.open(env.work, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         result = env.run()
         assert result.returncode == 0
         assert b"another hlfs lostmail run is in progress" in result.stdout
-        assert env.sent() == [] and os.path.exists(os.path.join(env.alt, "alice"))
+        assert env.sent() == [] and not emptied(os.path.join(env.alt, "alice"))
     finally:
         os.close(fd)
     assert env.run().returncode == 0
@@ -418,7 +434,7 @@ class RunAt:
         return status, err
 
     def record(self):
-        path = os.path.join(self.env.alt, ".lostmail", "missing")
+        path = os.path.join(self.env.work, "missing")
         if not os.path.exists(path):
             return None
         with open(path, "rb") as f:
@@ -459,7 +475,7 @@ def test_unknown_user_is_kept_until_the_wait_is_over(env, run_at):
     assert f"gone: no such user; resending to root (missing since {utc(T0)})" in err
     [(argv, data)] = env.sent()
     assert argv[-1] == "root" and strip_header(data) == message(1)
-    assert not os.path.exists(path)
+    assert emptied(path)
     assert run_at(T0 + DAY + 1)[0] == 0
     assert run_at.record() is None
 
@@ -471,7 +487,7 @@ def test_a_positive_answer_starts_the_wait_over(env, run_at):
     is cleared: missing again afterwards, its mail waits a full
     C{unknown-wait} from then, even though the first report is older.
     """
-    env.mailbox(b"dave", messages=[(b"x@example.org", message(1))])
+    env.mailbox(b"dave", messages=[(b"x@example.org", message(1))], owner=60004)
     assert run_at(T0)[0] == 0
     # dave appears; his mail is refused for now, so it stays.
     write_passwd(env.root, users=(ALICE, BOB, (b"dave", 60004)))
@@ -501,7 +517,8 @@ def test_garbage_in_the_record_only_starts_waits_over(env, run_at):
     """
     env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
     env.mailbox(b"lost", messages=[(b"x@example.org", message(2))])
-    work = make_dir(os.path.join(env.alt, ".lostmail"), 0o700)
+    make_dir(env.state, 0o700)
+    work = make_dir(env.work, 0o700)
     record = os.path.join(work, "missing")
     with open(record, "wb") as f:
         f.write(b"gone 1e12\nlost nan\nlost\n\xff\x00 12 13\n%s\ngone -5\n" % (b"x" * 5000))
@@ -577,11 +594,11 @@ def test_hostile_spool_entries(env):
     assert env.sent() == []
     assert "alice: symbolic link; not followed, skipped" in err
     assert "carol: symbolic link; not followed, skipped" in err
-    assert "'bad name': not a user name; skipped" in err
+    assert "bad name: not a user name; skipped" in err
     assert "fifo: not a regular file; skipped" in err
     assert "bob: owned by uid 60001, not by bob (uid 60002); skipped" in err
     assert "daemon: 5" in err and "limit; skipped" in err
-    assert "linked: has 2 hard links; skipped" in err
+    assert "linked: owned by root, so never resent" in err
     assert "Traceback" not in err
     assert open(outside, "rb").read() == before
     assert os.path.exists(forged) and os.path.exists(big)
@@ -603,15 +620,21 @@ def test_problems_reach_syslog(env):
 
 
 @needs_root
-def test_planted_working_directory_is_refused(env):
+def test_a_planted_working_directory_of_old_is_left_alone(env):
+    """
+    A C{.lostmail} in the spool that root did not make (here a link to a
+    directory anyone may write) is neither used nor read: one line says
+    so, and the run resends the mail as usual.
+    """
     elsewhere = make_dir(os.path.join(env.root, "elsewhere"), 0o777)
     os.symlink(elsewhere, os.path.join(env.alt, ".lostmail"))
     env.mailbox(messages=[(b"x@example.org", message(1))])
     result = env.run()
-    assert result.returncode == 1
-    assert b"is not a private directory" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert b".lostmail: a symbolic link, not the working directory of an earlier version; " \
+           b"left alone" in result.stderr
     assert os.listdir(elsewhere) == []
-    assert os.path.exists(os.path.join(env.alt, "alice"))
+    assert len(env.sent()) == 1 and os.path.islink(os.path.join(env.alt, ".lostmail"))
 
 
 @needs_root
@@ -665,8 +688,8 @@ def test_dry_run_changes_nothing(env):
 @needs_root
 def test_missing_sendmail_keeps_the_mail(env):
     env.mailbox(messages=TRICKY[:1])
-    result = run_hlfs("lostmail", "--alt-dir", env.alt, "--sendmail", "/nonexistent/sendmail",
-                      "--password-file", env.passwd)
+    result = run_hlfs("lostmail", "--alt-dir", env.alt, "--state-dir", env.state,
+                      "--sendmail", "/nonexistent/sendmail", "--password-file", env.passwd)
     assert result.returncode == 1
     assert b"cannot run /nonexistent/sendmail" in result.stderr
     assert len(env.work_entries()) == 1
@@ -679,6 +702,7 @@ def test_python_dash_m_and_config_file(env):
         f.write(
             "[lostmail]\n"
             f"alt-dir = {env.alt}\n"
+            f"state-dir = {env.state}\n"
             f"sendmail = {env.sendmail}\n"
             f"password-file = {env.passwd}\n"
             "postmaster = root\n"
@@ -724,6 +748,7 @@ def test_sample_configuration_is_valid():
     keys = dict(parser.items("lostmail"))
     assert set(keys) <= set(DEFAULTS)
     assert keys["alt-dir"] == DEFAULTS["alt-dir"]
+    assert keys["state-dir"] == DEFAULTS["state-dir"]
     assert keys["sendmail"] == DEFAULTS["sendmail"]
     for name in ("hlfs-lostmail.service", "hlfs-lostmail.timer", "hlfs-lostmail.cron"):
         assert os.path.exists(os.path.join(REPO, "etc", name))
