@@ -14,7 +14,7 @@ from hlfs.homes.nss import NameService, account_by_uid
 from hlfs.mail.lostmail import (
     CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer, plausible_user_name,
 )
-from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog
+from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog, show
 from hlfs.mail.transports import SMTPTransport, SendmailTransport
 
 
@@ -168,6 +168,6 @@ def main(argv, prog="hlfs lostmail", checkpoint=None, now=None):
     except OSError as e:
         # A file given by descriptor has an int for its name.
         where = e.filename if isinstance(e.filename, (str, bytes)) else None
-        log(f"{where and os.fsdecode(where) + ': ' or ''}{e.strerror}")
+        log(f"{where and show(where) + ': ' or ''}{e.strerror}")
         return EX_FAILED
 
