@@ -40,7 +40,6 @@ from tests.support.lostmail_world import (
     BOB, MALLORY, PROTECTIONS, SECRET, AttackWorld, Y2099, kernel_protections, mboxrd, note,
     opened_by, stop, wait_for,
 )
-from hlfs.mail.statedir import spool_key
 from tests.support.mail import needs_root
 
 pytestmark = [needs_root]
@@ -117,9 +116,9 @@ def test_swap_to_a_symlink_to_a_root_only_file(world):
     left (her mailbox is no longer at its name); bob's mail goes out.
     """
     result = swap_while_waiting(world, "symlink", world.secret)
-    assert result.returncode == 1, result.stderr
     assert world.leaked() == []
     assert world.received(MALLORY) == []
+    assert result.returncode == 1, result.stderr
     assert any(line.endswith("mallory: changed while it was being taken (replaced, or written "
                              "without its locks); left for the next run") for line in lines(result))
     assert_bob_served(world)
@@ -326,10 +325,9 @@ def test_names_with_line_breaks_forge_no_log_line(world):
     name = "bob\nhlfs lostmail: bob: resent 1 bytes from <a@b> to bob"
     world.as_user(MALLORY, "write", world.alt / name, b"x\n".hex())
     result = world.run()
-    forged = [line for line in lines(result) if "resent" in line]
-    assert forged == [
-        "hlfs lostmail: bob\\x0ahlfs lostmail: bob: resent 1 bytes from <a@b> to bob: not a "
-        "user name; skipped"]
+    about = [line for line in lines(result) if "resent" in line]
+    assert len(about) == 1 and about[0].endswith("not a user name; skipped")
+    assert not any(line.startswith("hlfs lostmail: bob: resent") for line in lines(result))
     assert_bob_served(world)
 
 
@@ -366,7 +364,7 @@ def test_a_sparse_file_over_the_limit_is_skipped_quickly(world):
     assert time.monotonic() - start < 20
     assert b"mallory: 3221225472 bytes, over the 1073741824-byte limit" in result.stderr
     assert_bob_served(world)
-    assert os.listdir(world.state / os.fsdecode(spool_key(bytes(world.alt)))) == []
+    assert world.work_files() == []
 
 
 def at_step(world, step, *command):

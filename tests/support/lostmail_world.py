@@ -179,6 +179,15 @@ class AttackWorld:
                 calls.append((record["argv"][-1], record["data"].encode("latin-1")))
         return calls
 
+    def work_files(self):
+        """
+        The working copies in the state directory, of any spool.
+        """
+        if not self.state.exists():
+            return []
+        return [name for sub in os.listdir(self.state) for name in os.listdir(self.state / sub)
+                if name.startswith(("W.", "P.", "C."))]
+
     def leaked(self):
         return [(to, data) for to, data in self.sent() if SECRET in data]
 
