@@ -297,8 +297,8 @@ def test_crash_at_any_step_loses_nothing(env, point):
     messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 5)]
     env.mailbox(messages=messages)
     env.mailbox(b"bob", messages=[(b"b@example.org", message(10))])
-    killer = os.path.join(REPO, "tests", "support", "lostmail_killed_at.py")
-    crashed = subprocess.run([sys.executable, killer, point, *env.args()[1:]],
+    killer = os.path.join(REPO, "tests", "support", "lostmail_at.py")
+    crashed = subprocess.run([sys.executable, killer, "--kill", point, "--", *env.args()[1:]],
                              capture_output=True, timeout=60)
     assert crashed.returncode == -9, crashed.stderr
     again = env.run()

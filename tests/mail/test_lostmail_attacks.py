@@ -373,8 +373,8 @@ def at_step(world, step, *command):
     its checkpoint C{step} (bob's mailbox is the first taken, mallory's
     the second), run C{command} as mallory and wait for it.
     """
-    argv = [sys.executable, str(AT_STEP), step, *world.user_command(MALLORY, *command), "--",
-            *world.argv()[2:]]
+    argv = [sys.executable, str(AT_STEP), "--run", step, *world.user_command(MALLORY, *command),
+            "--", *world.argv()[2:]]
     return subprocess.run(argv, capture_output=True, timeout=90,
                           cwd=str(HERE.parent.parent))
 
