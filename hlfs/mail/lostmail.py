@@ -506,7 +506,8 @@ class Remailer:
         self.missing.load()
         self.locks.load()
         try:
-            migrate(self.alt_fd, self.alt_dir, self.area, self.missing, self.log)
+            self.problems += migrate(self.alt_fd, self.alt_dir, self.area, self.missing,
+                                     self.log)
             self.area.clean()
             for pending in self.area.pending():
                 self.settle(pending)

@@ -103,13 +103,13 @@ def migrate(alt_fd, alt_path, area, missing, log):
     (a L{hlfs.mail.workarea.WorkArea}), merging its record into
     C{missing}.
 
-    @return: the number of working files moved.
+    @return: the number of working files left for an administrator.
     """
     old_fd = open_old(alt_fd, alt_path, log)
     if old_fd is None:
         return 0
     where = show(os.path.join(alt_path, OLD_DIR))
-    moved = 0
+    moved = stuck = 0
     try:
         try:
             fcntl.flock(old_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,6 +119,8 @@ def migrate(alt_fd, alt_path, area, missing, log):
         for name, (time_ns, pid, user) in old_work_files(old_fd):
             if _move(old_fd, name, time_ns, pid, user, area, where, log):
                 moved += 1
+            else:
+                stuck += 1
         try:
             data = read_small(old_fd, b"missing", MAX_BYTES)
         except FileNotFoundError:
@@ -143,7 +145,7 @@ def migrate(alt_fd, alt_path, area, missing, log):
             pass
     if moved:
         log(f"{where}: {moved} working files of an earlier version moved to {show(area.path)}")
-    return moved
+    return stuck
 
 
 def _move(old_fd, name, time_ns, pid, user, area, where, log):

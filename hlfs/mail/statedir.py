@@ -104,6 +104,8 @@ def open_private_dir(path, create=False):
                 child = _open_child(fd, part, create, 0o700 if last else 0o755)
             except OSError as e:
                 where = os.fsdecode(done + b"/" + part)
+                if e.errno == errno.ENOTDIR and _is_link(fd, part):
+                    e.errno = errno.ELOOP  # O_DIRECTORY answers ENOTDIR for a link
                 if e.errno == errno.ELOOP:
                     raise StateDirError(f"{where} is a symbolic link: give the state "
                                         "directory's real path") from None
@@ -121,6 +123,13 @@ def open_private_dir(path, create=False):
         if fd is not None:
             os.close(fd)
         raise
+
+
+def _is_link(dir_fd, name):
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _open_child(dir_fd, name, create, mode):

@@ -146,6 +146,22 @@ def test_unknown_user_is_ex_nouser_and_others_still_get_it(setup):
     assert not os.path.exists(os.path.join(spool, "nosuchuser"))
 
 
+def test_recipient_names_are_escaped_in_log_lines(setup):
+    """
+    An MTA hands the agent whatever recipient it was given: a name with a
+    terminal escape sequence or a line break reaches the log (and the
+    bounce) escaped, as one line.
+    """
+    _, spool, passwd = setup
+    result = deliver(spool, passwd, "--", "\x1b]0;owned\x07x", "a/b\nforged: delivered",
+                     input=message(1))
+    assert result.returncode == EX_NOUSER
+    assert result.stderr.splitlines() == [
+        b"hlfs deliver: \\x1b]0;owned\\x07x: no such user",
+        b"hlfs deliver: a/b\\x0aforged: delivered: not a valid user name",
+    ]
+
+
 @pytest.mark.parametrize("name", ["../etc", ".hidden", "-rf", "a/b", "x.lock"])
 def test_names_that_are_not_user_names(setup, name):
     _, spool, passwd = setup

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -802,3 +803,119 @@ def test_an_error_on_a_descriptor_is_one_log_line(env, capfd):
     assert "Traceback" not in err
     assert err.strip().endswith("Input/output error")
     assert env.sent() == []
+
+
+def old_working_dir(env):
+    """
+    The working directory an earlier version kept in the spool.
+    """
+    return make_dir(os.path.join(env.alt, ".lostmail"), 0o700)
+
+
+def old_working_file(old, name, uid, messages, offset=None):
+    path = os.path.join(old, name)
+    with open(path, "wb") as f:
+        f.write(b"".join(mboxrd(s, m) for s, m in messages))
+    os.chown(path, uid, uid)
+    if offset is not None:
+        with open(os.path.join(old, "S." + name[2:]), "wb") as f:
+            f.write(b"%d\n" % offset)
+    return path
+
+
+@needs_root
+def test_an_earlier_versions_working_directory_is_moved(env, run_at):
+    """
+    If the spool holds the working directory of an earlier version (root's,
+    mode 0700), then its working files move to the state directory with
+    how far they were resent, its record of missing users is merged, a
+    root-owned file stays there with one line, and the rest is resent
+    once: nothing twice, nothing lost.
+    """
+    old = old_working_dir(env)
+    messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 4)]
+    first = len(mboxrd(*messages[0]))
+    old_working_file(old, "W.00000000000000000001.123.alice", ALICE[1], messages, first)
+    old_working_file(old, "W.00000000000000000002.124.bob", 0, [(b"r@example.org", message(7))])
+    with open(os.path.join(old, "missing"), "wb") as f:
+        f.write(b"gone %.3f\n" % (T0 - 2 * DAY))
+    with open(os.path.join(old, "T.missing"), "wb") as f:
+        f.write(b"half-written")
+    env.mailbox(b"gone", messages=[(b"x@example.org", message(9))])
+    status, err = run_at(T0)
+    assert status == 1
+    assert "1 working files of an earlier version moved to " in err
+    assert "W.00000000000000000002.124.bob: owned by root; not moved, left for an " \
+           "administrator" in err
+    assert "1 entries of an earlier version not moved; left there" in err
+    resent = [(argv[-1], strip_header(d)) for argv, d in env.sent()]
+    assert sorted(resent) == [("alice", message(2)), ("alice", message(3)), ("root", message(9))]
+    assert sorted(os.listdir(old)) == ["W.00000000000000000002.124.bob"]
+    os.unlink(os.path.join(old, "W.00000000000000000002.124.bob"))
+    assert run_at(T0 + 1)[0] == 0
+    assert not os.path.exists(old) and len(env.sent()) == 3
+
+
+@needs_root
+def test_a_move_cut_short_by_a_crash_sends_nothing_twice(env, run_at):
+    """
+    If a run died after copying an earlier version's working file but
+    before removing it, then the next run finds its copy under the same
+    key and only removes the old file.
+    """
+    old = old_working_dir(env)
+    messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 3)]
+    old_working_file(old, "W.00000000000000000001.123.alice", ALICE[1], messages)
+    make_dir(env.state, 0o700)
+    work = make_dir(env.work, 0o700)
+    copy = os.path.join(work, "W.00000000000000000001.123.%d.alice" % ALICE[1])
+    shutil.copy(os.path.join(old, "W.00000000000000000001.123.alice"), copy)
+    with open(os.path.join(work, "S.00000000000000000001.123.%d.alice" % ALICE[1]), "wb") as f:
+        f.write(b"%d\n" % len(mboxrd(*messages[0])))  # the first was resent already
+    status, err = run_at(T0)
+    assert status == 0, err
+    assert [strip_header(d) for _, d in env.sent()] == [message(2)]
+    assert not os.path.exists(old)
+
+
+@needs_root
+def test_the_counts_of_a_run(env):
+    """
+    After a run, L{Remailer} says how many mailboxes it took, how many
+    messages went out, how many problems it logged, and how many
+    mailboxes are left in the spool and in the work area (what a
+    metrics exporter reports).
+    """
+    from hlfs.core.users import UserTable
+    from hlfs.mail.lostmail import Remailer
+    from hlfs.mail.transports import SendmailTransport
+
+    env.mailbox(messages=[(b"a@example.org", message(1))])
+    env.mailbox(b"bob", messages=[(b"b@example.org", message(2)), (b"c@example.org", message(3))])
+    env.mailbox(b"carol", messages=[(b"x@example.org", message(4))], owner=ALICE[1])
+    env.refuse(b"END-OF-MESSAGE-3")
+    options = lostmail_cli.resolve_options(
+        lostmail_cli.build_parser("hlfs lostmail").parse_args(env.args()[1:]))
+    logged, printed = [], []
+    remailer = Remailer(options, UserTable.from_passwd_file(env.passwd),
+                        SendmailTransport(env.sendmail, 60), logged.append, printed.append)
+    assert remailer.run() == 1
+    assert (remailer.taken, remailer.sent, remailer.problems) == (2, 2, 1)
+    assert (remailer.left_in_spool, remailer.left_in_work, remailer.left) == (1, 1, 2)
+    assert remailer.tally.failed() == 1
+
+
+def test_spool_keys_are_systemd_escape_paths(tmp_path):
+    """
+    Each alternate spool's state lives in a subdirectory named as
+    C{systemd-escape --path} names its path.
+    """
+    paths = ["/var/alt_mail", "/srv/mail-alt/", "/a/.b/c d/é", "/", "/x//y/../z"]
+    expected = ["var-alt_mail", "srv-mail\\x2dalt", "a-.b-c\\x20d-\\xc3\\xa9", "-", "x-z"]
+    assert [spool_key(os.fsencode(p)).decode() for p in paths] == expected
+    tool = shutil.which("systemd-escape")
+    if tool is not None:
+        # systemd-escape refuses a path that is not normalized.
+        for path, key in zip(paths[:-1], expected):
+            out = subprocess.run([tool, "--path", path], capture_output=True, text=True)
+            assert out.stdout.strip() == key
