@@ -50,20 +50,19 @@ import socket
 import stat
 import time
 
-from hlfs.homes.nss import NameServiceUnavailable
 from hlfs.mail import mbox
-from hlfs.mail.dotlock import DotLock, LockError, LockTimeout, lock_fd
 from hlfs.mail.maillog import DEFAULT_SOCKET, show
 from hlfs.mail.migrate import migrate
 from hlfs.mail.missing import MissingUsers
 from hlfs.mail.recipients import Recipients, utc
 from hlfs.mail.records import HeldLocks
 from hlfs.mail.report import report_dry_run
-from hlfs.mail.spoolfile import Skip, is_regular, open_entry
+from hlfs.mail.spoolfile import Skip, is_regular
 from hlfs.mail.statedir import StateDirError, open_private_dir, open_subdir, spool_key
+from hlfs.mail.taking import Taking
 from hlfs.mail.tally import Tally
 from hlfs.mail.transports import SendFailure
-from hlfs.mail.workarea import WorkArea, WorkKey
+from hlfs.mail.workarea import WorkArea
 
 EX_OK = 0
 EX_FAILED = 1
@@ -186,12 +185,12 @@ class Remailer:
         self.problems = 0
         self.taken = 0
         self.sent = 0
-        self.locked = 0
         self.left_in_spool = None
         self.left_in_work = None
         self.hostname = socket.gethostname()
         self.alt_fd = None
         self.area = None
+        self.taking = None
         self._records(None)
 
     def _records(self, dir_fd):
@@ -276,82 +275,15 @@ class Remailer:
 
     # -- taking
 
-    def _dotlock(self, name, uid):
-        try:
-            user = self.users.by_name(name)
-        except NameServiceUnavailable:
-            user = None
-        return DotLock(
-            os.path.join(self.alt_dir, name) + b".lock",
-            timeout=self.options.lock_timeout,
-            stale_after=self.options.stale_after,
-            log=lambda line: self.log(f"{show(name)}: {line}"),
-            # Should we die holding it, the owner's delivery agent can
-            # break it in the sticky spool.
-            owner=user.uid if user is not None else None,
-            owners=(uid, 0),
-            held_since=self.locks.since(name),
-            wall=self.now,
-        )
-
-    def _locked(self, name, uid, work):
-        """
-        Lock mailbox C{name} (whose owner must be C{uid}), open it, and
-        call C{work(fd, st)}, or C{work(None, None)} when it is gone.
-
-        @raise Skip: it could not be locked or opened.
-        """
-        lock = self._dotlock(name, uid)
-        try:
-            lock.acquire()
-        except LockTimeout as e:
-            self.locks.held(name, lock.found_held or self.now())
-            raise Skip(f"{e}; left for the next run") from None
-        except LockError as e:
-            raise Skip(f"{e}; left for the next run") from None
-        self.locks.free(name)
-        self.locked += 1
-        try:
-            self.checkpoint("locked", self.locked)
-            try:
-                fd, st = open_entry(self.alt_fd, name, writable=True)
-            except FileNotFoundError:
-                return work(None, None)
-            try:
-                if is_regular(st) and st.st_uid == uid:
-                    try:
-                        lock_fd(fd, timeout=self.options.lock_timeout)
-                    except LockError as e:
-                        raise Skip(f"{e}; left for the next run") from None
-                    st = os.fstat(fd)
-                return work(fd, st)
-            finally:
-                os.close(fd)
-        finally:
-            lock.release()
-            self.checkpoint("released", self.locked)
-
     def take(self, name, uid):
         """
         Take mailbox C{name} (whose owner must be C{uid}) into the work
-        area.
+        area (L{Taking.take}), logging why not.
 
         @return: whether a working copy was made.
         """
-
-        def copy(fd, st):
-            if fd is None:
-                return False
-            if not is_regular(st) or st.st_uid != uid or st.st_size > self.options.max_size:
-                raise Skip("changed while it was being locked; skipped")
-            if st.st_size == 0:
-                return False
-            key = WorkKey(time.time_ns(), os.getpid(), uid, name)
-            self.area.take(name, fd, st, self.alt_fd, key, self.locked)
-            return True
-
         try:
-            taken = self._locked(name, uid, copy)
+            taken = self.taking.take(name, uid)
         except Skip as e:
             self.skip(name, str(e))
             return False
@@ -360,14 +292,12 @@ class Remailer:
 
     def settle(self, pending):
         """
-        Settle a take a crash interrupted (L{WorkArea.settle}).
+        Settle a take a crash interrupted (L{Taking.settle}).
         """
-        name = pending.key.user
         try:
-            self._locked(name, pending.key.uid,
-                         lambda fd, st: self.area.settle(pending, fd, st))
+            self.taking.settle(pending)
         except Skip as e:
-            self.skip(name, f"a take interrupted earlier cannot be settled yet: {e}")
+            self.skip(pending.key.user, f"a take interrupted earlier cannot be settled yet: {e}")
 
     # -- resending
 
@@ -462,6 +392,8 @@ class Remailer:
             return None
         self._records(fd)
         self.area = WorkArea(fd, self.state_path, self.log, self.checkpoint)
+        self.taking = Taking(self.alt_dir, self.alt_fd, self.area, self.users, self.locks,
+                             self.options, self.now, self.log, self.checkpoint)
         return self.area
 
     def run(self):
