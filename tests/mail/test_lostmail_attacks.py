@@ -439,3 +439,24 @@ def test_a_state_directory_others_may_change_is_refused(world):
     result = world.run("--state-dir", shared)
     assert result.returncode == 78 and b"is not private" in result.stderr
     assert os.listdir(shared) == []
+
+
+def test_a_swap_after_a_crash_between_copy_and_emptying(world):
+    """
+    The remailer dies right after copying mallory's mailbox; she then
+    puts a link to a file only root may read in its place.  The next run
+    settles the interrupted take without following the link: her copied
+    message goes to her, the file of root's to nobody.
+    """
+    path = world.alt / "mallory"
+    world.as_user(MALLORY, "write", path, mboxrd(b"a@b", note(1, b"mallory")).hex())
+    killed = subprocess.run([sys.executable, str(AT_STEP), "--kill", "copied:2", "--",
+                             *world.argv()[2:]], capture_output=True, timeout=90)
+    assert killed.returncode == -9, killed.stderr
+    swapped = world.as_user(MALLORY, "swap", path, "symlink", world.secret)
+    assert swapped.stdout == "swapped\n", swapped.stderr
+    result = world.run()
+    assert world.leaked() == []
+    assert [d.split(b"\n", 1)[1] for d in world.received(MALLORY)] == [note(1, b"mallory")]
+    assert b"mallory: symbolic link; not followed, skipped" in result.stderr
+    assert_bob_served(world)

@@ -12,6 +12,8 @@ the attack tests: run as that user (setpriv), standard library only.
           release
             let go of the lock;
         print "done" and exit.
+    python3 lostmail_attacker.py swap PATH KIND [TARGET]
+        The same swap, without a lock.
     python3 lostmail_attacker.py link SOURCE TARGET
         Hard-link SOURCE as TARGET; print "linked" or the error's name.
     python3 lostmail_attacker.py lock PATH KIND [MTIME [PID HOST]]
@@ -49,20 +51,24 @@ def hold(path):
     print("held", flush=True)
     words = sys.stdin.readline().split(" ", 2)
     if words[0] == "swap":
-        kind = words[1].strip()
-        new = aside(path, "swap")
-        if kind == "symlink":
-            os.symlink(words[2].strip(), new)
-        elif kind == "fifo":
-            os.mkfifo(new, 0o666)
-        elif kind == "dir":
-            os.mkdir(new)
-            os.unlink(path)  # rename cannot put a directory over a file
-        elif kind == "file":
-            write(new, words[2].strip())
-        os.rename(new, path)
+        swap(path, words[1].strip(), words[2].strip() if len(words) > 2 else "")
     os.close(fd)
     print("done", flush=True)
+
+
+def swap(path, kind, target=""):
+    new = aside(path, "swap")
+    if kind == "symlink":
+        os.symlink(target, new)
+    elif kind == "fifo":
+        os.mkfifo(new, 0o666)
+    elif kind == "dir":
+        os.mkdir(new)
+        os.unlink(path)  # rename cannot put a directory over a file
+    elif kind == "file":
+        write(new, target)
+    os.rename(new, path)
+    print("swapped", flush=True)
 
 
 def link(source, target):
@@ -121,6 +127,6 @@ def junk(directory, count, *names):
 
 
 if __name__ == "__main__":
-    commands = {"hold": hold, "link": link, "lock": lock, "freshen": freshen, "write": write,
+    commands = {"hold": hold, "swap": swap, "link": link, "lock": lock, "freshen": freshen, "write": write,
                 "replace": replace, "junk": junk}
     commands[sys.argv[1]](*sys.argv[2:])
