@@ -68,6 +68,10 @@ def swap(path, kind, target=""):
     elif kind == "file":
         write(new, target)
     os.rename(new, path)
+
+
+def swap_now(path, kind, target=""):
+    swap(path, kind, target)
     print("swapped", flush=True)
 
 
@@ -127,6 +131,6 @@ def junk(directory, count, *names):
 
 
 if __name__ == "__main__":
-    commands = {"hold": hold, "swap": swap, "link": link, "lock": lock, "freshen": freshen, "write": write,
+    commands = {"hold": hold, "swap": swap_now, "link": link, "lock": lock, "freshen": freshen, "write": write,
                 "replace": replace, "junk": junk}
     commands[sys.argv[1]](*sys.argv[2:])
