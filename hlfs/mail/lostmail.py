@@ -243,12 +243,13 @@ class Remailer:
                 found.append((name, uid))
         return found
 
-    def decide(self, name, st, what="left for the next run"):
+    def decide(self, name, st):
         """
         Whether the file C{name}, whose stat is C{st}, is a mailbox to
         resend: the uid its owner must be, or L{None} (logged unless
         empty).
         """
+        what = "its mail would stay" if self.options.dry_run else "left for the next run"
         if not is_regular(st):
             self.skip(name, "not a regular file; skipped")
             return None
@@ -404,11 +405,16 @@ class Remailer:
         """
         try:
             self._open(create=not self.options.dry_run)
-        except StateDirError as e:
-            self.log(str(e))
-            return EX_CONFIG
-        except OSError as e:
-            self.log(f"alternate spool {show(self.alt_dir)}: {e.strerror}")
+        except (StateDirError, OSError) as e:
+            if self.alt_fd is not None:
+                os.close(self.alt_fd)
+            if isinstance(e, StateDirError):
+                self.log(str(e))
+                return EX_CONFIG
+            where = f"alternate spool {show(self.alt_dir)}"
+            if isinstance(e.filename, (str, bytes)) and os.fsencode(e.filename) != self.alt_dir:
+                where = show(e.filename)
+            self.log(f"{where}: {e.strerror}")
             return EX_FAILED
         try:
             if self.options.dry_run:
