@@ -1,0 +1,110 @@
+"""
+Root's view (Table 2) on the wire, as a hostile caller meets it: handles
+of mailbox links and lock files presented by callers who do not see
+Table 2, and lock files whose attributes their owner chose.  Real bytes
+to a real C{twistd hlfs}, over NFSv2 and v3.
+"""
+
+import os
+import struct
+import zlib
+
+import pytest
+
+from hlfs.rpc.message import AUTH_NONE, Credential
+from hlfs.xdr import pack_opaque
+from tests.support.rpcsock import NFS, call, cred, lookup3, mount_root
+from tests.support.server import HLFS_GID
+
+ROOT = cred(0)
+FINGER = cred(1002, HLFS_GID)
+ALICE = cred(1001)
+BOB = cred(1002)
+ANONYMOUS = Credential(AUTH_NONE)
+
+OK, STALE = 0, 70
+GETATTR, LOOKUP, ACCESS, READLINK, READ, FSSTAT = 1, 3, 4, 5, 6, 18
+V2_GETATTR, V2_LOOKUP, V2_READLINK, V2_READ, V2_STATFS = 1, 4, 5, 6, 17
+
+#: Callers who do not see Table 2: anonymous, an ordinary user, the very
+#: user the mailbox belongs to, and root without a credential that says so.
+OUTSIDERS = {"AUTH_NONE": ANONYMOUS, "alice": ALICE, "bob": BOB}
+
+
+def forged(kind, name, export=b"/mail", linkname=b"home"):
+    """
+    A mailbox-link (kind 3) or lock-file (kind 4) handle made as anyone
+    can: nothing in it is secret.
+    """
+    fh = struct.pack(">BBI", 0x68, kind, zlib.crc32(export + b"\0" + linkname))
+    fh += bytes((len(name),)) + name
+    return fh + bytes(32 - len(fh))
+
+
+def v3(server, proc, args, credential):
+    reply = call(server.port, NFS, 3, proc, args, credential)
+    assert reply.stat == 0
+    return reply.body.uint(), reply.body
+
+
+def v2(server, proc, args, credential):
+    reply = call(server.port, NFS, 2, proc, args, credential)
+    assert reply.stat == 0
+    return reply.body.uint(), reply.body
+
+
+@pytest.fixture
+def bob_lock(server):
+    """
+    bob's lock file, made in his spool as bob would make it; removed after.
+    """
+    root = mount_root(server.port, ALICE)
+    assert lookup3(server.port, root, b"bob", ROOT)[0] == OK  # checks bob's home
+    path = server.base / "home" / "bob" / ".mailspool" / "bob.lock"
+    path.touch()
+    if os.geteuid() == 0:
+        os.chown(path, 1002, 1002)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.mark.verify_optional
+def test_mailbox_and_lock_handles_only_for_table2_callers(server, bob_lock):
+    """
+    If a caller who does not see Table 2 presents the handle of bob's
+    mailbox link or of his lock file (a forged one: it holds nothing
+    secret), then every procedure answers STALE, over v2 and v3, as for
+    another caller's link; root and an HLFS_GID caller, who may look the
+    names up, may use them.
+    """
+    root = mount_root(server.port, ALICE)
+    status, minted, _ = lookup3(server.port, root, b"bob", ROOT)
+    assert status == OK and minted == forged(3, b"bob")
+    status, minted_lock, _ = lookup3(server.port, root, b"bob.lock", ROOT)
+    assert status == OK and minted_lock == forged(4, b"bob.lock"[:-5])
+    mailbox = f"{server.base}/home/bob/.mailspool/bob".encode()
+    for fh in (forged(3, b"bob"), forged(4, b"bob")):
+        is_lock = fh[1] == 4
+        for label, outsider in OUTSIDERS.items():
+            for proc, args in (
+                (GETATTR, pack_opaque(fh)),
+                (READLINK, pack_opaque(fh)),
+                (ACCESS, pack_opaque(fh) + struct.pack(">I", 0x3F)),
+                (READ, pack_opaque(fh) + struct.pack(">QI", 0, 4096)),
+                (FSSTAT, pack_opaque(fh)),
+                (LOOKUP, pack_opaque(fh) + pack_opaque(b"x")),
+            ):
+                status, body = v3(server, proc, args, outsider)
+                assert status == STALE, (label, fh[1], proc, status)
+            for proc, args in (
+                (V2_GETATTR, fh),
+                (V2_READLINK, fh),
+                (V2_READ, fh + bytes(12)),
+                (V2_STATFS, fh),
+                (V2_LOOKUP, fh + pack_opaque(b"x")),
+            ):
+                assert v2(server, proc, args, outsider)[0] == STALE, (label, fh[1], proc)
+        for insider in (ROOT, FINGER):
+            assert v3(server, GETATTR, pack_opaque(fh), insider)[0] == OK
+            status, body = v2(server, V2_READLINK, fh, insider)
+            assert (status, None if is_lock else body.opaque()) == ((22, None) if is_lock else (OK, mailbox))
