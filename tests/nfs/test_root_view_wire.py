@@ -108,3 +108,54 @@ def test_mailbox_and_lock_handles_only_for_table2_callers(server, bob_lock):
             assert v3(server, GETATTR, pack_opaque(fh), insider)[0] == OK
             status, body = v2(server, V2_READLINK, fh, insider)
             assert (status, None if is_lock else body.opaque()) == ((22, None) if is_lock else (OK, mailbox))
+
+
+def lock_times_v3(body):
+    """
+    (mtime, ctime) as (seconds, nanoseconds) pairs from a fattr3.
+    """
+    fields = struct.unpack(">5I2Q2I2Q6I", body.fixed(84))
+    return fields[13:15], fields[15:17]
+
+
+def lock_times_v2(body):
+    fields = struct.unpack(">17I", body.fixed(68))
+    return fields[13:15], fields[15:17]
+
+
+@pytest.mark.verify_optional
+@pytest.mark.parametrize(
+    "when, wire",
+    [
+        # touch -d 1960-01-01, and a time before the Epoch by less than a second
+        (-315_619_200 * 10**9, (0, 0)),
+        (-1, (0, 0)),
+        # touch -d 2200-01-01: past NFS's unsigned 32-bit seconds (2106)
+        (7_258_118_400 * 10**9 + 5, (0xFFFFFFFF, 999_999_999)),
+    ],
+)
+def test_lock_times_out_of_nfs_range(server, bob_lock, when, wire):
+    """
+    If bob sets his lock file's mtime before 1970 or after 2106, then
+    root's LOOKUP and GETATTR of C{bob.lock} still answer, over v3 and v2,
+    with the time clamped to what NFS can carry, and nothing is logged.
+    """
+    os.utime(bob_lock, ns=(when, when))
+    log_size = len(server.logtext())
+    root = mount_root(server.port, ALICE)
+    status, fh, body = lookup3(server.port, root, b"bob.lock", ROOT)
+    assert status == OK
+    assert body.bool()
+    mtime, _ = lock_times_v3(body)
+    assert mtime == wire
+    status, body = v3(server, GETATTR, pack_opaque(fh), ROOT)
+    assert (status, lock_times_v3(body)[0]) == (OK, wire)
+    root2 = mount_root(server.port, ALICE, vers=1)
+    status, body = v2(server, V2_LOOKUP, root2 + pack_opaque(b"bob.lock"), ROOT)
+    assert status == OK
+    fh2 = body.fixed(32)
+    v2_wire = (wire[0], wire[1] // 1000)
+    assert lock_times_v2(body)[0] == v2_wire
+    status, body = v2(server, V2_GETATTR, fh2, ROOT)
+    assert (status, lock_times_v2(body)[0]) == (OK, v2_wire)
+    assert server.logtext()[log_size:] == ""
