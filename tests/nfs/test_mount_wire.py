@@ -5,12 +5,14 @@ DUMP reply that every client can take, over UDP as over TCP.
 """
 
 import socket
+import struct
+import time
 
 import pytest
 
 from hlfs.rpc.message import AUTH_SYS, Credential, decode_reply, encode_call
 from hlfs.xdr import pack_opaque
-from tests.support.rpcsock import MOUNT, call, udp_exchange
+from tests.support.rpcsock import MOUNT, call, recv_record, status_pairs, udp_exchange
 
 MNT, DUMP, UMNT, UMNTALL = 1, 2, 3, 4
 OK, NOENT = 0, 2
@@ -90,3 +92,52 @@ def test_mount_list_bounded_and_dump_fits_a_datagram(make_server):
     assert dump(server.port, "tcp") == entries
     assert "Traceback" not in server.logtext()
 
+
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+
+
+@pytest.mark.verify_optional
+def test_unread_dump_calls_hold_little(make_server):
+    """
+    If the mount list is full of long entries and a TCP client sends
+    hundreds of DUMP calls and never reads a reply, then the connection
+    stops being read within a turn: the daemon answers a few dozen of
+    them, holds a few hundred kilobytes for it, not tens of megabytes,
+    and closes the connection at the stall timeout.
+    """
+    server = make_server("--insecure", "--stall-timeout", "3")
+    path = b"/mail" + b"/" * 1000
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        for i in range(1100):
+            name = b"%04d-" % i + b"m" * 250
+            s.sendto(encode_call(i, MOUNT, 3, MNT, machine(name), pack_opaque(path)), ("127.0.0.1", server.port))
+            assert decode_reply(s.recv(65536)).xid == i
+    time.sleep(0.5)
+    before = rss(server.proc.pid)
+    calls = b"".join(
+        struct.pack(">I", 0x80000000 | len(c)) + c
+        for c in (encode_call(1000 + i, MOUNT, 3, DUMP, machine(b"reader"), b"") for i in range(640))
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    with sock:
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(calls)
+        time.sleep(1.0)
+        grown = rss(server.proc.pid) - before
+        answered = int(status_pairs(server.port).get("requests.mount3.DUMP", 0))
+        print(f"answered {answered} of 640 unread DUMP calls, RSS grew {grown} bytes")
+        assert grown < 8 * 2**20, (grown, answered)
+        assert answered <= 48, answered
+        time.sleep(3.5)
+        # Closed (reset) for its unread replies.
+        replies = 0
+        with pytest.raises(ConnectionResetError):
+            while recv_record(sock) is not None:
+                replies += 1
+        assert replies <= answered
+    assert status_pairs(server.port)["refused.stall_timeout"] == "1"
