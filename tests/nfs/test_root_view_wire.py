@@ -14,6 +14,7 @@ import pytest
 from hlfs.rpc.message import AUTH_NONE, Credential
 from hlfs.xdr import pack_opaque
 from tests.support.rpcsock import NFS, call, cred, lookup3, mount_root
+from tests.nfs.test_lock_wire import V3
 from tests.support.server import HLFS_GID
 
 ROOT = cred(0)
@@ -22,7 +23,7 @@ ALICE = cred(1001)
 BOB = cred(1002)
 ANONYMOUS = Credential(AUTH_NONE)
 
-OK, STALE = 0, 70
+OK, EXIST, STALE = 0, 17, 70
 GETATTR, LOOKUP, ACCESS, READLINK, READ, FSSTAT = 1, 3, 4, 5, 6, 18
 V2_GETATTR, V2_LOOKUP, V2_READLINK, V2_READ, V2_STATFS = 1, 4, 5, 6, 17
 
@@ -159,3 +160,42 @@ def test_lock_times_out_of_nfs_range(server, bob_lock, when, wire):
     status, body = v2(server, V2_GETATTR, fh2, ROOT)
     assert (status, lock_times_v2(body)[0]) == (OK, v2_wire)
     assert server.logtext()[log_size:] == ""
+
+
+def squat(path, uid):
+    """
+    Make C{path} as a user would in the alternate spool (mode 1777).
+    """
+    path.touch()
+    os.chown(path, uid, uid)
+
+
+@pytest.mark.root(reason="the squatter's file belongs to another user")
+def test_another_users_file_in_the_place_of_a_lock(server):
+    """
+    If alice makes C{slash.lock} in the alternate spool (where slash's
+    mailbox is: his home is C{/}), which slash could never remove there,
+    then root's CREATE of C{slash.lock} replaces it with slash's own lock
+    and root's REMOVE removes it, each with one log line; a lock of
+    slash's own or root's is respected (EXIST).
+    """
+    nfs = V3(server, "udp")
+    lock = server.alt / "slash.lock"
+    assert nfs.lookup(b"slash")[0] == OK
+    squat(lock, 1001)
+    log_size = len(server.logtext())
+    status, _, attr = nfs.create(b"slash.lock", mode=0o600)
+    assert status == OK and lock.lstat().st_uid == 1004 and attr[2] == 1004
+    assert nfs.remove(b"slash.lock") == OK and not lock.exists()
+    squat(lock, 1001)
+    assert nfs.remove(b"slash.lock") == OK and not lock.exists()
+    lock.mkdir()
+    os.chown(lock, 1001, 1001)
+    assert nfs.create(b"slash.lock")[0] == OK and lock.lstat().st_uid == 1004
+    assert nfs.remove(b"slash.lock") == OK
+    assert server.logtext()[log_size:].count("another user's file in the place of slash's lock") == 3
+    for owner in (1004, 0):
+        squat(lock, owner)
+        assert nfs.create(b"slash.lock")[0] == EXIST
+        assert lock.lstat().st_uid == owner
+        lock.unlink()
