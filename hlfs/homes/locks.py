@@ -55,7 +55,12 @@ def lock_operation(op, path, mode, alt_dir, ids):
         try:
             try:
                 with creds.as_user(*ids):
-                    return True, _on_lock_file(op, dfd, base, mode)
+                    found = _on_lock_file(op, dfd, base, mode)
+                if op == "stat" and spool == alt_dir and found is not None and found.uid not in (ids[0], 0):
+                    # Another user's file is no lock of NAME's: root's
+                    # client then asks to make the lock, and it is made.
+                    found = None
+                return True, found
             except (FileExistsError, PermissionError):
                 squatter = None
                 if spool == alt_dir and op != "stat":
@@ -97,8 +102,11 @@ def _evict_squatter(dfd, base, uid):
     C{NAME.lock} there, and NAME can neither remove it (the sticky bit)
     nor ever take the lock, so NAME's mail would wait for as long as the
     squatter likes.  A delivery agent running as root could remove it
-    from a sticky spool; root's lock through hlfs can too.  The name is
-    never followed; a directory goes only when empty.
+    from a sticky spool; root's lock through hlfs can too.  Root's LOOKUP
+    does not see such a file (the kernel client would answer EEXIST to
+    an exclusive create without asking), its CREATE replaces it and its
+    REMOVE removes it.  The name is never followed; a directory goes only
+    when empty.
 
     @return: the owner of the file removed, or L{None}.
     """

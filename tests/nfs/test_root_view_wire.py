@@ -23,7 +23,7 @@ ALICE = cred(1001)
 BOB = cred(1002)
 ANONYMOUS = Credential(AUTH_NONE)
 
-OK, EXIST, STALE = 0, 17, 70
+OK, NOENT, EXIST, STALE = 0, 2, 17, 70
 GETATTR, LOOKUP, ACCESS, READLINK, READ, FSSTAT = 1, 3, 4, 5, 6, 18
 V2_GETATTR, V2_LOOKUP, V2_READLINK, V2_READ, V2_STATFS = 1, 4, 5, 6, 17
 
@@ -175,15 +175,18 @@ def test_another_users_file_in_the_place_of_a_lock(server):
     """
     If alice makes C{slash.lock} in the alternate spool (where slash's
     mailbox is: his home is C{/}), which slash could never remove there,
-    then root's CREATE of C{slash.lock} replaces it with slash's own lock
-    and root's REMOVE removes it, each with one log line; a lock of
-    slash's own or root's is respected (EXIST).
+    then root's LOOKUP does not see it (the Linux client would answer
+    an exclusive create with EEXIST without asking), root's CREATE of
+    C{slash.lock} replaces it with slash's own lock and root's REMOVE
+    removes it, each with one log line; a lock of slash's own or root's
+    is seen and respected (EXIST).
     """
     nfs = V3(server, "udp")
     lock = server.alt / "slash.lock"
     assert nfs.lookup(b"slash")[0] == OK
     squat(lock, 1001)
     log_size = len(server.logtext())
+    assert nfs.lookup(b"slash.lock")[0] == NOENT
     status, _, attr = nfs.create(b"slash.lock", mode=0o600)
     assert status == OK and lock.lstat().st_uid == 1004 and attr[2] == 1004
     assert nfs.remove(b"slash.lock") == OK and not lock.exists()
@@ -196,6 +199,7 @@ def test_another_users_file_in_the_place_of_a_lock(server):
     assert server.logtext()[log_size:].count("another user's file in the place of slash's lock") == 3
     for owner in (1004, 0):
         squat(lock, owner)
+        assert nfs.lookup(b"slash.lock")[0] == OK
         assert nfs.create(b"slash.lock")[0] == EXIST
         assert lock.lstat().st_uid == owner
         lock.unlink()
