@@ -11,13 +11,15 @@ Prints C{R KEY VALUE} lines.  Every root operation has a time bound (an
 alarm): a hang is a result, never a stuck guest.  The standard library
 only: it runs under the host's Python, seen in the guest.
 
-    python3 lock_attacks.py PROBE MOUNT HOMES ALT ALICE BOB CAROL ERIN FRANK GINA
+    python3 lock_attacks.py PROBE MOUNT HOMES ALT ALICE BOB CAROL ERIN FRANK
 
-MOUNT is hlfs mounted read-write (root's view); the six are uids whose
+MOUNT is hlfs mounted read-write (root's view); the five are uids whose
 names are alice, bob (the victim), carol (home C{/}: her mailbox is in
-the alternate spool ALT), erin, frank and gina (never checked before;
-frank's spool and gina's lock file are FIFOs, made before the guest
-started: qemu's 9p server makes no special files for a guest).
+the alternate spool ALT), erin and frank (never checked before).  Users
+gina and hana, never checked before either, have their lock files made
+before the guest started, a FIFO and a file dated 1960 (qemu's 9p server
+makes no special files for a guest and takes no time before 1970 from
+it); so is frank's spool, a FIFO.
 """
 
 import errno
@@ -30,7 +32,7 @@ import sys
 import time
 
 PROBE, MOUNT, HOMES, ALT = sys.argv[1:5]
-ALICE, BOB, CAROL, ERIN, FRANK, GINA = (int(u) for u in sys.argv[5:11])
+ALICE, BOB, CAROL, ERIN, FRANK = (int(u) for u in sys.argv[5:10])
 SPOOL = ".mailspool"
 ROOT_BOUND = 20  # seconds any one root operation may take
 
@@ -135,9 +137,9 @@ def main():
     planted_lock("hardlink", lambda lock: as_user(ALICE, "ln", bob_box, lock))
     planted_lock("fifo", None, name="gina")
     planted_lock("dir", lambda lock: as_user(ALICE, "mkdir", lock))
-    for when, label in (("1960-01-01", "before1970"), ("2200-01-01", "after2106")):
-        planted_lock(f"time.{label}", lambda lock, when=when: as_user(
-            ALICE, "sh", "-c", f': > "{lock}" && touch -d {when} "{lock}"'))
+    planted_lock("time.before1970", None, name="hana")
+    planted_lock("time.after2106", lambda lock: as_user(
+        ALICE, "sh", "-c", f': > "{lock}" && touch -d 2200-01-01 "{lock}"'))
     # carol's mailbox (and lock) is in the alternate spool, mode 1777:
     # alice takes the lock's name there, as a file and as a directory.
     planted_lock("alt.file", lambda lock: as_user(ALICE, "sh", "-c", f': > "{lock}"'),

@@ -25,7 +25,9 @@ from world import SUBDIR, User, World
 #: The guest side of scenario 4b.
 ATTACKS = Path(__file__).resolve().parent / "lock_attacks.py"
 #: Users of scenario 4b whose homes nothing checks before it.
-NEWCOMERS = {"erin": 5004, "frank": 5005, "gina": 5006}
+NEWCOMERS = {"erin": 5004, "frank": 5005, "gina": 5006, "hana": 5007}
+#: 1960-01-01, in nanoseconds: hana's lock file's times.
+BEFORE_1970 = -315_619_200 * 10**9
 
 #: Recipients of scenario 4 (carol's home is unusable: alternate spool).
 RECIPIENTS = ("alice", "bob", "root", "carol")
@@ -113,7 +115,7 @@ def attacks(world, port):
     (the worst case for root: a user may link anything), then
     C{lock_attacks.py} as root.
     """
-    uids = [str(world.users[n].uid) for n in ("alice", "bob", "carol", "erin", "frank", "gina")]
+    uids = [str(world.users[n].uid) for n in ("alice", "bob", "carol", "erin", "frank")]
     return "\n".join([
         gs.mount("$P", "/mnt/rw", port, 3, gs.daemon_cache_options() + ("rw",)),
         "for p in protected_hardlinks protected_symlinks protected_regular protected_fifos; do"
@@ -127,10 +129,11 @@ def attacks(world, port):
 
 def delivery_world(base):
     """
-    The users of scenarios 4, 5 and 4b.  Scenario 4b's FIFOs are made
-    here, as their users would have made them before: qemu's 9p server
-    makes no special files for a guest.  frank's spool is a FIFO, and so
-    is gina's lock file.
+    The users of scenarios 4, 5 and 4b.  Some of scenario 4b's planted
+    files are made here, as their users would have made them before:
+    qemu's 9p server makes no special files for a guest, and takes no
+    time before 1970 from it.  frank's spool is a FIFO, and so is gina's
+    lock file; hana's lock file is dated 1960.
     """
     world = World(base)
     for name, uid in NEWCOMERS.items():
@@ -142,6 +145,10 @@ def delivery_world(base):
     for fifo, uid in ((frank, NEWCOMERS["frank"]), (gina, NEWCOMERS["gina"])):
         os.mkfifo(fifo, 0o600)
         os.chown(fifo, uid, uid)
+    hana = world.homes / "hana" / SUBDIR / "hana.lock"
+    hana.touch()
+    os.utime(hana, ns=(BEFORE_1970, BEFORE_1970))
+    os.chown(hana, NEWCOMERS["hana"], NEWCOMERS["hana"])
     return world
 
 
@@ -275,13 +282,14 @@ def test_hostile_user_against_roots_locks(delivery_run, measure):
         "symlink": expected, "hardlink": expected, "fifo": dict(expected, plant="before"),
         # Her own lock, which she alone can keep: her own mail waits.
         "dir": dict(expected, remove="EISDIR", left="dir"),
-        "time.before1970": expected, "time.after2106": expected,
+        "time.before1970": dict(expected, plant="before"), "time.after2106": expected,
         "alt.file": dict(expected, create="ok"), "alt.dir": dict(expected, create="ok"),
     }, result.describe()
     alice, bob = world.users["alice"].uid, world.users["bob"].uid
-    gina = world.users["gina"].uid
+    gina, hana = world.users["gina"].uid, world.users["hana"].uid
     assert {label: s.rsplit(":", 1)[0] for label, s in seen.items()} == dict(
         {label: f"file:{alice}" for label in lock}, hardlink=f"file:{bob}", fifo=f"file:{gina}",
+        **{"time.before1970": f"file:{hana}"},
         # Another user's file in the place of carol's lock is no lock.
         **{"alt.file": "ENOENT", "alt.dir": "ENOENT"}), seen
     assert seen["time.before1970"].endswith(":0") and seen["time.after2106"].endswith(":4294967295")
