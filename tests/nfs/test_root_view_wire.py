@@ -27,8 +27,8 @@ OK, NOENT, EXIST, STALE = 0, 2, 17, 70
 GETATTR, LOOKUP, ACCESS, READLINK, READ, FSSTAT = 1, 3, 4, 5, 6, 18
 V2_GETATTR, V2_LOOKUP, V2_READLINK, V2_READ, V2_STATFS = 1, 4, 5, 6, 17
 
-#: Callers who do not see Table 2: anonymous, an ordinary user, the very
-#: user the mailbox belongs to, and root without a credential that says so.
+#: Callers who do not see Table 2: anonymous (AUTH_NONE, which may say it
+#: is anyone), an ordinary user, and the very user the mailbox belongs to.
 OUTSIDERS = {"AUTH_NONE": ANONYMOUS, "alice": ALICE, "bob": BOB}
 
 
