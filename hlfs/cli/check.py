@@ -33,6 +33,7 @@ from hlfs.daemon import mounts
 from hlfs.daemon.config import DEFAULT_UID_MIN, ConfigError, check_uid, login_defs_uid_min
 from hlfs.homes import nss
 from hlfs.mail import accounts
+from hlfs.mail.maillog import show
 
 #: The accounts MTAs run their delivery agents as (Postfix's mail_owner,
 #: Debian's Exim user, the traditional mail user).
@@ -46,10 +47,6 @@ DEFAULT_GROUP = "hlfs"
 DEFAULT_MOUNT_POINT = "/mail"
 DEFAULT_ALT_DIR = "/var/alt_mail"
 DEFAULT_PROC_MOUNTS = "/proc/mounts"
-
-
-def _show(b):
-    return os.fsdecode(b)
 
 
 def check_accounts(entries, rules):
@@ -72,19 +69,19 @@ def check_accounts(entries, rules):
         homes[entry.uid].append(entry)
         if reason == rules.HOME_ROOT:
             warnings.append(
-                f"user {_show(entry.name)} (uid {entry.uid}) has home /: hlfs gives it the "
+                f"user {show(entry.name)} (uid {entry.uid}) has home /: hlfs gives it the "
                 "alternate spool, so its mail never reaches a home"
             )
         elif reason == rules.HOME_RELATIVE:
             warnings.append(
-                f"user {_show(entry.name)} (uid {entry.uid}) has a relative home "
-                f"{_show(entry.home)!r}: hlfs gives it the alternate spool, so its mail never "
+                f"user {show(entry.name)} (uid {entry.uid}) has a relative home "
+                f"'{show(entry.home)}': hlfs gives it the alternate spool, so its mail never "
                 "reaches a home"
             )
     for uid in sorted(homes):
         distinct = {e.home for e in homes[uid]}
         if len(distinct) > 1:
-            listed = ", ".join(f"{_show(e.name)} ({_show(e.home)})" for e in homes[uid])
+            listed = ", ".join(f"{show(e.name)} ({show(e.home)})" for e in homes[uid])
             warnings.append(
                 f"uid {uid} is shared by entries with different homes: {listed}; "
                 "hlfs uses one of them for all"
@@ -104,8 +101,8 @@ def check_mail_owners(entries, uid_min):
     for entry in entries:
         if entry.name in MAIL_OWNERS and entry.uid != 0 and rules.spool_of(entry) is not None:
             warnings.append(
-                f"mail owner {_show(entry.name)} (uid {entry.uid}, not under --uid-min"
-                f" {uid_min}) gets a spool in its home {_show(entry.home)}: an MTA that checks"
+                f"mail owner {show(entry.name)} (uid {entry.uid}, not under --uid-min"
+                f" {uid_min}) gets a spool in its home {show(entry.home)}: an MTA that checks"
                 " the spool as this user (Postfix local(8)) finds it unwritable and opens"
                 " mailboxes as root; give it a uid under UID_MIN"
             )
@@ -165,18 +162,18 @@ def check_user(name, lookup, rules, sources=()):
     try:
         account = lookup(name)
     except nss.NameServiceUnavailable as e:
-        return [f"user {_show(name)}: the name service could not be asked ({e.strerror})"], []
+        return [f"user {show(name)}: the name service could not be asked ({e.strerror})"], []
     if account is None:
         if "sss" in sources:
             # sssd offline answers a clean "not found" for every user it
             # has not cached: nothing in the answer tells it apart.
-            return [f"user {_show(name)}: no such user, or none in sssd's cache: while sssd "
+            return [f"user {show(name)}: no such user, or none in sssd's cache: while sssd "
                     "cannot reach its directory (offline) it answers so for every user it "
                     "has not cached"], []
-        return [f"user {_show(name)}: no such user"], []
-    notes = [f"user {_show(name)}: uid {account.uid}, home {_show(account.home)}"]
+        return [f"user {show(name)}: no such user"], []
+    notes = [f"user {show(name)}: uid {account.uid}, home {show(account.home)}"]
     if rules.reason(account) == rules.SYSTEM:
-        notes.append(f"user {_show(name)} is a system account (uid under --uid-min "
+        notes.append(f"user {show(name)} is a system account (uid under --uid-min "
                      f"{rules.uid_min}): hlfs gives it the alternate spool")
     return check_accounts([account], rules), notes
 
@@ -242,7 +239,7 @@ def check_mount(mount_point, entry, require_noac=False):
     if entry is None:
         return [], [f"nothing is mounted on {mount_point}; mount checks skipped"]
     if not entry.fstype.startswith("nfs"):
-        return [f"{mount_point} is a {entry.fstype} mount, not hlfs (NFS)"], []
+        return [f"{mount_point} is a {show(entry.fstype)} mount, not hlfs (NFS)"], []
     notes = []
     missing = mounts.missing_cache_options(entry.options, attributes=require_noac)
     if missing:
@@ -251,10 +248,10 @@ def check_mount(mount_point, entry, require_noac=False):
             f"remount with {','.join(missing)} or users may get each other's link"
         ], []
     if mounts.attribute_cache_off(entry.options):
-        notes.append(f"{mount_point}: {entry.device} mounted with the lookup and attribute caches off")
+        notes.append(f"{mount_point}: {show(entry.device)} mounted with the lookup and attribute caches off")
     else:
         notes.append(
-            f"{mount_point}: {entry.device} mounted with the lookup cache off; the "
+            f"{mount_point}: {show(entry.device)} mounted with the lookup cache off; the "
             "attribute cache is on, which per-caller link handles make safe"
         )
     return [], notes

@@ -16,7 +16,7 @@ from hlfs.homes.nss import NameService, account_by_uid
 from hlfs.mail.lostmail import (
     CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer, plausible_user_name,
 )
-from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog
+from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog, show
 from hlfs.mail.transports import SMTPTransport, SendmailTransport
 
 
@@ -29,6 +29,10 @@ def build_parser(prog):
                         help=f"ini file with a [{CONFIG_SECTION}] section using the option names")
     parser.add_argument("--alt-dir", metavar="DIR",
                         help=f"alternate spool directory (default {DEFAULTS['alt-dir']})")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="private directory of root's for the working copies and records, "
+                        "one subdirectory per alternate spool; refused unless only root can "
+                        f"change it (default {DEFAULTS['state-dir']})")
     parser.add_argument("--sendmail", metavar="PATH",
                         help=f"sendmail-compatible program (default {DEFAULTS['sendmail']})")
     parser.add_argument("--smtp", metavar="HOST:PORT", help="resend by SMTP instead of sendmail")
@@ -176,7 +180,7 @@ def main(argv, prog="hlfs lostmail", checkpoint=None, now=None):
     except OSError as e:
         # A file given by descriptor has an int for its name.
         where = e.filename if isinstance(e.filename, (str, bytes)) else None
-        log(f"{where and os.fsdecode(where) + ': ' or ''}{e.strerror}")
+        log(f"{where and show(where) + ': ' or ''}{e.strerror}")
         status = EX_FAILED
     if options.textfile and not options.dry_run:
         lostmail_textfile.after_run(options.textfile, remailer, options.alt_dir, status, started,

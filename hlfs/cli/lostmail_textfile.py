@@ -11,10 +11,12 @@ each run, atomically.
     run;
   - C{hlfs_lostmail_problems}: what the run could not do (mailboxes
     skipped or left, messages not accepted, users not found);
-  - C{hlfs_lostmail_mailboxes_left}: non-empty mailboxes in the alternate
-    spool once the run is over, counted here as the daemon counts them
-    (L{hlfs.daemon.altspool.count_spool}, bounded), so that mail that
-    keeps coming back is seen.
+  - C{hlfs_lostmail_mailboxes_left}: the mailboxes left once the run is
+    over, in the spool and in the remailer's working copies, as the
+    remailer counted them (C{Remailer.left}); after a run that ended before
+    counting (a failure, another run in progress), the non-empty
+    mailboxes of the spool alone, counted here as the daemon counts them
+    (L{hlfs.daemon.altspool.count_spool}, bounded).
 
 Each series has the label C{alt_dir}: runs over several spools write
 several files.  The directory is node_exporter's, which its user may
@@ -74,8 +76,8 @@ def render(alt_dir, started, ended, status, resent, problems, left, success_at):
     gauge("messages_resent", "Messages the last run resent (accepted by the MTA).", resent)
     gauge("problems", "What the last run could not do: mailboxes skipped or left, messages "
           "not accepted, users not found.", problems)
-    gauge("mailboxes_left", "Non-empty mailboxes in the alternate spool after the last run.",
-          left)
+    gauge("mailboxes_left", "Mailboxes left after the last run, in the alternate spool and in "
+          "lostmail's working copies.", left)
     return generate_latest(registry)
 
 
@@ -111,11 +113,13 @@ def after_run(path, remailer, alt_dir, status, started, ended, log):
     """
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         return
-    left = count_spool(alt_dir)
+    if remailer.left_in_spool is not None:
+        left = remailer.left
+    else:
+        left = count_spool(alt_dir).mailboxes
     problems = remailer.problems + remailer.recipients.problems + remailer.tally.failed()
     success_at = ended if status == 0 else last_success(path, alt_dir)
-    data = render(alt_dir, started, ended, status, remailer.sent, problems, left.mailboxes,
-                  success_at)
+    data = render(alt_dir, started, ended, status, remailer.sent, problems, left, success_at)
     try:
         write(path, data)
     except OSError as e:

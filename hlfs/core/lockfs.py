@@ -82,8 +82,8 @@ class LockFiles:
             return f(result)
         return result.addCallback(f)
 
-    def _lock_getattr(self, name, caller):
-        if self.locks is None or not locks.may_look(caller):
+    def _lock_getattr(self, name):
+        if self.locks is None:
             raise NFSError(STALE)
 
         def found(st):
@@ -100,7 +100,7 @@ class LockFiles:
         C{caller} may make or remove it; raise the NFS error otherwise
         (ROFS for anything but a lock file, as everywhere in hlfs).
         """
-        handle = self.decode(dirfh)
+        handle = self.decode(dirfh, caller)
         if handle.kind != handles.ROOT:
             raise NFSError(ROFS if handle.kind != handles.LOCK else NOTDIR)
         if len(name) > MAX_NAME:

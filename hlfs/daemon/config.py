@@ -47,6 +47,7 @@ class Config:
     max_unprivileged: int = StreamLimits.max_unprivileged
     max_record: int = StreamLimits.max_record
     calls_per_turn: int = StreamLimits.calls_per_turn
+    max_pending: int = StreamLimits.max_pending
     idle_timeout: float = StreamLimits.idle_timeout
     record_timeout: float = StreamLimits.record_timeout
     stall_timeout: float = StreamLimits.stall_timeout
@@ -75,6 +76,7 @@ class Config:
             max_connections=self.max_connections,
             max_unprivileged=self.max_unprivileged,
             calls_per_turn=self.calls_per_turn,
+            max_pending=self.max_pending,
         )
 
 

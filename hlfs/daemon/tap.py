@@ -90,8 +90,10 @@ LIMITS: the port is open to every local user (NULL and the status program
 must stay reachable from unprivileged ports), so everything a caller can
 make hlfs hold is bounded.  A TCP connection holds at most one record of
 --max-record bytes, is not read while more than 64 KiB of its replies wait
-unsent, answers --calls-per-turn calls before other connections get their
-turn, and is closed after --record-timeout holding part of a record,
+unsent (a turn stops answering once its replies fill that much) or while
+--max-pending of its calls wait for a home check or a lock file, answers
+--calls-per-turn calls before other connections get their turn, and is
+closed after --record-timeout holding part of a record,
 --stall-timeout leaving its replies unread or --idle-timeout sending
 nothing (the kernel client reconnects).  At most --max-connections are open,
 --max-unprivileged-connections of them from unprivileged ports; a
@@ -171,6 +173,9 @@ class Options(ManholeOptions, usage.Options):
          "Bytes of one TCP record, each fragment with its 4-byte header."],
         ["calls-per-turn", None, str(Config.calls_per_turn),
          "Calls one TCP connection has answered before the others get their turn."],
+        ["max-pending", None, str(Config.max_pending),
+         "Calls of one TCP connection still being answered (home checks, lock files); past "
+         "it the connection is not read until some are."],
         ["reply-cache-entries", None, str(Config.reply_cache_entries),
          "Replies the reply cache holds."],
         ["reply-cache-bytes", None, str(Config.reply_cache_bytes),
@@ -361,6 +366,7 @@ class Options(ManholeOptions, usage.Options):
             stall_timeout=check_seconds("stall-timeout", self["stall-timeout"], 1),
             max_record=check_count("max-record", self["max-record"], 1024, 2**24),
             calls_per_turn=check_count("calls-per-turn", self["calls-per-turn"], 1, 10**6),
+            max_pending=check_count("max-pending", self["max-pending"], 1, 10**6),
             reply_cache_entries=check_count(
                 "reply-cache-entries", self["reply-cache-entries"], 0, 10**8
             ),

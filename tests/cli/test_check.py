@@ -152,6 +152,19 @@ def test_bad_homes_and_malformed_lines(system):
     assert "passwd:7: 1 fields, expected 7" in text
 
 
+def test_names_and_homes_are_escaped():
+    """
+    A directory entry's name or home with control characters (a user may
+    be able to set their own) is printed escaped.
+    """
+    [warning] = check_accounts([Account(b"e\x1b[2Jvil", 5005, 5, b"home/\x1b]0;x\x07\n")],
+                               SpoolRules(b".mailspool", b"/var/alt_mail", 1000))
+    assert warning == (
+        "user e\\x1b[2Jvil (uid 5005) has a relative home 'home/\\x1b]0;x\\x07\\x0a': hlfs gives "
+        "it the alternate spool, so its mail never reaches a home"
+    )
+
+
 @needs_root
 def test_missing_hlfs_group(system):
     result = check(system, "--group", "mailreaders")

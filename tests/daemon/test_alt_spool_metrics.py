@@ -142,8 +142,11 @@ def test_prometheus_sees_mail_wait_then_lostmail_resend_it(watched):
     assert prometheus.value("hlfs_lostmail_last_run_timestamp_seconds") is None
 
     textfile = textfiles / "hlfs_lostmail.prom"
+    state = srv.base / "lostmail-state"
+    state.mkdir(mode=0o700)
     result = subprocess.run(
-        [BIN / "hlfs", "lostmail", "--alt-dir", srv.alt, "--password-file", srv.passwd,
+        [BIN / "hlfs", "lostmail", "--alt-dir", srv.alt, "--state-dir", state,
+         "--password-file", srv.passwd,
          "--sendmail", fake_sendmail(srv.base), "--syslog-socket", "", "--textfile", textfile],
         capture_output=True, text=True, timeout=60,
     )
