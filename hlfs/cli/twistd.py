@@ -76,7 +76,9 @@ class Runner(UnixApplicationRunner):
         try:
             self.startApplication(self.application)
         except Exception as e:
-            if not self.logs_to_terminal:
+            if getattr(e, "logged", False):
+                self.logged = True
+            elif not self.logs_to_terminal:
                 log.msg(f"cannot start: {startup.describe(e)}", isError=True)
                 self.logged = True
             self._tell_parent(b"1 " + _encoded(e))

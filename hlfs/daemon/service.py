@@ -158,8 +158,9 @@ class HLFSService(MultiService):
             self._start()
         except ConfigError as e:
             # One clear line, not a traceback from inside twistd
-            # (hlfs.daemon.startup).
-            raise StartupError(str(e)) from None
+            # (hlfs.daemon.startup); in the log as well, however started.
+            self.log.error("cannot start: {error}", error=str(e))
+            raise StartupError(str(e), status=2, logged=True) from None
 
     def whenReady(self):
         """

@@ -27,12 +27,15 @@ class StartupError(Exception):
     """
     The daemon cannot start; the message says why, in one line.
 
-    @ivar status: the exit status.
+    @ivar status: the exit status: 2 for a configuration the daemon cannot
+        use, 1 otherwise.
+    @ivar logged: whether the daemon's log has the line already.
     """
 
-    def __init__(self, message, status=1):
+    def __init__(self, message, status=1, logged=False):
         Exception.__init__(self, message)
         self.status = status
+        self.logged = logged
 
 
 def _strerror(error):
@@ -148,11 +151,12 @@ def is_startup_error(error):
 def excepthook(kind, value, traceback, _default=sys.excepthook):
     """
     C{sys.excepthook} of a plain C{twistd hlfs}: a start-up error that
-    ends the process is one line, not a traceback.
+    ends the process is one line, not a traceback, and the exit status is
+    the error's (twistd has removed its pid file by then; the log is
+    written through).
     """
     if is_startup_error(value):
-        report(value)
-        return
+        os._exit(report(value))
     _default(kind, value, traceback)
 
 

@@ -177,7 +177,8 @@ def test_another_daemon_on_the_pid_file(base):
 def test_alternate_spool_that_cannot_be_made(base):
     cmd = daemon(base)
     cmd[cmd.index(base / "alt_mail")] = "/proc/hlfs-alt"
-    line = one_line(run(cmd))
+    # Exit status 2: a configuration the daemon cannot use.
+    line = one_line(run(cmd), status=2)
     assert line.startswith("hlfs: cannot create the alternate spool /proc/hlfs-alt: ")
     no_pid_file(base)
 
