@@ -133,8 +133,14 @@ class PortmapRegistration(Service):
         try:
             pm = yield Portmapper.connect(self.reactor, timeout=self.timeout)
             found = yield self._current(pm)
-            if found and all(found.get((p, v, t)) == ours
-                             for p, v in self.mappings for t in TRANSPORTS):
+            wanted = [(p, v, t) for p, v in self.mappings for t in TRANSPORTS]
+            if all(found.get(mapping) == ours for mapping in wanted):
+                # Ours already: a restart on the same port (an hlfs mount
+                # kept), or the portmapper kept them.  Removed at stop.
+                self.registered = wanted
+                if self.state != REGISTERED:
+                    self.log.info("the portmapper has this server's mappings on port {port} "
+                                  "already", port=ours)
                 self._now(REGISTERED)
                 return True
             holder = yield self._live_holder(found, ours)

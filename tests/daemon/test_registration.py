@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.prometheus import free_port
 from tests.support.rpcbind import PrivateRpcbind, missing
 
 BIN = Path(sys.executable).parent
@@ -121,6 +122,25 @@ def test_a_dead_daemons_mappings_are_replaced(portmapper, daemons):
     wait_for(lambda: on(portmapper, second) == EXPECTED, second.logtext)
     assert on(portmapper, dead) == set()
     assert "without registering" not in second.logtext()
+
+
+def test_mappings_left_on_its_own_port_are_its_own(portmapper, make_server):
+    """
+    A daemon restarted on the port of one killed with SIGKILL (as after a
+    crash, its mount kept) finds the mappings already its own, keeps them,
+    and removes them when it stops.
+    """
+    port = free_port()
+    killed = make_server("--insecure", "--portmap", "--port", str(port), prefix=portmapper.prefix)
+    wait_for(lambda: on(portmapper, killed) == EXPECTED, killed.logtext)
+    killed.proc.send_signal(signal.SIGKILL)
+    killed.proc.wait(10)
+    again = make_server("--insecure", "--portmap", "--port", str(port), prefix=portmapper.prefix)
+    wait_for(lambda: "has this server's mappings on port" in again.logtext(), again.logtext)
+    assert on(portmapper, again) == EXPECTED
+    assert "without registering" not in again.logtext()
+    assert again.stop() == 0
+    assert portmapper.registrations() == set()
 
 
 def test_registered_again_after_rpcbind_restarts(portmapper, daemons):
