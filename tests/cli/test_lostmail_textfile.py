@@ -8,51 +8,34 @@ the directory, and not at all where the directory does not exist.
 """
 
 import os
-import sys
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.mail import (
-    ALICE, BOB, SENDMAIL, make_dir, message, needs_root, run_hlfs, scratch_dir, write_passwd,
-)
+from tests.mail.test_lostmail import Env
+from tests.support.mail import ALICE, BOB, make_dir, message, needs_root, run_hlfs, scratch_dir
 
 pytestmark = needs_root
 
 
-class Spool:
+class Spool(Env):
+    """
+    The remailer tests' spool, password file and recording sendmail
+    (L{Env}), with node_exporter's textfile directory beside them.
+    """
+
     def __init__(self, root):
-        self.root = root
-        self.alt = make_dir(os.path.join(root, "alt_mail"), 0o1777)
-        self.passwd = write_passwd(root)
-        self.sm_dir = make_dir(os.path.join(root, "sendmail"), 0o755)
-        os.mkdir(os.path.join(self.sm_dir, "out"))
-        self.sendmail = os.path.join(self.sm_dir, "sendmail")
-        with open(self.sendmail, "w") as f:
-            f.write(SENDMAIL.format(python=sys.executable, here=self.sm_dir))
-        os.chmod(self.sendmail, 0o755)
+        Env.__init__(self, root)
         self.metrics = make_dir(os.path.join(root, "node-exporter"), 0o755)
-        self.state = make_dir(os.path.join(root, "state"), 0o700)
         self.textfile = os.path.join(self.metrics, "hlfs_lostmail.prom")
 
-    def mailbox(self, name, uid, count):
-        path = os.path.join(self.alt, name)
-        with open(path, "wb") as f:
-            for n in range(count):
-                f.write(b"From sender@example.org Wed Nov 18 11:06:40 2026\n" + message(n) + b"\n")
-        os.chown(path, uid, uid)
-        os.chmod(path, 0o600)
-
-    def refuse(self, marker):
-        with open(os.path.join(self.sm_dir, "refuse"), "wb") as f:
-            f.write(marker)
+    def messages(self, name, uid, count):
+        return self.mailbox(os.fsencode(name), [(b"sender@example.org", message(n))
+                                                for n in range(count)], owner=uid)
 
     def run(self, *extra):
-        return run_hlfs("lostmail", "--alt-dir", self.alt, "--state-dir", self.state,
-                        "--sendmail", self.sendmail,
-                        "--password-file", self.passwd, "--lock-timeout", "5",
-                        "--syslog-socket", "", "--textfile", self.textfile, *extra)
+        return Env.run(self, "--syslog-socket", "", "--textfile", self.textfile, *extra)
 
     def figures(self):
         with open(self.textfile) as f:
@@ -72,7 +55,7 @@ def spool():
 
 
 def test_a_good_run_then_a_failing_one(spool):
-    spool.mailbox("alice", ALICE[1], 3)
+    spool.messages("alice", ALICE[1], 3)
     before = time.time()
     result = spool.run()
     after = time.time()
@@ -87,9 +70,9 @@ def test_a_good_run_then_a_failing_one(spool):
     # bob's second message is refused (it and the third stay in a working
     # copy); a mailbox of alice's owned by bob is left in the spool as a
     # forgery: two mailboxes left.
-    spool.mailbox("bob", BOB[1], 3)
+    spool.messages("bob", BOB[1], 3)
     spool.refuse(b"test message 1\n")
-    spool.mailbox("alice", BOB[1], 1)
+    spool.messages("alice", BOB[1], 1)
     result = spool.run()
     assert result.returncode == 1
     second = spool.figures()
@@ -129,7 +112,7 @@ def test_nothing_written_without_the_directory(spool):
 
 
 def test_dry_run_writes_nothing(spool):
-    spool.mailbox("alice", ALICE[1], 1)
+    spool.messages("alice", ALICE[1], 1)
     assert spool.run("--dry-run").returncode == 0
     assert not os.path.exists(spool.textfile)
 
