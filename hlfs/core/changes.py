@@ -39,12 +39,12 @@ class DirectoryChanges:
     lock operations of L{hlfs.core.lockfs.LockFiles}.
     """
 
-    def _directory(self, dirfh, name):
+    def _directory(self, dirfh, name, caller):
         """
         Check that C{dirfh} is hlfs's directory and C{name} may be a name
         in it.
         """
-        if self.decode(dirfh).kind != handles.ROOT:
+        if self.decode(dirfh, caller).kind != handles.ROOT:
             raise NFSError(NOTDIR)
         if len(name) > MAX_NAME:
             raise NFSError(NAMETOOLONG)
@@ -102,7 +102,7 @@ class DirectoryChanges:
 
         @return: C{(fh, Attr)}, or a Deferred firing with it.
         """
-        self._directory(dirfh, name)
+        self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(ISDIR)
         owner = self._lock_name(name, caller)
@@ -114,7 +114,7 @@ class DirectoryChanges:
         """
         MKDIR, SYMLINK, MKNOD: EXIST for a name that is there, else ROFS.
         """
-        self._directory(dirfh, name)
+        self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(EXIST)
         return self._refused(dirfh, name, caller, EXIST, ROFS)
@@ -126,7 +126,7 @@ class DirectoryChanges:
         (EXIST), as a server checks the directory's permission first.
         """
         self.attr_for_update(fh, caller)
-        self._directory(dirfh, name)
+        self._directory(dirfh, name, caller)
         if not locks.may_lock(caller, privileged):
             raise NFSError(ROFS)
         if name in DOTS:
@@ -142,7 +142,7 @@ class DirectoryChanges:
         @param client: who root is (the AUTH_SYS machine name).
         @return: C{()}, or a Deferred firing with it.
         """
-        self._directory(dirfh, name)
+        self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(ISDIR)
         owner = self._lock_name(name, caller)
@@ -157,7 +157,7 @@ class DirectoryChanges:
         """
         RMDIR: the directory holds no directory but itself.
         """
-        self._directory(dirfh, name)
+        self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(NOTEMPTY)
         return self._refused(dirfh, name, caller, NOTDIR, NOENT)
@@ -170,8 +170,8 @@ class DirectoryChanges:
 
         @return: C{()}, or a Deferred firing with it.
         """
-        self._directory(fromfh, fromname)
-        self._directory(tofh, toname)
+        self._directory(fromfh, fromname, caller)
+        self._directory(tofh, toname, caller)
         if fromname in DOTS or toname in DOTS:
             raise NFSError(INVAL)
         owner = self._lock_name(fromname, caller)

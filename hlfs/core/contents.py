@@ -47,7 +47,7 @@ class NodeContents:
         weak cache consistency data.
         """
         attr = self.attr_for_update(fh, caller)
-        return self.decode(fh).kind, attr
+        return self.decode(fh, caller).kind, attr
 
     @staticmethod
     def _not_a_file(kind):

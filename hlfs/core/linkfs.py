@@ -78,12 +78,15 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
         hlfs_gid = self.config.hlfs_gid
         return Caller(uid, HLFS_CALLER if hlfs_gid is not None and gid == hlfs_gid else 0)
 
-    def decode(self, fh):
+    def decode(self, fh, caller):
         """
-        Return the L{handles.Handle} in C{fh}, or raise STALE.
+        Return the L{handles.Handle} in C{fh}, or raise STALE for a handle
+        this configuration did not make or C{caller} may not present
+        (L{handles.may_use}): the same answer, so a caller learns nothing
+        from a handle it should not hold.
         """
         handle = self.handles.decode(fh)
-        if handle is None:
+        if handle is None or not handles.may_use(handle, caller):
             raise NFSError(STALE)
         return handle
 
@@ -107,7 +110,7 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
         """
         Return the L{Resolution} of the link for C{caller}, or a Deferred.
         """
-        if caller.flags & HLFS_CALLER:
+        if handles.sees_table2(caller):
             return _DOT._replace(changed=self.start)
         if caller.flags & ANONYMOUS:
             return _NOTHING._replace(changed=self.start)
@@ -128,14 +131,6 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
     def _mailbox_attr(self, name, resolution):
         return self._symlink_attr(0, self._mailbox_fileid(name), resolution)
 
-    def _own_link(self, handle, caller):
-        """
-        Check that a link handle was made for this caller: the Linux client
-        must never be handed one caller's link as another's.
-        """
-        if handle.uid != caller.uid or handle.flags != caller.flags:
-            raise NFSError(STALE)
-
     def valid_until(self, caller):
         """
         Until when (clock seconds) the answers about C{caller}'s link stay
@@ -148,24 +143,23 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
     # -- operations
 
     def getattr(self, fh, caller):
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind == handles.ROOT:
             return self.root_attr
         if handle.kind == handles.LINK:
-            self._own_link(handle, caller)
             return _then(
                 self._resolve_link(caller),
                 lambda r: self._link_attr(caller.uid, caller.flags, r),
             )
         if handle.kind == handles.LOCK:
-            return self._lock_getattr(handle.name, caller)
+            return self._lock_getattr(handle.name)
         return _then(self._mailbox(handle.name), lambda r: self._mailbox_attr(handle.name, r))
 
     def lookup(self, dirfh, name, caller):
         """
         Return C{(fh, Attr)} for C{name} in the directory C{dirfh}.
         """
-        handle = self.decode(dirfh)
+        handle = self.decode(dirfh, caller)
         if handle.kind != handles.ROOT:
             raise NFSError(NOTDIR)
         if len(name) > MAX_NAME:
@@ -178,27 +172,27 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
                 self._resolve_link(caller),
                 lambda r: (fh, self._link_attr(caller.uid, caller.flags, r)),
             )
+        if not handles.sees_table2(caller):
+            raise NFSError(NOENT)
         owner = locks.lock_owner(name)
-        if owner is not None and self.locks is not None and locks.may_look(caller):
+        if owner is not None and self.locks is not None:
             return self._lock_lookup(owner)
-        if caller.flags & HLFS_CALLER:
-            fh = self.handles.mailbox(name)
-            if fh is not None:
-                return _then_found(
-                    self.resolver.find_mailbox(name),
-                    lambda resolution: (fh, self._mailbox_attr(name, resolution)),
-                )
-        raise NFSError(NOENT)
+        fh = self.handles.mailbox(name)
+        if fh is None:
+            raise NFSError(NOENT)
+        return _then_found(
+            self.resolver.find_mailbox(name),
+            lambda resolution: (fh, self._mailbox_attr(name, resolution)),
+        )
 
     def readlink(self, fh, caller):
         """
         Return C{(target, Attr)} for a link handle.
         """
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind == handles.ROOT:
             raise NFSError(ISDIR)
         if handle.kind == handles.LINK:
-            self._own_link(handle, caller)
             if caller.flags & ANONYMOUS:
                 # The paper: only Unix authentication reveals a home.
                 raise NFSError(PERM)
@@ -218,7 +212,7 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
         Return the root's L{Entry} list: C{.}, C{..} and the link, the
         link's handle and attributes made for C{caller}.
         """
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind != handles.ROOT:
             raise NFSError(NOTDIR)
         link_fh = self.handles.link(caller.uid, caller.flags)
@@ -237,17 +231,16 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
         weak cache consistency data, without waiting on a probe; raise
         STALE for an unknown handle.
         """
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind == handles.ROOT:
             return self.root_attr
         if handle.kind == handles.LINK:
-            self._own_link(handle, caller)
             return self._link_attr(
                 caller.uid, caller.flags, self._resolve_link(caller, wait=False)
             )
         if handle.kind == handles.LOCK:
             seen = self._locks_seen.get(handle.name)
-            if seen is None or not locks.may_look(caller):
+            if seen is None:
                 raise NFSError(STALE)
             return seen
         return self._mailbox_attr(handle.name, self._mailbox(handle.name, wait=False))

@@ -12,12 +12,14 @@ could not.
 
 A lock made after its caller was answered (the deadline passed, the
 caller was told to come back) is removed again at once: nobody holds
-it.
+it.  In the alternate spool, another user's file in the place of NAME's
+lock is removed by the daemon itself (L{_evict_squatter}).
 """
 
 import errno as errnos
 import itertools
 import os
+import stat
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -41,32 +43,84 @@ def lock_operation(op, path, mode, alt_dir, ids):
     C{path} with the filesystem identity C{ids} (C{(uid, gid, groups)});
     blocking, for a pool thread.
 
-    @return: C{(True, LockStat or None)}, or C{(False, errno)}.
+    @return: C{(True, LockStat or None)}, or C{(False, errno)}; after
+        another user's file was removed from the place of the lock
+        (L{_evict_squatter}), C{(True, LockStat or None, its owner)}.
     """
     spool, _, base = path.rpartition(b"/")
     spool = spool or b"/"
     try:
         with creds.as_user(*ids):
             dfd = os.open(spool, _DIR if spool == alt_dir else _DIR | os.O_NOFOLLOW)
+        try:
             try:
-                if op == "stat":
-                    try:
-                        return True, _lock_stat(os.stat(base, dir_fd=dfd, follow_symlinks=False))
-                    except FileNotFoundError:
-                        return True, None
-                if op == "create":
-                    fd = os.open(base, _CREATE, mode, dir_fd=dfd)
-                    try:
-                        os.fchmod(fd, mode)  # whatever the daemon's umask
-                        return True, _lock_stat(os.fstat(fd))
-                    finally:
-                        os.close(fd)
-                os.unlink(base, dir_fd=dfd)
-                return True, None
-            finally:
-                os.close(dfd)
+                with creds.as_user(*ids):
+                    found = _on_lock_file(op, dfd, base, mode)
+                if op == "stat" and spool == alt_dir and found is not None and found.uid not in (ids[0], 0):
+                    # Another user's file is no lock of NAME's: root's
+                    # client then asks to make the lock, and it is made.
+                    found = None
+                return True, found
+            except (FileExistsError, PermissionError):
+                squatter = None
+                if spool == alt_dir and op != "stat":
+                    squatter = _evict_squatter(dfd, base, ids[0])
+                if squatter is None:
+                    raise
+            if op == "remove":
+                return True, None, squatter
+            with creds.as_user(*ids):
+                return True, _on_lock_file(op, dfd, base, mode), squatter
+        finally:
+            os.close(dfd)
     except OSError as e:
         return False, e.errno or errnos.EIO
+
+
+def _on_lock_file(op, dfd, base, mode):
+    if op == "stat":
+        try:
+            return _lock_stat(os.stat(base, dir_fd=dfd, follow_symlinks=False))
+        except FileNotFoundError:
+            return None
+    if op == "create":
+        fd = os.open(base, _CREATE, mode, dir_fd=dfd)
+        try:
+            os.fchmod(fd, mode)  # whatever the daemon's umask
+            return _lock_stat(os.fstat(fd))
+        finally:
+            os.close(fd)
+    os.unlink(base, dir_fd=dfd)
+    return None
+
+
+def _evict_squatter(dfd, base, uid):
+    """
+    Remove, as the daemon (root), the lock file C{base} of the alternate
+    spool (C{dfd}) if it belongs to neither its user (C{uid}) nor root.
+    The alternate spool is root's, mode 1777: any user can make
+    C{NAME.lock} there, and NAME can neither remove it (the sticky bit)
+    nor ever take the lock, so NAME's mail would wait for as long as the
+    squatter likes.  A delivery agent running as root could remove it
+    from a sticky spool; root's lock through hlfs can too.  Root's LOOKUP
+    does not see such a file (the kernel client would answer EEXIST to
+    an exclusive create without asking), its CREATE replaces it and its
+    REMOVE removes it.  The name is never followed; a directory goes only
+    when empty.
+
+    @return: the owner of the file removed, or L{None}.
+    """
+    try:
+        st = os.stat(base, dir_fd=dfd, follow_symlinks=False)
+        if st.st_uid in (uid, 0):
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            os.rmdir(base, dir_fd=dfd)
+        else:
+            os.unlink(base, dir_fd=dfd)
+    except OSError:
+        return None
+    return st.st_uid
 
 
 @implementer(ISpoolLocks)
@@ -131,6 +185,13 @@ class SpoolLocks:
         if result is None:
             result = (False, errnos.EIO)
         ok = result[0]
+        if ok and len(result) > 2:
+            log.warn(
+                "removed {path}, owned by uid {owner}: another user's file in the place "
+                "of {name}'s lock in the alternate spool",
+                path=os.fsdecode(path), owner=result[2], name=os.fsdecode(name),
+            )
+            result = result[:2]
         if ok and op == "create":
             self.made += 1
             if flight.late:

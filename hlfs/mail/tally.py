@@ -2,7 +2,7 @@
 What one run of C{hlfs lostmail} did, user by user: the summary it prints.
 """
 
-import os
+from hlfs.mail.maillog import show
 
 
 class Tally:
@@ -27,5 +27,5 @@ class Tally:
         for user in sorted(self.users):
             found, resent, failed = self.users[user]
             total = [total[0] + found, total[1] + resent, total[2] + failed]
-            yield f"{os.fsdecode(user)}: {found} found, {resent} resent, {failed} failed"
+            yield f"{show(user)}: {found} found, {resent} resent, {failed} failed"
         yield f"total: {total[0]} found, {total[1]} resent, {total[2]} failed"

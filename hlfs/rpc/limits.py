@@ -39,6 +39,10 @@ class StreamLimits:
     @ivar calls_per_turn: fragments a connection has answered before the
         others get their turn; all unprivileged connections together get
         as many per turn.
+    @ivar max_pending: calls of one connection still being answered (a
+        home check or a lock file on its way); past it the connection is
+        not read until some are answered.  Each holds its record, so a
+        connection holds at most this many records besides its buffer.
     """
 
     max_record: int = 64 * 1024
@@ -48,6 +52,7 @@ class StreamLimits:
     max_connections: int = 1024
     max_unprivileged: int = 64
     calls_per_turn: int = 64
+    max_pending: int = 256
 
     def capped(self, max_connections):
         """

@@ -37,7 +37,9 @@ def installed(tmp_path):
     units = tmp_path / "units"
     units.mkdir()
     for name in UNITS:
-        text = (ETC / name).read_text().replace("/usr/local/bin/", f"{BIN}/")
+        # The units name hlfs bare: systemd finds it in /usr/bin (the
+        # Debian package) or /usr/local/bin (pip).
+        text = re.sub(r"(?m)^ExecStart=hlfs ", f"ExecStart={BIN}/hlfs ", (ETC / name).read_text())
         (units / name).write_text(text)
     manpath = tmp_path / "man"
     for page in (ROOT / "man").iterdir():
@@ -48,7 +50,39 @@ def installed(tmp_path):
 
 
 def test_units_exist():
-    assert UNITS == ["hlfs-lostmail.service", "hlfs-lostmail.timer", "hlfs.service"]
+    assert UNITS == ["hlfs-lostmail.service", "hlfs-lostmail.timer", "hlfs.service", "hlfs@.service"]
+
+
+def test_no_unit_names_where_the_commands_are():
+    for name in UNITS:
+        for line in (ETC / name).read_text().splitlines():
+            if line.startswith(("ExecStart=", "ExecStartPre=")):
+                assert line.split("=", 1)[1].split()[0] == "hlfs", line
+
+
+def service_section(name):
+    text = (ETC / name).read_text()
+    return text[text.index("[Service]"):].splitlines()
+
+
+def test_template_is_the_daemon_but_for_its_instance():
+    """
+    hlfs@.service has hlfs.service's sandbox and limits, line for line:
+    only its run directory, command and comments differ.
+    """
+    def settings(name):
+        return [line for line in service_section(name)
+                if line and not line.startswith(("#", "RuntimeDirectory=", "WorkingDirectory=",
+                                                 "ExecStart="))]
+
+    assert settings("hlfs@.service") == settings("hlfs.service")
+    template = "\n".join(service_section("hlfs@.service"))
+    assert "RuntimeDirectory=hlfs-%i" in template and "WorkingDirectory=/run/hlfs-%i" in template
+    command = next(l for l in service_section("hlfs@.service") if l.startswith("ExecStart="))
+    assert command.split() == [
+        "ExecStart=hlfs", "twistd", "-n", "--syslog", "--prefix", "hlfsd-%i",
+        "--pidfile=/run/hlfs-%i/hlfsd.pid", "hlfs", "--config", "/etc/hlfs/%i.conf", "--name", "%i",
+    ]
 
 
 def test_verify(installed):
@@ -71,6 +105,26 @@ def exposure(unit):
 
 def test_recorded_exposure_score_is_the_units():
     score = exposure(ETC / "hlfs.service")
+    assert exposure(ETC / "hlfs@.service") == score
     readme = (ROOT / "README.md").read_text()
     assert f"from 9.6 to {score}" in readme
     assert f"9.6 without\n# it, {score} with it" in (ETC / "hlfs.service").read_text()
+
+
+def test_logrotate_signals_only_pid_files_a_daemon_writes():
+    """
+    The logrotate snippet sends SIGHUP through hlfsd's pid file, the one
+    daemon that writes /var/log/hlfsd.log itself; the units log to syslog
+    and write their pid files where the snippet says.
+    """
+    from hlfs.cli.hlfsd import PIDFILE
+
+    text = (ETC / "logrotate-hlfsd").read_text()
+    signalled = set(re.findall(r'kill -HUP "\$\(cat (\S+)\)"', text))
+    assert signalled == {PIDFILE}
+    assert "rsyslog-rotate" in text
+    for unit, pidfile in (("hlfs.service", "/run/hlfs/hlfsd.pid"),
+                          ("hlfs@.service", "/run/hlfs-%i/hlfsd.pid")):
+        command = next(l for l in service_section(unit) if l.startswith("ExecStart="))
+        assert f"--pidfile={pidfile}" in command.split() and "--syslog" in command.split()
+        assert pidfile.replace("%i", "NAME") in text

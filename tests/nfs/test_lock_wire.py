@@ -330,3 +330,34 @@ def test_v2_lock(server, lock_file, transport):
     assert v2(CREATE2, root + pack_opaque(b"ghost.lock") + sattr2(0))[0] == NOENT
     assert v2(CREATE2, root + pack_opaque(b"file") + sattr2(0))[0] == ROFS
 
+
+@pytest.mark.parametrize("first", ["create", "getattr"])
+def test_replies_before_an_oversized_record_are_sent(server, lock_file, first):
+    """
+    If a TCP client pipelines calls and then a record over the size limit
+    in one send, then the connection is closed for it, but only after the
+    replies to the calls before it: root's CREATE of C{alice.lock}, made
+    in a home-check process and answered later, gets its OK (never a lost
+    reply whose retransmission would find EXIST), and so does a GETATTR
+    answered at once.
+    """
+    root = V3(server, "tcp").root
+    create = encode_call(
+        1, NFS, 3, CREATE3, ROOT,
+        pack_opaque(root) + pack_opaque(b"alice.lock") + struct.pack(">I", GUARDED) + sattr3(0),
+    )
+    getattr_ = encode_call(2, NFS, 3, GETATTR3, ROOT, pack_opaque(root))
+    calls = [create, getattr_] if first == "create" else [getattr_, create]
+    data = b"".join(struct.pack(">I", 0x80000000 | len(c)) + c for c in calls)
+    data += struct.pack(">I", 0x80000000 | 100_000) + bytes(1000)
+    with privileged_socket(socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(data)
+        replies = {}
+        while (raw := recv_record(s)) is not None:
+            reply = decode_reply(raw)
+            replies[reply.xid] = reply.body.uint()
+    assert replies == {1: OK, 2: OK}
+    assert lock_file.exists()
+    assert V3(server, "udp").remove(b"alice.lock") == OK
