@@ -13,8 +13,9 @@ from hlfs.cli import lostmail_textfile
 from hlfs.cli.args import ArgumentParser, UsageError
 from hlfs.core.users import UserTable
 from hlfs.homes.nss import NameService, account_by_uid
+from hlfs.mail.accounts import plausible_user_name
 from hlfs.mail.lostmail import (
-    CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer, plausible_user_name,
+    CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer,
 )
 from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog, show
 from hlfs.mail.transports import SMTPTransport, SendmailTransport

@@ -51,6 +51,7 @@ import stat
 import time
 
 from hlfs.mail import mbox
+from hlfs.mail.accounts import plausible_user_name
 from hlfs.mail.maillog import DEFAULT_SOCKET, show
 from hlfs.mail.migrate import migrate
 from hlfs.mail.missing import MissingUsers
@@ -91,23 +92,11 @@ DEFAULTS = {
     "unknown-wait": 86400.0,
 }
 
-# Plausible user names: what useradd(8), NSS and nslcd's default
-# validnames accept, nothing that could be a path trick or an option.
-# No "+": it marks NIS entries, and nslcd refuses such names, which
-# glibc then reports as an error of the service, not as "no such user".
-_USER_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,255}\Z")
 _SAFE_SENDER = re.compile(rb"[^\x00-\x20\x7f-\xff<>()\[\]\\,;:\"]+\Z")
 
 
 def _no_checkpoint(step, count):
     pass
-
-
-def plausible_user_name(name):
-    """
-    Whether a spool entry's name may name a mailbox.
-    """
-    return bool(_USER_NAME.match(name)) and not name.endswith(b".lock")
 
 
 def redelivery_header(alt_dir, name, recipient, hostname, now):
