@@ -105,7 +105,8 @@ class HLFSService(MultiService):
             )
         ]
         self.dispatcher = Dispatcher(
-            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies
+            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies,
+            clock=reactor,
         )
         self.stats = self.dispatcher.stats
         self.server = RPCServerService(
