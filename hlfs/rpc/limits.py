@@ -12,7 +12,7 @@ each must hold against a client that wants it to break.
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 
 #: Source ports under this are privileged (only root may bind them): NFS's
 #: C{secure} rule trusts the credentials of calls from them.
@@ -129,6 +129,19 @@ class LogThrottle:
             self.log.failure(format, failure, **kwargs)
 
         self._event(kind, emit, self.log.error, format, kwargs)
+
+    def event(self, kind, event):
+        """
+        Pass on an event another logger made (a log observer's argument)
+        to the global log; the count line gives its fields.
+        """
+        fields = {k: v for k, v in event.items() if not k.startswith("log_")}
+        summary = self.log.info if event.get("log_level") is LogLevel.info else self.log.warn
+
+        def emit(format, **kwargs):
+            globalLogPublisher(event)
+
+        self._event(kind, emit, summary, event.get("log_format") or "", fields)
 
     def _event(self, kind, emit, summary, format, kwargs):
         pending = self._pending.get(kind)
