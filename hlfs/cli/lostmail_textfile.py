@@ -122,7 +122,7 @@ def after_run(path, remailer, alt_dir, status, started, ended, log):
     if remailer.left_in_spool is not None:
         left = remailer.left
     else:
-        left = count_spool(alt_dir).mailboxes
+        left = count_spool(alt_dir, resident=remailer.rules.system_account).mailboxes
     problems = remailer.problems + remailer.recipients.problems + remailer.tally.failed()
     success_at = ended if status == 0 else last_success(path, alt_dir)
     data = render(alt_dir, started, ended, status, remailer.sent, problems, left, success_at,
