@@ -124,6 +124,21 @@ def fake_sendmail(base):
     return path
 
 
+def run_lostmail(srv, textfiles):
+    """
+    Run C{hlfs lostmail} over the daemon's spool, its figures for
+    node_exporter's textfile collector.
+    """
+    state = srv.base / "lostmail-state"
+    state.mkdir(mode=0o700)
+    return subprocess.run(
+        [BIN / "hlfs", "lostmail", "--alt-dir", srv.alt, "--state-dir", state,
+         "--password-file", srv.passwd, "--sendmail", fake_sendmail(srv.base),
+         "--syslog-socket", "", "--textfile", textfiles / "hlfs_lostmail.prom"],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
 @pytest.mark.root(reason="hlfs lostmail takes mailboxes owned by their users as root")
 def test_prometheus_sees_mail_wait_then_lostmail_resend_it(watched):
     srv, prometheus, textfiles = watched
@@ -141,15 +156,7 @@ def test_prometheus_sees_mail_wait_then_lostmail_resend_it(watched):
                - mailbox.stat().st_mtime) < 1
     assert prometheus.value("hlfs_lostmail_last_run_timestamp_seconds") is None
 
-    textfile = textfiles / "hlfs_lostmail.prom"
-    state = srv.base / "lostmail-state"
-    state.mkdir(mode=0o700)
-    result = subprocess.run(
-        [BIN / "hlfs", "lostmail", "--alt-dir", srv.alt, "--state-dir", state,
-         "--password-file", srv.passwd,
-         "--sendmail", fake_sendmail(srv.base), "--syslog-socket", "", "--textfile", textfile],
-        capture_output=True, text=True, timeout=60,
-    )
+    result = run_lostmail(srv, textfiles)
     assert result.returncode == 0, result.stderr
 
     alt = f'{{alt_dir="{srv.alt}"}}'
@@ -184,15 +191,7 @@ def test_a_system_accounts_mailbox_is_no_mail_waiting(watched):
     assert prometheus.value("hlfs_alt_spool_mailboxes") == 0
     assert prometheus.value("hlfs_alt_spool_bytes") == 0
 
-    textfile = textfiles / "hlfs_lostmail.prom"
-    state = srv.base / "lostmail-state"
-    state.mkdir(mode=0o700)
-    result = subprocess.run(
-        [BIN / "hlfs", "lostmail", "--alt-dir", srv.alt, "--state-dir", state,
-         "--password-file", srv.passwd,
-         "--sendmail", fake_sendmail(srv.base), "--syslog-socket", "", "--textfile", textfile],
-        capture_output=True, text=True, timeout=60,
-    )
+    result = run_lostmail(srv, textfiles)
     assert result.returncode == 0, result.stderr
     assert os.listdir(srv.base / "sendmail" / "out") == []
     alt = f'{{alt_dir="{srv.alt}"}}'
