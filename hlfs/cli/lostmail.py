@@ -12,9 +12,11 @@ import time
 from hlfs.cli import lostmail_textfile
 from hlfs.cli.args import ArgumentParser, UsageError
 from hlfs.core.users import UserTable
+from hlfs.daemon.config import ConfigError, check_uid, login_defs_uid_min
 from hlfs.homes.nss import NameService, account_by_uid
+from hlfs.mail.accounts import plausible_user_name
 from hlfs.mail.lostmail import (
-    CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer, plausible_user_name,
+    CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer,
 )
 from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog, show
 from hlfs.mail.transports import SMTPTransport, SendmailTransport
@@ -56,6 +58,11 @@ def build_parser(prog):
                         "exists, then resend it to the postmaster (default "
                         f"{DEFAULTS['unknown-wait']:g}: a directory cache offline says "
                         '"no such user" for users it has not cached)')
+    parser.add_argument("--uid-min", metavar="UID",
+                        help="the daemon's --uid-min: accounts under it but root (system "
+                        "accounts), like users whose home is / or relative, have the alternate "
+                        "spool as their mailbox, and their mail is left there (default: "
+                        "UID_MIN of /etc/login.defs, else 1000)")
     parser.add_argument("--textfile", metavar="FILE",
                         help="after each run, write its figures for Prometheus to FILE in "
                         "node_exporter's textfile-collector format (a .prom file in its "
@@ -119,6 +126,11 @@ def resolve_options(args):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"smtp: expected HOST:PORT, not {options.smtp!r}")
         options.smtp_host, options.smtp_port = host.strip("[]"), int(port)
+    try:
+        options.uid_min = (login_defs_uid_min() if options.uid_min is None
+                           else check_uid("uid-min", options.uid_min))
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
     if not options.unknown_wait >= 0:
         raise UsageError(f"unknown-wait: expected seconds >= 0, not {options.unknown_wait!r}")
     if not plausible_user_name(os.fsencode(options.postmaster).partition(b"@")[0]):

@@ -16,7 +16,10 @@ each run, atomically.
     remailer counted them (C{Remailer.left}); after a run that ended before
     counting (a failure, another run in progress), the non-empty
     mailboxes of the spool alone, counted here as the daemon counts them
-    (L{hlfs.daemon.altspool.count_spool}, bounded).
+    (L{hlfs.daemon.altspool.count_spool}, bounded);
+  - C{hlfs_lostmail_mailboxes_resident}: the mailboxes the run left in
+    the spool because it is their owners' mailbox (system accounts, homes
+    C{/} or relative: C{Remailer.resident}), not counted as left.
 
 Each series has the label C{alt_dir}: runs over several spools write
 several files.  The directory is node_exporter's, which its user may
@@ -57,7 +60,7 @@ def last_success(path, alt_dir):
     return None
 
 
-def render(alt_dir, started, ended, status, resent, problems, left, success_at):
+def render(alt_dir, started, ended, status, resent, problems, left, success_at, resident):
     """
     The file's text, in the exposition format.
     """
@@ -78,6 +81,9 @@ def render(alt_dir, started, ended, status, resent, problems, left, success_at):
           "not accepted, users not found.", problems)
     gauge("mailboxes_left", "Mailboxes left after the last run, in the alternate spool and in "
           "lostmail's working copies.", left)
+    gauge("mailboxes_resident", "Mailboxes the last run left in the alternate spool because it "
+          "is their owners' mailbox (system accounts under uid-min, homes / or relative).",
+          resident)
     return generate_latest(registry)
 
 
@@ -116,10 +122,11 @@ def after_run(path, remailer, alt_dir, status, started, ended, log):
     if remailer.left_in_spool is not None:
         left = remailer.left
     else:
-        left = count_spool(alt_dir).mailboxes
+        left = count_spool(alt_dir, resident=remailer.rules.system_account).mailboxes
     problems = remailer.problems + remailer.recipients.problems + remailer.tally.failed()
     success_at = ended if status == 0 else last_success(path, alt_dir)
-    data = render(alt_dir, started, ended, status, remailer.sent, problems, left, success_at)
+    data = render(alt_dir, started, ended, status, remailer.sent, problems, left, success_at,
+                  len(remailer.resident))
     try:
         write(path, data)
     except OSError as e:

@@ -116,7 +116,7 @@ class SpoolRules:
         """
         if user is None:
             return self.UNKNOWN
-        if 0 < user.uid < self.uid_min:
+        if self.system_account(user.uid):
             return self.SYSTEM
         home = user.home.rstrip(b"/")
         if not home and user.home:
@@ -124,6 +124,13 @@ class SpoolRules:
         if not home.startswith(b"/"):
             return self.HOME_RELATIVE
         return None
+
+    def system_account(self, uid):
+        """
+        Whether C{uid} is a system account's: under C{uid_min}, root
+        excepted.
+        """
+        return 0 < uid < self.uid_min
 
     def spool_of(self, user):
         """

@@ -11,7 +11,9 @@ One count runs at a time: a spool that hangs (a dead NFS server) holds
 that thread and no other, and the count's time stamp stops moving.
 
 A mailbox is what C{hlfs lostmail} resends: a non-empty regular file
-whose name does not start with a dot or end in C{.lock}.
+whose name does not start with a dot or end in C{.lock}.  One that a
+system account owns (uid under C{--uid-min}, root excepted) is that
+account's mailbox for good, not mail waiting: it is counted apart.
 """
 
 import os
@@ -32,7 +34,7 @@ MAX_ENTRIES = 10_000
 @dataclass(frozen=True)
 class SpoolCount:
     """
-    @ivar mailboxes: non-empty mailboxes found.
+    @ivar mailboxes: non-empty mailboxes found, but not L{resident}'s.
     @ivar bytes: their sizes, summed.
     @ivar oldest: the modification time of the mailbox changed least
         recently, or L{None} without any.
@@ -41,6 +43,7 @@ class SpoolCount:
         lower bounds).
     @ivar at: when the count was made (seconds since the epoch).
     @ivar error: why the spool could not be read, or L{None}.
+    @ivar resident: non-empty mailboxes whose owner's mailbox the spool is.
     """
 
     mailboxes: int = 0
@@ -50,18 +53,23 @@ class SpoolCount:
     complete: bool = True
     at: float = 0.0
     error: str | None = None
+    resident: int = 0
 
 
 def is_mailbox_name(name):
     return not name.startswith(".") and not name.endswith(".lock")
 
 
-def count_spool(path, max_entries=MAX_ENTRIES, now=time.time):
+def count_spool(path, max_entries=MAX_ENTRIES, now=time.time, resident=None):
     """
     Count the mailboxes in the spool at C{path}, reading at most
     C{max_entries} names.  Blocks: run it in a thread.
+
+    @param resident: whether a mailbox's owner uid is an account whose
+        mailbox the spool is (L{SpoolRules.system_account}); such
+        mailboxes are counted apart.
     """
-    mailboxes = size = entries = 0
+    mailboxes = size = entries = residents = 0
     oldest = None
     complete = True
     try:
@@ -79,13 +87,16 @@ def count_spool(path, max_entries=MAX_ENTRIES, now=time.time):
                     continue
                 if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
                     continue
+                if resident is not None and resident(st.st_uid):
+                    residents += 1
+                    continue
                 mailboxes += 1
                 size += st.st_size
                 if oldest is None or st.st_mtime < oldest:
                     oldest = st.st_mtime
     except OSError as e:
         return SpoolCount(entries=entries, complete=False, at=now(), error=e.strerror)
-    return SpoolCount(mailboxes, size, oldest, entries, complete, now())
+    return SpoolCount(mailboxes, size, oldest, entries, complete, now(), resident=residents)
 
 
 class SpoolWatch(Service):
@@ -99,8 +110,10 @@ class SpoolWatch(Service):
 
     log = Logger()
 
-    def __init__(self, reactor, alt_dir, interval, mount_present=None, max_entries=MAX_ENTRIES):
+    def __init__(self, reactor, alt_dir, interval, mount_present=None, max_entries=MAX_ENTRIES,
+                 resident=None):
         self.reactor = reactor
+        self.resident = resident
         self.alt_dir = alt_dir
         self.interval = interval
         self.look_at_mount = mount_present
@@ -150,7 +163,7 @@ class SpoolWatch(Service):
 
     def _look(self):
         present = self.look_at_mount() if self.look_at_mount is not None else None
-        return count_spool(self.alt_dir, self.max_entries), present
+        return count_spool(self.alt_dir, self.max_entries, resident=self.resident), present
 
     def _looked(self, result):
         count, present = result

@@ -193,10 +193,17 @@ def alt_spool(service):
         return
     yield GaugeMetricFamily(
         "hlfs_alt_spool_mailboxes",
-        "Non-empty mailboxes waiting in the alternate spool at the last count.",
+        "Non-empty mailboxes waiting in the alternate spool at the last count (not those of "
+        "system accounts, whose mailbox it is).",
         value=count.mailboxes,
     )
     yield GaugeMetricFamily("hlfs_alt_spool_bytes", "Bytes of those mailboxes.", value=count.bytes)
+    yield GaugeMetricFamily(
+        "hlfs_alt_spool_resident_mailboxes",
+        "Non-empty mailboxes of system accounts (uid under --uid-min) at the last count: the "
+        "alternate spool is their mailbox, and they are not counted as waiting.",
+        value=count.resident,
+    )
     if count.oldest is not None:
         yield GaugeMetricFamily(
             "hlfs_alt_spool_oldest_change_timestamp_seconds",

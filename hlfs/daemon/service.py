@@ -105,7 +105,8 @@ class HLFSService(MultiService):
             )
         ]
         self.dispatcher = Dispatcher(
-            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies
+            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies,
+            clock=reactor,
         )
         self.stats = self.dispatcher.stats
         self.server = RPCServerService(
@@ -134,7 +135,8 @@ class HLFSService(MultiService):
         self.spool_watch = None
         if config.alt_spool_interval:
             self.spool_watch = SpoolWatch(
-                reactor, config.alt_dir, config.alt_spool_interval, self._mount_present
+                reactor, config.alt_dir, config.alt_spool_interval, self._mount_present,
+                resident=self.rules.system_account,
             )
             self.spool_watch.setServiceParent(self)
         if config.reload_interval:
@@ -144,7 +146,7 @@ class HLFSService(MultiService):
             self.reload_timer.setServiceParent(self)
 
     def _make_resolver(self, table):
-        rules = SpoolRules(
+        rules = self.rules = SpoolRules(
             os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir), self.config.uid_min
         )
         resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
@@ -457,6 +459,7 @@ class HLFSService(MultiService):
         count = self.spool_watch.last if self.spool_watch is not None else None
         if count is not None:
             pairs += [("alt_spool_mailboxes", count.mailboxes), ("alt_spool_bytes", count.bytes),
+                      ("alt_spool_resident_mailboxes", count.resident),
                       ("alt_spool_count_complete", count.complete)]
         report = getattr(self.resolver, "status", None)
         if report is not None:

@@ -207,7 +207,8 @@ class Options(ManholeOptions, usage.Options):
         ["fast", "f", "Fast start: skip the mount point checks of start-up step 1."],
         ["allow-attribute-cache", "C",
          "Run even if the kernel keeps a cache that could hand one user's link to another."],
-        ["verbose", "D", "Log every refused or malformed call (debugging)."],
+        ["verbose", "D", "Log every refused or malformed call (debugging): the first 100 of "
+         "each kind, then one line a minute with their count."],
     ]
 
     def getUsage(self, width=None):

@@ -52,20 +52,6 @@ class DeliveryFailure(Exception):
         self.reason = reason
 
 
-def valid_user_name(name):
-    """
-    Whether C{name} (C{bytes}) can name a mailbox file: one path
-    component, not hidden, not an option.
-    """
-    return (
-        0 < len(name) <= 256
-        and b"/" not in name
-        and b"\0" not in name
-        and not name.startswith((b".", b"-"))
-        and not name.endswith(b".lock")
-    )
-
-
 def spool_message(stream):
     """
     Copy the message from C{stream} to a private, already unlinked
@@ -427,7 +413,7 @@ def deliver_all(options, stdin, log):
     for raw in options.recipients:
         name = os.fsencode(raw)
         display = show(raw)
-        if not valid_user_name(name):
+        if not accounts.valid_user_name(name):
             log(f"{display}: not a valid user name", LOG_WARNING)
             codes.append(EX_NOUSER)
             continue

@@ -26,6 +26,14 @@ holds a lock longer than the stale period (L{hlfs.mail.records.HeldLocks});
 one bad file costs one log line (at most L{EntryLog.LIMIT} a run) and
 makes the exit status 1.
 
+The alternate spool is the mailbox of some accounts for good: the
+daemon gives system accounts (uid under C{uid-min}, root excepted) and
+users whose home is C{/} or relative the alternate spool whatever their
+home holds (L{SpoolRules}, the paper's Table 3).  Their mail is left where
+it is, by the same rule and the same C{uid-min}: resent, the MTA would
+deliver it straight back, at every run.  The run counts them in its
+summary (L{Remailer.resident}), and says nothing else about them.
+
 A name the name service says does not exist is not resent to the
 postmaster at once: its mail stays until that name has been reported
 missing at runs spanning C{unknown-wait} seconds (L{hlfs.mail.missing}),
@@ -50,7 +58,9 @@ import socket
 import stat
 import time
 
+from hlfs.core.resolver import SpoolRules
 from hlfs.mail import mbox
+from hlfs.mail.accounts import plausible_user_name
 from hlfs.mail.maillog import DEFAULT_SOCKET, show
 from hlfs.mail.migrate import migrate
 from hlfs.mail.missing import MissingUsers
@@ -60,7 +70,7 @@ from hlfs.mail.report import report_dry_run
 from hlfs.mail.spoolfile import Skip, is_regular
 from hlfs.mail.statedir import StateDirError, open_private_dir, open_subdir, spool_key
 from hlfs.mail.taking import Taking
-from hlfs.mail.tally import Tally
+from hlfs.mail.tally import Tally, resident_line
 from hlfs.mail.transports import SendFailure
 from hlfs.mail.workarea import WorkArea
 
@@ -89,25 +99,16 @@ DEFAULTS = {
     # outage lasts overnight; mail for a user deleted for real only
     # reaches the postmaster a day later.
     "unknown-wait": 86400.0,
+    # The daemon's --uid-min; None: as the daemon's default, UID_MIN of
+    # /etc/login.defs, else 1000 (the command line reads it).
+    "uid-min": None,
 }
 
-# Plausible user names: what useradd(8), NSS and nslcd's default
-# validnames accept, nothing that could be a path trick or an option.
-# No "+": it marks NIS entries, and nslcd refuses such names, which
-# glibc then reports as an error of the service, not as "no such user".
-_USER_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,255}\Z")
 _SAFE_SENDER = re.compile(rb"[^\x00-\x20\x7f-\xff<>()\[\]\\,;:\"]+\Z")
 
 
 def _no_checkpoint(step, count):
     pass
-
-
-def plausible_user_name(name):
-    """
-    Whether a spool entry's name may name a mailbox.
-    """
-    return bool(_USER_NAME.match(name)) and not name.endswith(b".lock")
 
 
 def redelivery_header(alt_dir, name, recipient, hostname, now):
@@ -158,6 +159,8 @@ class Remailer:
     @ivar left_in_spool: after L{run}, the mailboxes still in the spool
         (non-empty regular files named like users), L{None} before.
     @ivar left_in_work: after L{run}, the working copies not yet resent.
+    @ivar resident: the mailboxes left because the alternate spool is
+        their owner's mailbox, C{{name: reason}} (a L{SpoolRules} reason).
     """
 
     def __init__(self, options, users, transport, log, out, checkpoint=None, now=None,
@@ -181,6 +184,8 @@ class Remailer:
         self.out = out
         self.alt_dir = os.fsencode(options.alt_dir)
         self.state_path = os.path.join(os.fsencode(options.state_dir), spool_key(self.alt_dir))
+        self.rules = SpoolRules(subdir=b"", alt_dir=self.alt_dir, uid_min=options.uid_min)
+        self.resident = {}
         self.tally = Tally()
         self.problems = 0
         self.taken = 0
@@ -246,18 +251,14 @@ class Remailer:
     def decide(self, name, st):
         """
         Whether the file C{name}, whose stat is C{st}, is a mailbox to
-        resend: the uid its owner must be, or L{None} (logged unless
-        empty).
+        resend: the uid its owner must be, or L{None} (logged, unless
+        empty or its owner's own mailbox: L{resident}).
         """
         what = "its mail would stay" if self.options.dry_run else "left for the next run"
         if not is_regular(st):
             self.skip(name, "not a regular file; skipped")
             return None
         if st.st_size == 0:
-            return None
-        if st.st_size > self.options.max_size:
-            self.skip(name, f"{st.st_size} bytes, over the {self.options.max_size}-byte limit; "
-                      "skipped (resend it by hand or raise max-size)")
             return None
         if st.st_uid == 0:
             self.skip(name, "owned by root, so never resent (it could be a hard link to a file "
@@ -266,12 +267,24 @@ class Remailer:
         user = self.recipients.user(name, what)
         if user is False:
             return None
+        if user is not None:
+            if st.st_uid != user.uid:
+                self.skip(name, f"owned by uid {st.st_uid}, not by {show(name)} "
+                          f"(uid {user.uid}); skipped, it may be forged")
+                return None
+            reason = self.rules.reason(user)
+            if reason is not None:
+                # The daemon's link for this account is the alternate spool
+                # whatever its home holds: this is its mailbox, and a resend
+                # would come straight back.
+                self.resident[name] = reason
+                return None
+        if st.st_size > self.options.max_size:
+            self.skip(name, f"{st.st_size} bytes, over the {self.options.max_size}-byte limit; "
+                      "skipped (resend it by hand or raise max-size)")
+            return None
         if user is None:
             return st.st_uid if self.recipients.goes_to_postmaster(name, st.st_uid, what) else None
-        if st.st_uid != user.uid:
-            self.skip(name, f"owned by uid {st.st_uid}, not by {show(name)} (uid {user.uid}); "
-                      "skipped, it may be forged")
-            return None
         return user.uid
 
     # -- taking
@@ -430,6 +443,8 @@ class Remailer:
                 os.close(self.area.fd)
         for line in self.tally.lines():
             self.out(line)
+        if self.resident:
+            self.out(resident_line(self.resident, self.rules.uid_min))
         problems = self.problems + self.recipients.problems
         return EX_FAILED if self.tally.failed() or problems else EX_OK
 
@@ -461,10 +476,13 @@ class Remailer:
 
     def count_left(self):
         """
-        Count the mailboxes left in the spool and the work area.
+        Count the mailboxes left in the spool to resend (not those of
+        L{resident}) and the work area.
         """
         left = 0
         for name in self.names():
+            if name in self.resident:
+                continue
             try:
                 st = os.stat(name, dir_fd=self.alt_fd, follow_symlinks=False)
             except FileNotFoundError:

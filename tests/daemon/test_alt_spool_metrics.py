@@ -124,6 +124,21 @@ def fake_sendmail(base):
     return path
 
 
+def run_lostmail(srv, textfiles):
+    """
+    Run C{hlfs lostmail} over the daemon's spool, its figures for
+    node_exporter's textfile collector.
+    """
+    state = srv.base / "lostmail-state"
+    state.mkdir(mode=0o700)
+    return subprocess.run(
+        [BIN / "hlfs", "lostmail", "--alt-dir", srv.alt, "--state-dir", state,
+         "--password-file", srv.passwd, "--sendmail", fake_sendmail(srv.base),
+         "--syslog-socket", "", "--textfile", textfiles / "hlfs_lostmail.prom"],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
 @pytest.mark.root(reason="hlfs lostmail takes mailboxes owned by their users as root")
 def test_prometheus_sees_mail_wait_then_lostmail_resend_it(watched):
     srv, prometheus, textfiles = watched
@@ -141,15 +156,7 @@ def test_prometheus_sees_mail_wait_then_lostmail_resend_it(watched):
                - mailbox.stat().st_mtime) < 1
     assert prometheus.value("hlfs_lostmail_last_run_timestamp_seconds") is None
 
-    textfile = textfiles / "hlfs_lostmail.prom"
-    state = srv.base / "lostmail-state"
-    state.mkdir(mode=0o700)
-    result = subprocess.run(
-        [BIN / "hlfs", "lostmail", "--alt-dir", srv.alt, "--state-dir", state,
-         "--password-file", srv.passwd,
-         "--sendmail", fake_sendmail(srv.base), "--syslog-socket", "", "--textfile", textfile],
-        capture_output=True, text=True, timeout=60,
-    )
+    result = run_lostmail(srv, textfiles)
     assert result.returncode == 0, result.stderr
 
     alt = f'{{alt_dir="{srv.alt}"}}'
@@ -162,6 +169,36 @@ def test_prometheus_sees_mail_wait_then_lostmail_resend_it(watched):
     # The daemon's next count finds the spool empty.
     assert prometheus.wait_for("hlfs_alt_spool_mailboxes", 0) == 0
     assert prometheus.value("hlfs_alt_spool_bytes") == 0
+
+
+@pytest.mark.root(reason="hlfs lostmail looks at mailboxes owned by their users as root")
+def test_a_system_accounts_mailbox_is_no_mail_waiting(watched):
+    """
+    The alternate spool is a system account's mailbox (uid under
+    --uid-min): its mail is not "waiting", for the daemon's figures or
+    for lostmail's, so "mail waiting for a day" never fires for cron's
+    mail to www-data; both count it apart, and lostmail leaves it.
+    """
+    srv, prometheus, textfiles = watched
+    with open(srv.passwd, "a") as f:
+        f.write("www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n")
+    mailbox = srv.alt / "www-data"
+    mailbox.write_bytes(b"From cron@example.org Wed Nov 18 11:06:40 2026\n" + message(1) + b"\n")
+    os.chown(mailbox, 33, 33)
+    mailbox.chmod(0o600)
+
+    assert prometheus.wait_for("hlfs_alt_spool_resident_mailboxes", 1) == 1
+    assert prometheus.value("hlfs_alt_spool_mailboxes") == 0
+    assert prometheus.value("hlfs_alt_spool_bytes") == 0
+
+    result = run_lostmail(srv, textfiles)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(srv.base / "sendmail" / "out") == []
+    alt = f'{{alt_dir="{srv.alt}"}}'
+    assert prometheus.wait_for(f"hlfs_lostmail_mailboxes_resident{alt}", 1) == 1
+    assert prometheus.value(f"hlfs_lostmail_mailboxes_left{alt}") == 0
+    assert prometheus.value(f"hlfs_lostmail_problems{alt}") == 0
+    assert prometheus.value("hlfs_alt_spool_resident_mailboxes") == 1
 
 
 # -- a million names

@@ -27,6 +27,15 @@ would be.  Then, from a unit without any sandbox, outside the daemons':
      restarted without its saved state, and the holder registers again,
      to its own port, within seconds; stopping the other leaves the
      holder's mappings as they are.
+     Before it stops, the packaged C{hlfs-lostmail.service}, sandboxed as
+     shipped, is started with C{systemctl start} while mail waits in the
+     alternate spool: alice's and bob's, left there while their homes
+     were unusable, goes out through Postfix's C{sendmail} (its setgid
+     postdrop) and lands in each one's home; the mail of a system account
+     (C{daemon}) and of carol (home C{/}), whose mailbox the alternate
+     spool is, stays there.  A C{sendmail} in front of Postfix's records
+     what it runs under: the unit's capabilities, a system call filter,
+     and no C{NoNewPrivs}.
   3. C{apt-get purge hlfs}: no unit, mount or group left, the
      administrator's settings files kept, and the mail in the alternate
      spool never removed.
@@ -57,8 +66,31 @@ MOUNT_WAIT = 420
 #: CAP_NET_BIND_SERVICE 10, CAP_SYS_ADMIN 21.
 BOUNDING_SET = (1 << 6) | (1 << 7) | (1 << 10) | (1 << 21)
 
+#: hlfs-lostmail.service's CapabilityBoundingSet: CAP_CHOWN 0,
+#: CAP_DAC_OVERRIDE 1, CAP_DAC_READ_SEARCH 2, CAP_FOWNER 3, CAP_KILL 5,
+#: CAP_SETGID 6, CAP_SETUID 7.
+LOSTMAIL_BOUNDING_SET = 0b11101111
+
 #: The alternate spool of the packaged daemon: its default.
 ALT = "/var/alt_mail"
+
+#: Users whose mail waits in the alternate spool for lostmail.
+LOST = ("alice", "bob")
+
+#: Where the packaged lostmail.conf puts its figures (node_exporter's).
+TEXTFILE = "/var/lib/prometheus/node-exporter/hlfs_lostmail.prom"
+
+#: What the sendmail in front of Postfix's writes: the sandbox it runs in.
+SEEN = "/run/hlfs-lostmail-seen"
+
+#: That sendmail.
+SENDMAIL_SEEN = f"""\
+#!/bin/sh
+# What the MTA's sendmail runs under in hlfs-lostmail.service; then Postfix's.
+awk '$1 ~ /^(CapBnd|CapEff|NoNewPrivs|Seccomp):$/ {{ printf "%s%s ", $1, $2 }}' \
+    /proc/self/status > {SEEN}
+exec /usr/sbin/sendmail "$@"
+"""
 
 #: The instances of hlfs@.service and their settings files.
 INSTANCES = {
@@ -172,6 +204,53 @@ def metric(port, name):
     return f"$(python3 -c {shlex.quote(code)} http://127.0.0.1:{port}/metrics {name} 2>&1)"
 
 
+def lost_message(name):
+    """
+    A message as a delivery agent leaves it in a mailbox (mboxrd: its
+    C{From } line quoted).
+    """
+    text = mta.message(SENDER, name, subject(f"lostmail-{name}")).replace("\nFrom ", "\n>From ")
+    return f"From {SENDER} Sun Dec  6 10:00:00 2026\n{text}\n"
+
+
+def lostmail_script(world):
+    """
+    Shell lines: alice's and bob's mail waiting in the alternate spool
+    (written as each, as a delivery agent would have while their homes
+    were unusable), a system account's delivered there by Postfix, then
+    the packaged hlfs-lostmail.service started by systemd.
+    """
+    lines = [mta.sendmail(SENDER, "daemon", subject("system-daemon")),
+             mta.wait_deliveries(2 * len(RECIPIENTS) + 1, key="deliveries-before-lostmail")]
+    for name in LOST:
+        user = world.users[name]
+        lines.append(f"printf %s {shlex.quote(lost_message(name))} | "
+                     f"as {user.uid} {user.gid} {user.gid} sh -c 'umask 077; cat > {ALT}/{name}'")
+    lines += [
+        f"mkdir -p {Path(TEXTFILE).parent}",
+        f"printf %s {shlex.quote(SENDMAIL_SEEN)} > /usr/local/sbin/sendmail-seen",
+        "chmod 755 /usr/local/sbin/sendmail-seen",
+        "sed -i 's|^sendmail = .*|sendmail = /usr/local/sbin/sendmail-seen|' "
+        "/etc/hlfs/lostmail.conf",
+        "systemctl start hlfs-lostmail.service; R lostmail-start $?",
+        "R lostmail-result $(systemctl show -P Result hlfs-lostmail) "
+        "$(systemctl show -P ExecMainStatus hlfs-lostmail)",
+        f"R lostmail-seen $(cat {SEEN} 2>&1)",
+        mta.wait_deliveries(2 * len(RECIPIENTS) + 1 + len(LOST), key="deliveries-after-lostmail"),
+    ]
+    for name in LOST:
+        lines.append(f"R lostmail-left.{name} $(stat -c %s {ALT}/{name} 2>&1)")
+    lines.append(f'R lostmail-daemon "$(grep -c "^Subject: {subject("system-daemon")}" '
+                 f'{ALT}/daemon 2>&1)"')
+    lines.append(f'R lostmail-carol "$(grep -c "^Subject: hlfs-packaged-" {ALT}/carol 2>&1)"')
+    lines.append("R lostmail-summary \"$(journalctl -b -u hlfs-lostmail --no-pager -o cat | "
+                 "grep 'left in the alternate spool')\"")
+    lines.append(f"R lostmail-figures \"$(grep -v '^#' {TEXTFILE} | sed 's/{{[^}}]*}}//' | "
+                 "grep -E 'resident|left|resent|success ' | sort | tr '\\n' ' ')\"")
+    lines.append("journalctl -b -u hlfs-lostmail --no-pager | sed 's/^/LOSTMAIL /'")
+    return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
 def check_script(world, probe):
     lines = [gs.preamble(probe)]
     # 1. The packaged hlfs.service.
@@ -197,8 +276,9 @@ def check_script(world, probe):
         lines.append(mta.smtp(SENDER, f"{name}@{mta.MAIL_HOST}", subject(f"smtp-{name}"),
                               "/usr/bin/python3"))
     lines.append(mta.wait_deliveries(2 * len(RECIPIENTS)))
-    lines.append("postfix stop >/dev/null 2>&1")
     lines.append(f'R carol-alt "$(grep -c "^Subject: hlfs-packaged-" {ALT}/carol 2>&1)"')
+    lines.append(lostmail_script(world))
+    lines.append("postfix stop >/dev/null 2>&1")
     lines.append("systemctl stop hlfs")
     lines.append("R result $(systemctl show -P Result hlfs) $(systemctl show -P ExecMainStatus hlfs)")
     lines.append("R unmounted $(grep -c ' /mail nfs ' /proc/mounts)")
@@ -351,6 +431,47 @@ def test_mail_through_postfix_lands_in_the_right_home(systemd_run):
     assert got["deliveries"] == str(2 * len(RECIPIENTS)), result.describe()
 
 
+def test_lostmail_unit_resends_through_postfix_into_each_home(systemd_run):
+    """
+    The packaged hlfs-lostmail.service, started by systemd in its
+    sandbox: each waiting message went out through Postfix's sendmail and
+    landed once in its owner's home, marked as resent, leaving the
+    alternate spool's mailbox empty; the system account's and carol's
+    mail stayed, counted in the summary and the figures.  The MTA's
+    sendmail ran with the unit's capabilities and filter, and could
+    still gain postdrop's group (no NoNewPrivs).
+    """
+    world, result, got = systemd_run
+    expect(result, got, {
+        "lostmail-start": "0",
+        "lostmail-result": "success 0",
+        "lostmail-left.alice": "0",
+        "lostmail-left.bob": "0",
+        "lostmail-daemon": "1",
+        "lostmail-carol": "2",
+        "lostmail-summary": "left in the alternate spool, their owners' mailbox by hlfs's "
+                            "rules: 2 (system accounts, uid under uid-min 1000: 1; home /: 1)",
+        "deliveries-after-lostmail": str(2 * len(RECIPIENTS) + 1 + len(LOST)),
+    })
+    seen = dict(field.split(":") for field in got["lostmail-seen"].split())
+    assert seen == {"CapBnd": f"{LOSTMAIL_BOUNDING_SET:016x}",
+                    "CapEff": f"{LOSTMAIL_BOUNDING_SET:016x}",
+                    "NoNewPrivs": "0", "Seccomp": "2"}, got["lostmail-seen"]
+    figures = dict(zip(*[iter(got["lostmail-figures"].split())] * 2))
+    assert figures == {"hlfs_lostmail_last_run_success": "1.0",
+                       "hlfs_lostmail_mailboxes_left": "0.0",
+                       "hlfs_lostmail_mailboxes_resident": "2.0",
+                       "hlfs_lostmail_messages_resent": "2.0"}, got["lostmail-figures"]
+    for name in LOST:
+        text = (Path(world.users[name].home) / SUBDIR / name).read_text()
+        assert text.count(f"Subject: {subject(f'lostmail-{name}')}\n") == 1, (name, text)
+        assert text.count(f"X-Hlfs-Redelivered: from alternate spool {ALT}/{name} to {name} "
+                          "by hlfs lostmail") == 1, text
+        for other in RECIPIENTS:
+            if other != name:
+                assert subject(f"lostmail-{other}") not in text
+
+
 def test_two_instances_each_serve_their_own_link(systemd_run):
     world, result, got = systemd_run
     mail_port, tmp_port = got["instance-ports"].split()
@@ -412,8 +533,8 @@ def test_purge_leaves_no_unit_mount_or_group(systemd_run):
 
 def test_the_guests_unit_is_the_shipped_one(debian_package):
     """
-    The package installs etc/hlfs.service and etc/hlfs@.service as they
-    are: the guest ran them unchanged.
+    The package installs etc/hlfs.service, etc/hlfs@.service and
+    etc/hlfs-lostmail.service as they are: the guest ran them unchanged.
     """
-    for unit in ("hlfs.service", "hlfs@.service"):
+    for unit in ("hlfs.service", "hlfs@.service", "hlfs-lostmail.service"):
         assert Path("/lib/systemd/system", unit).read_bytes() == (REPO / "etc" / unit).read_bytes()
