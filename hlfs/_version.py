@@ -1,11 +1,12 @@
 """
-Provides hlfs version information.
+The version of hlfs.  C{VERSION} is its one source: setup.cfg reads it
+without importing hlfs (a literal setuptools evaluates statically), and
+the newest entry of debian/changelog must agree (tests/test_version.py).
 """
-
-# This file is auto-generated! Do not edit!
-# Use `python -m incremental.update hlfs` to change this file.
 
 from incremental import Version
 
-__version__ = Version("hlfs", 0, 1, 0)
-__all__ = ["__version__"]
+VERSION = "0.1.0"
+
+__version__ = Version("hlfs", *map(int, VERSION.split(".")))
+__all__ = ["VERSION", "__version__"]

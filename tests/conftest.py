@@ -5,9 +5,11 @@ Fixtures every part of the suite shares: real hlfs servers on loopback
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
+from tests.support import debian
 from tests.support.mail import scratch_dir
 from tests.support.server import (
     _BASES, USERS, VERIFY_NEEDS_ROOT, RunningServer, make_base, write_passwd,
@@ -19,6 +21,24 @@ def _remove_bases():
     yield
     for base in _BASES:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def debian_package(tmp_path_factory):
+    """
+    The Debian package, built from a clean copy of the checkout and
+    installed on this machine with C{apt-get install ./hlfs_*.deb}
+    (L{tests.support.debian}); purged at the end of the session.
+    """
+    if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("installing the package needs root, or sudo without a password")
+    if debian.installed_version() is not None:
+        pytest.fail("an hlfs package is installed on this machine already: the tests install "
+                    "and purge their own (apt-get purge hlfs first)")
+    package = debian.build(tmp_path_factory.mktemp("deb"))
+    debian.install(package)
+    yield package
+    debian.purge()
 
 
 def _verify_optional(request):
@@ -48,17 +68,18 @@ def server(request, _module_server):
 @pytest.fixture
 def make_server(request, tmp_path_factory):
     """
-    Start servers with custom arguments; all are stopped at the end.  Not
-    root, see L{RunningServer}'s C{verify_optional} (the test's
-    C{verify_optional} mark).
+    Start servers with custom arguments (run under C{prefix}, a command
+    such as C{nsenter ...}); all are stopped at the end.  Not root, see
+    L{RunningServer}'s C{verify_optional} (the test's C{verify_optional}
+    mark).
     """
     started = []
     optional = _verify_optional(request)
 
-    def start(*args, users=USERS):
+    def start(*args, users=USERS, prefix=()):
         base = make_base(tmp_path_factory)
         write_passwd(base / "passwd", base, users)
-        srv = RunningServer(base, list(args), verify_optional=optional).start()
+        srv = RunningServer(base, list(args), prefix=prefix, verify_optional=optional).start()
         started.append(srv)
         return srv
 

@@ -67,7 +67,8 @@ def venv(dist, tmp_path_factory):
 
 
 def shipped(kind):
-    return sorted(p.name for p in (ROOT / kind).iterdir() if p.is_file())
+    return sorted(p.relative_to(ROOT / kind).as_posix() for p in (ROOT / kind).rglob("*")
+                  if p.is_file())
 
 
 def test_wheel_holds_plugin_man_pages_and_examples(dist):
@@ -79,7 +80,8 @@ def test_wheel_holds_plugin_man_pages_and_examples(dist):
     assert pages == shipped("man")
     for page in pages:
         assert f"share/man/man{page[-1]}/{page}" in data
-    examples = sorted(Path(n).name for n in data if n.startswith("share/doc/hlfs/examples/"))
+    examples = sorted(n.removeprefix("share/doc/hlfs/examples/") for n in data
+                      if n.startswith("share/doc/hlfs/examples/"))
     assert examples == shipped("etc")
 
 

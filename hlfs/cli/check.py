@@ -4,13 +4,18 @@ C{hlfs check}: find the configuration problems hlfs cannot fix itself.
   - uids shared by password entries with different homes (hlfs keys
     homes by uid, so which home such a uid gets is arbitrary: mail may be
     delivered to or read from either);
-  - homes that are C{/} or not absolute;
+  - homes that are C{/} or not absolute, by the daemon's own rules
+    (L{SpoolRules}): such users get the alternate spool for good, while
+    system accounts (under C{--uid-min}) get it by design and are not
+    warned about;
   - a mail owner (C{postfix}, C{Debian-exim}, C{mail}) whose link would
     point into its home: Postfix's local(8) then finds that spool
     unwritable and opens every mailbox as root;
   - a missing HLFS group (its members see every user's mailbox link);
   - a mount point that is not world readable and searchable (C{getwd()}
     fails under it) and an alternate spool that is not mode 1777;
+  - delivery agents known to fail as root on the mailbox link
+    (L{hlfs.cli.agentcheck}: setuid procmail, sendmail's local mailer);
   - when hlfs is mounted, client caches left on: with lookup caching
     (and, for a server without per-caller link handles, attribute
     caching), the kernel may hand one user's link to the next user.
@@ -25,11 +30,13 @@ import stat
 import sys
 from collections import defaultdict
 
+from hlfs.cli import agentcheck
 from hlfs.core.resolver import SpoolRules
 from hlfs.daemon import mounts
-from hlfs.daemon.config import ConfigError, check_uid, login_defs_uid_min
+from hlfs.daemon.config import DEFAULT_UID_MIN, ConfigError, check_uid, login_defs_uid_min
 from hlfs.homes import nss
 from hlfs.mail import accounts
+from hlfs.mail.maillog import show
 
 #: The accounts MTAs run their delivery agents as (Postfix's mail_owner,
 #: Debian's Exim user, the traditional mail user).
@@ -45,33 +52,39 @@ DEFAULT_ALT_DIR = "/var/alt_mail"
 DEFAULT_PROC_MOUNTS = "/proc/mounts"
 
 
-def _show(b):
-    return os.fsdecode(b)
-
-
-def check_accounts(entries):
+def check_accounts(entries, rules):
     """
+    Warn where the daemon's own rules (C{rules}, its L{SpoolRules}) give a
+    user the alternate spool for good, whatever its home holds: a home of
+    C{/} or a relative one.  System accounts (under C{--uid-min}) always get
+    the alternate spool and their homes are never looked at, so nothing is
+    said of them, nor of a uid they share.
+
     @param entries: L{accounts.Account}s in password-file order.
     @return: warning lines.
     """
     warnings = []
     homes = defaultdict(list)
     for entry in entries:
+        reason = rules.reason(entry)
+        if reason == rules.SYSTEM:
+            continue
         homes[entry.uid].append(entry)
-        if entry.home == b"/":
+        if reason == rules.HOME_ROOT:
             warnings.append(
-                f"user {_show(entry.name)} (uid {entry.uid}) has home /: "
-                "its mail would go to /.mailspool"
+                f"user {show(entry.name)} (uid {entry.uid}) has home /: hlfs gives it the "
+                "alternate spool, so its mail never reaches a home"
             )
-        elif not entry.home.startswith(b"/"):
+        elif reason == rules.HOME_RELATIVE:
             warnings.append(
-                f"user {_show(entry.name)} (uid {entry.uid}) has a relative home "
-                f"{_show(entry.home)!r}"
+                f"user {show(entry.name)} (uid {entry.uid}) has a relative home "
+                f"'{show(entry.home)}': hlfs gives it the alternate spool, so its mail never "
+                "reaches a home"
             )
     for uid in sorted(homes):
         distinct = {e.home for e in homes[uid]}
         if len(distinct) > 1:
-            listed = ", ".join(f"{_show(e.name)} ({_show(e.home)})" for e in homes[uid])
+            listed = ", ".join(f"{show(e.name)} ({show(e.home)})" for e in homes[uid])
             warnings.append(
                 f"uid {uid} is shared by entries with different homes: {listed}; "
                 "hlfs uses one of them for all"
@@ -91,8 +104,8 @@ def check_mail_owners(entries, uid_min):
     for entry in entries:
         if entry.name in MAIL_OWNERS and entry.uid != 0 and rules.spool_of(entry) is not None:
             warnings.append(
-                f"mail owner {_show(entry.name)} (uid {entry.uid}, not under --uid-min"
-                f" {uid_min}) gets a spool in its home {_show(entry.home)}: an MTA that checks"
+                f"mail owner {show(entry.name)} (uid {entry.uid}, not under --uid-min"
+                f" {uid_min}) gets a spool in its home {show(entry.home)}: an MTA that checks"
                 " the spool as this user (Postfix local(8)) finds it unwritable and opens"
                 " mailboxes as root; give it a uid under UID_MIN"
             )
@@ -141,27 +154,31 @@ def check_enumeration(entries, local_uids, sources):
     return warnings, notes
 
 
-def check_user(name, lookup, sources=()):
+def check_user(name, lookup, rules, sources=()):
     """
     Look up one user (C{bytes}) with C{lookup} (L{hlfs.homes.nss.account_by_name})
-    and check its entry; C{sources} are those of C{passwd:}.
+    and check its entry by the daemon's C{rules}; C{sources} are those of
+    C{passwd:}.
 
     @return: C{(warnings, notes)}.
     """
     try:
         account = lookup(name)
     except nss.NameServiceUnavailable as e:
-        return [f"user {_show(name)}: the name service could not be asked ({e.strerror})"], []
+        return [f"user {show(name)}: the name service could not be asked ({e.strerror})"], []
     if account is None:
         if "sss" in sources:
             # sssd offline answers a clean "not found" for every user it
             # has not cached: nothing in the answer tells it apart.
-            return [f"user {_show(name)}: no such user, or none in sssd's cache: while sssd "
+            return [f"user {show(name)}: no such user, or none in sssd's cache: while sssd "
                     "cannot reach its directory (offline) it answers so for every user it "
                     "has not cached"], []
-        return [f"user {_show(name)}: no such user"], []
-    notes = [f"user {_show(name)}: uid {account.uid}, home {_show(account.home)}"]
-    return check_accounts([account]), notes
+        return [f"user {show(name)}: no such user"], []
+    notes = [f"user {show(name)}: uid {account.uid}, home {show(account.home)}"]
+    if rules.reason(account) == rules.SYSTEM:
+        notes.append(f"user {show(name)} is a system account (uid under --uid-min "
+                     f"{rules.uid_min}): hlfs gives it the alternate spool")
+    return check_accounts([account], rules), notes
 
 
 def _sources(nsswitch):
@@ -225,7 +242,7 @@ def check_mount(mount_point, entry, require_noac=False):
     if entry is None:
         return [], [f"nothing is mounted on {mount_point}; mount checks skipped"]
     if not entry.fstype.startswith("nfs"):
-        return [f"{mount_point} is a {entry.fstype} mount, not hlfs (NFS)"], []
+        return [f"{mount_point} is a {show(entry.fstype)} mount, not hlfs (NFS)"], []
     notes = []
     missing = mounts.missing_cache_options(entry.options, attributes=require_noac)
     if missing:
@@ -234,10 +251,10 @@ def check_mount(mount_point, entry, require_noac=False):
             f"remount with {','.join(missing)} or users may get each other's link"
         ], []
     if mounts.attribute_cache_off(entry.options):
-        notes.append(f"{mount_point}: {entry.device} mounted with the lookup and attribute caches off")
+        notes.append(f"{mount_point}: {show(entry.device)} mounted with the lookup and attribute caches off")
     else:
         notes.append(
-            f"{mount_point}: {entry.device} mounted with the lookup cache off; the "
+            f"{mount_point}: {show(entry.device)} mounted with the lookup cache off; the "
             "attribute cache is on, which per-caller link handles make safe"
         )
     return [], notes
@@ -288,6 +305,15 @@ def gather(options):
     warnings = []
     notes = []
     try:
+        uid_min = (login_defs_uid_min() if options.uid_min is None
+                   else check_uid("--uid-min", options.uid_min))
+    except ConfigError as e:
+        warnings.append(str(e))
+        uid_min = None
+    # The daemon's own rules: what it gives each user, said the same way.
+    rules = SpoolRules(b".mailspool", os.fsencode(options.alt_dir),
+                       uid_min if uid_min is not None else DEFAULT_UID_MIN)
+    try:
         if options.password_file:
             entries, problems = accounts.read_passwd(options.password_file)
             warnings += [f"{options.password_file}:{n}: {why}" for n, why in problems]
@@ -295,28 +321,22 @@ def gather(options):
                 entries = [e for e in entries if e.name == os.fsencode(options.user)]
                 if not entries:
                     warnings.append(f"user {options.user}: no such user")
-            warnings += check_accounts(entries)
+            warnings += check_accounts(entries, rules)
             notes.append(f"{len(entries)} password entries checked")
         elif options.user:
-            more, extra = check_user(os.fsencode(options.user), nss.account_by_name,
+            more, extra = check_user(os.fsencode(options.user), nss.account_by_name, rules,
                                      _sources(options.nsswitch))
             warnings += more
             notes += extra
         else:
             entries = accounts.nss_accounts()
-            warnings += check_accounts(entries)
+            warnings += check_accounts(entries, rules)
             sources = _sources(options.nsswitch)
             more, extra = check_enumeration(entries, nss.FilesAccounts().uids(), sources)
             warnings += more
             notes += extra
-        if not options.user:
-            try:
-                uid_min = (login_defs_uid_min() if options.uid_min is None
-                           else check_uid("--uid-min", options.uid_min))
-            except ConfigError as e:
-                warnings.append(str(e))
-            else:
-                warnings += check_mail_owners(entries, uid_min)
+        if not options.user and uid_min is not None:
+            warnings += check_mail_owners(entries, uid_min)
     except OSError as e:
         warnings.append(f"cannot read {options.password_file}: {e.strerror}")
     try:
@@ -325,6 +345,7 @@ def gather(options):
         warnings.append(f"cannot read {options.group_file}: {e.strerror}")
     warnings += check_mount_point(options.mount_point, _stat(os.stat, options.mount_point))
     warnings += check_alt_dir(options.alt_dir, _stat(os.lstat, options.alt_dir))
+    warnings += agentcheck.check_agents()
     try:
         with open(options.proc_mounts, encoding="utf-8", errors="surrogateescape") as f:
             table = mounts.parse_proc_mounts(f.read())

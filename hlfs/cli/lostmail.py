@@ -7,14 +7,18 @@ import argparse
 import configparser
 import os
 import sys
+import time
 
+from hlfs.cli import lostmail_textfile
 from hlfs.cli.args import ArgumentParser, UsageError
 from hlfs.core.users import UserTable
+from hlfs.daemon.config import ConfigError, check_uid, login_defs_uid_min
 from hlfs.homes.nss import NameService, account_by_uid
+from hlfs.mail.accounts import plausible_user_name
 from hlfs.mail.lostmail import (
-    CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer, plausible_user_name,
+    CONFIG_SECTION, DEFAULTS, EX_CONFIG, EX_FAILED, EX_OK, EX_USAGE, Remailer,
 )
-from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog
+from hlfs.mail.maillog import DEFAULT_SOCKET, LOG_WARNING, MailLog, show
 from hlfs.mail.transports import SMTPTransport, SendmailTransport
 
 
@@ -27,6 +31,10 @@ def build_parser(prog):
                         help=f"ini file with a [{CONFIG_SECTION}] section using the option names")
     parser.add_argument("--alt-dir", metavar="DIR",
                         help=f"alternate spool directory (default {DEFAULTS['alt-dir']})")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="private directory of root's for the working copies and records, "
+                        "one subdirectory per alternate spool; refused unless only root can "
+                        f"change it (default {DEFAULTS['state-dir']})")
     parser.add_argument("--sendmail", metavar="PATH",
                         help=f"sendmail-compatible program (default {DEFAULTS['sendmail']})")
     parser.add_argument("--smtp", metavar="HOST:PORT", help="resend by SMTP instead of sendmail")
@@ -50,13 +58,26 @@ def build_parser(prog):
                         "exists, then resend it to the postmaster (default "
                         f"{DEFAULTS['unknown-wait']:g}: a directory cache offline says "
                         '"no such user" for users it has not cached)')
+    parser.add_argument("--uid-min", metavar="UID",
+                        help="the daemon's --uid-min: accounts under it but root (system "
+                        "accounts), like users whose home is / or relative, have the alternate "
+                        "spool as their mailbox, and their mail is left there (default: "
+                        "UID_MIN of /etc/login.defs, else 1000)")
+    parser.add_argument("--textfile", metavar="FILE",
+                        help="after each run, write its figures for Prometheus to FILE in "
+                        "node_exporter's textfile-collector format (a .prom file in its "
+                        "--collector.textfile.directory); default: none")
     parser.add_argument("--syslog-socket", metavar="PATH",
                         help=f"syslog socket (default {DEFAULT_SOCKET}; empty: stderr only)")
     return parser
 
 
+#: Settings of the command line itself, beside the remailer's.
+CLI_DEFAULTS = {"textfile": None}
+
+
 def _convert(key, value):
-    default = DEFAULTS[key]
+    default = {**DEFAULTS, **CLI_DEFAULTS}[key]
     if isinstance(default, bool):
         if value.strip().lower() in ("1", "yes", "true", "on"):
             return True
@@ -82,7 +103,7 @@ def resolve_options(args):
 
     @raise UsageError: the configuration is unreadable or invalid.
     """
-    values = dict(DEFAULTS)
+    values = {**DEFAULTS, **CLI_DEFAULTS}
     if args.config:
         parser = configparser.ConfigParser(interpolation=None)
         try:
@@ -92,10 +113,10 @@ def resolve_options(args):
             raise UsageError(f"cannot read {args.config}: {e}") from None
         if parser.has_section(CONFIG_SECTION):
             for key, value in parser.items(CONFIG_SECTION):
-                if key not in DEFAULTS:
+                if key not in values:
                     raise UsageError(f"{args.config}: unknown key {key!r}")
                 values[key] = _convert(key, value)
-    for key in DEFAULTS:
+    for key in values:
         given = getattr(args, key.replace("-", "_"))
         if given is not None:
             values[key] = given
@@ -105,6 +126,11 @@ def resolve_options(args):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"smtp: expected HOST:PORT, not {options.smtp!r}")
         options.smtp_host, options.smtp_port = host.strip("[]"), int(port)
+    try:
+        options.uid_min = (login_defs_uid_min() if options.uid_min is None
+                           else check_uid("uid-min", options.uid_min))
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
     if not options.unknown_wait >= 0:
         raise UsageError(f"unknown-wait: expected seconds >= 0, not {options.unknown_wait!r}")
     if not plausible_user_name(os.fsencode(options.postmaster).partition(b"@")[0]):
@@ -159,11 +185,17 @@ def main(argv, prog="hlfs lostmail", checkpoint=None, now=None):
     else:
         transport = SendmailTransport(options.sendmail, options.send_timeout)
     remailer = Remailer(options, users, transport, log, _out, checkpoint, now, by_uid)
+    clock = now or time.time
+    started = clock()
     try:
-        return remailer.run()
+        status = remailer.run()
     except OSError as e:
         # A file given by descriptor has an int for its name.
         where = e.filename if isinstance(e.filename, (str, bytes)) else None
-        log(f"{where and os.fsdecode(where) + ': ' or ''}{e.strerror}")
-        return EX_FAILED
+        log(f"{where and show(where) + ': ' or ''}{e.strerror}")
+        status = EX_FAILED
+    if options.textfile and not options.dry_run:
+        lostmail_textfile.after_run(options.textfile, remailer, options.alt_dir, status, started,
+                                    clock(), log)
+    return status
 

@@ -1,8 +1,9 @@
 """
 Who may reach the manhole console: its listening address, the host key
 and authorized_keys files (never writable by anyone but their owner), and
-the public-key check that logs every login attempt with the login name,
-the peer and the key's fingerprint (as C{ssh-keygen -l} prints it).
+the public-key check that logs login attempts with the login name, the
+peer and the key's fingerprint (as C{ssh-keygen -l} prints it): every
+accepted one, and the others within a bound a minute.
 """
 
 import base64
@@ -20,7 +21,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 log = Logger(namespace="hlfs.manhole")
@@ -183,11 +184,39 @@ class AuthorizedKeysChecker:
         return credentials.username
 
 
+#: Login attempts of each outcome logged in full each minute, before the
+#: others are counted: anyone who can connect may make them.
+ATTEMPT_LINES = 10
+
+
+def quiet_ssh_log(throttle):
+    """
+    A logger for what Twisted's SSH server logs about a connection before
+    a login succeeds (its factory, transport and authentication service),
+    which anyone who can connect makes it log, a dozen lines each: its
+    debugging lines are dropped, and the others go through C{throttle}
+    (a L{LogThrottle}): each kind of line once a minute, then counted.
+    """
+
+    def observe(event):
+        if event.get("log_level") is not LogLevel.debug:
+            throttle.event(("ssh", event.get("log_format")), event)
+
+    return Logger(namespace="hlfs.manhole.ssh", observer=observe)
+
+
 class LoggingUserAuth(userauth.SSHUserAuthServer):
     """
     The standard user authentication service, with one log line per
-    attempt: login name, peer, method, key fingerprint and outcome.
+    attempt: login name, peer, method, key fingerprint and outcome.  An
+    accepted login is always logged; the other outcomes go through the
+    factory's C{throttle}, L{ATTEMPT_LINES} of each a minute, then a count.
     """
+
+    def serviceStarted(self):
+        self.throttle = self.transport.factory.throttle
+        self._log = self.transport.factory.ssh_log
+        super().serviceStarted()
 
     def tryAuth(self, kind, user, data):
         peer = self.transport.transport.getPeer()
@@ -213,12 +242,13 @@ class LoggingUserAuth(userauth.SSHUserAuthServer):
 
         def refused(reason):
             if reason.check(conch_error.IgnoreAuthentication):
-                outcome = "offered (authorized, awaiting signature)"
+                outcome, kind = "offered (authorized, awaiting signature)", "offered"
             elif method == "none":
-                outcome = "asked for methods"
+                outcome, kind = "asked for methods", "asked"
             else:
-                outcome = f"refused: {reason.getErrorMessage()}"
-            log.info(
+                outcome, kind = f"refused: {reason.getErrorMessage()}", "refused"
+            self.throttle.info(
+                ("attempt", kind),
                 "manhole login attempt: user {user!r} from {peer} method {method} "
                 "key {fingerprint}: {outcome}",
                 user=name,

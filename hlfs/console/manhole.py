@@ -28,10 +28,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from hlfs.console.access import (
-    AuthorizedKeysChecker, LoggingUserAuth, ManholeConfigError, check_not_writable_by_others, fingerprint,
-    listen_description, load_or_create_host_key, read_authorized_keys,
+    ATTEMPT_LINES, AuthorizedKeysChecker, LoggingUserAuth, ManholeConfigError,
+    check_not_writable_by_others, fingerprint, listen_description, load_or_create_host_key,
+    quiet_ssh_log, read_authorized_keys,
 )
 from hlfs.console.namespace import build_namespace
+from hlfs.rpc.limits import LogThrottle
 
 __all__ = [
     "ManholeConfigError",
@@ -156,14 +158,24 @@ class ManholeSSHFactory(factory.SSHFactory):
     """
     An SSH server factory with its own host keys (Twisted's
     C{ConchFactory} keeps them on the class, shared by every instance) and
-    the logging user authentication service.
+    the logging user authentication service.  What it and its connections
+    log before a login succeeds goes through throttles (L{LogThrottle}):
+    the login attempts' lines (L{LoggingUserAuth}) and Twisted's own
+    (L{quiet_ssh_log}), since anyone who can connect makes them log.
     """
 
-    def __init__(self, portal, host_key):
+    def __init__(self, portal, host_key, clock):
         self.portal = portal
         self.publicKeys = {host_key.sshType(): host_key.public()}
         self.privateKeys = {host_key.sshType(): host_key}
         self.services = {**factory.SSHFactory.services, b"ssh-userauth": LoggingUserAuth}
+        self.throttle = LogThrottle(clock, log=log, burst=ATTEMPT_LINES)
+        self.ssh_log = self._log = quiet_ssh_log(LogThrottle(clock, log=log))
+
+    def buildProtocol(self, addr):
+        transport = factory.SSHFactory.buildProtocol(self, addr)
+        transport._log = self.ssh_log
+        return transport
 
 
 class ManholeService(StreamServerEndpointService):
@@ -235,7 +247,7 @@ def makeManholeService(portspec, authorized_keys_path, host_key_path, namespace,
         )
     host_key = load_or_create_host_key(host_key_path)
     portal = Portal(ConsoleRealm(namespace), [AuthorizedKeysChecker(authorized_keys_path)])
-    service = ManholeService(endpoint, ManholeSSHFactory(portal, host_key))
+    service = ManholeService(endpoint, ManholeSSHFactory(portal, host_key, reactor))
     service.setName("manhole")
     log.info(
         "manhole configured on {description}, host key {fingerprint}",

@@ -14,6 +14,11 @@ inode, so each caller must see an inode of its own.  A mailbox link names
 the user whose mailbox it points at, a lock file the user whose mailbox
 it locks (L{hlfs.core.locks}).  Handles hold no time or counter, so
 a restarted server with the same configuration accepts the old ones.
+
+Nothing in a handle is secret: anyone can make one.  What makes a handle
+good is who presents it (L{may_use}): a link handle only by the caller it
+was made for, a mailbox-link or lock-file handle only by a caller who sees
+Table 2, the callers whose LOOKUP makes them.
 """
 
 import struct
@@ -54,6 +59,31 @@ def fingerprint(export_path, linkname):
     Return the 32-bit fingerprint that ties handles to a configuration.
     """
     return zlib.crc32(export_path + b"\0" + linkname)
+
+
+def sees_table2(caller):
+    """
+    Whether C{caller} (a L{hlfs.core.nodes.Caller}) gets Table 2: C{home}
+    is C{.}, and each user's name and lock file are in the directory.
+    L{hlfs.core.linkfs.HomeLinkFS.caller} says who does: root, and
+    callers whose gid is HLFS_GID.
+    """
+    return bool(caller.flags & HLFS_CALLER)
+
+
+def may_use(handle, caller):
+    """
+    Whether C{caller} may present C{handle}: the root to anyone; a link
+    to the caller it was made for alone (the Linux client must never be
+    handed one caller's link as another's); a mailbox link or a lock
+    file to the callers who may look its name up, those of Table 2.
+    """
+    kind = handle.kind
+    if kind == LINK:
+        return handle.uid == caller.uid and handle.flags == caller.flags
+    if kind == ROOT:
+        return True
+    return sees_table2(caller)
 
 
 class HandleCodec:

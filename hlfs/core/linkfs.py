@@ -11,19 +11,26 @@ whose value depends on the caller:
   - C{NAME.lock}, for the callers of Table 2, is the dotlock next to
     NAME's mailbox, which root may make and remove (L{hlfs.core.locks}).
 
+What it answers to changes of the directory is L{hlfs.core.changes}, to
+the calls on a node's contents L{hlfs.core.contents}.
+
 Every method takes a L{Caller} and a handle and returns an answer, a
 Deferred that fires with one, or raises L{NFSError}.  Nothing here knows
 about XDR or sockets.
 """
 
 from hlfs.core import handles, locks
+from hlfs.core.changes import DirectoryChanges
+from hlfs.core.contents import NodeContents
+from hlfs.core.hidden import HiddenNames
 from hlfs.core.lockfs import LockFiles
 from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, HandleCodec
 from hlfs.core.resolver import Resolution
 
 from hlfs.core.nodes import (  # noqa: F401  (the core's names, as they always were)
-    PERM, NOENT, IO, ACCES, NOTDIR, ISDIR, INVAL, ROFS, NAMETOOLONG, STALE, NOTSUPP, REG, DIR,
-    LNK, ROOT_FILEID, MAX_NAME, AUTH_NONE, AUTH_UNIX, NFSError, Caller, Attr, Entry, LinkConfig,
+    PERM, NOENT, IO, ACCES, EXIST, NOTDIR, ISDIR, INVAL, ROFS, NAMETOOLONG, NOTEMPTY, STALE, NOTSUPP,
+    REG, DIR, LNK, UNCHECKED, GUARDED, EXCLUSIVE, ROOT_FILEID, MAX_NAME, AUTH_NONE, AUTH_UNIX,
+    NFSError, Caller, Attr, Entry, LinkConfig,
 )
 from hlfs.core.nodes import then as _then, then_found as _then_found
 
@@ -32,7 +39,7 @@ _DOT = Resolution(b".", 0)
 _NOTHING = Resolution(b"", 0)
 
 
-class HomeLinkFS(LockFiles):
+class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
     """
     The Home-Link filesystem for one configuration.
 
@@ -48,6 +55,7 @@ class HomeLinkFS(LockFiles):
         self.start = start
         self.locks = locks
         self._locks_seen = {}
+        self.hidden = HiddenNames()
         self.handles = HandleCodec(config.export_path, config.linkname)
         self.root_handle = self.handles.root
         self.root_attr = Attr(DIR, 0o555, 2, 0, 0, 512, ROOT_FILEID, start, start)
@@ -70,12 +78,15 @@ class HomeLinkFS(LockFiles):
         hlfs_gid = self.config.hlfs_gid
         return Caller(uid, HLFS_CALLER if hlfs_gid is not None and gid == hlfs_gid else 0)
 
-    def decode(self, fh):
+    def decode(self, fh, caller):
         """
-        Return the L{handles.Handle} in C{fh}, or raise STALE.
+        Return the L{handles.Handle} in C{fh}, or raise STALE for a handle
+        this configuration did not make or C{caller} may not present
+        (L{handles.may_use}): the same answer, so a caller learns nothing
+        from a handle it should not hold.
         """
         handle = self.handles.decode(fh)
-        if handle is None:
+        if handle is None or not handles.may_use(handle, caller):
             raise NFSError(STALE)
         return handle
 
@@ -99,7 +110,7 @@ class HomeLinkFS(LockFiles):
         """
         Return the L{Resolution} of the link for C{caller}, or a Deferred.
         """
-        if caller.flags & HLFS_CALLER:
+        if handles.sees_table2(caller):
             return _DOT._replace(changed=self.start)
         if caller.flags & ANONYMOUS:
             return _NOTHING._replace(changed=self.start)
@@ -120,14 +131,6 @@ class HomeLinkFS(LockFiles):
     def _mailbox_attr(self, name, resolution):
         return self._symlink_attr(0, self._mailbox_fileid(name), resolution)
 
-    def _own_link(self, handle, caller):
-        """
-        Check that a link handle was made for this caller: the Linux client
-        must never be handed one caller's link as another's.
-        """
-        if handle.uid != caller.uid or handle.flags != caller.flags:
-            raise NFSError(STALE)
-
     def valid_until(self, caller):
         """
         Until when (clock seconds) the answers about C{caller}'s link stay
@@ -140,24 +143,23 @@ class HomeLinkFS(LockFiles):
     # -- operations
 
     def getattr(self, fh, caller):
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind == handles.ROOT:
             return self.root_attr
         if handle.kind == handles.LINK:
-            self._own_link(handle, caller)
             return _then(
                 self._resolve_link(caller),
                 lambda r: self._link_attr(caller.uid, caller.flags, r),
             )
         if handle.kind == handles.LOCK:
-            return self._lock_getattr(handle.name, caller)
+            return self._lock_getattr(handle.name)
         return _then(self._mailbox(handle.name), lambda r: self._mailbox_attr(handle.name, r))
 
     def lookup(self, dirfh, name, caller):
         """
         Return C{(fh, Attr)} for C{name} in the directory C{dirfh}.
         """
-        handle = self.decode(dirfh)
+        handle = self.decode(dirfh, caller)
         if handle.kind != handles.ROOT:
             raise NFSError(NOTDIR)
         if len(name) > MAX_NAME:
@@ -170,27 +172,27 @@ class HomeLinkFS(LockFiles):
                 self._resolve_link(caller),
                 lambda r: (fh, self._link_attr(caller.uid, caller.flags, r)),
             )
+        if not handles.sees_table2(caller):
+            raise NFSError(NOENT)
         owner = locks.lock_owner(name)
-        if owner is not None and self.locks is not None and locks.may_look(caller):
+        if owner is not None and self.locks is not None:
             return self._lock_lookup(owner)
-        if caller.flags & HLFS_CALLER:
-            fh = self.handles.mailbox(name)
-            if fh is not None:
-                return _then_found(
-                    self.resolver.find_mailbox(name),
-                    lambda resolution: (fh, self._mailbox_attr(name, resolution)),
-                )
-        raise NFSError(NOENT)
+        fh = self.handles.mailbox(name)
+        if fh is None:
+            raise NFSError(NOENT)
+        return _then_found(
+            self.resolver.find_mailbox(name),
+            lambda resolution: (fh, self._mailbox_attr(name, resolution)),
+        )
 
     def readlink(self, fh, caller):
         """
         Return C{(target, Attr)} for a link handle.
         """
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind == handles.ROOT:
             raise NFSError(ISDIR)
         if handle.kind == handles.LINK:
-            self._own_link(handle, caller)
             if caller.flags & ANONYMOUS:
                 # The paper: only Unix authentication reveals a home.
                 raise NFSError(PERM)
@@ -210,7 +212,7 @@ class HomeLinkFS(LockFiles):
         Return the root's L{Entry} list: C{.}, C{..} and the link, the
         link's handle and attributes made for C{caller}.
         """
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind != handles.ROOT:
             raise NFSError(NOTDIR)
         link_fh = self.handles.link(caller.uid, caller.flags)
@@ -229,17 +231,16 @@ class HomeLinkFS(LockFiles):
         weak cache consistency data, without waiting on a probe; raise
         STALE for an unknown handle.
         """
-        handle = self.decode(fh)
+        handle = self.decode(fh, caller)
         if handle.kind == handles.ROOT:
             return self.root_attr
         if handle.kind == handles.LINK:
-            self._own_link(handle, caller)
             return self._link_attr(
                 caller.uid, caller.flags, self._resolve_link(caller, wait=False)
             )
         if handle.kind == handles.LOCK:
             seen = self._locks_seen.get(handle.name)
-            if seen is None or not locks.may_look(caller):
+            if seen is None:
                 raise NFSError(STALE)
             return seen
         return self._mailbox_attr(handle.name, self._mailbox(handle.name, wait=False))

@@ -1,21 +1,24 @@
 """
 The lock files of Table 2 as nodes of hlfs's directory: the part of
 L{hlfs.core.linkfs.HomeLinkFS} that looks up, makes and removes
-C{NAME.lock} (the policy is L{hlfs.core.locks}; the files are made by its
-C{locks}, an L{hlfs.core.locks.ISpoolLocks}).
+C{NAME.lock}, and takes the Linux client's silly rename of one as its
+removal (the policy is L{hlfs.core.locks}; the files are made by its
+C{locks}, an L{hlfs.core.locks.ISpoolLocks}; which call gets here is
+L{hlfs.core.changes}).
 """
 
 from hlfs.core import handles, locks
 from hlfs.core.nodes import (
-    ACCES, MAX_NAME, NAMETOOLONG, NOENT, NOTDIR, NOTSUPP, REG, ROFS, STALE, Attr,
-    NFSError, locking, then_found,
+    ACCES, EXCLUSIVE, EXIST, NAMETOOLONG, NOENT, NOTSUPP, REG, ROFS, STALE, UNCHECKED, Attr,
+    NFSError, locking, then, then_found, unless,
 )
 
 
 class LockFiles:
     """
     Lock-file operations; the class using this needs C{resolver},
-    C{handles}, C{locks}, C{decode} and a C{_locks_seen} dict.
+    C{handles}, C{locks}, C{decode}, a C{_locks_seen} dict and C{hidden}
+    (L{hlfs.core.hidden.HiddenNames}).
     """
 
     #: Lock files last seen, for attributes that cannot wait.
@@ -82,8 +85,8 @@ class LockFiles:
             return f(result)
         return result.addCallback(f)
 
-    def _lock_getattr(self, name, caller):
-        if self.locks is None or not locks.may_look(caller):
+    def _lock_getattr(self, name):
+        if self.locks is None:
             raise NFSError(STALE)
 
         def found(st):
@@ -94,54 +97,104 @@ class LockFiles:
 
         return self._then_lock(self._on_lock(name, self.locks.stat), found)
 
-    def _lock_owner_for_change(self, dirfh, name, caller, privileged):
+    def _lock_or_none(self, name):
         """
-        Return the user whose lock file C{name} in C{dirfh} names, if
-        C{caller} may make or remove it; raise the NFS error otherwise
-        (ROFS for anything but a lock file, as everywhere in hlfs).
+        The L{locks.LockStat} of C{name}'s lock, L{None} when there is
+        none or C{name} is no user's (now or later).
         """
-        handle = self.decode(dirfh)
-        if handle.kind != handles.ROOT:
-            raise NFSError(ROFS if handle.kind != handles.LOCK else NOTDIR)
-        if len(name) > MAX_NAME:
-            raise NFSError(NAMETOOLONG)
-        owner = locks.lock_owner(name)
-        if owner is None or self.locks is None or not locks.may_look(caller):
-            raise NFSError(ROFS)
-        if not locks.may_lock(caller, privileged):
-            raise NFSError(ACCES)
-        return owner
+        return unless(lambda: self._on_lock(name, self.locks.stat), NOENT, lambda: None)
 
-    def create(self, dirfh, name, caller, privileged, mode=None, verifier=False):
+    def _lock_refused(self, name):
         """
-        Make the lock file C{name} (C{NAME.lock}) for root: C{(fh, Attr)}.
-        Always exclusive: EXIST when it is there.  A create that asks for
-        NFSv3's verifier semantics (EXCLUSIVE) gets NOTSUPP: the client
-        asks again GUARDED, exclusive here as well, and owes no SETATTR.
+        Refuse a caller who may look at locks but not change them
+        (HLFS_GID) as a server refuses a change of a directory it may not
+        write: NOENT for a lock that is not there, ACCES for one that is.
         """
-        owner = self._lock_owner_for_change(dirfh, name, caller, privileged)
-        fh = self.handles.lock(owner)
+
+        def refuse(st):
+            raise NFSError(NOENT if st is None else ACCES)
+
+        return self._then_lock(self._lock_or_none(name), refuse)
+
+    def _lock_create(self, name, caller, privileged, mode, how, size):
+        """
+        Make C{NAME.lock} for root: C{(fh, Attr)}.
+
+        GUARDED is exclusive: EXIST when the lock is there.  EXCLUSIVE
+        (NFSv3's verifier semantics) answers EXIST for a lock that is
+        there and NOTSUPP otherwise: the client asks again GUARDED, and
+        owes no SETATTR of the verifier, which hlfs would refuse.
+        UNCHECKED, as RFC 1813 has it, opens a lock that is there as it
+        is (ROFS if it asks for another size: hlfs writes no lock).
+        A caller who may only look gets EXIST for a lock that is there
+        (unless UNCHECKED), ACCES otherwise.
+        """
+        fh = self.handles.lock(name)
         if fh is None:
             raise NFSError(NAMETOOLONG)
-        if verifier:
-            raise NFSError(NOTSUPP)
-        mode = 0o600 if mode is None else mode & 0o777
-        return self._then_lock(
-            self._on_lock(owner, self.locks.create, mode),
-            lambda st: (fh, self._lock_seen(owner, st)),
-        )
+        if not locks.may_lock(caller, privileged):
 
-    def remove(self, dirfh, name, caller, privileged):
+            def refuse(st):
+                raise NFSError(EXIST if st is not None and how != UNCHECKED else ACCES)
+
+            return self._then_lock(self._lock_or_none(name), refuse)
+
+        def found(st):
+            attr = self._lock_seen(name, st)
+            if attr is None:
+                # Gone since it was found there: the client asks again.
+                raise NFSError(locks.TRYLATER)
+            if how == EXCLUSIVE:
+                raise NFSError(EXIST)
+            if size is not None and size != attr.size:
+                raise NFSError(ROFS)
+            return fh, attr
+
+        def existing():
+            return self._then_lock(self._on_lock(name, self.locks.stat), found)
+
+        if how == EXCLUSIVE:
+
+            def exclusive(st):
+                if st is None:
+                    raise NFSError(NOTSUPP)
+                return found(st)
+
+            return self._then_lock(self._on_lock(name, self.locks.stat), exclusive)
+        mode = 0o600 if mode is None else mode & 0o777
+
+        def make():
+            return self._then_lock(
+                self._on_lock(name, self.locks.create, mode), lambda st: (fh, self._lock_seen(name, st))
+            )
+
+        if how == UNCHECKED:
+            return unless(make, EXIST, existing)
+        return make()
+
+    def _lock_remove(self, name, caller, privileged):
         """
-        Remove the lock file C{name} (C{NAME.lock}) for root: C{()}.
+        Remove C{NAME.lock} for root: C{()}.
         """
-        owner = self._lock_owner_for_change(dirfh, name, caller, privileged)
-        if self.handles.lock(owner) is None:
+        if self.handles.lock(name) is None:
             raise NFSError(NOENT)
+        if not locks.may_lock(caller, privileged):
+            return self._lock_refused(name)
 
         def removed(_):
-            self._lock_seen(owner, None)
+            self._lock_seen(name, None)
             return ()
 
-        return self._then_lock(self._on_lock(owner, self.locks.remove), removed)
+        return self._then_lock(self._on_lock(name, self.locks.remove), removed)
 
+    def _lock_hide(self, name, hidden_name, caller, privileged, client):
+        """
+        The Linux client's silly rename of C{NAME.lock} to C{hidden_name}
+        (L{hlfs.core.hidden}): remove the lock, remember the name.
+        """
+
+        def hidden(_):
+            self.hidden.remember(client, hidden_name, name)
+            return ()
+
+        return then(self._lock_remove(name, caller, privileged), hidden)

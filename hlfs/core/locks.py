@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from zope.interface import Interface
 
-from hlfs.core.handles import HLFS_CALLER
+from hlfs.core.handles import HLFS_CALLER, sees_table2
 
 SUFFIX = b".lock"
 
@@ -141,9 +141,10 @@ def lock_path(mailbox):
 def may_look(caller):
     """
     Whether C{caller} (a L{hlfs.core.linkfs.Caller}) sees lock files:
-    the callers of Table 2.
+    the callers of Table 2 (L{sees_table2}), who alone may also present
+    their handles (L{hlfs.core.handles.may_use}).
     """
-    return bool(caller.flags & HLFS_CALLER)
+    return sees_table2(caller)
 
 
 def may_lock(caller, privileged):

@@ -14,11 +14,13 @@ PERM = 1
 NOENT = 2
 IO = 5
 ACCES = 13
+EXIST = locks.EXIST
 NOTDIR = 20
 ISDIR = 21
 INVAL = 22
 ROFS = 30
 NAMETOOLONG = 63
+NOTEMPTY = 66
 STALE = 70
 NOTSUPP = 10004
 
@@ -26,6 +28,11 @@ NOTSUPP = 10004
 REG = 1
 DIR = 2
 LNK = 5
+
+# How a CREATE asks for its file (NFSv3's createmode3; NFSv2 asks GUARDED).
+UNCHECKED = 0
+GUARDED = 1
+EXCLUSIVE = 2
 
 ROOT_FILEID = 1
 MAX_NAME = 255
@@ -97,6 +104,16 @@ def then(result, f):
     return result.addCallback(f)
 
 
+def after(result, f):
+    """
+    Apply C{f} to C{result}, whatever it is, now or when it fires if it is
+    a Deferred.
+    """
+    if hasattr(result, "addCallback"):
+        return result.addCallback(f)
+    return f(result)
+
+
 def then_found(result, f):
     """
     Like L{_then}, for a result that may be L{None}: NOENT.
@@ -110,6 +127,29 @@ def then_found(result, f):
     if result is None or isinstance(result, tuple):
         return found(result)
     return result.addCallback(found)
+
+
+def unless(compute, status, instead):
+    """
+    Return C{compute()}'s answer, now or later; if it fails with the NFS
+    C{status}, C{instead()}'s.
+    """
+
+    def failed(failure):
+        failure.trap(NFSError)
+        if failure.value.status != status:
+            return failure
+        return instead()
+
+    try:
+        result = compute()
+    except NFSError as e:
+        if e.status != status:
+            raise
+        return instead()
+    if hasattr(result, "addErrback"):
+        return result.addErrback(failed)
+    return result
 
 
 def locking(operation, *args):

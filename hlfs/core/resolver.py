@@ -94,24 +94,52 @@ class SpoolRules:
         self.alt_dir = alt_dir
         self.uid_min = uid_min
 
-    def spool_of(self, user):
+    #: Why a link is the alternate spool by these rules alone (L{reason}).
+    UNKNOWN = "unknown user"
+    SYSTEM = "system account"
+    HOME_ROOT = "home /"
+    HOME_RELATIVE = "relative home"
+
+    def reason(self, user):
         """
-        Return C{~user/<subdir>}, or L{None} when the user is unknown, a
-        system account (uid under C{uid_min}, root excepted), or the home is
-        C{/} or relative: those get the alternate spool.
+        Why C{user}'s mail goes to the alternate spool whatever its home
+        holds, or L{None} when it goes to C{~user/<subdir>} (once the home
+        is found usable): L{UNKNOWN}, L{SYSTEM} (uid under C{uid_min}, root
+        excepted), L{HOME_ROOT} or L{HOME_RELATIVE}.
 
         System accounts are the mail system's own (C{postfix},
         C{Debian-exim}, C{mail}): a spool of theirs in their home would make
         Postfix's local(8), which looks at the spool directory as the mail
         owner, find it unwritable and open mailboxes as root.  The sticky,
         world-writable alternate spool makes it deliver as the recipient.
+        C{hlfs check} warns from the same answers.
         """
-        if user is None or 0 < user.uid < self.uid_min:
-            return None
+        if user is None:
+            return self.UNKNOWN
+        if self.system_account(user.uid):
+            return self.SYSTEM
         home = user.home.rstrip(b"/")
+        if not home and user.home:
+            return self.HOME_ROOT
         if not home.startswith(b"/"):
+            return self.HOME_RELATIVE
+        return None
+
+    def system_account(self, uid):
+        """
+        Whether C{uid} is a system account's: under C{uid_min}, root
+        excepted.
+        """
+        return 0 < uid < self.uid_min
+
+    def spool_of(self, user):
+        """
+        Return C{~user/<subdir>}, or L{None} when the user's mail goes to
+        the alternate spool (L{reason}).
+        """
+        if self.reason(user) is not None:
             return None
-        return home + b"/" + self.subdir
+        return user.home.rstrip(b"/") + b"/" + self.subdir
 
     def mailbox_of(self, user):
         spool = self.spool_of(user)

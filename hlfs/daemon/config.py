@@ -47,6 +47,7 @@ class Config:
     max_unprivileged: int = StreamLimits.max_unprivileged
     max_record: int = StreamLimits.max_record
     calls_per_turn: int = StreamLimits.calls_per_turn
+    max_pending: int = StreamLimits.max_pending
     idle_timeout: float = StreamLimits.idle_timeout
     record_timeout: float = StreamLimits.record_timeout
     stall_timeout: float = StreamLimits.stall_timeout
@@ -55,6 +56,11 @@ class Config:
     fd_reserve: int = 64
     retry_interval: float = 5.0
     uid_min: int = 1000
+    # Seconds between counts of the alternate spool (and looks at the
+    # mount) for the metrics; 0: never.
+    alt_spool_interval: float = 60.0
+    # The daemon's name among several on the host (hlfs@NAME.service).
+    name: str | None = None
 
     @property
     def export_path(self):
@@ -70,6 +76,7 @@ class Config:
             max_connections=self.max_connections,
             max_unprivileged=self.max_unprivileged,
             calls_per_turn=self.calls_per_turn,
+            max_pending=self.max_pending,
         )
 
 
@@ -133,6 +140,15 @@ def check_component(option, value):
     """
     if not value or value in (".", "..") or "/" in value or "\0" in value:
         raise ConfigError(f"--{option} must be a single path component, not {value!r}")
+    return value
+
+
+def check_name(value):
+    """
+    A daemon's name: what systemd allows in an instance name, short.
+    """
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "-_.:@\\" for c in value):
+        raise ConfigError(f"--name must be 1 to 64 letters, digits or -_.:@\\, not {value!r}")
     return value
 
 

@@ -11,6 +11,7 @@ of the administrator's own, the plugin's options name it for twistd
 (L{LOGGER}) and say where it writes (L{LogSettings}).
 """
 
+import socket
 import sys
 import syslog as _syslog
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from twisted.logger import LegacyLogObserverWrapper, textFileLogObserver
 from twisted.python.logfile import LogFile
 from twisted.python.syslog import SyslogObserver
+
+from hlfs.daemon.startup import StartupError, say
 
 #: The fully qualified name twistd's --logger takes.
 LOGGER = "hlfs.daemon.logs.observer"
@@ -82,6 +85,8 @@ class DaemonLogObserver:
 
     facility = _syslog.LOG_DAEMON
     syslog_options = _syslog.LOG_PID
+    #: Where the C library's syslog(3) sends (glibc's _PATH_LOG).
+    syslog_socket = "/dev/log"
 
     def __init__(self, settings=None, open_syslog=SyslogObserver):
         self.settings = settings or LogSettings()
@@ -94,6 +99,13 @@ class DaemonLogObserver:
     def __call__(self):
         settings = self.settings
         if settings.syslog_prefix is not None:
+            problem = syslog_problem(self.syslog_socket)
+            if problem is not None:
+                # syslog(3) would drop every line without a word.
+                where = "standard error" if settings.nodaemon else (
+                    "standard error, which a daemon closes: give --logfile or -n")
+                say(f"no syslog at {self.syslog_socket} ({problem}): logging to {where}")
+                return textFileLogObserver(sys.__stderr__)
             observer = self._open_syslog(
                 settings.syslog_prefix, options=self.syslog_options, facility=self.facility
             )
@@ -102,7 +114,11 @@ class DaemonLogObserver:
             if not settings.nodaemon:
                 sys.exit("Daemons cannot log to stdout, exiting!")
             return textFileLogObserver(sys.stdout)
-        self.log_file = LogFile.fromFullPath(settings.logfile or "twistd.log")
+        path = settings.logfile or "twistd.log"
+        try:
+            self.log_file = LogFile.fromFullPath(path)
+        except OSError as e:
+            raise StartupError(f"cannot open the log file {path}: {e.strerror}") from None
         return textFileLogObserver(self.log_file)
 
     def reopen(self):
@@ -111,6 +127,24 @@ class DaemonLogObserver:
         """
         if self.log_file is not None:
             self.log_file.reopen()
+
+
+def syslog_problem(path):
+    """
+    Why nothing would reach syslog through the socket at C{path}, or
+    L{None} when something listens there (as syslog(3) tries it: datagram,
+    then stream).
+    """
+    problem = None
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as s:
+            try:
+                s.connect(path)
+            except OSError as e:
+                problem = problem or e.strerror
+            else:
+                return None
+    return problem
 
 
 #: The factory twistd calls: C{twistd --logger hlfs.daemon.logs.observer}.

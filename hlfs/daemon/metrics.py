@@ -199,9 +199,73 @@ def reloads(service):
 
 
 @family
+def alt_spool(service):
+    watch = service.spool_watch
+    count = watch.last if watch is not None else None
+    if count is None:
+        return
+    yield GaugeMetricFamily(
+        "hlfs_alt_spool_mailboxes",
+        "Non-empty mailboxes waiting in the alternate spool at the last count (not those of "
+        "system accounts, whose mailbox it is).",
+        value=count.mailboxes,
+    )
+    yield GaugeMetricFamily("hlfs_alt_spool_bytes", "Bytes of those mailboxes.", value=count.bytes)
+    yield GaugeMetricFamily(
+        "hlfs_alt_spool_resident_mailboxes",
+        "Non-empty mailboxes of system accounts (uid under --uid-min) at the last count: the "
+        "alternate spool is their mailbox, and they are not counted as waiting.",
+        value=count.resident,
+    )
+    if count.oldest is not None:
+        yield GaugeMetricFamily(
+            "hlfs_alt_spool_oldest_change_timestamp_seconds",
+            "When the mailbox changed least recently was last written (Unix time).",
+            value=count.oldest,
+        )
+    yield GaugeMetricFamily(
+        "hlfs_alt_spool_count_complete",
+        "1 if the last count read every name of the spool, 0 if it stopped at its bound "
+        "(the counts are then lower bounds) or could not read the spool.",
+        value=int(count.complete),
+    )
+    yield GaugeMetricFamily(
+        "hlfs_alt_spool_count_timestamp_seconds", "When the spool was last counted (Unix time).",
+        value=count.at,
+    )
+
+
+@family
+def portmap(service):
+    registration = service.registration
+    if registration is None:
+        return
+    state = GaugeMetricFamily(
+        "hlfs_portmap_registration",
+        "1 for the state of the portmapper registration: registered (this daemon's "
+        "mappings are in place), deferred (another live daemon holds them), unregistered "
+        "(no portmapper, or it lost them and they are not back yet).",
+        labels=["state"],
+    )
+    for name in ("registered", "deferred", "unregistered"):
+        state.add_metric([name], int(registration.state == name))
+    yield state
+    yield CounterMetricFamily(
+        "hlfs_portmap_registrations",
+        "Times this daemon set its mappings with the portmapper (again after a restart of it).",
+        value=registration.registrations,
+    )
+
+
+@family
 def daemon(service):
-    yield GaugeMetricFamily("hlfs_mounted", "1 while the kernel has hlfs mounted, else 0.",
-                            value=int(service.mounted))
+    if service.mount_service is not None:
+        yield GaugeMetricFamily(
+            "hlfs_mounted",
+            "1 while the kernel has this daemon mounted, else 0 (not yet, or the mount was "
+            "found gone from /proc/mounts); absent with --no-mount.",
+            value=int(service.mounted),
+        )
     yield GaugeMetricFamily("hlfs_start_time_seconds", "When the daemon started (Unix time).",
                             value=service.started_at)
     yield GaugeMetricFamily("hlfs_uptime_seconds", "Seconds since the daemon started.",
@@ -219,15 +283,24 @@ class HLFSCollector:
     """
     A C{prometheus_client} collector of L{FAMILIES} for an
     L{hlfs.daemon.service.HLFSService}.
+
+    @ivar name: the daemon's C{--name}, added as the label C{name} to every
+        sample, or L{None}: several daemons on one host tell apart so.
     """
 
-    def __init__(self, service, families=FAMILIES):
+    def __init__(self, service, families=FAMILIES, name=None):
         self.service = service
         self.families = families
+        self.name = name
 
     def collect(self):
         for metrics in self.families:
-            yield from metrics(self.service)
+            for family in metrics(self.service):
+                if self.name is not None:
+                    family.samples = [
+                        s._replace(labels={**s.labels, "name": self.name}) for s in family.samples
+                    ]
+                yield family
 
 
 class MetricsPage(Resource):
@@ -264,13 +337,13 @@ class MetricsSite(Site):
         pass
 
 
-def metrics_site(service):
+def metrics_site(service, name=None):
     """
     Return a L{Site} serving the service's metrics at C{/metrics}, from a
     registry of its own (not the process-wide default one).
     """
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(HLFSCollector(service))
+    registry.register(HLFSCollector(service, name=name))
     root = Resource()
     root.putChild(b"metrics", MetricsPage(registry))
     return MetricsSite(root)
@@ -292,8 +365,11 @@ def metrics_endpoint(portspec, reactor):
         raise ConfigError(f"bad --metrics endpoint {portspec!r}: {e}") from None
 
 
-def metrics_service(endpoint, service):
+def metrics_service(endpoint, service, name=None):
     """
-    Return the service serving C{service}'s metrics on C{endpoint}.
+    Return the service serving C{service}'s metrics on C{endpoint}; a port
+    it cannot listen on fails the daemon's start, as the manhole's does.
     """
-    return StreamServerEndpointService(endpoint, metrics_site(service))
+    metrics = StreamServerEndpointService(endpoint, metrics_site(service, name))
+    metrics._raiseSynchronously = True
+    return metrics

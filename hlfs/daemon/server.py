@@ -9,6 +9,7 @@ from twisted.application.service import Service
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from hlfs.daemon.startup import StartupError, listen_error
 from hlfs.nfs import mount, v2, v3
 from hlfs.nfs.attrs import AttrEncoder
 from hlfs.rpc.dispatch import Program
@@ -63,6 +64,13 @@ class RPCServerService(Service):
         self._listeners = []
 
     def startService(self):
+        try:
+            self._listen()
+        except CannotListenError as e:
+            raise StartupError(f"cannot serve NFS on {listen_error(e)}") from None
+        Service.startService(self)
+
+    def _listen(self):
         tries = 1 if self.requested_port else self.EPHEMERAL_TRIES
         for attempt in range(tries):
             udp = self.reactor.listenUDP(
@@ -85,7 +93,6 @@ class RPCServerService(Service):
             break
         else:
             raise CannotListenError(self.interface, 0, "no port free for both UDP and TCP")
-        Service.startService(self)
 
     def stopService(self):
         Service.stopService(self)

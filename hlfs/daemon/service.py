@@ -9,7 +9,6 @@ import itertools
 import gc
 import os
 import signal
-import sys
 from datetime import datetime
 
 from twisted.application.internet import TimerService
@@ -19,7 +18,9 @@ from twisted.logger import Logger
 
 from hlfs import __version__
 from hlfs.daemon import kernel, resources
+from hlfs.daemon.altspool import SpoolWatch
 from hlfs.daemon.config import ConfigError, resolve_group
+from hlfs.daemon.startup import StartupError
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
 from hlfs.nfs import status
 from hlfs.core.resolver import SpoolRules
@@ -68,16 +69,22 @@ class HLFSService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config, reactor, table=None, log_output=None):
+    def __init__(self, config, reactor, table=None, log_output=None, pidfile=None):
         """
         @param table: the users, loaded from C{config.password_file} if
             L{None}.
         @param log_output: what SIGHUP reopens (C{reopen()}), or L{None}.
+        @param pidfile: twistd's pid file, removed when the daemon gives up
+            (it exits without returning to twistd), or L{None}.
         """
         MultiService.__init__(self)
         self.config = config
         self.reactor = reactor
         self.log_output = log_output
+        self.pidfile = pidfile
+        self._waiting = []
+        self.ready = None
+        self.serving = False
         self.started_at = reactor.seconds()
         self.exit_status = 0
         self.stopping = False
@@ -104,7 +111,8 @@ class HLFSService(MultiService):
             )
         ]
         self.dispatcher = Dispatcher(
-            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies
+            programs, insecure=config.insecure, verbose=config.verbose, replies=self.replies,
+            clock=reactor,
         )
         self.stats = self.dispatcher.stats
         self.server = RPCServerService(
@@ -130,6 +138,13 @@ class HLFSService(MultiService):
         self.server.setServiceParent(serving)
         if self.registration is not None:
             self.registration.setServiceParent(serving)
+        self.spool_watch = None
+        if config.alt_spool_interval:
+            self.spool_watch = SpoolWatch(
+                reactor, config.alt_dir, config.alt_spool_interval, self._mount_present,
+                resident=self.rules.system_account,
+            )
+            self.spool_watch.setServiceParent(self)
         if config.reload_interval:
             self._reload_timer_fresh = True
             self.reload_timer = TimerService(config.reload_interval, self._periodic_reload)
@@ -137,7 +152,7 @@ class HLFSService(MultiService):
             self.reload_timer.setServiceParent(self)
 
     def _make_resolver(self, table):
-        rules = SpoolRules(
+        rules = self.rules = SpoolRules(
             os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir), self.config.uid_min
         )
         resolver, self.checks = resolver_for(self.config, table, rules, self.reactor)
@@ -150,12 +165,33 @@ class HLFSService(MultiService):
         try:
             self._start()
         except ConfigError as e:
-            # One clear line, not a traceback from inside twistd.
+            # One clear line, not a traceback from inside twistd
+            # (hlfs.daemon.startup); in the log as well, however started.
             self.log.error("cannot start: {error}", error=str(e))
-            # twistd has redirected sys.stderr into the log by now.
-            sys.__stderr__.write(f"hlfs: {e}\n")
-            sys.__stderr__.flush()
-            raise SystemExit(2)
+            raise StartupError(str(e), status=2, logged=True) from None
+
+    def whenReady(self):
+        """
+        Return a Deferred firing once the daemon serves (registered, and
+        mounted unless C{--no-mount}), or failing with a L{StartupError}
+        if it gives up first: what a daemon's waiting parent reports.
+        """
+        d = defer.Deferred()
+        if self.exit_status:
+            d.errback(StartupError(self._gave_up))
+        elif self.serving:
+            d.callback(None)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def _served(self, result):
+        if not self.exit_status and not self.stopping:
+            self.serving = True
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+        return result
 
     def _start(self):
         config = self.config
@@ -205,6 +241,7 @@ class HLFSService(MultiService):
         started.addErrback(self._checks_late)
         started.addCallback(lambda _: self._serve())
         started.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
+        started.addCallback(self._served)
         self.ready = started
 
     def _checks_late(self, failure):
@@ -244,9 +281,10 @@ class HLFSService(MultiService):
         if self.mount_service is not None:
             # It registered, then mounted, as it started.
             return self.mount_service.ready
+        d = defer.succeed(None)
         if self.registration is not None:
-            return self.registration.register()
-        return None
+            d.addCallback(lambda _: self.registration.register())
+        return d
 
     def _reserve_fds(self):
         config = self.config
@@ -269,6 +307,10 @@ class HLFSService(MultiService):
     def _fatal(self, message):
         self.log.error("{message}; exiting", message=message)
         self.exit_status = 1
+        self._gave_up = message
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(StartupError(message))
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -276,6 +318,12 @@ class HLFSService(MultiService):
 
     def _after_shutdown(self):
         if self.exit_status:
+            # twistd never gets to remove its pid file after this.
+            if self.pidfile:
+                try:
+                    os.unlink(self.pidfile)
+                except OSError:
+                    pass
             os._exit(self.exit_status)
         # A clean stop on SIGTERM exits 0, as hlfsd does (and as systemd
         # expects); twistd would otherwise re-raise the signal at exit.
@@ -394,12 +442,22 @@ class HLFSService(MultiService):
         except OSError as e:
             self.log.error("SIGUSR1: cannot write the dump: {error}", error=e)
 
+    def _mount_present(self):
+        # In the spool watch's thread: whether /proc/mounts still shows the
+        # mount this daemon made (L{None} while it has none to show).
+        if self.mount_service is None or not self.mount_service.mounted:
+            return None
+        return self.kernel_mount.current() is not None
+
     @property
     def mounted(self):
         """
-        Whether the kernel has this daemon mounted.
+        Whether the kernel has this daemon mounted: mounted, and not found
+        gone from /proc/mounts at the last look (someone unmounted it).
         """
-        return self.mount_service is not None and self.mount_service.mounted
+        if self.mount_service is None or not self.mount_service.mounted:
+            return False
+        return self.spool_watch is None or self.spool_watch.mount_present is not False
 
     def status_report(self):
         """
@@ -412,6 +470,7 @@ class HLFSService(MultiService):
             ("port", self.server.port),
             ("mount", self.config.mount),
             ("mounted", self.mounted),
+            ("portmap", self.registration.state if self.registration is not None else "off"),
             ("users", len(self.resolver.table)),
             ("reloads", self.reloads),
             ("reload_failures", self.reload_failures),
@@ -422,6 +481,15 @@ class HLFSService(MultiService):
             stamp = datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
             pairs.append(("last_reload", stamp))
             pairs.append(("last_reload_seconds", f"{seconds:.3f}"))
+        if self.config.name is not None:
+            pairs.insert(0, ("name", self.config.name))
+        if self.registration is not None and self.registration.holder is not None:
+            pairs.append(("portmap_holder_port", self.registration.holder))
+        count = self.spool_watch.last if self.spool_watch is not None else None
+        if count is not None:
+            pairs += [("alt_spool_mailboxes", count.mailboxes), ("alt_spool_bytes", count.bytes),
+                      ("alt_spool_resident_mailboxes", count.resident),
+                      ("alt_spool_count_complete", count.complete)]
         report = getattr(self.resolver, "status", None)
         if report is not None:
             pairs.extend(report())

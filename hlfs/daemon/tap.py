@@ -2,6 +2,8 @@
 C{twistd hlfs}: command-line options and the service they build.
 """
 
+import configparser
+import getopt
 import ipaddress
 import os
 import sys
@@ -15,6 +17,7 @@ from hlfs.daemon.config import (
     check_component,
     check_count,
     check_mount_options,
+    check_name,
     check_port,
     check_seconds,
     check_uid,
@@ -27,8 +30,11 @@ from hlfs.console.manhole import (
     check_manhole_options,
     makeManholeService,
 )
-from hlfs.daemon import logs
+from hlfs.daemon import logs, startup
 from hlfs.daemon.logs import LOGGER, LogSettings
+
+#: The section of a C{--config} file: its keys are the long options.
+CONFIG_SECTION = "hlfs"
 
 DESCRIPTION = """\
 Serve the Home-Link File System: a read-only NFS filesystem holding one
@@ -87,8 +93,10 @@ LIMITS: the port is open to every local user (NULL and the status program
 must stay reachable from unprivileged ports), so everything a caller can
 make hlfs hold is bounded.  A TCP connection holds at most one record of
 --max-record bytes, is not read while more than 64 KiB of its replies wait
-unsent, answers --calls-per-turn calls before other connections get their
-turn, and is closed after --record-timeout holding part of a record,
+unsent (a turn stops answering once its replies fill that much) or while
+--max-pending of its calls wait for a home check or a lock file, answers
+--calls-per-turn calls before other connections get their turn, and is
+closed after --record-timeout holding part of a record,
 --stall-timeout leaving its replies unread or --idle-timeout sending
 nothing (the kernel client reconnects).  At most --max-connections are open,
 --max-unprivileged-connections of them from unprivileged ports; a
@@ -170,6 +178,9 @@ class Options(ManholeOptions, usage.Options):
          "Bytes of one TCP record, each fragment with its 4-byte header."],
         ["calls-per-turn", None, str(Config.calls_per_turn),
          "Calls one TCP connection has answered before the others get their turn."],
+        ["max-pending", None, str(Config.max_pending),
+         "Calls of one TCP connection still being answered (home checks, lock files); past "
+         "it the connection is not read until some are."],
         ["reply-cache-entries", None, str(Config.reply_cache_entries),
          "Replies the reply cache holds."],
         ["reply-cache-bytes", None, str(Config.reply_cache_bytes),
@@ -182,6 +193,15 @@ class Options(ManholeOptions, usage.Options):
         ["metrics", None, None,
          "Serve Prometheus metrics at /metrics on PORTSPEC: a port number (loopback "
          "only) or an endpoint such as tcp:9436:interface=127.0.0.1.  Off by default."],
+        ["alt-spool-interval", None, f"{Config.alt_spool_interval:g}",
+         "Seconds between counts of the mailboxes waiting in the alternate spool (and "
+         "looks at the mount) for --metrics and hlfs status; 0: never."],
+        ["name", None, None,
+         "Name of this daemon among several on the host (hlfs@NAME.service): the "
+         "label name=NAME on every metric."],
+        ["config", None, None,
+         "Read settings from this file first: an ini [hlfs] section whose keys are "
+         "these long options (flags take yes or no); the command line wins."],
     ]
 
     optFlags = [
@@ -192,7 +212,8 @@ class Options(ManholeOptions, usage.Options):
         ["fast", "f", "Fast start: skip the mount point checks of start-up step 1."],
         ["allow-attribute-cache", "C",
          "Run even if the kernel keeps a cache that could hand one user's link to another."],
-        ["verbose", "D", "Log every refused or malformed call (debugging)."],
+        ["verbose", "D", "Log every refused or malformed call (debugging): the first 100 of "
+         "each kind, then one line a minute with their count."],
     ]
 
     def opt_probe_threads(self, count):
@@ -214,6 +235,59 @@ class Options(ManholeOptions, usage.Options):
     #: The reactor the endpoints are made for; the global one if L{None}.
     reactor = None
 
+    #: The long options the command line gave (L{parseOptions}).
+    given = frozenset()
+
+    def parseOptions(self, options=None):
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            opts, _ = getopt.getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error:
+            opts = []  # usage.Options says what is wrong
+        given = set()
+        for opt, _ in opts:
+            name = opt.lstrip("-")
+            given.add(self.synonyms.get(name) or self.synonyms.get(name.replace("-", "_"), name))
+        self.given = frozenset(given)
+        usage.Options.parseOptions(self, options)
+
+    def _read_config(self):
+        """
+        Apply the settings of C{--config} that the command line left out.
+        """
+        path = self["config"]
+        if path is None:
+            return
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except (OSError, UnicodeDecodeError, configparser.Error) as e:
+            reason = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
+            raise usage.UsageError(f"cannot read {path}: {reason}") from None
+        if not parser.has_section(CONFIG_SECTION):
+            raise usage.UsageError(f"{path}: no [{CONFIG_SECTION}] section")
+        flags = {flag[0] for flag in self.optFlags}
+        for key, value in parser.items(CONFIG_SECTION):
+            if key == "config" or (key not in flags and key not in self.defaults):
+                raise usage.UsageError(f"{path}: unknown setting {key!r}")
+            if key in self.given:
+                continue
+            if key in flags:
+                word = value.strip().lower()
+                if word not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
+                    raise usage.UsageError(f"{path}: {key} must be yes or no, not {value!r}")
+                self[key] = 1 if word in ("yes", "true", "on", "1") else 0
+            else:
+                self[key] = value.strip()
+
+    def _check_privileges(self):
+        """
+        Refuse what this process is not allowed to do, before anything
+        starts (L{TwistdOptions}); nothing to check in process.
+        """
+
     def postOptions(self):
         """
         Check every value and load what the service needs, so that a bad
@@ -224,6 +298,8 @@ class Options(ManholeOptions, usage.Options):
         from hlfs.daemon.metrics import metrics_endpoint
         from hlfs.daemon.service import load_table
 
+        self._read_config()
+        self._check_privileges()
         check_manhole_options(self)
         reactor = self._reactor()
         try:
@@ -302,6 +378,7 @@ class Options(ManholeOptions, usage.Options):
             stall_timeout=check_seconds("stall-timeout", self["stall-timeout"], 1),
             max_record=check_count("max-record", self["max-record"], 1024, 2**24),
             calls_per_turn=check_count("calls-per-turn", self["calls-per-turn"], 1, 10**6),
+            max_pending=check_count("max-pending", self["max-pending"], 1, 10**6),
             reply_cache_entries=check_count(
                 "reply-cache-entries", self["reply-cache-entries"], 0, 10**8
             ),
@@ -310,6 +387,8 @@ class Options(ManholeOptions, usage.Options):
             retry_interval=check_seconds("retry-interval", self["retry-interval"], 0.1),
             uid_min=(login_defs_uid_min() if self["uid-min"] is None
                      else check_uid("--uid-min", self["uid-min"])),
+            alt_spool_interval=check_seconds("alt-spool-interval", self["alt-spool-interval"]),
+            name=None if self["name"] is None else check_name(self["name"]),
         )
 
 
@@ -330,8 +409,21 @@ class TwistdOptions(Options):
         try:
             Options.parseOptions(self, options)
         except usage.UsageError as e:
-            sys.stderr.write(f"hlfs: {e}\n")
+            startup.say(str(e), sys.stderr)
             raise SystemExit(2)
+        except startup.StartupError as e:
+            startup.say(str(e), sys.stderr)
+            raise SystemExit(e.status)
+
+    def _check_privileges(self):
+        # Before the pid file, the log, the users or any port: mount.nfs
+        # mounts for root only (as a user it asks /etc/fstab, and fails
+        # with "failed to apply fstab options" after a wait).
+        if not self["no-mount"] and (os.getuid() != 0 or os.geteuid() != 0):
+            raise startup.StartupError(
+                f"mounting on {self['mount']} needs root; run as root, or give --no-mount "
+                "to serve without mounting"
+            )
 
 
 def makeService(options, reactor=None):
@@ -346,10 +438,17 @@ def makeService(options, reactor=None):
     from hlfs.daemon.service import HLFSService
 
     logs.observer.use(options.log_settings)
-    service = HLFSService(options.config, reactor, table=options.table, log_output=logs.observer)
+    # A start-up error ending a plain `twistd hlfs` is one line too.
+    startup.install_excepthook()
+    parent = getattr(options, "parent", None)
+    service = HLFSService(
+        options.config, reactor, table=options.table, log_output=logs.observer,
+        pidfile=parent.get("pidfile") if parent is not None else None,
+    )
     if options.metrics_endpoint is not None:
-        metrics_service(options.metrics_endpoint, service).setServiceParent(service)
+        metrics = metrics_service(options.metrics_endpoint, service, options.config.name)
+        startup.listening(metrics, "metrics").setServiceParent(service)
     if options.manhole is not None:
         options.manhole_namespace.update(build_namespace(service, reactor))
-        options.manhole.setServiceParent(service)
+        startup.listening(options.manhole, "the manhole").setServiceParent(service)
     return service

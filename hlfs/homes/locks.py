@@ -9,7 +9,9 @@ L{hlfs.homes.lockfiles}.
 A lock job is one of its user's jobs: while that user's home check (or
 another lock job) runs, it waits, so a hung home holds one process.  A
 lock made after its caller was answered (the deadline passed, the caller
-was told to come back) is removed again at once: nobody holds it.
+was told to come back) is removed again at once: nobody holds it.  In
+the alternate spool, another user's file in the place of NAME's lock is
+removed by the check process as root, and logged here.
 """
 
 import errno as errnos
@@ -86,6 +88,12 @@ class SpoolLocks:
         self.resolver.credentials.finished(job, job.home, done.kept)
         if not done.ok:
             return False, done.errno
+        if done.squatter is not None:
+            log.warn(
+                "removed {path}, owned by uid {owner}: another user's file in the place "
+                "of {name}'s lock in the alternate spool",
+                path=os.fsdecode(job.path), owner=done.squatter, name=os.fsdecode(name),
+            )
         if job.op == "create":
             self.made += 1
             if flight.late:

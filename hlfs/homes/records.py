@@ -271,13 +271,16 @@ class LockDone(NamedTuple):
     """
     A L{LockFile}'s answer: C{ok} with the lock's C{stat} (the fields of
     L{hlfs.core.locks.LockStat}, L{None} when there is no lock), or not
-    with C{errno}; the identity to keep, as for L{CheckDone}.
+    with C{errno}; the identity to keep, as for L{CheckDone}; and
+    C{squatter}, the owner of another user's file removed from the place
+    of the lock in the alternate spool, or L{None}.
     """
 
     ok: bool
     errno: int
     stat: tuple | None
     kept: tuple | None
+    squatter: int | None
 
 
 @record("check-home", answer=CheckDone)

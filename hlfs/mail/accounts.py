@@ -2,15 +2,54 @@
 Password entries with the fields the mail tools need beyond
 L{hlfs.core.users.UserTable}: the primary gid (for a delivery agent's
 credential switch) and every entry including duplicated uids (for
-C{hlfs check}).
+C{hlfs check}); and which names may name a mailbox.
 """
 
 import grp
 import os
 import pwd
+import re
 
 from hlfs.core.users import Account, parse_passwd  # noqa: F401 (the mail tools' names)
 from hlfs.homes.nss import NameServiceUnavailable, account_by_name  # noqa: F401
+
+#: The longest name a mailbox may have (glibc's LOGIN_NAME_MAX, 256 with
+#: its NUL, and nslcd's limit alike).
+MAX_NAME = 256
+
+# What useradd(8) and nslcd's default validnames make user names of.  No
+# "+": it marks NIS entries, and nslcd refuses such names, which glibc then
+# reports as an error of the service, not as "no such user".
+_PORTABLE_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.@-]*\Z")
+
+
+def valid_user_name(name):
+    """
+    Whether C{name} (C{bytes}) can name a mailbox file: one path
+    component, not hidden, not an option, not a lock file.
+
+    C{hlfs deliver} takes any such name from its MTA, which chose the
+    recipient, and asks the name service about it.
+    """
+    return (
+        0 < len(name) <= MAX_NAME
+        and b"/" not in name
+        and b"\0" not in name
+        and not name.startswith((b".", b"-"))
+        and not name.endswith(b".lock")
+    )
+
+
+def plausible_user_name(name):
+    """
+    Whether a name found in a spool every user may write may name a
+    mailbox: a L{valid_user_name} spelt as user names are.
+
+    C{hlfs lostmail} asks the name service only about these: a name
+    nslcd refuses would make glibc report an error of the service, and
+    so fail every run, rather than "no such user".
+    """
+    return valid_user_name(name) and _PORTABLE_NAME.match(name) is not None
 
 
 def read_passwd(path):

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from hlfs.mail import accounts, mbox
-from hlfs.mail.maillog import LOG_ERR, LOG_WARNING
+from hlfs.mail.maillog import LOG_ERR, LOG_WARNING, show
 from hlfs.mail.dotlock import DotLock, LockError, LockTimeout, lock_fd, unlock_fd
 
 EX_OK = 0
@@ -50,20 +50,6 @@ class DeliveryFailure(Exception):
         Exception.__init__(self, reason)
         self.code = code
         self.reason = reason
-
-
-def valid_user_name(name):
-    """
-    Whether C{name} (C{bytes}) can name a mailbox file: one path
-    component, not hidden, not an option.
-    """
-    return (
-        0 < len(name) <= 256
-        and b"/" not in name
-        and b"\0" not in name
-        and not name.startswith((b".", b"-"))
-        and not name.endswith(b".lock")
-    )
 
 
 def spool_message(stream):
@@ -349,8 +335,8 @@ def _child(account, groups, must_switch, message_fd, message_size, sender, optio
     """
     Body of the per-recipient child; never returns.
     """
-    display = os.fsdecode(account.name)
-    path = os.path.join(options.spool, display)
+    display = show(account.name)
+    path = show(os.path.join(os.fsencode(options.spool), account.name))
     code = EX_SOFTWARE
     try:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -360,7 +346,7 @@ def _child(account, groups, must_switch, message_fd, message_size, sender, optio
             options.spool, account.name, account.uid, message_fd, message_size,
             sender, when, options, log,
         )
-        log(f"{display}: {os.fsdecode(path)}: {written} bytes: delivered")
+        log(f"{display}: {show(path)}: {written} bytes: delivered")
         code = EX_OK
     except DeliveryFailure as e:
         log(f"{display}: {path}: 0 bytes: failed ({e.code}): {e.reason}", LOG_WARNING)
@@ -426,8 +412,8 @@ def deliver_all(options, stdin, log):
     codes = []
     for raw in options.recipients:
         name = os.fsencode(raw)
-        display = raw
-        if not valid_user_name(name):
+        display = show(raw)
+        if not accounts.valid_user_name(name):
             log(f"{display}: not a valid user name", LOG_WARNING)
             codes.append(EX_NOUSER)
             continue
@@ -468,7 +454,7 @@ def deliver_all(options, stdin, log):
         code = _wait(pid, options.timeout)
         if code is None:
             log(
-                f"{display}: {os.path.join(options.spool, display)}: 0 bytes: "
+                f"{display}: {show(os.path.join(options.spool, raw))}: 0 bytes: "
                 f"failed ({EX_TEMPFAIL}): delivery did not finish in {options.timeout:g}s",
                 LOG_WARNING,
             )

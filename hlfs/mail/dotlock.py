@@ -12,11 +12,19 @@ expect:
   - an C{fcntl} record lock on the open mailbox, for readers that only
     use kernel locks.
 
-Stale dotlocks (older than a configured age by the file server's clock,
-or held by a process of this host that no longer exists) are broken with
-a log line.  A lock is released only if it is still the inode we linked:
-when another process took the lock over (broke it as stale, say), we
-leave its lock alone instead of stomping on its work.
+Stale dotlocks (unchanged for longer than a configured age by the file
+server's clock, or held by a process of this host that no longer exists)
+are broken with a log line.  A lock's age is measured from the older of
+its modification and change times: its owner can set the first to any
+time, but not the second, which the kernel sets at every change, so a
+modification time in 2099 does not keep a lock young.  A caller that
+knows more may say so: which uids a lock may belong to (any other is
+forged, and broken at once), and since when it has itself seen the lock
+held (the remailer's record: a live holder that keeps touching its lock
+still loses it after the stale age).  A lock is released only if it is
+still the inode we linked: when another process took the lock over
+(broke it as stale, say), we leave its lock alone instead of stomping on
+its work.
 """
 
 import errno
@@ -25,6 +33,8 @@ import os
 import socket
 import stat
 import time
+
+from hlfs.mail.maillog import show
 
 
 class LockError(Exception):
@@ -78,6 +88,9 @@ class DotLock:
         hostname=None,
         pid=None,
         owner=None,
+        owners=None,
+        held_since=None,
+        wall=time.time,
     ):
         """
         @param path: lock file path, usually the mailbox path plus C{.lock}.
@@ -90,6 +103,16 @@ class DotLock:
         @param owner: uid to give the lock file when running as root on
             behalf of a user (the remailer), so that in a sticky spool the
             user's own delivery agent can break it if we die holding it.
+        @param owners: the uids a lock of this mailbox may belong to, or
+            L{None} for any; a lock of any other uid is forged and is
+            broken at once (where we may remove it).
+        @param held_since: when the caller's own record first found this
+            lock held, in seconds on the C{wall} clock, or L{None}; a lock
+            held since longer ago than C{stale_after} is broken, whatever
+            its times say.
+        @ivar found_held: when (on the C{wall} clock) the last
+            L{acquire} first found the lock held by someone else, or
+            L{None}.
         """
         self.path = os.fsdecode(path)
         self.timeout = timeout
@@ -100,6 +123,10 @@ class DotLock:
         self.hostname = hostname or socket.gethostname()
         self.pid = os.getpid() if pid is None else pid
         self.owner = owner
+        self.owners = None if owners is None else frozenset(owners)
+        self.held_since = held_since
+        self.wall = wall
+        self.found_held = None
         self.held = False
         self._identity = None
         self._unique = None
@@ -174,12 +201,15 @@ class DotLock:
             if not owned:
                 _unlink_quietly(unique)
 
-    def _holder(self):
+    def _holder(self, st):
         """
-        Return C{(pid, hostname)} written in the current lock, or L{None}.
+        Return C{(pid, hostname, twin)} written in the current lock (whose
+        C{lstat} is C{st}), or L{None}.
         """
+        if not _is_regular(st):
+            return None
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError:
             return None
         try:
@@ -196,19 +226,30 @@ class DotLock:
         twin = fields[2] if len(fields) == 3 else b""
         return int(fields[0]), fields[1].decode("ascii", "replace"), twin
 
+    def _stale(self, st, holder, now):
+        # Why the lock whose lstat is st is to be broken, or None.
+        if self.owners is not None and st.st_uid not in self.owners:
+            return f"owned by uid {st.st_uid}, who may not lock this mailbox"
+        age = now - min(st.st_mtime, st.st_ctime)
+        if age > self.stale_after:
+            return f"{age:.0f}s old, older than {self.stale_after:g}s"
+        if self.held_since is not None:
+            held = self.wall() - self.held_since
+            if held > self.stale_after:
+                return f"found held for {held:.0f}s, longer than {self.stale_after:g}s"
+        if holder and holder[1] == self.hostname and _pid_is_gone(holder[0]):
+            return f"its holder, process {holder[0]} on this host, is gone"
+        return None
+
     def _break_if_stale(self, now):
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
             return
-        age = now - st.st_mtime
-        reason = None
-        holder = self._holder()
-        if age > self.stale_after:
-            reason = f"{age:.0f}s old, older than {self.stale_after:g}s"
-        else:
-            if holder and holder[1] == self.hostname and _pid_is_gone(holder[0]):
-                reason = f"its holder, process {holder[0]} on this host, is gone"
+        if self.found_held is None:
+            self.found_held = self.wall()
+        holder = self._holder(st)
+        reason = self._stale(st, holder, now)
         if reason is None:
             return
         try:
@@ -218,19 +259,26 @@ class DotLock:
         # Only break the very lock we judged, not one made meanwhile.  The
         # inode number alone does not tell: a lock broken and made anew at
         # once often gets the freed inode back.  Its content (the maker's
-        # unique file name) and mtime differ.
-        if _version(current) != _version(st) or self._holder() != holder:
+        # unique file name) and times differ.
+        if _version(current) != _version(st) or self._holder(current) != holder:
             return
         try:
-            os.unlink(self.path)
+            if stat.S_ISDIR(st.st_mode):
+                # A directory planted as the lock: moved aside, since only
+                # an empty one could be removed.
+                os.rename(self.path, os.path.join(
+                    self._directory, f".{self._base}.broken.{os.urandom(6).hex()}"))
+            else:
+                os.unlink(self.path)
         except FileNotFoundError:
             return
         except OSError as e:
             if not self._unbreakable_logged:
                 self._unbreakable_logged = True
-                self.log(f"stale lock {self.path} ({reason}) cannot be removed: {e.strerror}")
+                self.log(f"stale lock {show(self.path)} ({reason}) cannot be removed: "
+                         f"{e.strerror}")
             return
-        self.log(f"broke stale lock {self.path}: {reason}")
+        self.log(f"broke stale lock {show(self.path)}: {reason}")
         # The dead holder's unique file, named in the lock, goes too.
         twin = holder[2].decode("ascii", "replace") if holder else ""
         if twin.startswith(f".{self._base}.") and "/" not in twin:
@@ -246,6 +294,7 @@ class DotLock:
         deadline = self.clock() + self.timeout
         delay = 0.02
         self._unbreakable_logged = False
+        self.found_held = None
         while True:
             owned, now = self._try_once()
             if owned:
@@ -259,7 +308,7 @@ class DotLock:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise LockTimeout(
-                    f"lock {self.path} still held after {self.timeout:g}s"
+                    f"lock {show(self.path)} still held after {self.timeout:g}s"
                 )
             self.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.25)
@@ -279,7 +328,7 @@ class DotLock:
         Touch the lock so a long job is not judged stale.
         """
         if self.still_ours():
-            os.utime(self.path)
+            os.utime(self.path, follow_symlinks=False)
 
     def release(self):
         """
@@ -294,11 +343,11 @@ class DotLock:
             try:
                 st = os.lstat(self.path)
             except FileNotFoundError:
-                self.log(f"lock {self.path} vanished while held; someone broke it")
+                self.log(f"lock {show(self.path)} vanished while held; someone broke it")
                 return False
             if (st.st_dev, st.st_ino) != self._identity:
                 self.log(
-                    f"lock {self.path} was taken over by another process; left in place"
+                    f"lock {show(self.path)} was taken over by another process; left in place"
                 )
                 return False
             try:
@@ -312,7 +361,7 @@ class DotLock:
 
 
 def _version(st):
-    return st.st_dev, st.st_ino, st.st_mtime_ns
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _unlink_quietly(path):

@@ -24,6 +24,38 @@ LOG_INFO = logging.handlers.SysLogHandler.LOG_INFO
 
 DEFAULT_SOCKET = "/dev/log"
 
+def show(text):
+    """
+    C{text} (C{bytes} or C{str}: a user name, an envelope sender, a path
+    from a world-writable spool) as it may be written to a terminal or a
+    log: every character that is not printable (control characters,
+    escape sequences, line breaks, bidirectional overrides, bytes that are
+    not UTF-8) as a Python-style escape, and a backslash doubled, so a
+    line means what it shows and nothing a user chose can move the
+    cursor, start a new line or retitle the administrator's terminal.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
 _LEVELS = {LOG_ERR: logging.ERROR, LOG_WARNING: logging.WARNING, LOG_INFO: logging.INFO}
 
 

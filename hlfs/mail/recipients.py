@@ -7,25 +7,19 @@ with a log line, when the name service could not be asked, or when it
 says there is no such user but that answer has not yet held for
 C{unknown-wait} (L{hlfs.mail.missing}: sssd offline answers "no such
 user" for every user it has not cached).  The postmaster once it has,
-unless the mailbox's owner uid is a user the name service knows: the
-two answers then disagree, and the mail is left for an administrator.
+unless the mailbox's owner uid is a user the name service knows (root
+included): the two answers then disagree, and the mail is left for an
+administrator.
 """
 
-import os
 import time
 
 from hlfs.homes.nss import NameServiceUnavailable
+from hlfs.mail.maillog import show
 
 
 def utc(seconds):
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
-
-
-def show(name):
-    """
-    A user name (C{bytes} or C{str}) as text for a log line.
-    """
-    return os.fsdecode(name) if isinstance(name, bytes) else name
 
 
 class Recipients:
@@ -48,28 +42,29 @@ class Recipients:
         self._kept = {}
         self._owners = {}
 
-    def recipient_for(self, name, st=None, what="its mail stays for the next run"):
+    def recipient_for(self, name, uid, what="its mail stays for the next run"):
         """
         Return the address to resend C{name}'s mail to: the user when the
         name service knows it; the postmaster once the name has been
-        missing for C{unknown-wait} and the mail's owner uid (C{st}, its
-        stat) is no known user either; else L{None}, logged: the mail
-        waits (the name service could not be asked, or the wait is not
-        over).
+        missing for C{unknown-wait} and the mail's owner C{uid} is no
+        known user either; else L{None}, logged: the mail waits (the name
+        service could not be asked, or the wait is not over).
         """
         user = self.user(name, what)
         if user is False:
             return None
         if user is not None:
             return name
-        if not self.goes_to_postmaster(name, st, what):
+        if not self.goes_to_postmaster(name, uid, what):
             return None
-        return os.fsencode(self.options.postmaster)
+        return self.options.postmaster.encode("utf-8", "surrogateescape")
 
-    def goes_to_postmaster(self, name, st, what):
-        # Whether the mail of a name said not to exist may go to the
-        # postmaster now.
-        if st is not None and not self._orphaned(name, st.st_uid, what):
+    def goes_to_postmaster(self, name, uid, what):
+        """
+        Whether the mail of a name said not to exist, owned by C{uid}, may
+        go to the postmaster now.
+        """
+        if not self._orphaned(name, uid, what):
             return False
         return self._wait_over(name)
 
@@ -106,9 +101,7 @@ class Recipients:
         # the name service knows its owner uid, the name's "no such user"
         # is contradicted, and the mail is not the postmaster's.  (It does
         # not tell sssd offline apart: sssd answers "no such user" for an
-        # uncached uid as well.)  Root's mailboxes say nothing.
-        if uid == 0:
-            return True
+        # uncached uid as well.)
         if (name, uid) not in self._owners:
             shown = show(name)
             try:

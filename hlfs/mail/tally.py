@@ -2,7 +2,10 @@
 What one run of C{hlfs lostmail} did, user by user: the summary it prints.
 """
 
-import os
+from collections import Counter
+
+from hlfs.core.resolver import SpoolRules
+from hlfs.mail.maillog import show
 
 
 class Tally:
@@ -27,5 +30,19 @@ class Tally:
         for user in sorted(self.users):
             found, resent, failed = self.users[user]
             total = [total[0] + found, total[1] + resent, total[2] + failed]
-            yield f"{os.fsdecode(user)}: {found} found, {resent} resent, {failed} failed"
+            yield f"{show(user)}: {found} found, {resent} resent, {failed} failed"
         yield f"total: {total[0]} found, {total[1]} resent, {total[2]} failed"
+
+
+def resident_line(resident, uid_min):
+    """
+    The summary line of the mailboxes left as their owners' own:
+    C{resident} maps each name to its L{SpoolRules} reason.
+    """
+    labels = {SpoolRules.SYSTEM: f"system accounts, uid under uid-min {uid_min}",
+              SpoolRules.HOME_ROOT: "home /", SpoolRules.HOME_RELATIVE: "relative home"}
+    counts = Counter(resident.values())
+    details = "; ".join(f"{label}: {counts[reason]}" for reason, label in labels.items()
+                        if counts[reason])
+    return (f"left in the alternate spool, their owners' mailbox by hlfs's rules: "
+            f"{len(resident)} ({details})")

@@ -52,6 +52,22 @@ class SendmailTransport:
         pass
 
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def smtp_lines(data):
+    """
+    C{data} with every line break it holds (CRLF, a bare LF, a bare CR)
+    as CRLF, the only one SMTP knows.  The server then sees the lines we
+    see: a lone CR or LF, which one server takes for a line's end and
+    another does not, cannot make a C{.} line that ends the data early
+    and smuggles in a second message after it; and every line starting
+    with a dot gets the second dot SMTP asks for (C{smtplib} adds it to
+    each line after a LF, which is now every line).
+    """
+    return _LINE_BREAK.sub(b"\r\n", data)
+
+
 class SMTPTransport:
     """
     Hand messages to an SMTP server, one connection per run.
@@ -74,8 +90,7 @@ class SMTPTransport:
         return address
 
     def send(self, sender, recipient, data):
-        # SMTP wants CRLF line ends; the receiving MTA stores local ends.
-        data = re.sub(rb"\r?\n", b"\r\n", data)
+        data = smtp_lines(data)
         try:
             if self._conn is None:
                 # local_hostname given, so no name service lookup happens.

@@ -21,8 +21,23 @@ FALSE = struct.pack(">I", 0)
 NO_WCC = FALSE + FALSE
 
 
+_NS = 1_000_000_000
+_UINT32 = 0xFFFFFFFF
+_END_NS = (_UINT32 + 1) * _NS
+_LATEST = (_UINT32, _NS - 1)
+
+
 def _split(ns):
-    return divmod(ns, 1_000_000_000)
+    """
+    Return the nfstime (seconds, nanoseconds) of a time in nanoseconds.
+    Both versions carry unsigned 32-bit seconds: a time before 1970 goes
+    out as the Epoch and one after 2106 as the last second there is.  A
+    lock file's times are its owner's to set (C{touch -d}), and root's
+    LOOKUP of it must answer whatever they are.
+    """
+    if 0 <= ns < _END_NS:
+        return divmod(ns, _NS)
+    return (0, 0) if ns < 0 else _LATEST
 
 
 class AttrEncoder:
@@ -61,7 +76,7 @@ class AttrEncoder:
         mode = a.mode | _S_IFMT.get(a.type, _S_IFLNK)
         return _FATTR2.pack(
             a.type, mode, a.nlink, a.uid, a.gid,
-            a.size & 0xFFFFFFFF, 4096, 0, 1,
-            self.fsid & 0xFFFFFFFF, a.fileid & 0xFFFFFFFF,
+            min(a.size, _UINT32), 4096, 0, 1,
+            self.fsid & _UINT32, a.fileid & _UINT32,
             msec, mnsec // 1000, msec, mnsec // 1000, csec, cnsec // 1000,
         )

@@ -14,6 +14,7 @@ def answer(compute, ok, fail):
     """
     Call C{compute()}; encode its result with C{ok(result)} or its
     L{NFSError} with C{fail(status)}, now or when a Deferred fires.
+    C{ok} is L{None} for a call the core answers with an error only.
     """
     try:
         result = compute()
@@ -41,6 +42,14 @@ def remember(replies, fs, call, caller, body, attr=None):
 def caller_of(fs, call):
     cred = call.cred
     return fs.caller(cred.flavor, cred.uid, cred.gid)
+
+
+def client_of(call):
+    """
+    Who is calling, as far as remembering root's hidden names goes
+    (L{hlfs.core.hidden}): the machine name of its credential.
+    """
+    return call.cred.machine
 
 
 def name(args):

@@ -3,6 +3,8 @@ The MOUNT protocol, versions 1 (RFC 1094 appendix A) and 3 (RFC 1813
 section 5): hands out the root handle of the one exported path.
 """
 
+from collections import OrderedDict
+
 from hlfs.nfs.attrs import FALSE, TRUE
 from hlfs.nfs.common import path
 from hlfs.xdr import UINT, pack_opaque
@@ -13,28 +15,56 @@ MNT_OK = 0
 MNT_NOENT = 2
 MNT_ACCES = 13
 
-MAX_MOUNTS = 1024
 MAX_HOSTNAME = 255
+#: Client machines the mount list keeps.
+MAX_MOUNTS = 256
+#: Bytes of a DUMP reply's results at most.  With the RPC reply header
+#: (24 bytes) it fits in 8800 bytes (UDPMSGSIZE), the buffer glibc's and
+#: libtirpc's UDP clients receive into: showmount and rpcinfo get it whole.
+MAX_DUMP = 8192
+_END = len(FALSE)
+
+
+def path_parts(dirpath):
+    """
+    Return the components of an absolute path as a server resolving it
+    lexically sees them (C{//mail/./} is C{/mail}), or L{None} for a path
+    that is relative or climbs with C{..}: those name no export here.
+    """
+    if not dirpath.startswith(b"/"):
+        return None
+    parts = [part for part in dirpath.split(b"/") if part not in (b"", b".")]
+    return None if b".." in parts else parts
 
 
 class MountState:
     """
-    The mount list DUMP reports: (client machine name, path) pairs, capped
-    so that no client can grow it without bound.
+    The mount list DUMP reports: one entry per client machine name (the
+    AUTH_SYS credential's), for the one exported path, the most recently
+    mounted last.  At most C{max_mounts} machines are kept: a new one
+    pushes out the one that mounted longest ago.
     """
 
-    def __init__(self):
-        self.mounts = []
+    def __init__(self, max_mounts=MAX_MOUNTS):
+        self.max_mounts = max_mounts
+        self._hosts = OrderedDict()
 
-    def add(self, host, dirpath):
-        entry = (host, dirpath)
-        if entry not in self.mounts and len(self.mounts) < MAX_MOUNTS:
-            self.mounts.append(entry)
+    @property
+    def hosts(self):
+        """
+        The machines that have mounted, the most recent first.
+        """
+        return list(reversed(self._hosts))
 
-    def remove(self, host, dirpath=None):
-        self.mounts = [
-            (h, d) for (h, d) in self.mounts if h != host or (dirpath is not None and d != dirpath)
-        ]
+    def add(self, host):
+        hosts = self._hosts
+        hosts[host] = None
+        hosts.move_to_end(host)
+        while len(hosts) > self.max_mounts:
+            hosts.popitem(last=False)
+
+    def remove(self, host):
+        self._hosts.pop(host, None)
 
 
 class Mount:
@@ -45,6 +75,7 @@ class Mount:
     def __init__(self, fs, state=None):
         self.fs = fs
         self.export = fs.config.export_path
+        self._export_parts = path_parts(self.export)
         self.state = MountState() if state is None else state
         common = (self.null, None, self.dump, self.umnt, self.umntall, self.export_list)
         self.v1 = (common[0], self.mnt1) + common[2:]
@@ -54,37 +85,57 @@ class Mount:
         return call.cred.machine[:MAX_HOSTNAME] or b"unknown"
 
     def _matches(self, dirpath):
-        return dirpath.rstrip(b"/") == self.export.rstrip(b"/") or (
-            dirpath == b"/" == self.export
-        )
+        """
+        Whether C{dirpath} names the export.  As knfsd's mountd (which
+        resolves it with realpath(3)) does, repeated and trailing slashes
+        and C{.} components are allowed; C{..} is not, since resolving it
+        would take the file system, not the path's text.
+        """
+        parts = path_parts(dirpath)
+        return parts is not None and parts == self._export_parts
 
     def null(self, args, call):
         return b""
 
+    def _mount(self, args, call):
+        if not self._matches(path(args)):
+            return False
+        self.state.add(self._host(call))
+        return True
+
     def mnt1(self, args, call):
-        dirpath = path(args)
-        if not self._matches(dirpath):
+        if not self._mount(args, call):
             return UINT.pack(MNT_NOENT)
-        self.state.add(self._host(call), dirpath)
         return UINT.pack(MNT_OK) + self.fs.root_handle
 
     def mnt3(self, args, call):
-        dirpath = path(args)
-        if not self._matches(dirpath):
+        if not self._mount(args, call):
             return UINT.pack(MNT_NOENT)
-        self.state.add(self._host(call), dirpath)
         # One flavor: AUTH_SYS.  The link's value depends on its uid.
         return UINT.pack(MNT_OK) + pack_opaque(self.fs.root_handle) + UINT.pack(1) + UINT.pack(1)
 
     def dump(self, args, call):
+        """
+        The mount list, the most recent mounts first, as many as fit in
+        L{MAX_DUMP} bytes: a valid list, shorter, never a reply a UDP
+        client cannot take.  The path is always the export's, however the
+        client wrote it.
+        """
         parts = []
-        for host, dirpath in self.state.mounts:
-            parts.append(TRUE + pack_opaque(host) + pack_opaque(dirpath))
+        size = _END
+        tail = pack_opaque(self.export)
+        for host in self.state.hosts:
+            entry = TRUE + pack_opaque(host) + tail
+            size += len(entry)
+            if size > MAX_DUMP:
+                break
+            parts.append(entry)
         parts.append(FALSE)
         return b"".join(parts)
 
     def umnt(self, args, call):
-        self.state.remove(self._host(call), path(args))
+        if self._matches(path(args)):
+            self.state.remove(self._host(call))
         return b""
 
     def umntall(self, args, call):

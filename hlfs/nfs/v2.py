@@ -4,16 +4,15 @@ NFS version 2 (RFC 1094): every procedure, over the L{HomeLinkFS} core.
 
 import struct
 
-from hlfs.core.linkfs import IO, NFSError, ROFS
+from hlfs.core.linkfs import IO, NFSError
 from hlfs.nfs.attrs import FALSE, TRUE
-from hlfs.nfs.common import answer, caller_of, name, path, remember
+from hlfs.nfs.common import answer, caller_of, client_of, name, path, remember
 from hlfs.xdr import UINT, pack_opaque
 
 PROGRAM = 100003
 VERSION = 2
 
 FHSIZE = 32
-ACCES = 13
 
 _OK = UINT.pack(0)
 # tsize bsize blocks bfree bavail
@@ -56,14 +55,21 @@ class NFSv2:
             self.rmdir, self.readdir, self.statfs,
         )
 
-    def _refuse(self, call, *fhs):
-        caller = caller_of(self.fs, call)
+    def _refused(self, compute):
+        """
+        The status of a call the core answers with an error only.
+        """
         try:
-            for fh in fhs:
-                self.fs.attr_for_update(fh, caller)
+            compute()
         except NFSError as e:
             return status(e.status)
-        return status(ROFS)
+        raise AssertionError("the call was answered")
+
+    def _status(self, compute, ok=lambda r: _OK):
+        """
+        Answer a change: C{ok(result)} or the error's status, now or later.
+        """
+        return answer(compute, ok, status)
 
     def null(self, args, call):
         return b""
@@ -80,7 +86,8 @@ class NFSv2:
     def setattr(self, args, call):
         fh = fhandle(args)
         _sattr(args)
-        return self._refuse(call, fh)
+        caller = caller_of(self.fs, call)
+        return self._refused(lambda: self.fs.setattr(fh, caller, call.privileged))
 
     def lookup(self, args, call):
         dirfh = fhandle(args)
@@ -104,73 +111,85 @@ class NFSv2:
     def read(self, args, call):
         fh = fhandle(args)
         args.skip(12)  # offset, count, totalcount
-        reply = self._refuse(call, fh)
-        return status(ACCES) if reply == status(ROFS) else reply
+        caller = caller_of(self.fs, call)
+        return self._refused(lambda: self.fs.read(fh, caller, call.privileged))
 
     def write(self, args, call):
         fh = fhandle(args)
         args.skip(12)  # beginoffset, offset, totalcount
         args.opaque(8192)
-        return self._refuse(call, fh)
+        caller = caller_of(self.fs, call)
+        return self._refused(lambda: self.fs.write(fh, caller, call.privileged))
 
     def create(self, args, call):
         """
-        CREATE: only a lock file, for root (L{hlfs.core.lockfs}), always
-        exclusive; ROFS for anything else.
+        CREATE: root's lock file (L{hlfs.core.lockfs}), always exclusive
+        (NFSv2 has no create modes: GUARDED); EXIST for another name that
+        is there, ROFS for one that is not (L{hlfs.core.changes}).
         """
         dirfh = fhandle(args)
         filename = name(args)
         mode = _sattr(args)
         caller = caller_of(self.fs, call)
-        return answer(
+        return self._status(
             lambda: self.fs.create(dirfh, filename, caller, call.privileged, mode),
             lambda r: _OK + r[0] + self.enc.fattr2(r[1]),
-            status,
         )
 
     def mkdir(self, args, call):
         dirfh = fhandle(args)
-        name(args)
+        filename = name(args)
         _sattr(args)
-        return self._refuse(call, dirfh)
+        caller = caller_of(self.fs, call)
+        return self._status(lambda: self.fs.make(dirfh, filename, caller))
 
     def remove(self, args, call):
         """
-        REMOVE: only a lock file, for root; ROFS for anything else.
+        REMOVE: root's lock file, or the hidden name of one the client
+        renamed (L{hlfs.core.changes}).
         """
         dirfh = fhandle(args)
         filename = name(args)
         caller = caller_of(self.fs, call)
-        return answer(
-            lambda: self.fs.remove(dirfh, filename, caller, call.privileged),
-            lambda r: _OK,
-            status,
+        return self._status(
+            lambda: self.fs.remove(dirfh, filename, caller, call.privileged, client_of(call))
         )
 
     def rmdir(self, args, call):
         dirfh = fhandle(args)
-        name(args)
-        return self._refuse(call, dirfh)
+        filename = name(args)
+        caller = caller_of(self.fs, call)
+        return self._status(lambda: self.fs.rmdir(dirfh, filename, caller))
 
     def rename(self, args, call):
+        """
+        RENAME: only the client's silly rename of root's lock file.
+        """
         fromfh = fhandle(args)
-        name(args)
+        fromname = name(args)
         tofh = fhandle(args)
-        name(args)
-        return self._refuse(call, fromfh, tofh)
+        toname = name(args)
+        caller = caller_of(self.fs, call)
+        return self._status(
+            lambda: self.fs.rename(
+                fromfh, fromname, tofh, toname, caller, call.privileged, client_of(call)
+            )
+        )
 
     def link(self, args, call):
         fh = fhandle(args)
         dirfh = fhandle(args)
-        name(args)
-        return self._refuse(call, fh, dirfh)
+        filename = name(args)
+        caller = caller_of(self.fs, call)
+        return self._status(lambda: self.fs.link(fh, dirfh, filename, caller, call.privileged))
 
     def symlink(self, args, call):
         dirfh = fhandle(args)
-        name(args)
+        filename = name(args)
         path(args)
         _sattr(args)
-        return self._refuse(call, dirfh)
+        caller = caller_of(self.fs, call)
+        return self._status(lambda: self.fs.make(dirfh, filename, caller))
 
     def readdir(self, args, call):
         fh = fhandle(args)

@@ -1,32 +1,27 @@
 """
 NFS version 3 (RFC 1813): every procedure, over the L{HomeLinkFS} core.
 
-Write-type procedures decode their arguments and answer ROFS with the
-object's (or directory's) weak cache consistency data; READ answers ACCES.
+Write-type procedures decode their arguments and answer what the core
+says (L{hlfs.core.changes}, L{hlfs.core.contents}: mostly EXIST, NOENT or
+ROFS) with the object's (or directory's) weak cache consistency data.
 """
 
 import struct
 
 from hlfs.core import linkfs
-from hlfs.core.linkfs import ISDIR, INVAL, NFSError, ROFS
+from hlfs.core.linkfs import EXCLUSIVE, ISDIR, INVAL, NFSError, ROFS
 from hlfs.nfs.attrs import FALSE, NO_WCC, TRUE
-from hlfs.nfs.common import answer, caller_of, name, path, remember
+from hlfs.nfs.common import answer, caller_of, client_of, name, path, remember
 from hlfs.xdr import UHYPER, UINT, XDRError, pack_opaque
 
 PROGRAM = 100003
 VERSION = 3
 
 OK = 0
-ACCES = 13
 BAD_COOKIE = 10003
 TOOSMALL = 10005
 
 FHSIZE3 = 64
-
-# ACCESS bits
-ACCESS_READ = 0x01
-ACCESS_LOOKUP = 0x02
-ACCESS_EXECUTE = 0x20
 
 _STATUS = [UINT.pack(i) for i in range(128)]
 _OK = _STATUS[0]
@@ -55,21 +50,21 @@ def fh3(args):
 
 def _sattr3(args):
     """
-    Decode a sattr3; return its mode, or L{None} when it sets none.
+    Decode a sattr3; return the mode and size it sets (L{None} for one it
+    does not set).
     """
     mode = args.uint() if args.bool() else None
     for _ in range(2):  # uid, gid
         if args.bool():
             args.uint()
-    if args.bool():  # size
-        args.uhyper()
+    size = args.uhyper() if args.bool() else None
     for _ in range(2):  # atime, mtime
         how = args.uint()
         if how == 2:
             args.skip(8)
         elif how > 2:
             raise XDRError(f"invalid time_how {how}")
-    return mode
+    return mode, size
 
 
 def _diropargs(args):
@@ -85,6 +80,9 @@ class NFSv3:
         self.fs = fs
         self.enc = encoder
         self.replies = replies
+        # The write verifier of COMMIT: the same for as long as this
+        # server runs.
+        self.verifier = UHYPER.pack(fs.start & 0xFFFFFFFFFFFFFFFF)
         self.procedures = (
             self.null, self.getattr, self.setattr, self.lookup, self.access,
             self.readlink, self.read, self.write, self.create, self.mkdir,
@@ -116,6 +114,22 @@ class NFSv3:
             return status(e.status) + NO_WCC + extra
         return status(code) + self.enc.wcc(attr) + extra
 
+    def _wcc_of(self, fh, caller):
+        """
+        wcc_data of C{fh}, none for a handle that is not this caller's.
+        """
+        try:
+            return self.enc.wcc(self.fs.attr_for_update(fh, caller))
+        except NFSError:
+            return NO_WCC
+
+    def _made(self, result):
+        """
+        The reply of a call that made C{result}: C{(fh, Attr)}.
+        """
+        fh, attr = result
+        return _OK + TRUE + pack_opaque(fh) + self.enc.post_op(attr) + self.enc.wcc(self.fs.root_attr)
+
     # -- procedures
 
     def null(self, args, call):
@@ -135,7 +149,12 @@ class NFSv3:
         _sattr3(args)
         if args.bool():  # guard
             args.skip(8)
-        return self._refuse_write(fh, caller_of(self.fs, call))
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.setattr(fh, caller, call.privileged),
+            lambda attr: _OK + self.enc.wcc(attr),
+            lambda code: self._refuse_write(fh, caller, code=code),
+        )
 
     def lookup(self, args, call):
         dirfh, filename = _diropargs(args)
@@ -154,12 +173,11 @@ class NFSv3:
         fh = fh3(args)
         wanted = args.uint()
         caller = caller_of(self.fs, call)
-        try:
-            attr = self.fs.attr_for_update(fh, caller)
-        except NFSError as e:
-            return status(e.status) + FALSE
-        granted = wanted & (ACCESS_READ | ACCESS_LOOKUP | ACCESS_EXECUTE)
-        return _OK + self.enc.post_op(attr) + UINT.pack(granted)
+        return answer(
+            lambda: self.fs.access(fh, caller, call.privileged, wanted),
+            lambda r: _OK + self.enc.post_op(r[0]) + UINT.pack(r[1]),
+            lambda code: status(code) + self._post_op_of(fh, caller),
+        )
 
     def readlink(self, args, call):
         fh = fh3(args)
@@ -181,11 +199,11 @@ class NFSv3:
         args.uhyper()
         args.uint()
         caller = caller_of(self.fs, call)
-        try:
-            self.fs.attr_for_update(fh, caller)
-        except NFSError as e:
-            return status(e.status) + FALSE
-        return status(ACCES) + self._post_op_of(fh, caller)
+        return answer(
+            lambda: self.fs.read(fh, caller, call.privileged),
+            None,
+            lambda code: status(code) + self._post_op_of(fh, caller),
+        )
 
     def write(self, args, call):
         fh = fh3(args)
@@ -194,43 +212,56 @@ class NFSv3:
         if args.uint() > 2:
             raise XDRError("invalid stable_how")
         args.opaque()
-        return self._refuse_write(fh, caller_of(self.fs, call))
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.write(fh, caller, call.privileged),
+            None,
+            lambda code: self._refuse_write(fh, caller, code=code),
+        )
 
     def create(self, args, call):
         """
-        CREATE: only a lock file, for root (L{hlfs.core.lockfs}); ROFS
-        for anything else.
+        CREATE: root's lock file (L{hlfs.core.lockfs}); EXIST for another
+        name that is there, ROFS for one that is not
+        (L{hlfs.core.changes}).
         """
         dirfh, filename = _diropargs(args)
         how = args.uint()
-        mode = None
+        mode = size = None
         if how in (0, 1):
-            mode = _sattr3(args)
-        elif how == 2:
+            mode, size = _sattr3(args)
+        elif how == EXCLUSIVE:
             args.skip(8)
         else:
             raise XDRError(f"invalid createmode3 {how}")
         caller = caller_of(self.fs, call)
-        root_wcc = self.enc.wcc(self.fs.root_attr)
         return answer(
-            lambda: self.fs.create(dirfh, filename, caller, call.privileged, mode, verifier=how == 2),
-            lambda r: _OK + TRUE + pack_opaque(r[0]) + self.enc.post_op(r[1]) + root_wcc,
+            lambda: self.fs.create(dirfh, filename, caller, call.privileged, mode, how, size),
+            self._made,
+            lambda code: self._refuse_write(dirfh, caller, code=code),
+        )
+
+    def _make(self, call, dirfh, filename):
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.make(dirfh, filename, caller),
+            self._made,
             lambda code: self._refuse_write(dirfh, caller, code=code),
         )
 
     def mkdir(self, args, call):
-        dirfh, _ = _diropargs(args)
+        dirfh, filename = _diropargs(args)
         _sattr3(args)
-        return self._refuse_write(dirfh, caller_of(self.fs, call))
+        return self._make(call, dirfh, filename)
 
     def symlink(self, args, call):
-        dirfh, _ = _diropargs(args)
+        dirfh, filename = _diropargs(args)
         _sattr3(args)
         path(args)
-        return self._refuse_write(dirfh, caller_of(self.fs, call))
+        return self._make(call, dirfh, filename)
 
     def mknod(self, args, call):
-        dirfh, _ = _diropargs(args)
+        dirfh, filename = _diropargs(args)
         ftype = args.uint()
         if ftype in (3, 4):  # CHR, BLK
             _sattr3(args)
@@ -239,48 +270,60 @@ class NFSv3:
             _sattr3(args)
         elif not 1 <= ftype <= 7:
             raise XDRError(f"invalid ftype3 {ftype}")
-        return self._refuse_write(dirfh, caller_of(self.fs, call))
+        return self._make(call, dirfh, filename)
 
     def remove(self, args, call):
         """
-        REMOVE: only a lock file, for root; ROFS for anything else.
+        REMOVE: root's lock file, or the hidden name of one the client
+        renamed (L{hlfs.core.changes}).
         """
         dirfh, filename = _diropargs(args)
         caller = caller_of(self.fs, call)
         root_wcc = self.enc.wcc(self.fs.root_attr)
         return answer(
-            lambda: self.fs.remove(dirfh, filename, caller, call.privileged),
+            lambda: self.fs.remove(dirfh, filename, caller, call.privileged, client_of(call)),
             lambda r: _OK + root_wcc,
             lambda code: self._refuse_write(dirfh, caller, code=code),
         )
 
     def rmdir(self, args, call):
-        dirfh, _ = _diropargs(args)
-        return self._refuse_write(dirfh, caller_of(self.fs, call))
+        dirfh, filename = _diropargs(args)
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.rmdir(dirfh, filename, caller),
+            None,
+            lambda code: self._refuse_write(dirfh, caller, code=code),
+        )
 
     def rename(self, args, call):
-        fromfh, _ = _diropargs(args)
-        tofh, _ = _diropargs(args)
+        """
+        RENAME: only the client's silly rename of root's lock file
+        (L{hlfs.core.changes}).
+        """
+        fromfh, fromname = _diropargs(args)
+        tofh, toname = _diropargs(args)
         caller = caller_of(self.fs, call)
-        reply = self._refuse_write(fromfh, caller)
-        if reply[:4] != status(ROFS):
-            return reply + NO_WCC
-        try:
-            return reply + self.enc.wcc(self.fs.attr_for_update(tofh, caller))
-        except NFSError as e:
-            return status(e.status) + NO_WCC + NO_WCC
+
+        def fail(code):
+            return status(code) + self._wcc_of(fromfh, caller) + self._wcc_of(tofh, caller)
+
+        return answer(
+            lambda: self.fs.rename(
+                fromfh, fromname, tofh, toname, caller, call.privileged, client_of(call)
+            ),
+            lambda r: _OK + self.enc.wcc(self.fs.root_attr) * 2,
+            fail,
+        )
 
     def link(self, args, call):
         fh = fh3(args)
-        dirfh, _ = _diropargs(args)
+        dirfh, filename = _diropargs(args)
         caller = caller_of(self.fs, call)
-        file_attr = self._post_op_of(fh, caller)
-        try:
-            dir_attr = self.fs.attr_for_update(dirfh, caller)
-            self.fs.attr_for_update(fh, caller)
-        except NFSError as e:
-            return status(e.status) + file_attr + NO_WCC
-        return status(ROFS) + file_attr + self.enc.wcc(dir_attr)
+        return answer(
+            lambda: self.fs.link(fh, dirfh, filename, caller, call.privileged),
+            None,
+            lambda code: status(code) + self._post_op_of(fh, caller) + self._wcc_of(dirfh, caller),
+        )
 
     def _entries(self, args, call, plus):
         fh = fh3(args)
@@ -344,4 +387,9 @@ class NFSv3:
         fh = fh3(args)
         args.uhyper()
         args.uint()
-        return self._refuse_write(fh, caller_of(self.fs, call))
+        caller = caller_of(self.fs, call)
+        return answer(
+            lambda: self.fs.commit(fh, caller, call.privileged),
+            lambda attr: _OK + self.enc.wcc(attr) + self.verifier,
+            lambda code: self._refuse_write(fh, caller, code=code),
+        )

@@ -7,12 +7,12 @@ so replies may leave in any order.
 from collections import Counter
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hlfs.rpc import message
+from hlfs.rpc.limits import PRIVILEGED_PORTS, LogThrottle
 from hlfs.rpc.message import Drop, Rejected, Unpacker, decode_call, success_header
 from hlfs.xdr import XDRError
-
-PRIVILEGED_PORTS = 1024
 
 
 class Program:
@@ -48,18 +48,35 @@ class Dispatcher:
         (so a caller cannot make the counters grow without bound).
         C{"dropped"}: messages that got no reply.
     @ivar insecure: serve calls from unprivileged ports too.
-    @ivar verbose: log each refused or malformed call (debugging only: a
-        hostile client could otherwise flood the log).
+    @ivar verbose: log each refused or malformed call (debugging), the
+        first L{VERBOSE_LINES} of each kind, then a count a minute while
+        they go on.
+
+    Nothing a caller sends is logged per call otherwise: a procedure that
+    fails is answered SYSTEM_ERR, and its traceback logged once a minute
+    for each procedure and exception type, the others counted
+    (L{LogThrottle}), so a caller who can make one fail cannot flood the
+    log.
     """
 
     log = Logger()
 
-    def __init__(self, programs, insecure=False, verbose=False, replies=None):
+    #: Lines of each kind C{verbose} logs before it counts.
+    VERBOSE_LINES = 100
+
+    def __init__(self, programs, insecure=False, verbose=False, replies=None, clock=None):
+        """
+        @param clock: the throttles' clock (the reactor unless given).
+        """
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.programs = {p.number: p for p in programs}
         self.insecure = insecure
         self.verbose = verbose
         self.stats = Counter()
         self.replies = replies
+        self.failures = LogThrottle(clock, log=self.log)
+        self.chatter = LogThrottle(clock, log=self.log, burst=self.VERBOSE_LINES)
 
     def dispatch(self, data, peer):
         """
@@ -83,12 +100,14 @@ class Dispatcher:
         except Drop as e:
             self.stats["dropped"] += 1
             if self.verbose:
-                self.log.info("dropped a message from {peer}: {reason}", peer=peer, reason=e)
+                self.chatter.info("dropped", "dropped a message from {peer}: {reason}",
+                                  peer=peer, reason=e)
             return None
         except Rejected as e:
             self.stats[e.kind, None, None, None] += 1
             if self.verbose:
-                self.log.info("rejected a call from {peer}: {reason}", peer=peer, reason=e.reason)
+                self.chatter.info("rejected", "rejected a call from {peer}: {reason}",
+                                  peer=peer, reason=e.reason)
             return e.reply
         program = self.programs.get(call.prog)
         if program is None:
@@ -110,7 +129,7 @@ class Dispatcher:
         except XDRError as e:
             return self._garbage(call, peer, e)
         except Exception:
-            return self._failed(call, peer)
+            return self._failed(call, peer, Failure())
         if type(result) is not bytes:
             return result.addCallbacks(
                 lambda body: success_header(call.xid) + body,
@@ -120,17 +139,18 @@ class Dispatcher:
 
     def _garbage(self, call, peer, reason):
         self.stats["garbage_args", call.prog, call.vers, call.proc] += 1
-        if not self.verbose:
-            return message.accepted(call.xid, message.GARBAGE_ARGS)
-        self.log.info(
-            "garbage arguments for {prog}/{vers}/{proc} from {peer}: {reason}",
-            prog=call.prog, vers=call.vers, proc=call.proc, peer=peer, reason=reason,
-        )
+        if self.verbose:
+            self.chatter.info(
+                "garbage", "garbage arguments for {prog}/{vers}/{proc} from {peer}: {reason}",
+                prog=call.prog, vers=call.vers, proc=call.proc, peer=peer, reason=reason,
+            )
         return message.accepted(call.xid, message.GARBAGE_ARGS)
 
-    def _failed(self, call, peer, failure=None):
+    def _failed(self, call, peer, failure):
         self.stats["system_err", call.prog, call.vers, call.proc] += 1
-        self.log.failure(
+        # Served procedures and exception classes: a bounded set of kinds.
+        self.failures.failure(
+            (call.prog, call.vers, call.proc, failure.type),
             "procedure {prog}/{vers}/{proc} failed for a call from {peer}",
             failure, prog=call.prog, vers=call.vers, proc=call.proc, peer=peer,
         )

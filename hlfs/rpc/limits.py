@@ -12,9 +12,11 @@ each must hold against a client that wants it to break.
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-from hlfs.rpc.dispatch import PRIVILEGED_PORTS
+#: Source ports under this are privileged (only root may bind them): NFS's
+#: C{secure} rule trusts the credentials of calls from them.
+PRIVILEGED_PORTS = 1024
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class StreamLimits:
     @ivar calls_per_turn: fragments a connection has answered before the
         others get their turn; all unprivileged connections together get
         as many per turn.
+    @ivar max_pending: calls of one connection still being answered (a
+        home check or a lock file on its way); past it the connection is
+        not read until some are answered.  Each holds its record, so a
+        connection holds at most this many records besides its buffer.
     """
 
     max_record: int = 64 * 1024
@@ -48,6 +54,7 @@ class StreamLimits:
     max_connections: int = 1024
     max_unprivileged: int = 64
     calls_per_turn: int = 64
+    max_pending: int = 256
 
     def capped(self, max_connections):
         """
@@ -91,39 +98,77 @@ class TransportStats:
 
 class LogThrottle:
     """
-    At most one log line per interval for each kind of event: the first at
-    once, then, at the end of each interval in which more happened, one
-    line with their count.  A flood of refused connections costs a few
-    lines a minute, not one each.
+    At most a few log lines per interval for each kind of event: the first
+    C{burst} at once, then, at the end of each interval in which more
+    happened, one line with their count.  A flood of refused connections
+    costs a few lines a minute, not one each.  Kinds are the caller's keys:
+    they must come from a bounded set (never from a peer's address).
     """
 
-    def __init__(self, clock, interval=60.0, log=None):
+    def __init__(self, clock, interval=60.0, log=None, burst=1):
         self.clock = clock
         self.interval = interval
         self.log = log or Logger()
+        self.burst = burst
         self._pending = {}
 
     def warn(self, kind, format, **kwargs):
+        self._event(kind, self.log.warn, self.log.warn, format, kwargs)
+
+    def info(self, kind, format, **kwargs):
+        self._event(kind, self.log.info, self.log.info, format, kwargs)
+
+    def failure(self, kind, format, failure=None, **kwargs):
+        """
+        Log C{failure} (the exception being handled when L{None}) with its
+        traceback, as C{Logger.failure} does; the count line names the last
+        one without a traceback.
+        """
+
+        def emit(format, **kwargs):
+            self.log.failure(format, failure, **kwargs)
+
+        self._event(kind, emit, self.log.error, format, kwargs)
+
+    def event(self, kind, event):
+        """
+        Pass on an event another logger made (a log observer's argument)
+        to the global log; the count line gives its fields.
+        """
+        fields = {k: v for k, v in event.items() if not k.startswith("log_")}
+        summary = self.log.info if event.get("log_level") is LogLevel.info else self.log.warn
+
+        def emit(format, **kwargs):
+            globalLogPublisher(event)
+
+        self._event(kind, emit, summary, event.get("log_format") or "", fields)
+
+    def _event(self, kind, emit, summary, format, kwargs):
         pending = self._pending.get(kind)
-        if pending is not None:
+        if pending is None:
+            # [lines logged, events counted, last arguments, format, summary]
+            pending = self._pending[kind] = [0, 0, kwargs, format, summary]
+            self.clock.callLater(self.interval, self._flush, kind)
+        if pending[0] < self.burst:
             pending[0] += 1
-            pending[1] = kwargs
-            return
-        self.log.warn(format, **kwargs)
-        self._pending[kind] = [0, kwargs, format]
-        self.clock.callLater(self.interval, self._flush, kind)
+            emit(format, **kwargs)
+        else:
+            pending[1] += 1
+            pending[2] = kwargs
 
     def _flush(self, kind):
         pending = self._pending[kind]
-        count, kwargs, format = pending
+        _, count, kwargs, format, summary = pending
         if not count:
             del self._pending[kind]
             return
-        self.log.warn(
+        summary(
             "{count} more in the last {interval:g} s, the last: " + format,
             count=count, interval=self.interval, **kwargs,
         )
-        pending[0] = 0
+        # While they go on, only counts: the next line at once comes after
+        # an interval without any.
+        pending[1] = 0
         self.clock.callLater(self.interval, self._flush, kind)
 
 

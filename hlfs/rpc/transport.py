@@ -3,10 +3,12 @@ RPC over UDP datagrams and over TCP with record marking (RFC 5531
 section 11), both feeding one L{hlfs.rpc.dispatch.Dispatcher}.
 
 A TCP connection holds at most one record (L{StreamLimits.max_record},
-headers included), is not read while its client leaves replies unread,
-answers a bounded number of calls before other connections get their turn,
-and is closed when it holds part of a record, stays unread or sends nothing
-for too long; L{ConnectionTable} bounds how many are open.
+headers included), is not read while its client leaves replies unread or
+while it owes C{max_pending} answers, answers a bounded number of calls
+(and bytes of replies) before other connections get their turn, and is
+closed when it holds part of a record, stays unread or sends nothing for
+too long, or, once the calls before it are answered, when a record is too
+large; L{ConnectionTable} bounds how many are open.
 """
 
 import socket
@@ -103,6 +105,12 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
         self._next_turn = None
         self._record_timer = None
         self._stall_timer = None
+        # Calls dispatched whose answers are still to come (Deferreds).
+        self._pending = 0
+        # Once a record too large is read: the call that aborts the close
+        # if its answers are not taken in time.
+        self._closing = None
+        self._open = True
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -119,8 +127,9 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.factory.table.remove(self)
+        self._open = False
         self.setTimeout(None)
-        for call in (self._next_turn, self._record_timer, self._stall_timer):
+        for call in (self._next_turn, self._record_timer, self._stall_timer, self._closing):
             if call is not None and call.active():
                 call.cancel()
         if self._stall_timer is not None:
@@ -142,7 +151,9 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
     def _turn(self):
         """
         Answer the complete records buffered, at most C{calls_per_turn}
-        fragments of them; leave the rest for a later turn.
+        fragments of them, and no more once the replies written in this
+        turn fill the transport's buffer or the connection owes
+        C{max_pending} answers; leave the rest for a later turn.
         """
         self._next_turn = None
         chunks = self._chunks
@@ -150,6 +161,12 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
         limits = self.limits
         dispatch = self.dispatcher.dispatch
         replies = []
+        written = 0
+        # A turn's replies stop at a buffer's worth: the transport then
+        # stops reading this connection if its client does not take them,
+        # before a turn of large replies is held in memory.
+        room = getattr(self.transport, "bufferSize", UNPRIVILEGED_SNDBUF)
+        max_pending = limits.max_pending
         pos = 0
         end = len(buffer)
         if self.privileged:
@@ -157,6 +174,7 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
         else:
             budget = self.factory.unprivileged_budget.take(limits.calls_per_turn)
         completed = False
+        oversized = None
         need = 4
         while end - pos >= 4:
             (mark,) = _MARK.unpack_from(buffer, pos)
@@ -164,14 +182,9 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
             need = 4 + length
             size = self._record_size + need
             if size > limits.max_record:
-                self._close(
-                    "record_size",
-                    "closed a connection from {peer}: a {size}-byte record exceeds "
-                    "the {limit}-byte limit",
-                    size=size, limit=limits.max_record,
-                )
-                return
-            if end - pos < need or not budget:
+                oversized = size
+                break
+            if end - pos < need or not budget or written >= room or self._pending >= max_pending:
                 break
             budget -= 1
             fragment = buffer[pos + 4 : pos + need]
@@ -191,11 +204,27 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
             if reply is None:
                 continue
             if type(reply) is bytes:
-                replies.append(frame(reply))
+                reply = frame(reply)
+                replies.append(reply)
+                written += len(reply)
             else:
+                self._pending += 1
                 reply.addCallback(self._send)
         if not self.privileged:
             self.factory.unprivileged_budget.give_back(budget)
+        if replies:
+            self.transport.writeSequence(replies)
+        if oversized is not None:
+            # The calls before it are answered all the same: their replies
+            # are written (and those still being computed when they come),
+            # and only then is the connection closed.
+            self._close(
+                "record_size",
+                "closed a connection from {peer}: a {size}-byte record exceeds "
+                "the {limit}-byte limit",
+                size=oversized, limit=limits.max_record,
+            )
+            return
         rest = buffer[pos:] if pos else buffer
         self._chunks = [rest] if rest else []
         self._have = len(rest)
@@ -205,30 +234,53 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
             self._record_timer = None
         if (rest or self._fragments) and self._record_timer is None:
             self._record_timer = self.callLater(limits.record_timeout, self._record_expired)
-        if replies:
-            self.transport.writeSequence(replies)
-        if self._have >= need and "unsent" not in self._paused:
+        if self._pending >= max_pending:
+            # Read again once some of its calls are answered (L{_send}).
+            self._pause("pending")
+            self._paused.discard("turn")
+        elif self._have >= need and "unsent" not in self._paused:
             # More is buffered than this turn could answer: let the other
             # connections have theirs first.
             self._pause("turn")
             self._next_turn = self.callLater(0, self._turn)
         else:
-            self._resume("turn")
+            self._unpause("turn")
 
     def _send(self, reply):
-        if reply is not None and self.transport.connected:
+        """
+        Write the reply of a call answered later (a Deferred's), then read
+        again if the connection was waiting for its answers.
+        """
+        self._pending -= 1
+        if not self._open:
+            return
+        if reply is not None:
             self.transport.write(frame(reply))
+        if self._closing is not None:
+            if not self._pending:
+                self._closed_after_answers()
+        elif self._pending < self.limits.max_pending:
+            self._unpause("pending")
 
     def _pause(self, reason):
         if not self._paused:
             self.transport.pauseProducing()
         self._paused.add(reason)
 
-    def _resume(self, reason):
+    def _unpause(self, reason):
+        """
+        Lift one reason not to read; once none is left, answer what is
+        buffered already (in a turn of its own) or read again.
+        """
         if reason not in self._paused:
             return
         self._paused.discard(reason)
-        if not self._paused:
+        if self._paused:
+            return
+        if self._have >= self._need and self._next_turn is None:
+            self._paused.add("turn")
+            self._next_turn = self.callLater(0, self._turn)
+        else:
             self.transport.resumeProducing()
 
     # IPushProducer, for the transport: its buffer of unsent replies.
@@ -246,12 +298,7 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
         self._stall_timer.cancel()
         self._stall_timer = None
         self.factory.stats.paused -= 1
-        if self._have >= self._need and self._next_turn is None:
-            self._paused.discard("unsent")
-            self._paused.add("turn")
-            self._next_turn = self.callLater(0, self._turn)
-        else:
-            self._resume("unsent")
+        self._unpause("unsent")
 
     def stopProducing(self):
         pass
@@ -282,12 +329,27 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
             self.factory.throttle.warn(bound, message, peer=self._addr, **kwargs)
         self._chunks = []
         self._have = 0
-        if bound == "record_size":
-            # An orderly close, so the client sees why; replies it leaves
-            # unread still meet the stall timeout.
-            self.transport.loseConnection()
-        else:
+        if bound != "record_size":
             self.transport.abortConnection()
+            return
+        # An orderly close, so the client sees why, once every call read
+        # before the record is answered: a lock made for one of them must
+        # not have its reply thrown away.  Nothing more is read meanwhile.
+        # Those answers come within the home-check deadline; a client that
+        # leaves them unread meets the stall timeout all the same.
+        self._pause("closing")
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_timer = None
+        self._closing = self.callLater(self.limits.stall_timeout, self.transport.abortConnection)
+        if not self._pending:
+            self._closed_after_answers()
+
+    def _closed_after_answers(self):
+        # Unregistered, the transport closes once its buffer is written,
+        # rather than asking its producer for more.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
 
 class RPCStreamFactory(Factory):

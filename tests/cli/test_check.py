@@ -10,6 +10,7 @@ import pytest
 
 from hlfs.mail.accounts import Account
 from hlfs.cli.check import check_accounts
+from hlfs.core.resolver import SpoolRules
 from tests.support.mail import make_dir, needs_root, run_hlfs
 from tests.support.filesystems import tmpfs
 
@@ -82,17 +83,43 @@ def test_shared_uid_with_different_homes(system):
 def test_account_checks_are_pure():
     warnings = check_accounts(
         [
-            Account(b"a", 1, 1, b"/"),
-            Account(b"b", 2, 2, b"home/b"),
-            Account(b"c", 3, 3, b""),
-            Account(b"d", 4, 4, b"/home/d"),
-            Account(b"e", 4, 4, b"/home/d"),
-        ]
+            Account(b"a", 1001, 1, b"/"),
+            Account(b"b", 1002, 2, b"home/b"),
+            Account(b"c", 1003, 3, b""),
+            Account(b"d", 1004, 4, b"/home/d"),
+            Account(b"e", 1004, 4, b"/home/d"),
+        ],
+        SpoolRules(b".mailspool", b"/var/alt_mail", 1000),
     )
     assert len(warnings) == 3
-    assert "user a (uid 1) has home /" in warnings[0]
+    assert "user a (uid 1001) has home /" in warnings[0]
     assert "relative home 'home/b'" in warnings[1]
     assert "relative home ''" in warnings[2]
+
+
+def test_account_checks_follow_the_daemons_rules():
+    """
+    System accounts get the alternate spool by design (their homes are
+    never looked at): no warning, whatever their home or shared uid.  A
+    root entry whose home is / gets the alternate spool as anybody does.
+    """
+    rules = SpoolRules(b".mailspool", b"/var/alt_mail", 1000)
+    warnings = check_accounts(
+        [
+            Account(b"daemon", 1, 1, b"/usr/sbin"),
+            Account(b"bin", 2, 2, b"/"),
+            Account(b"sync", 4, 65534, b"bin"),
+            Account(b"mail", 8, 8, b"/var/mail"),
+            Account(b"alias8", 8, 8, b"/var/spool/other"),
+            Account(b"toor", 0, 0, b"/"),
+            Account(b"alice", 1000, 1000, b"/home/alice"),
+        ],
+        rules,
+    )
+    assert warnings == [
+        "user toor (uid 0) has home /: hlfs gives it the alternate spool, so its mail never "
+        "reaches a home"
+    ]
 
 
 @needs_root
@@ -123,6 +150,19 @@ def test_bad_homes_and_malformed_lines(system):
     assert "user slash (uid 60010) has home /" in text
     assert "user rel (uid 60011) has a relative home 'home/rel'" in text
     assert "passwd:7: 1 fields, expected 7" in text
+
+
+def test_names_and_homes_are_escaped():
+    """
+    A directory entry's name or home with control characters (a user may
+    be able to set their own) is printed escaped.
+    """
+    [warning] = check_accounts([Account(b"e\x1b[2Jvil", 5005, 5, b"home/\x1b]0;x\x07\n")],
+                               SpoolRules(b".mailspool", b"/var/alt_mail", 1000))
+    assert warning == (
+        "user e\\x1b[2Jvil (uid 5005) has a relative home 'home/\\x1b]0;x\\x07\\x0a': hlfs gives "
+        "it the alternate spool, so its mail never reaches a home"
+    )
 
 
 @needs_root
@@ -228,3 +268,44 @@ def test_usage_error():
     result = run_hlfs("check", "--no-such-option")
     assert result.returncode == 64
     assert b"Traceback" not in result.stderr
+
+
+AGREEMENT_USERS = [
+    # system accounts (under --uid-min 1000)
+    ("daemon", 1, "/usr/sbin"), ("bin", 2, "/"), ("sync", 4, "bin"),
+    # login accounts
+    ("alice", 1001, "{base}/home/alice"), ("slash", 1002, "/"), ("rel", 1003, "home/rel"),
+    # root, whose home is /
+    ("root", 0, "/"),
+]
+
+
+@pytest.mark.verify_optional
+def test_check_agrees_with_the_daemon(make_server):
+    """
+    For every kind of account (system accounts, login accounts, root;
+    homes of /, relative and usual), `hlfs check` warns
+    about a user exactly when the real daemon, asked over NFS, gives that
+    user the alternate spool although the user is not a system account
+    (which gets it by design).
+    """
+    srv = make_server("--insecure", "--no-verify", "--uid-min", "1000", users=AGREEMENT_USERS)
+    alt = str(srv.alt)
+    result = run_hlfs("check", "--password-file", str(srv.passwd), "--uid-min", "1000",
+                      "--alt-dir", alt, "--group", "root")
+    text = result.stdout.decode()
+    for name, uid, _ in AGREEMENT_USERS:
+        if uid == 0:
+            asked = ["--uid", "0", "--name", name]
+        else:
+            asked = ["--uid", str(uid)]
+        link = run_hlfs("resolve", "--server", f"127.0.0.1:{srv.port}", *asked)
+        assert link.returncode == 0, link.stderr
+        target = link.stdout.decode().strip()
+        alternate = target in (alt, f"{alt}/{name}")
+        warned = f"user {name} (uid {uid})" in text
+        system = 0 < uid < 1000
+        assert (alternate, warned) == (True if system else alternate, alternate and not system), (
+            name, target, text)
+    # Not one line about the system accounts.
+    assert not any(f"user {name} " in text for name in ("daemon", "bin", "sync"))

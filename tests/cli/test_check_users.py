@@ -7,6 +7,7 @@ import errno
 
 from hlfs.homes import nss
 from hlfs.core.users import Account
+from hlfs.core.resolver import SpoolRules
 from hlfs.cli.check import check_enumeration, check_user, passwd_sources
 
 
@@ -49,6 +50,20 @@ def test_round_numbers_look_cut():
     assert check_enumeration(accounts(0, *range(20000, 20437)), local, ["files", "ldap"])[0] == []
 
 
+def test_one_system_account():
+    """
+    A system account gets the alternate spool by the daemon's rules: said
+    in a note, never warned about, whatever its home.
+    """
+    rules = SpoolRules(b".mailspool", b"/var/alt_mail", 1000)
+    daemon = Account(b"daemon", 1, 1, b"/")
+    assert check_user(b"daemon", lambda name: daemon, rules) == ([], [
+        "user daemon: uid 1, home /",
+        "user daemon is a system account (uid under --uid-min 1000): hlfs gives it the "
+        "alternate spool",
+    ])
+
+
 def test_one_user():
     """
     If one user is asked for, then it is checked when found, and "no such
@@ -61,13 +76,14 @@ def test_one_user():
             raise nss.NameServiceUnavailable(errno.ENOENT, "getpwnam_r: No such file or directory")
         return found if name == b"luser" else None
 
-    warnings, notes = check_user(b"luser", lookup)
+    rules = SpoolRules(b".mailspool", b"/var/alt_mail", 1000)
+    warnings, notes = check_user(b"luser", lookup, rules)
     assert notes == ["user luser: uid 20001, home /"]
     assert "has home /" in warnings[0]
-    assert check_user(b"gone", lookup) == (["user gone: no such user"], [])
+    assert check_user(b"gone", lookup, rules) == (["user gone: no such user"], [])
     # sssd offline says "not found" for any user it has not cached.
-    [warning] = check_user(b"gone", lookup, ["files", "sss"])[0]
+    [warning] = check_user(b"gone", lookup, rules, ["files", "sss"])[0]
     assert warning.startswith("user gone: no such user, or none in sssd's cache: while sssd ")
-    assert check_user(b"down", lookup)[0] == [
+    assert check_user(b"down", lookup, rules)[0] == [
         "user down: the name service could not be asked (getpwnam_r: No such file or directory)"
     ]

@@ -591,13 +591,15 @@ def test_existing_host_key_is_reused(tmp_path, keys):
 def test_each_factory_has_its_own_host_key(tmp_path):
     from twisted.conch.manhole_ssh import ConchFactory
     from twisted.cred.portal import Portal
+    from twisted.internet.task import Clock
 
     from hlfs.console.manhole import ManholeSSHFactory
     from hlfs.console.access import load_or_create_host_key
 
     directory = private_dir(tmp_path / "keys")
-    first = ManholeSSHFactory(Portal(None), load_or_create_host_key(str(directory / "a")))
-    second = ManholeSSHFactory(Portal(None), load_or_create_host_key(str(directory / "b")))
+    clock = Clock()
+    first = ManholeSSHFactory(Portal(None), load_or_create_host_key(str(directory / "a")), clock)
+    second = ManholeSSHFactory(Portal(None), load_or_create_host_key(str(directory / "b")), clock)
     assert first.publicKeys != second.publicKeys
     assert first.privateKeys[b"ssh-ed25519"] != second.privateKeys[b"ssh-ed25519"]
     assert ConchFactory.publicKeys == {} and ConchFactory.privateKeys == {}
@@ -648,8 +650,8 @@ def test_namespace_of_a_service_with_nothing_says_not_available():
 
 class NoVerifyService:
     """
-    A service whose resolver is the real no-verify L{ProbingResolver}: it
-    answers synchronously and has no pool.
+    A service whose resolver is the real no-verify L{HomeResolver}: it
+    answers synchronously and has no home-check engine.
     """
 
     def __init__(self, table):

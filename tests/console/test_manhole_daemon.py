@@ -14,7 +14,9 @@ import pexpect
 import pytest
 
 from tests.support.server import BIN
-from tests.support.console import free_loopback_port, key_fingerprint, keygen, open_console, private_dir, run
+from tests.support.console import (
+    free_loopback_port, key_fingerprint, keygen, open_console, private_dir, run, ssh_args,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOAD_LOOP = os.path.join(HERE, os.pardir, "support", "nfs_readlink_loop.py")
@@ -195,3 +197,43 @@ def test_unprotected_host_key_stops_the_daemon_with_one_line(tmp_path, manhole_f
     assert result.returncode == 2
     lines = (result.stdout + result.stderr).splitlines()
     assert len(lines) == 1 and lines[0].startswith("hlfs: refusing to start the manhole"), lines
+
+
+def manhole_lines(text):
+    """
+    The log lines of the manhole's SSH server and its logins.
+    """
+    return [line for line in text.splitlines()
+            if "[twisted.conch" in line or "[hlfs.manhole" in line or "[hlfs.console" in line]
+
+
+def test_failed_logins_cannot_flood_the_log(daemon, manhole_files, tmp_path):
+    """
+    Any local user may connect to the manhole.  Forty logins with a key it
+    does not know, by OpenSSH's client, cost the log a bounded number of
+    lines (the first attempts, then a count a minute), not a dozen each;
+    the operator's login afterwards is still logged in full.
+    """
+    intruder = keygen(tmp_path / "intruder", "intruder@test")
+    before = len(manhole_lines(daemon.logtext()))
+    for _ in range(40):
+        result = subprocess.run(
+            ["ssh", *ssh_args(daemon.ssh_port, intruder, "-o", "BatchMode=yes", user="root"),
+             "true"],
+            capture_output=True, timeout=30,
+        )
+        assert result.returncode == 255
+    console = open_console(daemon, manhole_files["key"], user="night-shift",
+                           timeout=CONSOLE_TIMEOUT)
+    console.sendcontrol("d")
+    console.expect(pexpect.EOF)
+    time.sleep(0.5)
+    lines = manhole_lines(daemon.logtext())[before:]
+    [login] = [i for i, line in enumerate(lines) if "user 'night-shift'" in line
+               and line.endswith("accepted")]
+    # Up to the operator's login: at most 10 lines of each outcome of an
+    # attempt (asked for methods, refused, offered) and one of each of
+    # Twisted's lines a minute; then counts.
+    assert len(lines[:login]) <= 25, "\n".join(lines)
+    refused = [line for line in lines if "refused: key not authorized" in line]
+    assert 1 <= len(refused) <= 10

@@ -141,6 +141,23 @@ def test_foreign_handles_stale(fs):
     assert fs.lookup(fs.root_handle, b"home", finger)[0] != fh
 
 
+def test_mailbox_handles_only_for_table2_callers(fs):
+    """
+    If a caller who does not see Table 2 (anonymous, an ordinary user,
+    the mailbox's own user) presents a mailbox link's handle, then STALE,
+    as for another caller's link; root and HLFS_GID callers may.
+    """
+    finger = fs.caller(1, 1001, HLFS_GID)
+    fh, _ = fs.lookup(fs.root_handle, b"bob", finger)
+    for outsider in (fs.caller(0, 0, 0), fs.caller(1, 1001, 100), fs.caller(1, 1002, 100)):
+        for op in (fs.readlink, fs.getattr, fs.attr_for_update, lambda fh, c: fs.lookup(fh, b"x", c)):
+            with pytest.raises(NFSError) as e:
+                op(fh, outsider)
+            assert e.value.status == linkfs.STALE
+    for insider in (finger, fs.caller(1, 0, 0)):
+        assert fs.readlink(fh, insider)[0] == b"/users/bob/.mailspool/bob"
+
+
 def test_anonymous(fs):
     anon = fs.caller(0, 0, 0)
     fh, attr = fs.lookup(fs.root_handle, b"home", anon)

@@ -168,7 +168,9 @@ def test_root_makes_the_lock_next_to_the_mailbox(world):
 def test_refusals(world):
     """
     Who may not, and names that are no lock: each its own NFS error, and
-    no lock operation is tried.
+    no lock is made or removed.  A caller who may look at locks but not
+    make them (root from an unprivileged port, HLFS_GID) learns only what
+    LOOKUP tells it; others see no lock files at all.
     """
     fs, fake = world
     root = fs.caller(*ROOT)
@@ -177,22 +179,32 @@ def test_refusals(world):
     top = fs.root_handle
     assert status_of(lambda: fs.create(top, b"ezk.lock", root, False)) == linkfs.ACCES
     assert status_of(lambda: fs.create(top, b"ezk.lock", finger, True)) == linkfs.ACCES
+    assert status_of(lambda: fs.remove(top, b"ezk.lock", finger, True)) == linkfs.NOENT
     assert status_of(lambda: fs.create(top, b"ezk.lock", ezk, True)) == linkfs.ROFS
-    assert status_of(lambda: fs.remove(top, b"ezk.lock", ezk, True)) == linkfs.ROFS
+    assert status_of(lambda: fs.remove(top, b"ezk.lock", ezk, True)) == linkfs.NOENT
     assert status_of(lambda: fs.lookup(top, b"ezk.lock", ezk)) == linkfs.NOENT
-    assert status_of(lambda: fs.create(top, b"home", root, True)) == linkfs.ROFS
+    assert status_of(lambda: fs.create(top, b"home", root, True)) == linkfs.EXIST
     assert status_of(lambda: fs.create(top, b"..lock", root, True)) == linkfs.ROFS
     assert status_of(lambda: fs.create(top, b"x" * 256, root, True)) == linkfs.NAMETOOLONG
     long_lock = b"averyveryverylongusername1.lock"
     assert status_of(lambda: fs.create(top, long_lock, root, True)) == linkfs.NAMETOOLONG
     assert status_of(lambda: fs.lookup(top, long_lock, root)) == linkfs.NOENT
-    assert status_of(lambda: fs.create(top, b"ezk.lock", root, True, verifier=True)) == linkfs.NOTSUPP
+    assert status_of(lambda: fs.create(top, b"ezk.lock", root, True, how=linkfs.EXCLUSIVE)) == linkfs.NOTSUPP
     link, _ = fs.lookup(top, b"home", root)
-    assert status_of(lambda: fs.create(link, b"ezk.lock", root, True)) == linkfs.ROFS
+    assert status_of(lambda: fs.create(link, b"ezk.lock", root, True)) == linkfs.NOTDIR
     assert status_of(lambda: fs.create(b"x" * 32, b"ezk.lock", root, True)) == linkfs.STALE
-    assert fake.calls == []
     assert status_of(lambda: fs.create(top, b"ghost.lock", root, True)) == linkfs.NOENT
-    assert fake.calls == []
+    assert [call[0] for call in fake.calls] == ["stat"] * 4
+    assert fake.files == {}
+    fake.files[b"/users/ezk/.mailspool/ezk.lock"] = STAT
+    assert status_of(lambda: fs.create(top, b"ezk.lock", root, False)) == linkfs.EXIST
+    assert status_of(lambda: fs.create(top, b"ezk.lock", finger, True)) == linkfs.EXIST
+    assert status_of(
+        lambda: fs.create(top, b"ezk.lock", finger, True, how=linkfs.UNCHECKED)
+    ) == linkfs.ACCES
+    assert status_of(lambda: fs.remove(top, b"ezk.lock", finger, True)) == linkfs.ACCES
+    assert status_of(lambda: fs.remove(top, b"ezk.lock", root, False)) == linkfs.ACCES
+    assert [call[0] for call in fake.calls if call[0] != "stat"] == []
 
 
 def test_failures_become_nfs_errors(world):
@@ -220,3 +232,4 @@ def test_no_locks_without_a_lock_maker():
     root = fs.caller(*ROOT)
     assert status_of(lambda: fs.lookup(fs.root_handle, b"ezk.lock", root)) == linkfs.NOENT
     assert status_of(lambda: fs.create(fs.root_handle, b"ezk.lock", root, True)) == linkfs.ROFS
+    assert status_of(lambda: fs.remove(fs.root_handle, b"ezk.lock", root, True)) == linkfs.NOENT

@@ -1,6 +1,7 @@
 """
-The daemon as an administrator runs it: options, start-up steps, portmapper
-registration with a real rpcbind, signals to a real twistd, syslog.
+The daemon as an administrator runs it: options, start-up steps, no
+portmapper, signals to a real twistd, syslog.  (Registration with a real
+rpcbind: test_registration.py.)
 """
 
 import os
@@ -43,8 +44,6 @@ BAD_VALUES = [
     (["-o", "rw;reboot"], "invalid mount option"),
     (["--no-such-option"], "option --no-such-option not recognized"),
     (["--password-file", "/nonexistent/passwd", "--no-mount"], "cannot read password file"),
-    (["--no-mount", "--alt-dir", "/proc/hlfs-alt", "--password-file", "/etc/passwd"],
-     "cannot create the alternate spool /proc/hlfs-alt"),
 ]
 
 
@@ -54,7 +53,8 @@ def test_bad_values_one_line_exit_2(args, message):
     If an option's value is unusable, then one clear line on stderr and
     exit status 2, never a traceback or the whole usage text.
     """
-    result = run_twistd(*args, "--no-portmap")
+    # Without --no-mount, a user would hear that mounting needs root first.
+    result = run_twistd(*args, "--no-portmap", "--no-mount")
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -148,13 +148,13 @@ def test_prepare_mountpoint(tmp_path):
 
 
 def test_hlfsd_command_line():
-    twistd, daemon, print_pid, pidfile = hlfsd.translate(
+    twistd, daemon, print_pid = hlfsd.translate(
         ["-a", "/var/spool/alt", "-c", "60", "-i", "0", "-g", "mailers", "-n", "-f", "-C",
          "-o", "soft", "-P", "/etc/pw", "-l", "/var/log/h.log", "-D", "nodaemon", "-p",
          "/var/mail/box", ".spool"]
     )
     assert not daemon and print_pid
-    assert twistd[1:] == [
+    assert twistd == [
         "-n", "--logfile", "/var/log/h.log", "--logger=hlfs.daemon.logs.observer",
         "--pidfile=/run/hlfsd.pid", "hlfs",
         "--alt-dir", "/var/spool/alt", "--cache-interval", "60", "--reload-interval", "0",
@@ -162,11 +162,36 @@ def test_hlfsd_command_line():
         "--mount-options", "soft", "--password-file", "/etc/pw",
         "--mount", "/var/mail", "--linkname", "box", "--subdir", ".spool",
     ]
-    twistd, daemon, _, _ = hlfsd.translate([])
-    assert daemon and twistd[1:4] == ["--syslog", "--prefix", "hlfsd"]
+    twistd, daemon, _ = hlfsd.translate([])
+    assert daemon and twistd[:3] == ["--syslog", "--prefix", "hlfsd"]
     for bad in (["-q"], ["relative/home"], ["/a/b", "c", "d"], ["-c"]):
         with pytest.raises(hlfsd.CommandLineError):
             hlfsd.translate(bad)
+
+
+def test_hlfsd_x_and_D_take_am_utils_words_only():
+    """
+    -x and -D take the words of am-utils' log and debug options (each with
+    a "no" prefix), as hlfsd did, and refuse any other.
+    """
+    twistd, daemon, _ = hlfsd.translate(["-x", "fatal,error,user,warn,info,map,stats,nodebug",
+                                         "-D", "amq,mem,nodaemon"])
+    assert not daemon and "--verbose" not in twistd
+    for words in (["-x", "all"], ["-x", "debug"], ["-D", "trace"], ["-D", "full"]):
+        twistd, daemon, _ = hlfsd.translate(words)
+        assert daemon and "--verbose" in twistd, words
+    twistd, daemon, _ = hlfsd.translate(["-D", "test"])
+    assert not daemon and "--verbose" in twistd
+    for opt, words in (("-x", "warn,loud"), ("-D", "nodaemon,verbose"), ("-x", "nodaemon"),
+                       ("-D", "debug"), ("-x", ""), ("-D", "no")):
+        with pytest.raises(hlfsd.CommandLineError, match=f"{opt}: unknown option"):
+            hlfsd.translate([opt, words])
+    result = subprocess.run([str(BIN / "hlfsd"), "-x", "loud"], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "hlfsd: -x: unknown option 'loud' (known: all, debug, defaults, error, fatal, info, map, "
+        "stats, user, warn, warning; each may be prefixed with no) (hlfsd -h for help)"
+    ]
 
 
 def test_hlfsd_script_bad_option_exit_2():
@@ -177,80 +202,7 @@ def test_hlfsd_script_bad_option_exit_2():
     assert result.returncode == 2 and "--cache-interval must be" in result.stderr
 
 
-# -- a real rpcbind
-
-
-def rpcbind_running():
-    try:
-        out = subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0
-
-
-@pytest.fixture(scope="module")
-def rpcbind():
-    if shutil.which("rpcbind") is None:
-        pytest.skip("rpcbind is not installed")
-    proc = None
-    if not rpcbind_running():
-        if os.geteuid() != 0:
-            pytest.skip("rpcbind is not running and starting it needs root")
-        os.makedirs("/run/rpcbind", exist_ok=True)
-        proc = subprocess.Popen(["rpcbind", "-f", "-w"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if rpcbind_running():
-                break
-            time.sleep(0.1)
-        else:
-            proc.kill()
-            pytest.fail("rpcbind did not start")
-    yield
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
-
-
-def registrations(port=None):
-    out = subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, text=True, timeout=10)
-    found = set()
-    for line in out.stdout.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 4 and fields[0] in ("100003", "100005", str(0x20004846)):
-            if port is None or int(fields[3]) == port:
-                found.add((int(fields[0]), int(fields[1]), fields[2]))
-    return found
-
-
-EXPECTED = {
-    (prog, vers, proto)
-    for prog, versions in [(100003, (2, 3)), (100005, (1, 3)), (0x20004846, (1,))]
-    for vers in versions
-    for proto in ("udp", "tcp")
-}
-
-
-@pytest.mark.verify_optional
-def test_portmapper_registration(rpcbind, make_server):
-    """
-    After start-up every program/version/transport is registered on our
-    port; a second instance replaces the registration; after SIGTERM it is
-    gone.  `hlfs status` finds the server through the portmapper.
-    """
-    first = make_server("--insecure", "--portmap")
-    wait_for(lambda: registrations(first.port) == EXPECTED, first)
-    second = make_server("--insecure", "--portmap")
-    wait_for(lambda: registrations(second.port) == EXPECTED, second)
-    assert registrations(first.port) == set()
-    out = subprocess.run([str(BIN / "hlfs"), "status"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and f"port      {second.port}".split() == [
-        w for w in out.stdout.splitlines() if w.startswith("port ")
-    ][0].split()
-    out = subprocess.run([str(BIN / "hlfs"), "resolve", "--uid", "1002"], capture_output=True, text=True, timeout=30)
-    assert out.stdout.strip() == f"{second.base}/home/bob/.mailspool"
-    assert second.stop() == 0
-    assert registrations() == set()
-    assert "unregistered from the portmapper" in second.logtext()
+# -- registration with the portmapper: tests/daemon/test_registration.py
 
 
 def wait_for(predicate, server, timeout=15):

@@ -32,6 +32,10 @@ pytestmark = [
 
 #: The NSS daemons in front of slapd for the enumeration-off scenarios
 #: (sssd's default is not to enumerate); nslcd alone for the others.
+#: Runs C{hlfs lostmail} with its clock fixed.
+LOSTMAIL_AT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "support", "lostmail_at.py")
+
 NSS = [
     "nslcd",
     pytest.param("sssd", marks=pytest.mark.skipif(
@@ -523,10 +527,17 @@ class Recorder:
         os.chown(path, uid, uid)
         path.chmod(0o600)
 
-    def run(self, *args):
+    def run(self, *args, now=None):
+        """
+        Run C{hlfs lostmail}; with C{now}, with its clock fixed there
+        (L{tests.support.lostmail_at}).
+        """
+        command = hlfs_command("lostmail") if now is None else [
+            sys.executable, str(LOSTMAIL_AT), "--now", repr(now), "--"]
         return self.world.namespace.run(
-            [*hlfs_command("lostmail"), "--alt-dir", str(self.world.alt), "--sendmail",
-             str(self.sendmail), "--syslog-socket", "", "--lock-timeout", "5", *args],
+            [*command, "--alt-dir", str(self.world.alt), "--state-dir",
+             str(self.world.base / "state"), "--sendmail", str(self.sendmail),
+             "--syslog-socket", "", "--lock-timeout", "5", *args],
             cwd=self.world.base,
         )
 
@@ -561,18 +572,29 @@ def test_mail_tools_with_enumeration_off_and_the_directory_down(nss):
     try:
         mail = Recorder(world)
         mail.mailbox(directory_name(5), directory_uid(5))
-        mail.mailbox("ghost", 0)
-        result = mail.run()
+        # A deleted user's mailbox: its owner uid is no user's.
+        mail.mailbox("ghost", 39999)
+        t0 = float(int(time.time()))  # whole seconds: the record keeps milliseconds
+        result = mail.run(now=t0)
         assert result.returncode == 0, result.stderr
         assert mail.recipients() == [directory_name(5)]
         assert "ghost: no such user according to the name service; its mail is kept until " \
             in result.stderr
         assert (world.alt / "ghost").exists()
-        # Missing at two runs spanning the (here tiny) wait: the postmaster's.
-        result = mail.run("--unknown-wait", "0.1")
+        # Missing at two runs spanning the (here short) wait, by the
+        # remailer's clock: the postmaster's.
+        result = mail.run("--unknown-wait", "60", now=t0 + 60)
         assert result.returncode == 0, result.stderr
-        assert sorted(mail.recipients()) == [directory_name(5), "postmaster"]
+        assert sorted(mail.recipients()) == [directory_name(5), "postmaster"], result.stderr
         assert "ghost: no such user; resending to postmaster" in result.stderr
+
+        # A name that is no user name is not even asked for: nslcd
+        # refuses it, and glibc would report "could not ask".
+        mail.mailbox("x+y", directory_uid(5))
+        result = mail.run()
+        assert "x+y: not a user name; skipped" in result.stderr
+        assert "could not be asked" not in result.stderr
+        (world.alt / "x+y").unlink()
 
         out = check(world)
         assert f"5 users seen through the name service (5 local, 0 from {world.nss.source})" in out.stdout
@@ -611,7 +633,7 @@ def test_mail_tools_with_enumeration_off_and_the_directory_down(nss):
             time.sleep(0.5)
         assert result.returncode == 0, result.stderr
         assert sorted(mail.recipients()) == [directory_name(5), directory_name(6), "postmaster"]
-        assert not (world.alt / directory_name(6)).exists()
+        assert (world.alt / directory_name(6)).stat().st_size == 0  # taken: emptied
     finally:
         world.close()
 

@@ -7,7 +7,9 @@ wrapper turns a bad value into one line and exit status 2.
 """
 
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import syslog
@@ -136,7 +138,7 @@ def test_options_name_hlfs_observer_for_twistd(passwd, given, expected):
     assert options.log_settings == LogSettings.from_twistd(options.parent)
 
 
-def test_syslog_observer_facility_daemon_with_pid(passwd):
+def test_syslog_observer_facility_daemon_with_pid(passwd, tmp_path):
     opened = []
 
     class Recording(SyslogObserver):
@@ -145,7 +147,11 @@ def test_syslog_observer_facility_daemon_with_pid(passwd):
 
     defaults = SyslogObserver.__init__.__defaults__
     observer = DaemonLogObserver(LogSettings(syslog_prefix="hlfsd"), open_syslog=Recording)
-    observer()
+    # A syslog socket of the test's own (the machine may have none).
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log_socket:
+        log_socket.bind(str(tmp_path / "log"))
+        observer.syslog_socket = str(tmp_path / "log")
+        observer()
     assert opened == [("hlfsd", syslog.LOG_PID, syslog.LOG_DAEMON)]
     # Nothing of Twisted's is changed for it.
     tap.makeService(parsed(passwd, "--no-mount"), reactor=MemoryReactorClock())
@@ -307,3 +313,63 @@ def test_run_reports_a_signal():
 def test_run_passes_only_the_search_path():
     got = run_in_reactor("/bin/sh", "-c", "echo $PATH; echo ${HOME:-none}")
     assert got == (0, "/usr/sbin:/usr/bin:/sbin:/bin\nnone")
+
+
+# -- --config and --name: the template unit's instances
+
+
+def config_file(tmp_path, text):
+    path = tmp_path / "tmp.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_file_gives_the_settings_the_command_line_left_out(passwd, tmp_path):
+    path = config_file(tmp_path, """\
+[hlfs]
+# the paper's per-user /var/tmp
+mount = /var/tmp-link
+linkname = home
+subdir = tmp
+alt-dir = /var/tmp-alt
+metrics = 9437
+no-verify = yes
+allow-attribute-cache = no
+""")
+    options = parsed(passwd, "--config", path, "--subdir", ".tmp", "--name", "tmp")
+    config = options.config
+    assert (config.mount, config.linkname, config.subdir, config.alt_dir, config.verify,
+            config.allow_attribute_cache, config.name) == (
+        "/var/tmp-link", "home", ".tmp", "/var/tmp-alt", False, False, "tmp")
+    assert options["metrics"] == "9437"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[hlfs]\nmount-point = /x\n", "unknown setting 'mount-point'"),
+    ("[hlfs]\nconfig = /etc/other\n", "unknown setting 'config'"),
+    ("[hlfs]\nno-verify = maybe\n", "no-verify must be yes or no, not 'maybe'"),
+    ("[mail]\nmount = /x\n", "no [hlfs] section"),
+    ("mount = /x\n", "cannot read"),
+    ("[hlfs]\nport = http\n", "--port must be a port number"),
+])
+def test_config_file_errors(passwd, tmp_path, text, message):
+    with pytest.raises(usage.UsageError, match=re.escape(message)):
+        parsed(passwd, "--config", config_file(tmp_path, text))
+
+
+def test_missing_config_file(passwd, tmp_path):
+    with pytest.raises(usage.UsageError, match="cannot read .*: No such file or directory"):
+        parsed(passwd, "--config", str(tmp_path / "nope.conf"))
+
+
+def test_name_labels_every_metric(passwd):
+    from hlfs.daemon.metrics import HLFSCollector
+
+    service = tap.makeService(parsed(passwd, "--no-mount", "--name", "tmp"),
+                              reactor=MemoryReactorClock())
+    samples = [s for family in HLFSCollector(service, name=service.config.name).collect()
+               for s in family.samples]
+    assert samples and all(s.labels.get("name") == "tmp" for s in samples)
+    assert dict(service.status_report())["name"] == "tmp"
+    with pytest.raises(usage.UsageError, match="--name must be"):
+        parsed(passwd, "--name", "a/b")

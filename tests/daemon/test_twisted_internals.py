@@ -13,6 +13,10 @@ daemon's behaviour quietly:
     C{_waitingForPort}: the manhole's port already in use fails start-up,
     as C{strports.service} makes it, and C{whenListening} tells the port
     (L{hlfs.console.manhole.ManholeService}).
+  - C{_log} of conch's SSH factory, server transport and authentication
+    service: the manhole gives each its throttled logger
+    (L{hlfs.console.access.quiet_ssh_log}), so that connecting cannot
+    flood the log.
 
 (The probe pool's threads are hlfs's own, L{hlfs.homes.workers}: their
 stop not waiting for a thread stuck in a hung home is tested there.)
@@ -65,3 +69,13 @@ def test_the_manhole_service_fails_on_a_port_in_use_and_tells_its_port():
             pass
     finally:
         rt.call(free.stopService)
+
+
+def test_the_ssh_server_logs_through_each_objects_own_logger():
+    from twisted.conch.ssh import factory, transport, userauth
+
+    for cls in (factory.SSHFactory, transport.SSHServerTransport, userauth.SSHUserAuthServer):
+        assert isinstance(inspect.getattr_static(cls, "_log"), Logger), cls
+    for method in (factory.SSHFactory.buildProtocol, transport.SSHTransportBase.connectionLost,
+                   userauth.SSHUserAuthServer.tryAuth):
+        assert "self._log." in inspect.getsource(method), method

@@ -22,10 +22,16 @@ from pathlib import Path
 
 from kernelcache import default_cache_dir
 
-#: The package sets the MTA scenarios use, by name.
+#: The package sets the MTA scenarios use, by name.  OpenSMTPD and
+#: sendmail conflict with Postfix (and each other): each is a set of its
+#: own, which a guest copies over its root only once Postfix has stopped
+#: (sendmail's only for its C{mail.local}).
 SETS = {
     "postfix": ("postfix", "s-nail"),
     "exim": ("exim4-base", "exim4-config", "exim4-daemon-light", "s-nail"),
+    "agents": ("procmail", "dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "mutt"),
+    "opensmtpd": ("opensmtpd",),
+    "sendmail": ("sendmail-bin",),
 }
 
 

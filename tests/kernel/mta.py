@@ -105,12 +105,12 @@ def postfix_start():
 
 
 def wait_deliveries(count, timeout=180, log="/var/log/postfix.log",
-                    pattern="postfix/local\\[.*status=", queue="postqueue -p"):
+                    pattern="postfix/local\\[.*status=", queue="postqueue -p", key="deliveries"):
     """
     Shell lines waiting until the log has C{count} delivery results
     (lines matching the extended regular expression C{pattern}; for
     Postfix's local(8): sent, deferred or bounced), then printing the
-    queue.
+    queue; the result line's key is C{key}.
     """
     return f"""\
 n=0
@@ -118,7 +118,7 @@ while [ "$(grep -c -E '{pattern}' {log} 2>/dev/null)" -lt {count} ] && [ $n -lt 
     sleep 0.2
     n=$((n + 1))
 done
-R deliveries $(grep -c -E '{pattern}' {log})
+R {key} $(grep -c -E '{pattern}' {log})
 {queue}
 """
 

@@ -1,19 +1,33 @@
 """
 Scenarios 4 and 5: mail delivered through the link by C{hlfs deliver} in
 the guest lands in each user's own spool on the host, and a delivery loop
-running while the daemon is killed and restarted loses nothing.
+running while the daemon is killed and restarted loses nothing.  Then
+scenario 4b: a hostile local user against root's lock files and the home
+checks (C{lock_attacks.py}).
 
-One guest runs both.  The homes and the alternate spool reach the guest
-through a writable 9p share of the host directory, at the same path.
+One guest runs all three.  The homes and the alternate spool reach the
+guest through a writable 9p share of the host directory, at the same path.
 """
 
+import os
+import re
+import shutil
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import guestscript as gs
 from hlfsserver import HlfsServer, venv_bin
-from world import World
+from world import SUBDIR, User, World
+
+#: The guest side of scenario 4b.
+ATTACKS = Path(__file__).resolve().parent / "lock_attacks.py"
+#: Users of scenario 4b whose homes nothing checks before it.
+NEWCOMERS = {"erin": 5004, "frank": 5005, "gina": 5006, "hana": 5007}
+#: 1960-01-01, in nanoseconds: hana's lock file's times.
+BEFORE_1970 = -315_619_200 * 10**9
 
 #: Recipients of scenario 4 (carol's home is unusable: alternate spool).
 RECIPIENTS = ("alice", "bob", "root", "carol")
@@ -89,8 +103,53 @@ done
     for name in ("alice", "bob"):
         user = users[name]
         lines.append(f'R after.{name} "$(as {user.uid} {user.gid} {user.gid} readlink /mail/home 2>&1)"')
+    lines.append(attacks(world, port))
     lines.append("grep ' nfs ' /proc/mounts")
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+def attacks(world, port):
+    """
+    Shell lines of scenario 4b: root's view mounted read-write (its
+    dotlocks are CREATE and REMOVE), the guest's link protections off
+    (the worst case for root: a user may link anything), then
+    C{lock_attacks.py} as root.
+    """
+    uids = [str(world.users[n].uid) for n in ("alice", "bob", "carol", "erin", "frank")]
+    return "\n".join([
+        gs.mount("$P", "/mnt/rw", port, 3, gs.daemon_cache_options() + ("rw",)),
+        "for p in protected_hardlinks protected_symlinks protected_regular protected_fifos; do"
+        " echo 0 > /proc/sys/fs/$p; done",
+        "R attacks-start $(up)",
+        f"{sys.executable} {ATTACKS} \"$P\" /mnt/rw {world.homes} {world.alt_dir} {' '.join(uids)}",
+        "R attacks-status $?",
+        "R attacks-end $(up)",
+    ])
+
+
+def delivery_world(base):
+    """
+    The users of scenarios 4, 5 and 4b.  Some of scenario 4b's planted
+    files are made here, as their users would have made them before:
+    qemu's 9p server makes no special files for a guest, and takes no
+    time before 1970 from it.  frank's spool is a FIFO, and so is gina's
+    lock file; hana's lock file is dated 1960.
+    """
+    world = World(base)
+    for name, uid in NEWCOMERS.items():
+        world.users[name] = User(name, uid, uid, str(world.homes / name))
+    world.create()
+    frank = world.homes / "frank" / SUBDIR
+    shutil.rmtree(frank)
+    gina = world.homes / "gina" / SUBDIR / "gina.lock"
+    for fifo, uid in ((frank, NEWCOMERS["frank"]), (gina, NEWCOMERS["gina"])):
+        os.mkfifo(fifo, 0o600)
+        os.chown(fifo, uid, uid)
+    hana = world.homes / "hana" / SUBDIR / "hana.lock"
+    hana.touch()
+    os.utime(hana, ns=(BEFORE_1970, BEFORE_1970))
+    os.chown(hana, NEWCOMERS["hana"], NEWCOMERS["hana"])
+    return world
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +158,7 @@ def delivery_run(guest, probe, kernel_workdir, precompiled):
     Boot one guest for scenarios 4 and 5; kill and restart the host's
     daemon when the guest's delivery loop asks for it.
     """
-    world = World(kernel_workdir / "delivery").create()
+    world = delivery_world(kernel_workdir / "delivery")
     server = HlfsServer(world, kernel_workdir / "delivery-server").start()
     restart = {}
     try:
@@ -189,4 +248,71 @@ def test_restart(delivery_run, measure):
         f" message {KILL_AFTER} and serving again {restart['restarted_after']:.1f}s later;"
         f" 0 lost, {retries} retried by the loop, mount kept; {reads} readlink calls by 2 readers"
         f" across the kill and restart, 0 wrong, 0 errors"
+    )
+
+
+def fields(line):
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)
+
+
+def test_hostile_user_against_roots_locks(delivery_run, measure):
+    """
+    Scenario 4b: alice, a local user of the guest, plants a symlink, a
+    hard link to bob's mailbox, a FIFO, a directory and files dated 1960
+    and 2200 at her own lock file's place, takes carol's lock name in the
+    alternate spool (a file, a directory), swaps her spool for a link to
+    bob's once and then in a loop; erin's spool is a link to bob's, frank's
+    a FIFO; root looks up thousands of names and names with odd bytes.
+    Root, through the kernel client as a delivery agent running as root,
+    looks at, makes and removes the locks: nothing ever hangs, nothing is
+    made or changed outside the attacker's own files, carol's lock is
+    root's to make despite alice, the new users' links and locks go to the
+    alternate spool, and the daemon logs no traceback.
+    """
+    world, result, server, _ = delivery_run
+    got = gs.results(result.output)
+    assert got.get("attacks-status") == "0", result.describe()
+    home = world.homes
+    alice_spool = f"{home}/alice/{SUBDIR}"
+    assert got["alice.link"] == f"{alice_spool}/alice"
+    lock = {key[len("lock."):]: fields(value) for key, value in got.items() if key.startswith("lock.")}
+    seen = {label: v.pop("stat") for label, v in lock.items()}
+    expected = {"plant": "0", "create": "EEXIST", "remove": "ok", "left": "none"}
+    assert lock == {
+        "symlink": expected, "hardlink": expected, "fifo": dict(expected, plant="before"),
+        # Her own lock, which she alone can keep: her own mail waits.
+        "dir": dict(expected, remove="EISDIR", left="dir"),
+        "time.before1970": dict(expected, plant="before"), "time.after2106": expected,
+        "alt.file": dict(expected, create="ok"), "alt.dir": dict(expected, create="ok"),
+    }, result.describe()
+    alice, bob = world.users["alice"].uid, world.users["bob"].uid
+    gina, hana = world.users["gina"].uid, world.users["hana"].uid
+    assert {label: s.rsplit(":", 1)[0] for label, s in seen.items()} == dict(
+        {label: f"file:{alice}" for label in lock}, hardlink=f"file:{bob}", fifo=f"file:{gina}",
+        **{"time.before1970": f"file:{hana}"},
+        # Another user's file in the place of carol's lock is no lock.
+        **{"alt.file": "ENOENT", "alt.dir": "ENOENT"}), seen
+    assert seen["time.before1970"].endswith(":0") and seen["time.after2106"].endswith(":4294967295")
+    assert fields(got["swapped"]) == {"create": "EIO", "remove": "EIO", "link": f"{alice_spool}/alice"}
+    race = fields(got["race"])
+    assert set(race) <= {"create:ok", "create:EIO", "create:ENOENT", "create:EEXIST",
+                         "remove:ok", "remove:EIO", "remove:ENOENT"}, race
+    assert sum(int(n) for n in race.values()) == 200 and race.get("create:ok"), race
+    for name in ("erin", "frank"):
+        assert fields(got[f"home.{name}"]) == {
+            "own": str(world.alt_dir), "root": f"{world.alt_dir}/{name}", "create": "ok", "remove": "ok"
+        }, got[f"home.{name}"]
+    assert fields(got["names"]) == {"ENOENT": "4000"}, got["names"]
+    assert set(got["odd"].replace("/", " ").split()) <= {"ENOENT", "EROFS", "ENAMETOOLONG"}, got["odd"]
+    assert got["bob.mailbox"] == "same"
+    # On the host: no lock file left anywhere, bob's spool as it was.
+    assert not list(home.glob(f"*/{SUBDIR}*/*.lock")) and not list(world.alt_dir.glob("*lock*"))
+    assert sorted(p.name for p in (home / "bob" / SUBDIR).iterdir()) == [".owner", "bob"]
+    log = server.log()
+    assert "Traceback" not in log, log[-5000:]
+    assert len(re.findall(r"another user's file in the place of carol's lock", log)) == 2, log[-5000:]
+    marks = {k: got.get(k) for k in ("attacks-start", "attacks-end")}
+    measure(
+        f"scenario 4b (root's locks attacked): {len(lock)} planted locks, a 200-operation swap race"
+        f" ({race}), 4,000 names looked up in {got['names'].split()[0]}, guest uptime {marks}"
     )

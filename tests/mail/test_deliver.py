@@ -146,6 +146,22 @@ def test_unknown_user_is_ex_nouser_and_others_still_get_it(setup):
     assert not os.path.exists(os.path.join(spool, "nosuchuser"))
 
 
+def test_recipient_names_are_escaped_in_log_lines(setup):
+    """
+    An MTA hands the agent whatever recipient it was given: a name with a
+    terminal escape sequence or a line break reaches the log (and the
+    bounce) escaped, as one line.
+    """
+    _, spool, passwd = setup
+    result = deliver(spool, passwd, "--", "\x1b]0;owned\x07x", "a/b\nforged: delivered",
+                     input=message(1))
+    assert result.returncode == EX_NOUSER
+    assert result.stderr.splitlines() == [
+        b"hlfs deliver: \\x1b]0;owned\\x07x: no such user",
+        b"hlfs deliver: a/b\\x0aforged: delivered: not a valid user name",
+    ]
+
+
 @pytest.mark.parametrize("name", ["../etc", ".hidden", "-rf", "a/b", "x.lock"])
 def test_names_that_are_not_user_names(setup, name):
     _, spool, passwd = setup
@@ -562,6 +578,7 @@ def test_end_to_end_through_home_link(world):
             )
         os.chmod(sendmail, 0o755)
         result = run_hlfs("lostmail", "--alt-dir", alt, "--sendmail", sendmail,
+                          "--state-dir", os.path.join(world, "state"),
                           "--password-file", passwd)
         assert result.returncode == 0, result.stderr
         home_messages = read_messages(os.path.join(mailspool, "alice"))
@@ -571,7 +588,7 @@ def test_end_to_end_through_home_link(world):
         assert header.startswith(b"X-Hlfs-Redelivered: from alternate spool")
         assert rest == message(2, body=b"y" * 50000 + b"\n")
         assert home_messages[1].sender == b"sender2@example.org"
-        assert not os.path.exists(os.path.join(alt, "alice"))
+        assert os.path.getsize(os.path.join(alt, "alice")) == 0
 
 
 # -- mail as MTAs hand it: the documented invocation lines of docs/deliver.md

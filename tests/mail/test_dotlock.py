@@ -266,8 +266,8 @@ def test_a_lock_retaken_while_judged_stale_is_left_alone(tmp_path):
     other = DotLock(path, stale_after=300, timeout=5, log=theirs.append)
 
     class RacedLock(DotLock):
-        def _holder(self):
-            holder = DotLock._holder(self)
+        def _holder(self, st):
+            holder = DotLock._holder(self, st)
             if not other.held:
                 other.acquire()
             return holder

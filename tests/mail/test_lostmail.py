@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from hlfs.cli import lostmail as lostmail_cli
 from hlfs.mail import mbox
 from hlfs.mail.lostmail import DEFAULTS
+from hlfs.mail.statedir import spool_key
 from tests.support.mail import (
     ALICE, BOB, SENDMAIL, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener,
     write_passwd,
@@ -40,6 +42,8 @@ class Env:
     def __init__(self, root):
         self.root = root
         self.alt = make_dir(os.path.join(root, "alt_mail"), 0o1777)
+        self.state = os.path.join(root, "state")
+        self.work = os.path.join(self.state, os.fsdecode(spool_key(os.fsencode(self.alt))))
         self.passwd = write_passwd(root)
         self.sm_dir = make_dir(os.path.join(root, "sendmail"), 0o755)
         os.mkdir(os.path.join(self.sm_dir, "out"))
@@ -49,8 +53,9 @@ class Env:
         os.chmod(self.sendmail, 0o755)
 
     def args(self, *extra):
-        return ["lostmail", "--alt-dir", self.alt, "--sendmail", self.sendmail,
-                "--password-file", self.passwd, "--lock-timeout", "5", *extra]
+        return ["lostmail", "--alt-dir", self.alt, "--state-dir", self.state,
+                "--sendmail", self.sendmail, "--password-file", self.passwd,
+                "--lock-timeout", "5", *extra]
 
     def run(self, *extra, env=None):
         return run_hlfs(*self.args(*extra), env=env)
@@ -75,7 +80,8 @@ class Env:
     def mailbox(self, user=b"alice", messages=(), owner=None, raw=None):
         """
         Write a mailbox of C{(sender, content)} messages as delivery
-        agents write them.
+        agents write them, owned by its user (by uid 60099, no user's, for
+        a name that is no user).
         """
         path = os.path.join(self.alt, os.fsdecode(user))
         with open(path, "wb") as f:
@@ -83,14 +89,24 @@ class Env:
                 f.write(raw)
             for sender, content in messages:
                 f.write(mboxrd(sender, content))
-        uid = owner if owner is not None else {b"alice": ALICE[1], b"bob": BOB[1]}.get(user, 0)
+        uid = owner if owner is not None else {b"alice": ALICE[1], b"bob": BOB[1]}.get(user, 60099)
         os.chown(path, uid, uid)
         os.chmod(path, 0o600)
         return path
 
     def work_entries(self):
-        work = os.path.join(self.alt, ".lostmail")
-        return sorted(os.listdir(work)) if os.path.isdir(work) else []
+        """
+        The entries of this spool's work area in the state directory.
+        """
+        return sorted(os.listdir(self.work)) if os.path.isdir(self.work) else []
+
+
+def emptied(path):
+    """
+    Whether a mailbox was taken: a taken mailbox is emptied, not removed
+    (a delivery agent waiting for its lock then appends to it).
+    """
+    return not os.path.exists(path) or os.path.getsize(path) == 0
 
 
 @pytest.fixture
@@ -150,7 +166,7 @@ def test_every_message_resent_once_through_sendmail(env):
     for (argv, data), (sender, content) in zip(calls, TRICKY):
         assert argv == ["-oi", "-f", sender.decode() or "<>", "--", "alice"]
         assert strip_header(data) == content
-    assert not os.path.exists(os.path.join(env.alt, "alice"))
+    assert emptied(os.path.join(env.alt, "alice"))
     assert env.work_entries() == []
     out = result.stdout.decode()
     assert "alice: 5 found, 5 resent, 0 failed" in out
@@ -267,7 +283,7 @@ def test_unreachable_smtp_server_keeps_everything(env):
     assert len(env.work_entries()) == 1
 
 
-CRASH_POINTS = ["locked:1", "renamed:1", "released:1", "sent:1", "sent:3",
+CRASH_POINTS = ["locked:1", "copied:1", "truncated:1", "released:1", "sent:1", "sent:3",
                 "rewritten:1", "rewritten:3"]
 
 
@@ -282,8 +298,8 @@ def test_crash_at_any_step_loses_nothing(env, point):
     messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 5)]
     env.mailbox(messages=messages)
     env.mailbox(b"bob", messages=[(b"b@example.org", message(10))])
-    killer = os.path.join(REPO, "tests", "support", "lostmail_killed_at.py")
-    crashed = subprocess.run([sys.executable, killer, point, *env.args()[1:]],
+    killer = os.path.join(REPO, "tests", "support", "lostmail_at.py")
+    crashed = subprocess.run([sys.executable, killer, "--kill", point, "--", *env.args()[1:]],
                              capture_output=True, timeout=60)
     assert crashed.returncode == -9, crashed.stderr
     again = env.run()
@@ -296,15 +312,17 @@ def test_crash_at_any_step_loses_nothing(env, point):
         assert duplicates == 1
     else:
         assert duplicates == 0
-    assert not os.path.exists(os.path.join(env.alt, "alice"))
+    assert emptied(os.path.join(env.alt, "alice"))
     assert env.work_entries() == []
     # A kill while holding the lock may leave it (the mailbox was already
-    # moved, so nobody needed it since); the next delivery breaks it at
-    # once because its holder is gone, and cleans up after it.
+    # taken, so nobody needed it since); the next delivery breaks it at
+    # once because its holder is gone, and cleans up after it.  Taken
+    # mailboxes stay, empty.
     delivery = run_hlfs("deliver", "--spool", env.alt, "--password-file", env.passwd,
                         "--lock-timeout", "5", "alice", input=message(20))
     assert delivery.returncode == 0, delivery.stderr
-    assert sorted(os.listdir(env.alt)) == [".lostmail", "alice"]
+    assert sorted(os.listdir(env.alt)) == ["alice", "bob"]
+    assert os.path.getsize(os.path.join(env.alt, "bob")) == 0
 
 
 @needs_root
@@ -362,16 +380,15 @@ def test_overlapping_runs_do_not_resend_twice(env):
     """
     import fcntl
 
+    assert env.run().returncode == 0  # makes the state directory
     env.mailbox(messages=TRICKY[:2])
-    work = os.path.join(env.alt, ".lostmail")
-    os.mkdir(work, 0o700)
-    fd = os.open(work, os.O_RDONLY)
+    fd = os.open(env.work, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         result = env.run()
         assert result.returncode == 0
         assert b"another hlfs lostmail run is in progress" in result.stdout
-        assert env.sent() == [] and os.path.exists(os.path.join(env.alt, "alice"))
+        assert env.sent() == [] and not emptied(os.path.join(env.alt, "alice"))
     finally:
         os.close(fd)
     assert env.run().returncode == 0
@@ -418,7 +435,7 @@ class RunAt:
         return status, err
 
     def record(self):
-        path = os.path.join(self.env.alt, ".lostmail", "missing")
+        path = os.path.join(self.env.work, "missing")
         if not os.path.exists(path):
             return None
         with open(path, "rb") as f:
@@ -459,7 +476,7 @@ def test_unknown_user_is_kept_until_the_wait_is_over(env, run_at):
     assert f"gone: no such user; resending to root (missing since {utc(T0)})" in err
     [(argv, data)] = env.sent()
     assert argv[-1] == "root" and strip_header(data) == message(1)
-    assert not os.path.exists(path)
+    assert emptied(path)
     assert run_at(T0 + DAY + 1)[0] == 0
     assert run_at.record() is None
 
@@ -471,7 +488,7 @@ def test_a_positive_answer_starts_the_wait_over(env, run_at):
     is cleared: missing again afterwards, its mail waits a full
     C{unknown-wait} from then, even though the first report is older.
     """
-    env.mailbox(b"dave", messages=[(b"x@example.org", message(1))])
+    env.mailbox(b"dave", messages=[(b"x@example.org", message(1))], owner=60004)
     assert run_at(T0)[0] == 0
     # dave appears; his mail is refused for now, so it stays.
     write_passwd(env.root, users=(ALICE, BOB, (b"dave", 60004)))
@@ -501,7 +518,8 @@ def test_garbage_in_the_record_only_starts_waits_over(env, run_at):
     """
     env.mailbox(b"gone", messages=[(b"x@example.org", message(1))])
     env.mailbox(b"lost", messages=[(b"x@example.org", message(2))])
-    work = make_dir(os.path.join(env.alt, ".lostmail"), 0o700)
+    make_dir(env.state, 0o700)
+    work = make_dir(env.work, 0o700)
     record = os.path.join(work, "missing")
     with open(record, "wb") as f:
         f.write(b"gone 1e12\nlost nan\nlost\n\xff\x00 12 13\n%s\ngone -5\n" % (b"x" * 5000))
@@ -577,11 +595,11 @@ def test_hostile_spool_entries(env):
     assert env.sent() == []
     assert "alice: symbolic link; not followed, skipped" in err
     assert "carol: symbolic link; not followed, skipped" in err
-    assert "'bad name': not a user name; skipped" in err
+    assert "bad name: not a user name; skipped" in err
     assert "fifo: not a regular file; skipped" in err
     assert "bob: owned by uid 60001, not by bob (uid 60002); skipped" in err
     assert "daemon: 5" in err and "limit; skipped" in err
-    assert "linked: has 2 hard links; skipped" in err
+    assert "linked: owned by root, so never resent" in err
     assert "Traceback" not in err
     assert open(outside, "rb").read() == before
     assert os.path.exists(forged) and os.path.exists(big)
@@ -603,15 +621,21 @@ def test_problems_reach_syslog(env):
 
 
 @needs_root
-def test_planted_working_directory_is_refused(env):
+def test_a_planted_working_directory_of_old_is_left_alone(env):
+    """
+    A C{.lostmail} in the spool that root did not make (here a link to a
+    directory anyone may write) is neither used nor read: one line says
+    so, and the run resends the mail as usual.
+    """
     elsewhere = make_dir(os.path.join(env.root, "elsewhere"), 0o777)
     os.symlink(elsewhere, os.path.join(env.alt, ".lostmail"))
     env.mailbox(messages=[(b"x@example.org", message(1))])
     result = env.run()
-    assert result.returncode == 1
-    assert b"is not a private directory" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert b".lostmail: a symbolic link, not the working directory of an earlier version; " \
+           b"left alone" in result.stderr
     assert os.listdir(elsewhere) == []
-    assert os.path.exists(os.path.join(env.alt, "alice"))
+    assert len(env.sent()) == 1 and os.path.islink(os.path.join(env.alt, ".lostmail"))
 
 
 @needs_root
@@ -665,8 +689,8 @@ def test_dry_run_changes_nothing(env):
 @needs_root
 def test_missing_sendmail_keeps_the_mail(env):
     env.mailbox(messages=TRICKY[:1])
-    result = run_hlfs("lostmail", "--alt-dir", env.alt, "--sendmail", "/nonexistent/sendmail",
-                      "--password-file", env.passwd)
+    result = run_hlfs("lostmail", "--alt-dir", env.alt, "--state-dir", env.state,
+                      "--sendmail", "/nonexistent/sendmail", "--password-file", env.passwd)
     assert result.returncode == 1
     assert b"cannot run /nonexistent/sendmail" in result.stderr
     assert len(env.work_entries()) == 1
@@ -679,6 +703,7 @@ def test_python_dash_m_and_config_file(env):
         f.write(
             "[lostmail]\n"
             f"alt-dir = {env.alt}\n"
+            f"state-dir = {env.state}\n"
             f"sendmail = {env.sendmail}\n"
             f"password-file = {env.passwd}\n"
             "postmaster = root\n"
@@ -724,6 +749,7 @@ def test_sample_configuration_is_valid():
     keys = dict(parser.items("lostmail"))
     assert set(keys) <= set(DEFAULTS)
     assert keys["alt-dir"] == DEFAULTS["alt-dir"]
+    assert keys["state-dir"] == DEFAULTS["state-dir"]
     assert keys["sendmail"] == DEFAULTS["sendmail"]
     for name in ("hlfs-lostmail.service", "hlfs-lostmail.timer", "hlfs-lostmail.cron"):
         assert os.path.exists(os.path.join(REPO, "etc", name))
@@ -777,3 +803,119 @@ def test_an_error_on_a_descriptor_is_one_log_line(env, capfd):
     assert "Traceback" not in err
     assert err.strip().endswith("Input/output error")
     assert env.sent() == []
+
+
+def old_working_dir(env):
+    """
+    The working directory an earlier version kept in the spool.
+    """
+    return make_dir(os.path.join(env.alt, ".lostmail"), 0o700)
+
+
+def old_working_file(old, name, uid, messages, offset=None):
+    path = os.path.join(old, name)
+    with open(path, "wb") as f:
+        f.write(b"".join(mboxrd(s, m) for s, m in messages))
+    os.chown(path, uid, uid)
+    if offset is not None:
+        with open(os.path.join(old, "S." + name[2:]), "wb") as f:
+            f.write(b"%d\n" % offset)
+    return path
+
+
+@needs_root
+def test_an_earlier_versions_working_directory_is_moved(env, run_at):
+    """
+    If the spool holds the working directory of an earlier version (root's,
+    mode 0700), then its working files move to the state directory with
+    how far they were resent, its record of missing users is merged, a
+    root-owned file stays there with one line, and the rest is resent
+    once: nothing twice, nothing lost.
+    """
+    old = old_working_dir(env)
+    messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 4)]
+    first = len(mboxrd(*messages[0]))
+    old_working_file(old, "W.00000000000000000001.123.alice", ALICE[1], messages, first)
+    old_working_file(old, "W.00000000000000000002.124.bob", 0, [(b"r@example.org", message(7))])
+    with open(os.path.join(old, "missing"), "wb") as f:
+        f.write(b"gone %.3f\n" % (T0 - 2 * DAY))
+    with open(os.path.join(old, "T.missing"), "wb") as f:
+        f.write(b"half-written")
+    env.mailbox(b"gone", messages=[(b"x@example.org", message(9))])
+    status, err = run_at(T0)
+    assert status == 1
+    assert "1 working files of an earlier version moved to " in err
+    assert "W.00000000000000000002.124.bob: owned by root; not moved, left for an " \
+           "administrator" in err
+    assert "1 entries of an earlier version not moved; left there" in err
+    resent = [(argv[-1], strip_header(d)) for argv, d in env.sent()]
+    assert sorted(resent) == [("alice", message(2)), ("alice", message(3)), ("root", message(9))]
+    assert sorted(os.listdir(old)) == ["W.00000000000000000002.124.bob"]
+    os.unlink(os.path.join(old, "W.00000000000000000002.124.bob"))
+    assert run_at(T0 + 1)[0] == 0
+    assert not os.path.exists(old) and len(env.sent()) == 3
+
+
+@needs_root
+def test_a_move_cut_short_by_a_crash_sends_nothing_twice(env, run_at):
+    """
+    If a run died after copying an earlier version's working file but
+    before removing it, then the next run finds its copy under the same
+    key and only removes the old file.
+    """
+    old = old_working_dir(env)
+    messages = [(b"s%d@example.org" % n, message(n)) for n in range(1, 3)]
+    old_working_file(old, "W.00000000000000000001.123.alice", ALICE[1], messages)
+    make_dir(env.state, 0o700)
+    work = make_dir(env.work, 0o700)
+    copy = os.path.join(work, "W.00000000000000000001.123.%d.alice" % ALICE[1])
+    shutil.copy(os.path.join(old, "W.00000000000000000001.123.alice"), copy)
+    with open(os.path.join(work, "S.00000000000000000001.123.%d.alice" % ALICE[1]), "wb") as f:
+        f.write(b"%d\n" % len(mboxrd(*messages[0])))  # the first was resent already
+    status, err = run_at(T0)
+    assert status == 0, err
+    assert [strip_header(d) for _, d in env.sent()] == [message(2)]
+    assert not os.path.exists(old)
+
+
+@needs_root
+def test_the_counts_of_a_run(env):
+    """
+    After a run, L{Remailer} says how many mailboxes it took, how many
+    messages went out, how many problems it logged, and how many
+    mailboxes are left in the spool and in the work area (what a
+    metrics exporter reports).
+    """
+    from hlfs.core.users import UserTable
+    from hlfs.mail.lostmail import Remailer
+    from hlfs.mail.transports import SendmailTransport
+
+    env.mailbox(messages=[(b"a@example.org", message(1))])
+    env.mailbox(b"bob", messages=[(b"b@example.org", message(2)), (b"c@example.org", message(3))])
+    env.mailbox(b"carol", messages=[(b"x@example.org", message(4))], owner=ALICE[1])
+    env.refuse(b"END-OF-MESSAGE-3")
+    options = lostmail_cli.resolve_options(
+        lostmail_cli.build_parser("hlfs lostmail").parse_args(env.args()[1:]))
+    logged, printed = [], []
+    remailer = Remailer(options, UserTable.from_passwd_file(env.passwd),
+                        SendmailTransport(env.sendmail, 60), logged.append, printed.append)
+    assert remailer.run() == 1
+    assert (remailer.taken, remailer.sent, remailer.problems) == (2, 2, 1)
+    assert (remailer.left_in_spool, remailer.left_in_work, remailer.left) == (1, 1, 2)
+    assert remailer.tally.failed() == 1
+
+
+def test_spool_keys_are_systemd_escape_paths(tmp_path):
+    """
+    Each alternate spool's state lives in a subdirectory named as
+    C{systemd-escape --path} names its path.
+    """
+    paths = ["/var/alt_mail", "/srv/mail-alt/", "/a/.b/c d/é", "/", "/x//y/../z"]
+    expected = ["var-alt_mail", "srv-mail\\x2dalt", "a-.b-c\\x20d-\\xc3\\xa9", "-", "x-z"]
+    assert [spool_key(os.fsencode(p)).decode() for p in paths] == expected
+    tool = shutil.which("systemd-escape")
+    if tool is not None:
+        # systemd-escape refuses a path that is not normalized.
+        for path, key in zip(paths[:-1], expected):
+            out = subprocess.run([tool, "--path", path], capture_output=True, text=True)
+            assert out.stdout.strip() == key

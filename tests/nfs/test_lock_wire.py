@@ -5,7 +5,6 @@ NAME for root calling from a privileged port, over NFSv2 and v3, UDP and
 TCP, against a real C{twistd hlfs}.
 """
 
-import errno
 import os
 import random
 import socket
@@ -15,7 +14,7 @@ import pytest
 
 from hlfs.rpc.message import decode_reply, encode_call
 from hlfs.xdr import pack_opaque
-from tests.support.rpcsock import MOUNT, NFS, cred, mount_root, recv_record
+from tests.support.rpcsock import MOUNT, NFS, cred, mount_root, privileged_socket, recv_record
 from tests.support.server import HLFS_GID
 
 ROOT = cred(0)
@@ -29,23 +28,6 @@ LOOKUP3, GETATTR3, CREATE3, REMOVE3 = 3, 1, 8, 12
 LOOKUP2, GETATTR2, CREATE2, REMOVE2 = 4, 1, 9, 10
 
 
-def _privileged_socket(kind):
-    """
-    A socket bound to a free privileged port of loopback (the tests run
-    as root), as the Linux client's are.
-    """
-    for _ in range(200):
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind(("127.0.0.1", random.randint(600, 1023)))
-            return s
-        except OSError as e:
-            s.close()
-            if e.errno != errno.EADDRINUSE:
-                raise
-    raise AssertionError("no free privileged port")
-
-
 def rpc(port, vers, proc, args, credential=ROOT, transport="udp", privileged=True, prog=NFS):
     """
     One NFS call; return the status and the reply body after it (for a
@@ -55,7 +37,7 @@ def rpc(port, vers, proc, args, credential=ROOT, transport="udp", privileged=Tru
     data = encode_call(xid, prog, vers, proc, credential, args)
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     if privileged:
-        s = _privileged_socket(kind)
+        s = privileged_socket(kind)
     else:
         s = socket.socket(socket.AF_INET, kind)
         s.bind(("127.0.0.1", 0))
@@ -177,8 +159,10 @@ def test_v3_root_makes_and_removes_the_real_lock(server, lock_file, transport):
     """
     If root creates C{alice.lock} in hlfs's directory, then hlfs makes
     C{~alice/.mailspool/alice.lock}, owned by alice, with the mode asked;
-    a second create answers EXIST; LOOKUP and GETATTR show the real file;
-    REMOVE removes it, and the handle is STALE after.
+    a second create answers EXIST (GUARDED, EXCLUSIVE), or the lock as it
+    is (UNCHECKED, which RFC 1813 lets open an existing file); LOOKUP and
+    GETATTR show the real file; REMOVE removes it, and the handle is STALE
+    after.
     """
     nfs = V3(server, transport)
     assert nfs.lookup(b"alice.lock")[0] == NOENT
@@ -188,7 +172,10 @@ def test_v3_root_makes_and_removes_the_real_lock(server, lock_file, transport):
     assert (ftype, mode, uid, size) == (1, 0, 1001, 0)
     assert (st.st_uid, st.st_mode & 0o7777, st.st_ctime_ns) == (1001, 0, ctime)
     assert nfs.create(b"alice.lock")[0] == EXIST
-    assert nfs.create(b"alice.lock", how=UNCHECKED)[0] == EXIST
+    assert nfs.create(b"alice.lock", how=EXCLUSIVE)[0] == EXIST
+    status, fh_again, attr = nfs.create(b"alice.lock", how=UNCHECKED, mode=0o644)
+    assert (status, fh_again, attr[1], attr[5]) == (OK, fh, 0, ctime)
+    assert lock_file.lstat().st_ctime_ns == ctime
     status, fh2, attr = nfs.lookup(b"alice.lock")
     assert (status, fh2, attr[4]) == (OK, fh, fileid)
     assert nfs.getattr(fh)[0] == OK
@@ -233,8 +220,8 @@ def test_v3_exclusive_create_not_supported(server, lock_file):
 def test_who_may_lock(server, lock_file):
     """
     Only root makes or removes lock files: an HLFS_GID caller gets ACCES,
-    an ordinary or anonymous caller ROFS (its view has no lock files).
-    HLFS_GID callers may look.
+    an ordinary or anonymous caller ROFS to make one and NOENT to remove
+    one (its view has no lock files).  HLFS_GID callers may look.
     """
     nfs = V3(server, "udp")
     assert nfs.create(b"alice.lock", credential=FINGER)[0] == ACCES
@@ -245,7 +232,7 @@ def test_who_may_lock(server, lock_file):
     assert nfs.lookup(b"alice.lock", credential=FINGER)[0] == OK
     assert nfs.lookup(b"alice.lock", credential=ALICE)[0] == NOENT
     assert nfs.remove(b"alice.lock", credential=FINGER) == ACCES
-    assert nfs.remove(b"alice.lock", credential=ALICE) == ROFS
+    assert nfs.remove(b"alice.lock", credential=ALICE) == NOENT
     assert lock_file.exists()
     assert nfs.remove(b"alice.lock") == OK
 
@@ -276,16 +263,20 @@ def test_privileged_port(make_server):
 def test_hostile_names(server):
     """
     Lock names that name no user, or no user hlfs can serve, get NFS
-    errors and make nothing: NOENT for an unknown user, ROFS for what is
-    no lock name, NAMETOOLONG past NFS's or the handle's length.
+    errors and make nothing: NOENT for an unknown user, ROFS to make what
+    is no lock name and NOENT to remove it, EXIST and ROFS for the names
+    that are there, NAMETOOLONG past NFS's or the handle's length.
     """
     nfs = V3(server, "tcp")
     for name in (b"ghost.lock", b"..lock"):
         assert nfs.lookup(name)[0] == NOENT, name
     assert nfs.create(b"ghost.lock")[0] == NOENT
     assert nfs.remove(b"ghost.lock") == NOENT
-    for name in (b".lock", b"..lock", b"...lock", b"a/b.lock", b"alice.lock\0", b"home", b"alice"):
+    for name in (b".lock", b"..lock", b"...lock", b"a/b.lock", b"alice.lock\0"):
         assert nfs.create(name)[0] == ROFS, name
+        assert nfs.remove(name) == NOENT, name
+    for name in (b"home", b"alice"):
+        assert nfs.create(name)[0] == EXIST, name
         assert nfs.remove(name) == ROFS, name
     assert nfs.create(b"x" * 300 + b".lock")[0] == NAMETOOLONG
     assert nfs.lookup(b"x" * 300 + b".lock")[0] == NAMETOOLONG
@@ -338,3 +329,35 @@ def test_v2_lock(server, lock_file, transport):
     assert v2(REMOVE2, root + pack_opaque(b"alice.lock"))[0] == NOENT
     assert v2(CREATE2, root + pack_opaque(b"ghost.lock") + sattr2(0))[0] == NOENT
     assert v2(CREATE2, root + pack_opaque(b"file") + sattr2(0))[0] == ROFS
+
+
+@pytest.mark.parametrize("first", ["create", "getattr"])
+def test_replies_before_an_oversized_record_are_sent(server, lock_file, first):
+    """
+    If a TCP client pipelines calls and then a record over the size limit
+    in one send, then the connection is closed for it, but only after the
+    replies to the calls before it: root's CREATE of C{alice.lock}, made
+    in a home-check process and answered later, gets its OK (never a lost
+    reply whose retransmission would find EXIST), and so does a GETATTR
+    answered at once.
+    """
+    root = V3(server, "tcp").root
+    create = encode_call(
+        1, NFS, 3, CREATE3, ROOT,
+        pack_opaque(root) + pack_opaque(b"alice.lock") + struct.pack(">I", GUARDED) + sattr3(0),
+    )
+    getattr_ = encode_call(2, NFS, 3, GETATTR3, ROOT, pack_opaque(root))
+    calls = [create, getattr_] if first == "create" else [getattr_, create]
+    data = b"".join(struct.pack(">I", 0x80000000 | len(c)) + c for c in calls)
+    data += struct.pack(">I", 0x80000000 | 100_000) + bytes(1000)
+    with privileged_socket(socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(data)
+        replies = {}
+        while (raw := recv_record(s)) is not None:
+            reply = decode_reply(raw)
+            replies[reply.xid] = reply.body.uint()
+    assert replies == {1: OK, 2: OK}
+    assert lock_file.exists()
+    assert V3(server, "udp").remove(b"alice.lock") == OK

@@ -22,7 +22,7 @@ BOB = cred(1002)
 FINGER = cred(1002, HLFS_GID)
 
 # NFS status codes
-OK, PERM, NOENT, ACCES, NOTDIR, ISDIR, INVAL, ROFS, STALE = 0, 1, 2, 13, 20, 21, 22, 30, 70
+OK, PERM, NOENT, EXIST, NOTDIR, ISDIR, INVAL, ROFS, STALE = 0, 1, 2, 17, 20, 21, 22, 30, 70
 TOOSMALL, BAD_COOKIE = 10005, 10003
 
 
@@ -147,18 +147,18 @@ def test_readlink_errors(server, handles):
 
 
 WRITE_CALLS = {
-    # proc: (args builder(root, link), wcc layout)
-    2: (lambda r, l: fh3(l) + sattr3_empty() + struct.pack(">I", 0), "wcc"),
-    7: (lambda r, l: fh3(l) + struct.pack(">QII", 0, 3, 0) + pack_opaque(b"abc"), "wcc"),
-    8: (lambda r, l: fh3(r) + pack_opaque(b"f") + struct.pack(">I", 0) + sattr3_empty(), "wcc"),
-    9: (lambda r, l: fh3(r) + pack_opaque(b"d") + sattr3_empty(), "wcc"),
-    10: (lambda r, l: fh3(r) + pack_opaque(b"s") + sattr3_empty() + pack_opaque(b"/x"), "wcc"),
-    11: (lambda r, l: fh3(r) + pack_opaque(b"n") + struct.pack(">I", 7) + sattr3_empty(), "wcc"),
-    12: (lambda r, l: fh3(r) + pack_opaque(b"home"), "wcc"),
-    13: (lambda r, l: fh3(r) + pack_opaque(b"home"), "wcc"),
-    14: (lambda r, l: fh3(r) + pack_opaque(b"a") + fh3(r) + pack_opaque(b"b"), "wcc2"),
-    15: (lambda r, l: fh3(l) + fh3(r) + pack_opaque(b"x"), "link"),
-    21: (lambda r, l: fh3(l) + struct.pack(">QI", 0, 0), "wcc"),
+    # proc: (args builder(root, link), wcc layout, status)
+    2: (lambda r, l: fh3(l) + sattr3_empty() + struct.pack(">I", 0), "wcc", ROFS),
+    7: (lambda r, l: fh3(l) + struct.pack(">QII", 0, 3, 0) + pack_opaque(b"abc"), "wcc", INVAL),
+    8: (lambda r, l: fh3(r) + pack_opaque(b"f") + struct.pack(">I", 0) + sattr3_empty(), "wcc", ROFS),
+    9: (lambda r, l: fh3(r) + pack_opaque(b"d") + sattr3_empty(), "wcc", ROFS),
+    10: (lambda r, l: fh3(r) + pack_opaque(b"s") + sattr3_empty() + pack_opaque(b"/x"), "wcc", ROFS),
+    11: (lambda r, l: fh3(r) + pack_opaque(b"n") + struct.pack(">I", 7) + sattr3_empty(), "wcc", ROFS),
+    12: (lambda r, l: fh3(r) + pack_opaque(b"home"), "wcc", ROFS),
+    13: (lambda r, l: fh3(r) + pack_opaque(b"home"), "wcc", NOTDIR),
+    14: (lambda r, l: fh3(r) + pack_opaque(b"home") + fh3(r) + pack_opaque(b"b"), "wcc2", ROFS),
+    15: (lambda r, l: fh3(l) + fh3(r) + pack_opaque(b"x"), "link", ROFS),
+    21: (lambda r, l: fh3(l) + struct.pack(">QI", 0, 0), "wcc", INVAL),
 }
 
 
@@ -166,13 +166,15 @@ WRITE_CALLS = {
 @pytest.mark.parametrize("proc", sorted(WRITE_CALLS))
 def test_v3_write_procedures_rofs(server, handles, proc):
     """
-    If a client tries to change anything, then ROFS, with wcc data whose
-    attributes are present and complete.
+    If a client tries to change anything, then ROFS (or what the node's
+    type answers first: INVAL for writing a link, NOTDIR for removing it
+    as a directory), with wcc data whose attributes are present and
+    complete.
     """
     root, link, _ = handles
-    build, layout = WRITE_CALLS[proc]
+    build, layout, expected = WRITE_CALLS[proc]
     status, body = nfs3(server, proc, build(root, link))
-    assert status == ROFS
+    assert status == expected
     if layout == "link":
         skip_post_op(body)
     assert skip_wcc(body) == (True, True)
@@ -192,11 +194,15 @@ def test_v3_write_to_stale_handle(server):
 def test_v3_read_access_fs_calls(server, handles):
     root, link, _ = handles
     status, body = nfs3(server, 6, fh3(link) + struct.pack(">QI", 0, 100))
-    assert status == ACCES
+    assert status == INVAL
     status, body = nfs3(server, 4, fh3(root) + struct.pack(">I", 0x3F))
     assert status == OK
     skip_post_op(body)
-    assert body.uint() == 0x23  # READ | LOOKUP | EXECUTE, never MODIFY/EXTEND/DELETE
+    assert body.uint() == 0x03  # READ | LOOKUP, never MODIFY/EXTEND/DELETE
+    status, body = nfs3(server, 4, fh3(link) + struct.pack(">I", 0x3F))
+    assert status == OK
+    skip_post_op(body)
+    assert body.uint() == 0x21  # READ | EXECUTE
     for proc in (18, 19, 20):
         status, body = nfs3(server, proc, fh3(root))
         assert status == OK, proc
@@ -262,8 +268,9 @@ def test_v3_readdir(server, handles, plus):
 @pytest.mark.verify_optional
 def test_v2_procedures(server, handles):
     """
-    Every NFSv2 procedure answers: lookups and links work, writes ROFS,
-    READ ACCES, STATFS and READDIR answer sensibly.
+    Every NFSv2 procedure answers: lookups and links work, writes ROFS
+    (or what the name or node answers first), READ of a link INVAL, STATFS
+    and READDIR answer sensibly.
     """
     root = mount_root(server.port, ALICE, vers=1)
     assert root == handles[0]
@@ -287,15 +294,17 @@ def test_v2_procedures(server, handles):
     assert body.uint() == OK and struct.unpack(">2I", body.fixed(8)) == (2, 0o40555)
     sattr = bytes(32)
     assert nfs2(2, link + sattr).uint() == ROFS
-    assert nfs2(6, link + bytes(12)).uint() == ACCES
-    assert nfs2(8, link + bytes(12) + pack_opaque(b"x")).uint() == ROFS
+    assert nfs2(6, link + bytes(12)).uint() == INVAL
+    assert nfs2(8, link + bytes(12) + pack_opaque(b"x")).uint() == INVAL
     assert nfs2(9, root + pack_opaque(b"f") + sattr).uint() == ROFS
+    assert nfs2(9, root + pack_opaque(b"home") + sattr).uint() == EXIST
     assert nfs2(10, root + pack_opaque(b"home")).uint() == ROFS
-    assert nfs2(11, root + pack_opaque(b"a") + root + pack_opaque(b"b")).uint() == ROFS
+    assert nfs2(11, root + pack_opaque(b"a") + root + pack_opaque(b"b")).uint() == NOENT
+    assert nfs2(11, root + pack_opaque(b"home") + root + pack_opaque(b"b")).uint() == ROFS
     assert nfs2(12, link + root + pack_opaque(b"b")).uint() == ROFS
     assert nfs2(13, root + pack_opaque(b"s") + pack_opaque(b"/t") + sattr).uint() == ROFS
     assert nfs2(14, root + pack_opaque(b"d") + sattr).uint() == ROFS
-    assert nfs2(15, root + pack_opaque(b"d")).uint() == ROFS
+    assert nfs2(15, root + pack_opaque(b"d")).uint() == NOENT
     assert nfs2(9, os.urandom(32) + pack_opaque(b"f") + sattr).uint() == STALE
     body = nfs2(16, root + bytes(4) + struct.pack(">I", 4096))
     assert body.uint() == OK
@@ -328,9 +337,9 @@ def test_mount_procedures(server):
             entries.append((body.opaque(), body.opaque()))
         return entries
 
-    assert (machine, b"/mail/") in dump()
+    assert (machine, b"/mail") in dump()
     call(server.port, MOUNT, 3, 3, pack_opaque(b"/mail/"), c)
-    assert (machine, b"/mail/") not in dump()
+    assert (machine, b"/mail") not in dump()
     mount_root(server.port, c, vers=1)
     call(server.port, MOUNT, 1, 4, b"", c)
     assert all(host != machine for host, _ in dump())

@@ -6,7 +6,9 @@ mounts, and running the real C{hlfs} command.
 """
 
 import contextlib
+import email
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -139,3 +141,36 @@ with open(os.path.join(here, "out", name + ".tmp"), "w") as f:
     json.dump({{"argv": sys.argv[1:], "data": data.decode("latin-1")}}, f)
 os.rename(os.path.join(here, "out", name + ".tmp"), os.path.join(here, "out", name))
 """
+
+
+def parse_mbox(data):
+    """
+    Split a mailbox as its readers do: at C{From } lines, except that a
+    message with a C{Content-Length} header (Dovecot writes them, and
+    leaves C{From } lines in bodies unquoted) takes exactly that many
+    bytes of body.
+
+    @return: the messages, as L{email.message.Message}s.
+    @raise ValueError: for a mailbox that does not parse.
+    """
+    messages = []
+    rest = data
+    while rest:
+        if not rest.startswith(b"From "):
+            raise ValueError(f"no From_ line at {len(data) - len(rest)}: {rest[:60]!r}")
+        end = rest.find(b"\n\n")
+        head = rest[: end + 1] if end >= 0 else rest
+        body_start = end + 2 if end >= 0 else len(rest)
+        headers = email.message_from_bytes(head.split(b"\n", 1)[1])
+        length = headers["Content-Length"]
+        if length is not None:
+            body_end = body_start + int(length)
+            if rest[body_end:body_end + 1] not in (b"\n", b""):
+                raise ValueError(f"Content-Length {length} does not end at a line")
+            next_start = body_end + 1
+        else:
+            found = re.search(rb"\n\nFrom ", rest[body_start - 1:])
+            body_end = next_start = body_start - 1 + found.start() + 2 if found else len(rest)
+        messages.append(email.message_from_bytes(rest[:body_end].split(b"\n", 1)[1]))
+        rest = rest[next_start:].lstrip(b"\n")
+    return messages

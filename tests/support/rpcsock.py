@@ -3,8 +3,10 @@ Blocking RPC calls over real sockets, for tests: no reactor in the test
 process, so what is tested is the server's bytes on the wire.
 """
 
+import errno
 import itertools
 import os
+import random
 import socket
 import struct
 
@@ -63,6 +65,51 @@ def _recv_exact(s, n):
             return None
         data += chunk
     return data
+
+
+def privileged_socket(kind):
+    """
+    A socket bound to a free privileged port of loopback (the tests run
+    as root), as the Linux client's are.
+    """
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", random.randint(600, 1023)))
+            return s
+        except OSError as e:
+            s.close()
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise AssertionError("no free privileged port")
+
+
+class Connection:
+    """
+    One TCP connection from a privileged port of loopback, as the Linux
+    client holds one per server, for many calls with any credential.
+    """
+
+    def __init__(self, port, timeout=10.0):
+        self.socket = privileged_socket(socket.SOCK_STREAM)
+        self.socket.settimeout(timeout)
+        self.socket.connect(("127.0.0.1", port))
+
+    def call(self, prog, vers, proc, args, credential):
+        """
+        @return: the decoded L{hlfs.rpc.message.Reply}.
+        """
+        xid = next(_xids) & 0xFFFFFFFF
+        data = encode_call(xid, prog, vers, proc, credential, args)
+        self.socket.sendall(struct.pack(">I", 0x80000000 | len(data)) + data)
+        raw = recv_record(self.socket)
+        assert raw is not None, f"connection closed before the reply to {prog}/{vers}/{proc}"
+        reply = decode_reply(raw)
+        assert reply.xid == xid
+        return reply
+
+    def close(self):
+        self.socket.close()
 
 
 def tcp_connect(port, timeout=5.0, source_port=0):

@@ -1,7 +1,9 @@
 """
-A real NFS server for the homes: nfs-ganesha (Debian's C{nfs-ganesha},
-C{nfs-ganesha-vfs}) on the host's loopback, exporting one host directory
-NFSv3 over TCP with C{root_squash}, as sites serve homes.
+A real NFS server: nfs-ganesha (Debian's C{nfs-ganesha},
+C{nfs-ganesha-vfs}) on the host's loopback, exporting host directories
+NFSv3 over TCP.  The kernel tier serves the homes from it with
+C{root_squash}, as sites serve homes; the conformance matrix
+(L{tests.support.conformance}) asks it what a real server answers.
 
 Why ganesha on the host rather than knfsd in the guest: the host checks
 the mailboxes once the guest is gone, and a guest's knfsd could export
@@ -25,8 +27,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from hlfsserver import free_port
+from tests.support.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 GANESHA = "/usr/bin/ganesha.nfsd"
@@ -50,20 +53,46 @@ NFSV4 {{
 NFS_KRB5 {{
     Active_krb5 = false;
 }}
+{exports}"""
+
+EXPORT = """\
 EXPORT {{
-    Export_Id = 1;
-    Path = {export};
-    Pseudo = {export};
-    Access_Type = RW;
-    Squash = root_squash;
+    Export_Id = {id};
+    Path = {path};
+    Pseudo = {path};
+    Access_Type = {access};
+    Squash = {squash};
     SecType = sys;
     Protocols = 3;
     Transports = TCP;
-    FSAL {{
+{more}    FSAL {{
         Name = VFS;
     }}
 }}
 """
+
+
+class Export(NamedTuple):
+    """
+    One exported directory.
+
+    @ivar squash: ganesha's C{Squash} (C{root_squash}, C{no_root_squash}).
+    @ivar access: C{RW} or C{RO}.
+    @ivar attr_expiration: seconds ganesha may keep attributes and names
+        (its C{Attr_Expiration_Time}; L{None}: its default): 0 for a
+        directory the host changes behind the server's back.
+    """
+
+    path: Path
+    squash: str = "root_squash"
+    access: str = "RW"
+    attr_expiration: int | None = None
+
+    def config(self, export_id):
+        more = "" if self.attr_expiration is None else f"    Attr_Expiration_Time = {self.attr_expiration};\n"
+        return EXPORT.format(
+            id=export_id, path=self.path, access=self.access, squash=self.squash, more=more,
+        )
 
 #: Run inside the private mount namespace: the stand-in's socket must
 #: exist before ganesha registers.
@@ -91,14 +120,16 @@ def missing():
 
 class Ganesha:
     """
-    One nfs-ganesha exporting C{export}.
+    One nfs-ganesha exporting C{export}: a path (exported read-write with
+    C{root_squash}), or a list of L{Export}s.
 
     @ivar nfs_port: the NFS program's TCP port on 127.0.0.1.
     @ivar mount_port: the MOUNT program's TCP port on 127.0.0.1.
     """
 
     def __init__(self, export, workdir):
-        self.export = Path(export)
+        self.exports = list(export) if isinstance(export, (list, tuple)) else [Export(Path(export))]
+        self.export = self.exports[0].path
         self.workdir = Path(workdir)
         self.nfs_port = free_port()
         self.mount_port = free_port()
@@ -118,8 +149,9 @@ class Ganesha:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "recovery").mkdir(exist_ok=True)
         config = self.workdir / "ganesha.conf"
+        exports = "".join(export.config(n) for n, export in enumerate(self.exports, 1))
         config.write_text(CONFIG.format(
-            nfs_port=self.nfs_port, mount_port=self.mount_port, workdir=self.workdir, export=self.export,
+            nfs_port=self.nfs_port, mount_port=self.mount_port, workdir=self.workdir, exports=exports,
         ))
         script = SCRIPT.format(fakerpcbind=HERE / "fakerpcbind.py", ganesha=GANESHA)
         out = open(self.workdir / "ganesha.out", "wb")

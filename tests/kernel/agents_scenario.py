@@ -1,0 +1,176 @@
+"""
+The script of scenario 12 (L{test_kernel_agents}): every other delivery
+agent and reader Debian ships, in one guest, and the world it runs in.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import agents
+import guestscript as gs
+import mta
+from world import SUBDIR, User, World
+
+SENDER = "sender@example.org"
+
+#: Messages each agent delivers, by recipient, as (tag, recipients).
+WORKING = (
+    ("lda", ("alice", "dora")),
+    ("lmtp-pair", ("alice", "bob")),
+    ("lmtp", ("dora",)),
+    ("opensmtpd", ("alice", "bob", "dora")),
+)
+
+#: The agents that need root to see real mailboxes, each with its
+#: recipients.
+ROOT_AGENTS = ("postfix-procmail", "procmail-d", "opensmtpd-mail.local", "sendmail-mail.local")
+ROOT_RECIPIENTS = ("alice", "dora")
+
+#: Why those fail today.
+PHASE_2 = (
+    "issue 26's second part: root's /var/mail/NAME is a symbolic link to the mailbox, which an "
+    "agent running as root refuses; it must be a regular file that hlfs writes as NAME"
+)
+
+
+def subject(tag, name=None):
+    return f"hlfs-agents-{tag}" + (f"-{name}" if name else "")
+
+
+def expected():
+    """
+    @return: (recipient, Subject) of every message that must be in a
+        mailbox at the end.
+    """
+    found = []
+    for tag, names in WORKING:
+        if len(names) > 1 and tag.endswith("pair"):
+            found += [(name, subject(tag)) for name in names]
+        else:
+            found += [(name, subject(tag, name)) for name in names]
+    return found
+
+
+def postfix_part(world):
+    """
+    Postfix delivering through Debian's setuid procmail; C{procmail -d} as
+    root.
+    """
+    lines = [
+        mta.postfix_setup(('mailbox_command=procmail -a "$EXTENSION"',)),
+        mta.postfix_start(),
+        f'R procmail-mode "$(stat -c "%a %U %G" {agents.PROCMAIL})"',
+        agents.trace_attach("postfix-procmail", "$(head -1 /var/spool/postfix/pid/master.pid)"),
+    ]
+    for name in ROOT_RECIPIENTS:
+        lines.append(mta.sendmail(SENDER, name, subject("postfix-procmail", name)))
+    lines += [
+        mta.wait_deliveries(len(ROOT_RECIPIENTS), pattern="postfix/local\\[.*status="),
+        agents.trace_stop("postfix-procmail"),
+        "postfix stop >/dev/null 2>&1",
+        "grep -E 'postfix/local\\[.*status=' /var/log/postfix.log | sed 's/^/LOG.postfix /'",
+        agents.trace_lines("postfix-procmail"),
+    ]
+    return lines + as_root("procmail-d", f"{agents.PROCMAIL} -d {{name}}")
+
+
+def dovecot_part(world, python):
+    """
+    Dovecot: LDA as root, LMTP, IMAP, POP3; mutt.
+    """
+    lines = [agents.dovecot_setup(python)]
+    lda = [(name, subject("lda", name)) for name in ("alice", "dora")]
+    lda += [("alice", subject("mutt-delete", "alice")), ("bob", subject("pop3-delete", "bob"))]
+    for name, text in lda:
+        tag = f"lda.{text}"
+        lines.append(agents.write_message(f"/tmp/msg.{tag}", SENDER, name, text))
+        lines.append(f"{agents.DOVECOT_LDA} -d {name} -f {SENDER} < /tmp/msg.{tag} > /tmp/out.{tag} 2>&1;"
+                     f' R {tag} $? "$(tr "\\n" " " < /tmp/out.{tag})"')
+    lines.append(agents.lmtp(python, SENDER, ["alice", "bob"], subject("lmtp-pair")))
+    lines.append(agents.lmtp(python, SENDER, ["dora"], subject("lmtp", "dora")))
+    lines.append(agents.imap_subjects(python, "alice", "imap.alice"))
+    lines.append(agents.pop3_delete_first(python, "bob", "pop3.bob"))
+    alice = world.users["alice"]
+    lines.append(agents.mutt_dotlock(alice, "mutt-dotlock.alice"))
+    lines.append(agents.mutt_delete(alice, subject("mutt-delete", "alice"), "mutt.alice"))
+    lines.append("doveadm stop >/dev/null 2>&1 || true")
+    lines.append("sed 's/^/LOG.dovecot /' /var/log/dovecot.log")
+    return lines
+
+
+def opensmtpd_part(tree):
+    """
+    OpenSMTPD's mbox delivery; its mail.local as root.
+    """
+    lines = [mta.install(tree), agents.opensmtpd_setup(), agents.opensmtpd_start("opensmtpd")]
+    # As after a boot: no name of /mail in the client's dentry cache, so
+    # that the exclusive open goes to the server as a CREATE.
+    lines += ["sync; echo 2 > /proc/sys/vm/drop_caches", gs.mountstats("opensmtpd-before", "/mail")]
+    for name in ("alice", "bob", "dora"):
+        lines.append(mta.sendmail(SENDER, name, subject("opensmtpd", name)))
+    lines += [
+        mta.wait_deliveries(3, log="/var/log/smtpd.log", pattern="mda delivery.*result=",
+                            queue="timeout 60 smtpctl show queue"),
+        gs.mountstats("opensmtpd-after", "/mail"),
+        agents.opensmtpd_stop("opensmtpd"),
+        "sed 's/^/LOG.opensmtpd /' /var/log/smtpd.log",
+        agents.trace_lines("opensmtpd"),
+    ]
+    return lines + as_root("opensmtpd-mail.local", f"{agents.OPENSMTPD_MAIL_LOCAL} -f {SENDER} {{name}}")
+
+
+def sendmail_part(tree):
+    """
+    sendmail's mail.local as root.
+    """
+    return [mta.install(tree)] + as_root("sendmail-mail.local", f"{agents.SENDMAIL_MAIL_LOCAL} -f {SENDER} {{name}}")
+
+
+def as_root(agent, command):
+    """
+    Shell lines running C{command} (C{{name}} the recipient) as root for
+    each of L{ROOT_RECIPIENTS}, a message on its input.
+    """
+    lines = []
+    for name in ROOT_RECIPIENTS:
+        tag = f"{agent}.{name}"
+        lines.append(agents.write_message(f"/tmp/msg.{tag}", SENDER, name, subject(agent, name)))
+        lines.append(agents.run_as_root(tag, command.format(name=name), f"/tmp/msg.{tag}"))
+    return lines
+
+
+def make_world(base):
+    """
+    The world, with dora, whose home's spool is a file: hlfs finds her
+    home unusable and gives her the alternate spool.
+    """
+    world = World(base)
+    world.users["dora"] = dora = User("dora", 5005, 5005, str(Path(base) / "home" / "dora"), usable=False)
+    world.create()
+    home = Path(dora.home)
+    home.mkdir()
+    (home / SUBDIR).write_text("not a directory\n")
+    for path in (home, home / SUBDIR):
+        os.chown(path, dora.uid, dora.gid)
+    return world
+
+
+def scenario(world, probe, trees, port):
+    python = sys.executable
+    users = [world.users[n] for n in ("alice", "bob", "dora")]
+    lines = [
+        gs.preamble(probe),
+        mta.install(trees["postfix"]),
+        mta.install(trees["agents"]),
+        mta.accounts(users),
+        agents.accounts(),
+        mta.mail_link(),
+        gs.mount("$P", "/mail", port, 3, gs.daemon_cache_options() + ("rw",)),
+        *postfix_part(world),
+        *dovecot_part(world, python),
+        *opensmtpd_part(trees["opensmtpd"]),
+        *sendmail_part(trees["sendmail"]),
+        'R root-listing "$(ls -a /var/mail/ | tr "\\n" " ")"',
+    ]
+    return "\n".join(line.rstrip("\n") for line in lines) + "\n"
