@@ -48,6 +48,9 @@ class RPCServerService(Service):
     @ivar limits: the L{StreamLimits} of TCP connections; may be changed
         until started.
     @ivar stats: the L{TransportStats} of TCP connections.
+    @ivar held: L{None}, or a Deferred (set before starting) until which
+        the ports, bound at start, read nothing: calls wait in the
+        sockets' queues meanwhile.
     """
 
     log = Logger()
@@ -61,6 +64,7 @@ class RPCServerService(Service):
         self.limits = limits or StreamLimits()
         self.stats = stats or TransportStats()
         self.port = None
+        self.held = None
         self._listeners = []
 
     def startService(self):
@@ -69,6 +73,16 @@ class RPCServerService(Service):
         except CannotListenError as e:
             raise StartupError(f"cannot serve NFS on {listen_error(e)}") from None
         Service.startService(self)
+        if self.held is not None:
+            for listener in self._listeners:
+                listener.stopReading()
+            self.held.addBoth(self._read)
+
+    def _read(self, result):
+        if self.running:
+            for listener in self._listeners:
+                listener.startReading()
+        return result
 
     def _listen(self):
         tries = 1 if self.requested_port else self.EPHEMERAL_TRIES

@@ -85,6 +85,8 @@ class HLFSService(MultiService):
         self._waiting = []
         self.ready = None
         self.serving = False
+        self.checks_ready = False
+        self._after = []
         self.started_at = reactor.seconds()
         self.exit_status = 0
         self.stopping = False
@@ -132,7 +134,7 @@ class HLFSService(MultiService):
             serving = self.mount_service = kernel.MountService(
                 self.kernel_mount, lambda: self.server.port, self._fatal,
                 allow_attribute_cache=config.allow_attribute_cache,
-                prepare=self.registration.register if self.registration is not None else None,
+                prepare=self._prepare_mount,
             )
             self.mount_service.setServiceParent(self)
         self.server.setServiceParent(serving)
@@ -150,6 +152,12 @@ class HLFSService(MultiService):
             self.reload_timer = TimerService(config.reload_interval, self._periodic_reload)
             self.reload_timer.clock = reactor
             self.reload_timer.setServiceParent(self)
+
+    def _prepare_mount(self):
+        d = self._after_checks()
+        if self.registration is not None:
+            d.addCallback(lambda _: self.registration.register())
+        return d
 
     def _make_resolver(self, table):
         rules = self.rules = SpoolRules(
@@ -233,37 +241,19 @@ class HLFSService(MultiService):
             self.log.info(
                 "group {group!r} does not exist: the HLFS_GID feature is off", group=config.group
             )
-        # Serve once the home-check processes have started: a start takes
-        # seconds on a slow machine, and a check that waited for one would
-        # miss its deadline.
+        # The ports are bound now, so that one in use is a start-up error
+        # of one line, but nothing is read, registered or mounted before
+        # the home-check processes have started: a start takes seconds on
+        # a slow machine, and a check that waited for one would miss its
+        # deadline.
         started = self.checks.start()
         started.addTimeout(CHECKS_START_TIMEOUT, self.reactor)
         started.addErrback(self._checks_late)
-        started.addCallback(lambda _: self._serve())
         started.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
-        started.addCallback(self._served)
-        self.ready = started
-
-    def _checks_late(self, failure):
-        if failure.check(defer.CancelledError):
-            return None  # stopped before they started
-        failure.trap(defer.TimeoutError)
-        self.log.error(
-            "the home-check processes have not started after {seconds:g} s; serving without "
-            "them: home checks wait for them, and their callers get the alternate spool",
-            seconds=CHECKS_START_TIMEOUT,
-        )
-
-    def _serve(self):
-        if self.stopping:
-            return None
-        config = self.config
+        started.addCallback(self._checks_started)
+        self.server.held = self._after_checks()
         MultiService.startService(self)
         port = self.server.port
-        if config.port_file:
-            with open(config.port_file + ".tmp", "w") as f:
-                f.write(f"{port}\n")
-            os.replace(config.port_file + ".tmp", config.port_file)
         self.log.info(
             "hlfs {version} serving {export} (link {link!r}, spool {subdir!r}, alternate {alt}) "
             "with NFS v2/v3 and MOUNT v1/v3 on {interface} port {port} (UDP and TCP){insecure}",
@@ -279,11 +269,49 @@ class HLFSService(MultiService):
         gc.collect()
         gc.freeze()
         if self.mount_service is not None:
-            # It registered, then mounted, as it started.
-            return self.mount_service.ready
-        d = defer.succeed(None)
-        if self.registration is not None:
-            d.addCallback(lambda _: self.registration.register())
+            # It registers, then mounts, once the checks have started.
+            self.ready = self.mount_service.ready
+        else:
+            d = self._after_checks()
+            if self.registration is not None:
+                d.addCallback(lambda _: self.registration.register())
+            d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
+            self.ready = d
+        self.ready.addCallback(self._served)
+
+    def _checks_late(self, failure):
+        if failure.check(defer.CancelledError):
+            return None  # stopped before they started
+        failure.trap(defer.TimeoutError)
+        self.log.error(
+            "the home-check processes have not started after {seconds:g} s; serving without "
+            "them: home checks wait for them, and their callers get the alternate spool",
+            seconds=CHECKS_START_TIMEOUT,
+        )
+
+    def _checks_started(self, _):
+        if self.stopping or self.exit_status:
+            return
+        self.checks_ready = True
+        port_file = self.config.port_file
+        if port_file:
+            # Written once calls are read: what the tests wait for.
+            with open(port_file + ".tmp", "w") as f:
+                f.write(f"{self.server.port}\n")
+            os.replace(port_file + ".tmp", port_file)
+        waiting, self._after = self._after, []
+        for d in waiting:
+            d.callback(None)
+
+    def _after_checks(self):
+        """
+        Return a Deferred firing once the home-check processes have
+        started (or been given up on): what serving waits for.
+        """
+        if self.checks_ready:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._after.append(d)
         return d
 
     def _reserve_fds(self):
