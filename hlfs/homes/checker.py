@@ -63,17 +63,25 @@ def _write_all(fd, data):
         data = data[os.write(fd, data):]
 
 
-def _die_with_parent():
-    # A parent killed with SIGKILL closes our socket, but a check stuck
-    # in a dead filesystem would not read it: the kernel ends us too.
+def _prctl():
+    # Found once, in the forker: a check process only calls it.
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent():
+    # A parent killed with SIGKILL closes our pipes, but a check stuck in
+    # a dead filesystem would not read them: the kernel ends us as well.
+    if _PRCTL is not None:
+        PR_SET_PDEATHSIG = 1
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class ProtocolMismatch(Exception):

@@ -17,9 +17,7 @@ block ends, whatever happened in it.
 """
 
 import ctypes
-import ctypes.util
 import os
-import platform
 import threading
 from contextlib import contextmanager
 
@@ -41,13 +39,15 @@ class CredentialsError(OSError):
 
 
 def _load():
-    numbers = _SYSCALLS.get(platform.machine())
+    numbers = _SYSCALLS.get(os.uname().machine)
     if numbers is None:
         return None, None
     # PyDLL keeps the GIL across the call: these system calls never
     # block, and letting go of the GIL a dozen times a probe makes probe
     # threads queue for it behind each other.
-    libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The C library this Python already uses (dlopen(NULL)): finding it by
+    # name (ctypes.util) would cost every check process 2.6 MB of imports.
+    libc = ctypes.PyDLL(None, use_errno=True)
     syscall = libc.syscall
     syscall.restype = ctypes.c_long
     return syscall, numbers
@@ -141,7 +141,7 @@ def as_user(uid, gid, groups=()):
         with a user's identity.
     """
     if _syscall is None:
-        raise CredentialsError(38, f"per-thread credentials unsupported on {platform.machine()}")
+        raise CredentialsError(38, f"per-thread credentials unsupported on {os.uname().machine}")
     base = getattr(_local, "base", None)
     if base is None:
         # A thread's own identity, read once: as_user always puts it back.
@@ -169,7 +169,7 @@ def run_as(uid, gid, groups, function, *args):
     @raise CredentialsError: as L{as_user}.
     """
     if _syscall is None:
-        raise CredentialsError(38, f"per-thread credentials unsupported on {platform.machine()}")
+        raise CredentialsError(38, f"per-thread credentials unsupported on {os.uname().machine}")
     local = _local
     base = getattr(local, "base", None)
     if base is None:
