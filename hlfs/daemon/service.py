@@ -5,11 +5,9 @@ prepare the mount point and spool, load users and serve, register with
 the portmapper, mount.  Signals keep hlfsd's meanings.
 """
 
-import itertools
 import gc
 import os
 import signal
-from datetime import datetime
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -17,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from hlfs import __version__
-from hlfs.daemon import kernel, resources
+from hlfs.daemon import kernel, reports, resources
 from hlfs.daemon.altspool import SpoolWatch
 from hlfs.daemon.config import ConfigError, resolve_group
 from hlfs.daemon.startup import StartupError
@@ -430,31 +428,9 @@ class HLFSService(MultiService):
     def dump(self, path=DUMP_FILE):
         """
         SIGUSR1: write the table and cache to C{path} (in the run
-        directory), one user a line, then the user source's counters as
-        C{# name<TAB>value} lines.
+        directory): L{reports.dump}.
         """
-        path = os.path.abspath(path)
-        describe = getattr(self.resolver, "describe", None)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("# uid\tname\thome\tlink\tcached\tage\n")
-            learned = getattr(self.resolver, "learned_users", list)()
-            for user in itertools.chain(self.resolver.table, learned):
-                if describe is not None:
-                    state, age = describe(user.uid)
-                else:
-                    state, age = "unverified", "-"
-                target = self.resolver.peek(user.uid).target
-                f.write(
-                    f"{user.uid}\t{os.fsdecode(user.name)}\t{os.fsdecode(user.home)}\t"
-                    f"{os.fsdecode(target)}\t{state}\t{age}\n"
-                )
-            for name, value in getattr(self.resolver, "user_source", list)():
-                f.write(f"# {name}\t{value}\n")
-        os.replace(tmp, path)
-        self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table) + len(learned),
-                      path=path)
-        return path
+        return reports.dump(self, path)
 
     def _install_signals(self):
         # Replaces twistd's SIGUSR1 (log rotation), if it installed one.
@@ -489,43 +465,7 @@ class HLFSService(MultiService):
 
     def status_report(self):
         """
-        Name/value pairs for the status program and `hlfs status`.
+        Name/value pairs for the status program and `hlfs status`:
+        L{reports.status_pairs}.
         """
-        pairs = [
-            ("version", __version__.public()),
-            ("pid", os.getpid()),
-            ("uptime", int(self.reactor.seconds() - self.started_at)),
-            ("port", self.server.port),
-            ("mount", self.config.mount),
-            ("mounted", self.mounted),
-            ("portmap", self.registration.state if self.registration is not None else "off"),
-            ("users", len(self.resolver.table)),
-            ("reloads", self.reloads),
-            ("reload_failures", self.reload_failures),
-            ("reply_cache_hits", self.replies.hits),
-        ]
-        if self.last_reload is not None:
-            when, users, seconds = self.last_reload
-            stamp = datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
-            pairs.append(("last_reload", stamp))
-            pairs.append(("last_reload_seconds", f"{seconds:.3f}"))
-        if self.config.name is not None:
-            pairs.insert(0, ("name", self.config.name))
-        if self.registration is not None and self.registration.holder is not None:
-            pairs.append(("portmap_holder_port", self.registration.holder))
-        count = self.spool_watch.last if self.spool_watch is not None else None
-        if count is not None:
-            pairs += [("alt_spool_mailboxes", count.mailboxes), ("alt_spool_bytes", count.bytes),
-                      ("alt_spool_resident_mailboxes", count.resident),
-                      ("alt_spool_count_complete", count.complete)]
-        report = getattr(self.resolver, "status", None)
-        if report is not None:
-            pairs.extend(report())
-        pairs.extend(
-            resources.limits_report(
-                self.server.limits, self.server.stats, self.replies, self.nofile,
-                self.config.fd_reserve,
-            )
-        )
-        pairs.extend(status.request_counts(self.stats))
-        return pairs
+        return reports.status_pairs(self)
