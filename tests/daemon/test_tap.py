@@ -276,7 +276,9 @@ def test_hlfs_service_puts_server_and_registration_under_the_mount(passwd, tmp_p
     assert service.mount_service.parent is service
     assert service.server.parent is service.mount_service
     assert service.registration.parent is service.mount_service
-    assert service.mount_service.prepare == service.registration.register
+    # It registers, then mounts, once the home-check processes have started.
+    assert service.mount_service.prepare == service._prepare_mount
+    assert not service.mount_service.prepare().called
 
 
 # -- subprocesses, each in a process of its own whose reactor reaps children
