@@ -43,8 +43,8 @@ def _load():
     if numbers is None:
         return None, None
     # PyDLL keeps the GIL across the call: these system calls never
-    # block, and letting go of the GIL a dozen times a probe makes probe
-    # threads queue for it behind each other.
+    # block, and letting go of the GIL a dozen times a check costs more
+    # than the calls themselves.
     # The C library this Python already uses (dlopen(NULL)): finding it by
     # name (ctypes.util) would cost every check process 2.6 MB of imports.
     libc = ctypes.PyDLL(None, use_errno=True)
@@ -163,8 +163,8 @@ def run_as(uid, gid, groups, function, *args):
     """
     Return C{function(*args)} called with this thread's filesystem
     identity set to C{uid}, C{gid} and C{groups} (a tuple), as in an
-    L{as_user} block, without the cost of a generator per call: a probe
-    thread calls this for every home check.
+    L{as_user} block, without the cost of a generator per call: a check
+    process calls this for every job.
 
     @raise CredentialsError: as L{as_user}.
     """
