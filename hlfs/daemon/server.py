@@ -66,6 +66,7 @@ class RPCServerService(Service):
         self.port = None
         self.held = None
         self._listeners = []
+        self._factories = []
 
     def startService(self):
         try:
@@ -95,6 +96,7 @@ class RPCServerService(Service):
             )
             port = udp.getHost().port
             factory = RPCStreamFactory(self.dispatcher, self.reactor, self.limits, self.stats)
+            self._factories.append(factory)
             try:
                 tcp = listen_stream(self.reactor, port, factory, self.interface)
             except CannotListenError as e:
@@ -113,3 +115,7 @@ class RPCServerService(Service):
         listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener.stopListening()
+        self.dispatcher.stop()
+        factories, self._factories = self._factories, []
+        for factory in factories:
+            factory.throttle.stop()
