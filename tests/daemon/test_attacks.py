@@ -447,8 +447,11 @@ def test_emfile_in_a_home_check_is_not_the_homes_fault(target):
             limited = [pid, *child_pids(pid)]
             limits = {p: _nofile(p) for p in limited}
             for p in limited:
-                fds = len(os.listdir(f"/proc/{p}/fd"))
-                subprocess.run(["prlimit", f"--pid={p}", f"--nofile={fds}:{limits[p][1]}"],
+                # Its lowest free number: the limit bounds numbers, and
+                # closed descriptors leave holes below the highest.
+                fds = {int(fd) for fd in os.listdir(f"/proc/{p}/fd")}
+                free = min(set(range(len(fds) + 1)) - fds)
+                subprocess.run(["prlimit", f"--pid={p}", f"--nofile={free}:{limits[p][1]}"],
                                check=True)
             try:
                 first = resolve(target.admin, target.root, uid)
