@@ -19,9 +19,7 @@ hlfs} from this venv with C{PYTHONPATH} set to each tree's root.
 import argparse
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -32,7 +30,7 @@ from tests.homes.test_checks_daemon import (  # noqa: E402
 )
 from tests.support.filesystems import frozen_mount  # noqa: E402
 from tests.support.probes import ReactorThread  # noqa: E402
-from tests.support.server import RunningServer, write_passwd  # noqa: E402
+from tests.support.server import RunningServer, make_base, write_passwd  # noqa: E402
 
 from hlfs.cli.query import HomeLinkClient  # noqa: E402
 from hlfs.rpc.client import RPCClient  # noqa: E402
@@ -45,7 +43,7 @@ def measure(tree):
     Return C{(most stuck at once, slowest answer in s, every answer the
     alternate spool)} for the hlfs in C{tree}.
     """
-    base = Path(tempfile.mkdtemp(prefix="hlfs-stuck-"))
+    base = make_base()  # a directory every user may pass through
     write_passwd(base / "passwd", base, users(0, HUNG))
     spools(str(base), 0, HUNG)
     env = dict(os.environ, PYTHONPATH=tree)
@@ -74,6 +72,8 @@ def measure(tree):
     finally:
         rt.call(rpc.close)
         srv.stop()
+        if os.environ.get("SHOW_LOG"):
+            print(srv.logtext()[-3000:])
     return max(seen), slowest, alt_only
 
 
