@@ -40,22 +40,40 @@ def keep_range(text):
 
 def patch_keep(uids, keep_for=KEEP_FOR):
     """
-    Make L{hlfs.homes.cache.ProbingResolver} keep the checks of C{uids}
-    for C{keep_for} seconds whatever its cache interval.
+    Make the daemon keep the checks of C{uids} for C{keep_for} seconds
+    whatever its cache interval: through L{hlfs.homes.checks.HomeChecks},
+    or the resolver of the hlfs before it (C{hlfs.homes.cache}), so that
+    an A/B of the two runs the same scenario.
     """
-    from hlfs.homes import cache
+    try:
+        from hlfs.homes.checks import HomeChecks
+    except ImportError:
+        from hlfs.homes import cache
 
-    probed = cache.ProbingResolver._probed
+        probed = cache.ProbingResolver._probed
 
-    def _probed(self, flight, result):
-        answer = probed(self, flight, result)
+        def _probed(self, flight, result):
+            answer = probed(self, flight, result)
+            if flight.key in uids:
+                state, i = self._locate(flight.key)
+                if i >= 0:
+                    state.expires[i] = self.clock.seconds() + keep_for
+            return answer
+
+        cache.ProbingResolver._probed = _probed
+        return
+
+    checked = HomeChecks._checked
+
+    def _checked(self, flight, answer):
+        result = checked(self, flight, answer)
         if flight.key in uids:
-            state, i = self._locate(flight.key)
+            state, i = self.known.locate(flight.key)
             if i >= 0:
                 state.expires[i] = self.clock.seconds() + keep_for
-        return answer
+        return result
 
-    cache.ProbingResolver._probed = _probed
+    HomeChecks._checked = _checked
 
 
 def median_pair_ratio(pairs, key="server_cpu_us_per_op"):

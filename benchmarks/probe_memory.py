@@ -23,8 +23,7 @@ import tempfile
 import time
 import tracemalloc
 
-from hlfs.homes.pool import ProbePool
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.homes.tableload import load_in_subprocess
 from hlfs.core.users import UserTable
@@ -58,7 +57,7 @@ def measure_one(path, n, how):
         table = load_in_subprocess(path)
     else:
         table = UserTable.from_passwd_file(path)
-    resolver = ProbingResolver(table, SpoolRules(b".mailspool", b"/var/alt_mail"), _Clock(), None)
+    resolver = HomeResolver(table, SpoolRules(b".mailspool", b"/var/alt_mail"), _Clock(), None)
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
@@ -85,11 +84,10 @@ def reload_one(path, changed_path, n):
     t = time.perf_counter()
     table = UserTable.from_passwd_file(path)
     load = time.perf_counter() - t
-    pool = ProbePool(threads=1, reactor=reactor)
-    resolver = ProbingResolver(table, SpoolRules(b".mailspool", b"/var/alt_mail"), reactor, pool)
+    resolver = HomeResolver(table, SpoolRules(b".mailspool", b"/var/alt_mail"), reactor, None)
     # Users seen recently: their state is carried over.
     for uid in range(100000, 100000 + n, max(1, n // 10000)):
-        resolver._serve_uid(uid, False)
+        resolver.known.serve_uid(uid, False)
     out = []
 
     @defer.inlineCallbacks

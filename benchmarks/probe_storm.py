@@ -1,11 +1,12 @@
 """
 Uncached probe storm: N distinct users whose homes are real directories
-on the local disk, none cached; every resolve needs a probe (create,
-write, remove a file as the user).  Reports completed resolves per
-second and the latency of each (p50/p99/max), measured in the reactor
-thread, with a window of outstanding resolves.
+on the local disk, none cached; every resolve needs a check (create,
+write, remove a file as the user) in the engine's check processes.
+Reports completed resolves per second and the latency of each
+(p50/p99/max), measured in the reactor thread, with a window of
+outstanding resolves.
 
-    sudo .venv/bin/python benchmarks/probe_storm.py [--users N] [--threads T] [--window W]
+    sudo .venv/bin/python benchmarks/probe_storm.py [--users N] [--checks N] [--window W]
 
 Runs as root (the probes take each user's identity).  Homes go under a
 temporary directory, removed at the end.
@@ -20,8 +21,8 @@ import time
 
 from twisted.internet import defer, reactor
 
-from hlfs.homes.pool import ProbePool
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.engine import CheckEngine
+from hlfs.homes.resolver import HomeResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
 
@@ -76,7 +77,7 @@ def storm(resolver, uids, window):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=10000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--checks", type=int, default=8, help="check processes")
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", default="/var/tmp", help="where the homes go (default: /var/tmp)")
@@ -87,16 +88,16 @@ def main():
     os.chmod(base, 0o755)
     try:
         table = make_homes(base, args.users)
-        pool = ProbePool(threads=args.threads, reactor=reactor)
-        resolver = ProbingResolver(
-            table, SpoolRules(b".mailspool", b"/var/alt_mail"), reactor, pool, deadline=1.0
+        engine = CheckEngine(args.checks, reactor, stuck_after=1.0)
+        resolver = HomeResolver(
+            table, SpoolRules(b".mailspool", b"/var/alt_mail"), reactor, engine, deadline=1.0
         )
-        pool.start()
         uids = [u.uid for u in table]
 
         @defer.inlineCallbacks
         def run():
             try:
+                yield engine.start()
                 # First round creates every spool directory; later rounds
                 # are the steady state (cache expired, directories there).
                 for r in range(args.rounds):
@@ -109,12 +110,12 @@ def main():
                         f"round {r}: {len(uids)} uncached resolves in {took:.2f} s: "
                         f"{len(uids) / took:.0f}/s, p50 {percentile(lat, 0.5) * 1e3:.2f} ms, "
                         f"p99 {percentile(lat, 0.99) * 1e3:.2f} ms, max {lat[-1] * 1e3:.2f} ms, "
-                        f"alternate spool {alt} (threads {args.threads}, window {args.window}); "
-                        f"CPU {used / len(uids) * 1e6:.0f} us a probe "
+                        f"alternate spool {alt} (check processes {args.checks}, window {args.window}); "
+                        f"CPU of this process {used / len(uids) * 1e6:.0f} us a check "
                         f"({used / took * 100:.0f}% of one core), load {os.getloadavg()[0]:.1f}"
                     )
             finally:
-                pool.stop()
+                engine.stop()
                 reactor.stop()
 
         reactor.callWhenRunning(run)

@@ -89,6 +89,47 @@ def make_server(request, tmp_path_factory):
         assert "Traceback" not in srv.logtext(), srv.logtext()
 
 
+def _reactor_state(rt):
+    """
+    What the session's reactor holds: its delayed calls, readers and
+    writers (read in its thread).
+    """
+    def state():
+        reactor = rt.reactor
+        return (sorted(repr(c.func) for c in reactor.getDelayedCalls()),
+                set(reactor.getReaders()), set(reactor.getWriters()))
+
+    return rt.call(state)
+
+
+@pytest.fixture(autouse=True)
+def _reactor_left_clean():
+    """
+    The reactor the session shares (L{ReactorThread}) holds, after each
+    test, what it held before: no timer, connection or process left
+    behind for the next test to trip on.  A turn or two is allowed for
+    connections closing.
+    """
+    from tests.support.probes import ReactorThread, wait_for
+
+    rt = ReactorThread._instance
+    before = _reactor_state(rt) if rt is not None else None
+    yield
+    rt = ReactorThread._instance
+    if rt is None:
+        return
+    if before is None:
+        # Started by this test: its own waker is all it held.
+        before = ([], {r for r in _reactor_state(rt)[1] if "Waker" in type(r).__name__}, set())
+    try:
+        wait_for(lambda: _reactor_state(rt) == before, timeout=5)
+    except TimeoutError:
+        calls, readers, writers = _reactor_state(rt)
+        left = {"timers": [c for c in calls if c not in before[0]],
+                "readers": readers - before[1], "writers": writers - before[2]}
+        pytest.fail(f"the test left the shared reactor holding {left}")
+
+
 def pytest_collection_modifyitems(config, items):
     # Running as root matters for privileged source ports, mounts and
     # other users' identities: a non-root run skips those tests, each

@@ -9,7 +9,7 @@ console prints when it fires.
 
 The namespace is built against the service's attributes (C{fs},
 C{resolver}, C{stats}, C{config}, C{reload}) and the probing resolver's
-optional ones (C{flush}, C{in_flight}, C{hung}, C{pool}, C{stats_dict},
+optional ones (C{flush}, C{in_flight}, C{hung}, C{engine}, C{stats_dict},
 C{cache_entry} or C{cache}); a part that is missing shows up as a clear
 "not available" instead of an error.
 """
@@ -102,7 +102,7 @@ def _describe_flight(item):
     if key is None or age is None:
         return repr(item)
     running = getattr(item, "running", None)
-    state = "queued, no thread yet" if running is None else f"running {running:.1f}s"
+    state = "queued, waiting for a home-check process" if running is None else f"running {running:.1f}s"
     return f"uid {key}: {as_text(path)} asked {age:.1f}s ago, {state}"
 
 
@@ -388,7 +388,7 @@ def build_namespace(service, reactor=None):
             lambda: context.resolver, "table", "the resolver", describe_table
         ),
         "cache": live_attribute(lambda: context.resolver, "cache", "the resolver"),
-        "pool": live_attribute(lambda: context.resolver, "pool", "the resolver"),
+        "checks": live_attribute(lambda: context.resolver, "engine", "the resolver"),
         "lookups": live_attribute(lambda: context.resolver, "lookups", "the resolver"),
         "user_source": _user_source(context),
         "stats": live_attribute(lambda: service, "stats", "the service"),
@@ -408,7 +408,7 @@ def build_namespace(service, reactor=None):
         ("resolver", "the link resolver: uid -> home link"),
         ("users", "the current user table (follows reloads)"),
         ("cache", "the probe cache"),
-        ("pool", "the probe pool"),
+        ("checks", "the home-check engine: its processes and the jobs in flight"),
         ("lookups", "users asked for one at a time: lookups.status(users), lookups.stats"),
         ("user_source", "where the users come from: table size and source, lookups, directory errors"),
         ("stats", "RPC request counts"),

@@ -16,7 +16,7 @@ to exclude each other, both must be one file, so for root:
   - CREATE makes it, always exclusively (EXIST when it is there, whatever
     the create mode asked: a lock that can be "made" twice locks nothing),
     and REMOVE removes it;
-  - both run as NAME, in the probe pool, within the probe deadline: root
+  - both run as NAME, in a home-check process, within the probe deadline: root
     gets nothing there that NAME could not do.
 
 Only uid 0 with AUTH_UNIX from a privileged port may make or remove a

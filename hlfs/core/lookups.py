@@ -75,7 +75,7 @@ class UserLookups:
                  max_cached=100_000, unavailable=(OSError,), error_log_interval=60.0,
                  error_retry=1.0):
         """
-        @param pool: a L{hlfs.homes.pool.LookupPool} of the lookups' own
+        @param pool: the L{hlfs.homes.threads.LookupThreads}, the lookups' own
             threads (never the home probes').
         @param by_uid: the blocking lookup of a uid: an object with
             C{name}, C{uid} and C{home}, or L{None} for no such user;

@@ -2,7 +2,7 @@
 What the home link means for a uid: the password table plus the spool
 rules of the paper's Figure 1, without any I/O.
 
-The resolver that answers (L{hlfs.homes.cache.ProbingResolver}) adds the check
+The resolver that answers (L{hlfs.homes.resolver.HomeResolver}) adds the check
 that the spool directory is writable, or skips it for hlfsd's C{-n}.
 """
 

@@ -34,7 +34,7 @@ class Config:
     reload_interval: float = 900.0
     verify: bool = True
     probe_deadline: float = 1.0
-    probe_threads: int = 8
+    home_checks: int = 8
     lookup_threads: int = 4
     user_cache: int = 100_000
     mount_options: str = ""

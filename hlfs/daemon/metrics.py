@@ -83,7 +83,7 @@ def home_checks(service):
          "pool was exhausted."),
         ("hlfs_home_checks_late", "late", "Home checks that finished after their deadline."),
         ("hlfs_home_check_pool_exhausted", "exhausted",
-         "Home checks not started because every thread was stuck."),
+         "Home checks not started because every home-check process was stuck."),
     ):
         yield CounterMetricFamily(name, text, value=counts[key])
     failures = CounterMetricFamily(
@@ -101,23 +101,36 @@ def home_checks(service):
         "hlfs_home_checks_hung", "Home checks running longer than the deadline.",
         value=len(resolver.hung()),
     )
-    pool = service.probe_pool
-    yield GaugeMetricFamily("hlfs_home_check_threads", "Threads of the home-check pool.",
-                            value=pool.threads)
-    yield GaugeMetricFamily("hlfs_home_check_threads_busy", "Threads running a home check.",
-                            value=pool.busy())
-    checkers = pool.checkers
-    if checkers is not None:
-        yield GaugeMetricFamily("hlfs_home_check_processes", "Home-check processes running.",
-                                value=checkers.processes())
-        yield CounterMetricFamily(
-            "hlfs_home_check_processes_started",
-            "Home-check processes started (a spare, one per slow or hung home, and a "
-            "replacement for one that ended).", value=checkers.started)
-        yield CounterMetricFamily(
-            "hlfs_home_checks_moved",
-            "Home checks given to another process because the check ahead of them was slow.",
-            value=checkers.moved)
+    engine = service.checks
+    yield GaugeMetricFamily(
+        "hlfs_home_check_processes_max",
+        "Home-check processes the daemon keeps (--home-checks): the most jobs running at once.",
+        value=engine.size)
+    yield GaugeMetricFamily("hlfs_home_check_processes", "Home-check processes running.",
+                            value=len(engine.processes.alive))
+    yield GaugeMetricFamily("hlfs_home_check_processes_busy",
+                            "Home-check processes on a job (a home check or a lock file).",
+                            value=engine.busy())
+    yield GaugeMetricFamily(
+        "hlfs_home_check_processes_stuck",
+        "Home-check processes on a job for longer than the deadline (a hung home); when "
+        "it equals hlfs_home_check_processes_max, new checks are refused: every caller "
+        "gets the alternate spool at once.", value=engine.stuck())
+    yield CounterMetricFamily(
+        "hlfs_home_check_processes_started",
+        "Home-check processes started (at start-up, and a replacement for one that ended).",
+        value=engine.processes.started)
+    yield GaugeMetricFamily("hlfs_home_checks_queued",
+                            "Jobs waiting for a home-check process.", value=engine.queued())
+    for name, value, text in (
+        ("hlfs_home_checks_expired_queued", engine.expired_count,
+         "Jobs dropped unstarted at their deadline: no home-check process was free in time."),
+        ("hlfs_home_checks_refused_queue_full", engine.queue_full_count,
+         "Jobs refused because the queue of jobs waiting for a process was full."),
+        ("hlfs_home_checks_lost", engine.lost_count,
+         "Jobs whose home-check process ended before it answered."),
+    ):
+        yield CounterMetricFamily(name, text, value=value)
 
 
 @family

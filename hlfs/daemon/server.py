@@ -48,6 +48,9 @@ class RPCServerService(Service):
     @ivar limits: the L{StreamLimits} of TCP connections; may be changed
         until started.
     @ivar stats: the L{TransportStats} of TCP connections.
+    @ivar held: L{None}, or a Deferred (set before starting) until which
+        the ports, bound at start, read nothing: calls wait in the
+        sockets' queues meanwhile.
     """
 
     log = Logger()
@@ -61,7 +64,9 @@ class RPCServerService(Service):
         self.limits = limits or StreamLimits()
         self.stats = stats or TransportStats()
         self.port = None
+        self.held = None
         self._listeners = []
+        self._factories = []
 
     def startService(self):
         try:
@@ -69,6 +74,16 @@ class RPCServerService(Service):
         except CannotListenError as e:
             raise StartupError(f"cannot serve NFS on {listen_error(e)}") from None
         Service.startService(self)
+        if self.held is not None:
+            for listener in self._listeners:
+                listener.stopReading()
+            self.held.addBoth(self._read)
+
+    def _read(self, result):
+        if self.running:
+            for listener in self._listeners:
+                listener.startReading()
+        return result
 
     def _listen(self):
         tries = 1 if self.requested_port else self.EPHEMERAL_TRIES
@@ -81,6 +96,7 @@ class RPCServerService(Service):
             )
             port = udp.getHost().port
             factory = RPCStreamFactory(self.dispatcher, self.reactor, self.limits, self.stats)
+            self._factories.append(factory)
             try:
                 tcp = listen_stream(self.reactor, port, factory, self.interface)
             except CannotListenError as e:
@@ -99,3 +115,7 @@ class RPCServerService(Service):
         listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener.stopListening()
+        self.dispatcher.stop()
+        factories, self._factories = self._factories, []
+        for factory in factories:
+            factory.throttle.stop()

@@ -5,11 +5,9 @@ prepare the mount point and spool, load users and serve, register with
 the portmapper, mount.  Signals keep hlfsd's meanings.
 """
 
-import itertools
 import gc
 import os
 import signal
-from datetime import datetime
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -17,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from hlfs import __version__
-from hlfs.daemon import kernel, resources
+from hlfs.daemon import kernel, reports, resources
 from hlfs.daemon.altspool import SpoolWatch
 from hlfs.daemon.config import ConfigError, resolve_group
 from hlfs.daemon.startup import StartupError
@@ -28,11 +26,15 @@ from hlfs.rpc.dispatch import Dispatcher, Program
 from hlfs.rpc.registration import PortmapRegistration
 from hlfs.rpc.replycache import ReplyCache
 from hlfs.daemon.server import RPCServerService, build_programs
-from hlfs.homes.cache import resolver_for
 from hlfs.homes.locks import SpoolLocks
+from hlfs.homes.resolver import resolver_for
 from hlfs.homes.tableload import TableLoadError, load_in_subprocess
 
 DUMP_FILE = "hlfs-dump.txt"
+
+#: Seconds the service waits for its home-check processes before it
+#: serves without them.
+CHECKS_START_TIMEOUT = 60.0
 
 
 def load_table(password_file):
@@ -80,8 +82,12 @@ class HLFSService(MultiService):
         self.pidfile = pidfile
         self._waiting = []
         self.ready = None
+        self.serving = False
+        self.checks_ready = False
+        self._after = []
         self.started_at = reactor.seconds()
         self.exit_status = 0
+        self.stopping = False
         self.last_reload = None
         self.reloads = self.reload_failures = 0
         self.hlfs_gid = resolve_group(config.group)
@@ -126,7 +132,7 @@ class HLFSService(MultiService):
             serving = self.mount_service = kernel.MountService(
                 self.kernel_mount, lambda: self.server.port, self._fatal,
                 allow_attribute_cache=config.allow_attribute_cache,
-                prepare=self.registration.register if self.registration is not None else None,
+                prepare=self._prepare_mount,
             )
             self.mount_service.setServiceParent(self)
         self.server.setServiceParent(serving)
@@ -145,11 +151,17 @@ class HLFSService(MultiService):
             self.reload_timer.clock = reactor
             self.reload_timer.setServiceParent(self)
 
+    def _prepare_mount(self):
+        d = self._after_checks()
+        if self.registration is not None:
+            d.addCallback(lambda _: self.registration.register())
+        return d
+
     def _make_resolver(self, table):
         rules = self.rules = SpoolRules(
             os.fsencode(self.config.subdir), os.fsencode(self.config.alt_dir), self.config.uid_min
         )
-        resolver, self.probe_pool = resolver_for(self.config, table, rules, self.reactor)
+        resolver, self.checks = resolver_for(self.config, table, rules, self.reactor)
         self.lookups = resolver.lookups
         return resolver
 
@@ -173,14 +185,15 @@ class HLFSService(MultiService):
         d = defer.Deferred()
         if self.exit_status:
             d.errback(StartupError(self._gave_up))
-        elif self.ready is not None and self.ready.called:
+        elif self.serving:
             d.callback(None)
         else:
             self._waiting.append(d)
         return d
 
     def _served(self, result):
-        if not self.exit_status:
+        if not self.exit_status and not self.stopping:
+            self.serving = True
             waiting, self._waiting = self._waiting, []
             for d in waiting:
                 d.callback(None)
@@ -220,19 +233,25 @@ class HLFSService(MultiService):
         table = self.resolver.table
         self._report_problems(table)
         self.log.info("loaded {n} users from {source}", n=len(table), source=table.source)
-        self.probe_pool.start()
         if self.lookups is not None:
             self.lookups.pool.start()
         if self.hlfs_gid is None:
             self.log.info(
                 "group {group!r} does not exist: the HLFS_GID feature is off", group=config.group
             )
+        # The ports are bound now, so that one in use is a start-up error
+        # of one line, but nothing is read, registered or mounted before
+        # the home-check processes have started: a start takes seconds on
+        # a slow machine, and a check that waited for one would miss its
+        # deadline.
+        started = self.checks.start()
+        started.addTimeout(CHECKS_START_TIMEOUT, self.reactor)
+        started.addErrback(self._checks_late)
+        started.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
+        started.addCallback(self._checks_started)
+        self.server.held = self._after_checks()
         MultiService.startService(self)
         port = self.server.port
-        if config.port_file:
-            with open(config.port_file + ".tmp", "w") as f:
-                f.write(f"{port}\n")
-            os.replace(config.port_file + ".tmp", config.port_file)
         self.log.info(
             "hlfs {version} serving {export} (link {link!r}, spool {subdir!r}, alternate {alt}) "
             "with NFS v2/v3 and MOUNT v1/v3 on {interface} port {port} (UDP and TCP){insecure}",
@@ -248,15 +267,50 @@ class HLFSService(MultiService):
         gc.collect()
         gc.freeze()
         if self.mount_service is not None:
-            # It registered, then mounted, as it started.
+            # It registers, then mounts, once the checks have started.
             self.ready = self.mount_service.ready
         else:
-            d = defer.succeed(None)
+            d = self._after_checks()
             if self.registration is not None:
                 d.addCallback(lambda _: self.registration.register())
             d.addErrback(lambda f: self._fatal(f"start-up failed: {f.getErrorMessage()}"))
             self.ready = d
         self.ready.addCallback(self._served)
+
+    def _checks_late(self, failure):
+        if failure.check(defer.CancelledError):
+            return None  # stopped before they started
+        failure.trap(defer.TimeoutError)
+        self.log.error(
+            "the home-check processes have not started after {seconds:g} s; serving without "
+            "them: home checks wait for them, and their callers get the alternate spool",
+            seconds=CHECKS_START_TIMEOUT,
+        )
+
+    def _checks_started(self, _):
+        if self.stopping or self.exit_status:
+            return
+        self.checks_ready = True
+        port_file = self.config.port_file
+        if port_file:
+            # Written once calls are read: what the tests wait for.
+            with open(port_file + ".tmp", "w") as f:
+                f.write(f"{self.server.port}\n")
+            os.replace(port_file + ".tmp", port_file)
+        waiting, self._after = self._after, []
+        for d in waiting:
+            d.callback(None)
+
+    def _after_checks(self):
+        """
+        Return a Deferred firing once the home-check processes have
+        started (or been given up on): what serving waits for.
+        """
+        if self.checks_ready:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._after.append(d)
+        return d
 
     def _reserve_fds(self):
         config = self.config
@@ -313,13 +367,14 @@ class HLFSService(MultiService):
     # -- shutdown
 
     def stopService(self):
+        self.stopping = True
         # The mount service unmounts before the server under it stops.
         d = MultiService.stopService(self)
         d.addBoth(lambda result: (self._stop_pools(), result)[1])
         return d
 
     def _stop_pools(self):
-        self.probe_pool.stop()
+        self.checks.stop()
         if self.lookups is not None:
             self.lookups.pool.stop()
 
@@ -373,31 +428,9 @@ class HLFSService(MultiService):
     def dump(self, path=DUMP_FILE):
         """
         SIGUSR1: write the table and cache to C{path} (in the run
-        directory), one user a line, then the user source's counters as
-        C{# name<TAB>value} lines.
+        directory): L{reports.dump}.
         """
-        path = os.path.abspath(path)
-        describe = getattr(self.resolver, "describe", None)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("# uid\tname\thome\tlink\tcached\tage\n")
-            learned = getattr(self.resolver, "learned_users", list)()
-            for user in itertools.chain(self.resolver.table, learned):
-                if describe is not None:
-                    state, age = describe(user.uid)
-                else:
-                    state, age = "unverified", "-"
-                target = self.resolver.peek(user.uid).target
-                f.write(
-                    f"{user.uid}\t{os.fsdecode(user.name)}\t{os.fsdecode(user.home)}\t"
-                    f"{os.fsdecode(target)}\t{state}\t{age}\n"
-                )
-            for name, value in getattr(self.resolver, "user_source", list)():
-                f.write(f"# {name}\t{value}\n")
-        os.replace(tmp, path)
-        self.log.info("SIGUSR1: dumped {n} users to {path}", n=len(self.resolver.table) + len(learned),
-                      path=path)
-        return path
+        return reports.dump(self, path)
 
     def _install_signals(self):
         # Replaces twistd's SIGUSR1 (log rotation), if it installed one.
@@ -432,43 +465,7 @@ class HLFSService(MultiService):
 
     def status_report(self):
         """
-        Name/value pairs for the status program and `hlfs status`.
+        Name/value pairs for the status program and `hlfs status`:
+        L{reports.status_pairs}.
         """
-        pairs = [
-            ("version", __version__.public()),
-            ("pid", os.getpid()),
-            ("uptime", int(self.reactor.seconds() - self.started_at)),
-            ("port", self.server.port),
-            ("mount", self.config.mount),
-            ("mounted", self.mounted),
-            ("portmap", self.registration.state if self.registration is not None else "off"),
-            ("users", len(self.resolver.table)),
-            ("reloads", self.reloads),
-            ("reload_failures", self.reload_failures),
-            ("reply_cache_hits", self.replies.hits),
-        ]
-        if self.last_reload is not None:
-            when, users, seconds = self.last_reload
-            stamp = datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
-            pairs.append(("last_reload", stamp))
-            pairs.append(("last_reload_seconds", f"{seconds:.3f}"))
-        if self.config.name is not None:
-            pairs.insert(0, ("name", self.config.name))
-        if self.registration is not None and self.registration.holder is not None:
-            pairs.append(("portmap_holder_port", self.registration.holder))
-        count = self.spool_watch.last if self.spool_watch is not None else None
-        if count is not None:
-            pairs += [("alt_spool_mailboxes", count.mailboxes), ("alt_spool_bytes", count.bytes),
-                      ("alt_spool_resident_mailboxes", count.resident),
-                      ("alt_spool_count_complete", count.complete)]
-        report = getattr(self.resolver, "status", None)
-        if report is not None:
-            pairs.extend(report())
-        pairs.extend(
-            resources.limits_report(
-                self.server.limits, self.server.stats, self.replies, self.nofile,
-                self.config.fd_reserve,
-            )
-        )
-        pairs.extend(status.request_counts(self.stats))
-        return pairs
+        return reports.status_pairs(self)

@@ -81,10 +81,13 @@ SIGNALS:
 HOME CHECKS: before the link points into a home, one of hlfs's home-check
 processes checks, as the user (file system credentials only; no process
 changes its uid), that ~user/<subdir> is a directory it can create, write
-and remove a file in.  Results, good and bad, are kept for
---cache-interval seconds.  A caller never waits more than --probe-deadline
-for a check: past it, or when every home-check process is stuck on a hung home,
-the answer is the alternate spool.  -n turns checks off.
+and remove a file in.  The --home-checks processes start before hlfs
+serves, each runs one check (or root's lock-file operation) at a time, and
+one user's jobs run one at a time, so a hung home holds one process.
+Results, good and bad, are kept for --cache-interval seconds.  A caller
+never waits more than --probe-deadline for a check: past it, or when every
+home-check process is stuck on a hung home, the answer is the alternate
+spool.  -n turns checks off.
 
 LIMITS: the port is open to every local user (NULL and the status program
 must stay reachable from unprivileged ports), so everything a caller can
@@ -144,7 +147,9 @@ class Options(ManholeOptions, usage.Options):
         ["probe-deadline", None, "1.0",
          "Seconds a READLINK waits for a home check before it is answered "
          "with the alternate spool."],
-        ["probe-threads", None, "8", "Home checks running at once, each in a process of its own (a hung home holds one)."],
+        ["home-checks", None, str(Config.home_checks),
+         "Home-check processes, started before serving: the most checks and lock-file "
+         "operations running at once (a hung home holds one)."],
         ["uid-min", None, None,
          "Lowest uid of a login account (default: UID_MIN of /etc/login.defs, else 1000). "
          "Accounts under it, root excepted, are system accounts: their link is the "
@@ -210,6 +215,12 @@ class Options(ManholeOptions, usage.Options):
         ["verbose", "D", "Log every refused or malformed call (debugging): the first 100 of "
          "each kind, then one line a minute with their count."],
     ]
+
+    def opt_probe_threads(self, count):
+        """
+        The old name of --home-checks, still accepted.
+        """
+        self["home-checks"] = count
 
     def getUsage(self, width=None):
         # Keep the description's own layout: twistd would reflow it into
@@ -350,7 +361,7 @@ class Options(ManholeOptions, usage.Options):
             reload_interval=check_seconds("reload-interval", self["reload-interval"]),
             verify=not self["no-verify"],
             probe_deadline=check_seconds("probe-deadline", self["probe-deadline"], 0.01),
-            probe_threads=check_count("probe-threads", self["probe-threads"]),
+            home_checks=check_count("home-checks", self["home-checks"]),
             lookup_threads=check_count("lookup-threads", self["lookup-threads"]),
             user_cache=check_count("user-cache", self["user-cache"], maximum=10_000_000),
             mount_options=check_mount_options(self["mount-options"]),

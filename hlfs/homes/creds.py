@@ -9,14 +9,15 @@ the process (the same mechanism as C{setuid()}).  So this module calls
 the raw system calls through C{syscall(2)}, which act on the calling
 thread only.
 
-Use L{as_user} in a pool thread; it always puts the thread's previous
-credentials back when the block ends, whatever happened in it.
+The home checks call L{run_as} in their check processes, which are
+single-threaded: the identity is then the process's file system identity
+alone, its real, effective and saved uids staying 0.  L{run_as} and
+L{as_user} always put the thread's previous credentials back when the
+block ends, whatever happened in it.
 """
 
 import ctypes
-import ctypes.util
 import os
-import platform
 import threading
 from contextlib import contextmanager
 
@@ -38,13 +39,15 @@ class CredentialsError(OSError):
 
 
 def _load():
-    numbers = _SYSCALLS.get(platform.machine())
+    numbers = _SYSCALLS.get(os.uname().machine)
     if numbers is None:
         return None, None
     # PyDLL keeps the GIL across the call: these system calls never
-    # block, and letting go of the GIL a dozen times a probe makes probe
-    # threads queue for it behind each other.
-    libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # block, and letting go of the GIL a dozen times a check costs more
+    # than the calls themselves.
+    # The C library this Python already uses (dlopen(NULL)): finding it by
+    # name (ctypes.util) would cost every check process 2.6 MB of imports.
+    libc = ctypes.PyDLL(None, use_errno=True)
     syscall = libc.syscall
     syscall.restype = ctypes.c_long
     return syscall, numbers
@@ -134,11 +137,11 @@ def as_user(uid, gid, groups=()):
     these calls by the thread's capabilities alone, which do not change.
 
     @raise CredentialsError: if the identity cannot be set.  A failure to
-        restore it is also raised: a pool thread must not go on running
+        restore it is also raised: a check must not go on running
         with a user's identity.
     """
     if _syscall is None:
-        raise CredentialsError(38, f"per-thread credentials unsupported on {platform.machine()}")
+        raise CredentialsError(38, f"per-thread credentials unsupported on {os.uname().machine}")
     base = getattr(_local, "base", None)
     if base is None:
         # A thread's own identity, read once: as_user always puts it back.
@@ -160,13 +163,13 @@ def run_as(uid, gid, groups, function, *args):
     """
     Return C{function(*args)} called with this thread's filesystem
     identity set to C{uid}, C{gid} and C{groups} (a tuple), as in an
-    L{as_user} block, without the cost of a generator per call: a probe
-    thread calls this for every home check.
+    L{as_user} block, without the cost of a generator per call: a check
+    process calls this for every job.
 
     @raise CredentialsError: as L{as_user}.
     """
     if _syscall is None:
-        raise CredentialsError(38, f"per-thread credentials unsupported on {platform.machine()}")
+        raise CredentialsError(38, f"per-thread credentials unsupported on {os.uname().machine}")
     local = _local
     base = getattr(local, "base", None)
     if base is None:

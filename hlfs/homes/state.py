@@ -1,76 +1,28 @@
 """
-The probe cache's per-user state: three flat arrays indexed by the user
+The resolver's per-user state: three flat arrays indexed by the user
 table's positions (17 bytes a user), remapped in a thread when the table
-is reloaded, and the views of it the operator sees (L{CacheEntry},
-L{ProbeStats}).
+is reloaded (L{remap}); the learned users' own arrays (L{LearnedState}).
+L{hlfs.homes.known.KnownUsers} holds both.
 """
 
 import re
 from array import array
-import errno
-from collections import Counter
-from typing import NamedTuple
 
 # Bits of a user's status byte.
-CHECKED = 1  # a probe result is cached (until the user's expiry time)
+CHECKED = 1  # a check result is kept (until the user's expiry time)
 FAILED = 2  # ... and it was a failure
 SERVED_ALT = 4  # the last answer for this user was the alternate spool
 # A learned user kept across a reload: served from its entry as it was,
 # until the name service confirms, changes or drops it.
 UNCONFIRMED = 8
+# The last check that said something about the home found it unusable
+# (kept across expiry and flushes: the log says so once, and once again
+# when it is usable).
+UNUSABLE = 16
 CLEAR_CHECKED = bytes(b & ~(CHECKED | FAILED) for b in range(256))
 MARK_UNCONFIRMED = bytes(b | UNCONFIRMED for b in range(256))
 ONLY_UNCONFIRMED = bytes(b & UNCONFIRMED for b in range(256))
-
-
-# A check failing with one of these says nothing about the home: the daemon
-# itself is short of file descriptors, memory or processes.  Its result is
-# kept only for the retry interval, not the cache interval.
-DAEMON_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR))
-
-
-class CacheEntry(NamedTuple):
-    """
-    One user's cached state, for the operator.
-
-    @ivar state: C{ok}, C{failed} (either may be C{(expired)}) or
-        C{unverified}.
-    @ivar age: seconds since the cached probe finished, or L{None}.
-    @ivar expires_in: seconds the result is still used, or L{None}.
-    @ivar probing: whether a probe is in flight.
-    @ivar target: the link's last answer.
-    @ivar changed: the link's time (ns).
-    """
-
-    state: str
-    age: float | None
-    expires_in: float | None
-    probing: bool
-    target: bytes
-    changed: int
-
-
-class ProbeStats:
-    """
-    Counters for the operator console, the status program and the
-    metrics.
-
-    @ivar failures_by_errno: failed checks by errno name (C{ENOSPC}): a
-        fixed set of names, however many users fail.
-    """
-
-    __slots__ = (
-        "hits", "misses", "fallbacks", "failures", "late", "daemon_errors", "failures_by_errno",
-    )
-
-    def __init__(self):
-        self.hits = self.misses = self.fallbacks = self.failures = self.late = 0
-        # Checks that failed for the daemon's own want of resources.
-        self.daemon_errors = 0
-        self.failures_by_errno = Counter()
-
-    def as_dict(self):
-        return {name: getattr(self, name) for name in self.__slots__ if name != "failures_by_errno"}
+ONLY_UNUSABLE = bytes(b & UNUSABLE for b in range(256))
 
 
 class UserState:

@@ -10,7 +10,7 @@ finished table's few arrays (a pickle of a handful of big buffers) and
 unpickles them in a few tens of milliseconds.
 
 L{load_in_subprocess} blocks: call it in a thread (it is the C{loader}
-of L{hlfs.homes.cache.ProbingResolver.reload}).
+of L{hlfs.homes.reload.TableReloads.reload}).
 
 Command line (what the child runs)::
 

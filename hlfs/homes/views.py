@@ -1,37 +1,77 @@
 """
-What the operator sees of a L{hlfs.homes.cache.ProbingResolver}: probes
-in flight and hung, one user's cached state, and the counters of the
-status report.
+L{OperatorViews}: what the operator sees of the resolver and its engine:
+the jobs in flight and hung, one user's state, and the counters of the
+status report (C{hlfs status}), which the console and the Prometheus
+metrics read too.
 """
 
+from typing import NamedTuple
+
+from zope.interface import implementer
+
 from hlfs.core.lookups import user_source_pairs
-from hlfs.homes.state import CHECKED, FAILED, SERVED_ALT, UNCONFIRMED, CacheEntry
+from hlfs.homes.interfaces import IOperatorViews
+from hlfs.homes.state import CHECKED, FAILED, SERVED_ALT, UNCONFIRMED
 
 
-class ResolverViews:
+class CacheEntry(NamedTuple):
     """
-    The operator's views of L{hlfs.homes.cache.ProbingResolver}, built on
-    its C{pool}, C{stats}, C{lookups}, C{_locate} and per-user state.
+    One user's state, for the operator.
+
+    @ivar state: C{ok}, C{failed} (either may be C{(expired)}) or
+        C{unverified}.
+    @ivar age: seconds since the kept check finished, or L{None}.
+    @ivar expires_in: seconds the result is still used, or L{None}.
+    @ivar probing: whether a check is in flight.
+    @ivar target: the link's last answer.
+    @ivar changed: the link's time (ns).
     """
+
+    state: str
+    age: float | None
+    expires_in: float | None
+    probing: bool
+    target: bytes
+    changed: int
+
+
+@implementer(IOperatorViews)
+class OperatorViews:
+    """
+    The operator's views over C{known} (L{hlfs.homes.interfaces.IKnownUsers}),
+    C{engine} (L{hlfs.homes.interfaces.ICheckEngine}, or L{None} with no
+    checks), the check counters C{stats}, and the user lookups.
+    """
+
+    def __init__(self, known, engine, stats, clock, settings, lookups=None, user_stats=None):
+        """
+        @param settings: the resolver: its C{verify}, C{cache_interval} and
+            C{deadline}.
+        @param lookups: the L{hlfs.core.lookups.UserLookups}, or L{None}.
+        @param user_stats: the L{hlfs.core.lookups.LookupStats} of the
+            user source.
+        """
+        self.known = known
+        self.engine = engine
+        self.stats = stats
+        self.clock = clock
+        self.settings = settings
+        self.lookups = lookups
+        self.user_stats = user_stats
 
     def in_flight(self):
-        """
-        Return the probes in flight (L{FlightInfo}s, with their ages).
-        """
-        return self.pool.in_flight() if self.pool is not None else []
+        return self.engine.in_flight() if self.engine is not None else []
 
     def hung(self):
-        """
-        Return the probes running longer than the deadline.
-        """
-        return self.pool.hung() if self.pool is not None else []
+        return self.engine.hung() if self.engine is not None else []
 
     def cache_entry(self, uid):
         """
         Return the L{CacheEntry} of C{uid}, or L{None} for a uid neither
         the table nor the learned users know.
         """
-        state, i = self._locate(uid)
+        known = self.known
+        state, i = known.locate(uid)
         if i < 0:
             return None
         st = state.status[i]
@@ -41,19 +81,20 @@ class ResolverViews:
             expires_in = state.expires[i] - now
             if expires_in <= 0:
                 verdict += " (expired)"
-            age = now - (state.expires[i] - self.cache_interval)
+            age = now - (state.expires[i] - self.settings.cache_interval)
         else:
             verdict, expires_in, age = "unverified", None, None
-        flight = self.pool.find(uid) if self.pool is not None else None
-        target = self.rules.alt_dir if st & SERVED_ALT else self.rules.spool_of(state.table.at(i))
+        flight = self.engine.find(uid) if self.engine is not None else None
+        rules = known.rules
+        target = rules.alt_dir if st & SERVED_ALT else rules.spool_of(state.table.at(i))
         return CacheEntry(
             verdict, age, expires_in, flight is not None,
-            target if target is not None else self.rules.alt_dir, self._stamp(state, i),
+            target if target is not None else rules.alt_dir, known.stamp(state, i),
         )
 
     def describe(self, uid):
         """
-        Return C{(state, age)} of C{uid}'s cached probe result for a dump:
+        Return C{(state, age)} of C{uid}'s kept check result for a dump:
         C{ok}, C{failed}, C{unverified} (possibly C{+probing}, and
         C{+to-confirm} for a user learned before the last reload), and
         the result's age in whole seconds or C{-}.
@@ -64,19 +105,20 @@ class ResolverViews:
         state = entry.state.replace(" (expired)", "-expired")
         if entry.probing:
             state += "+probing"
-        located, i = self._locate(uid)
+        located, i = self.known.locate(uid)
         if located.status[i] & UNCONFIRMED:
             state += "+to-confirm"
         return state, "-" if entry.age is None else str(int(entry.age))
 
     def status(self):
         """
-        Name/value pairs for the status report: the cache's and the
-        pool's counters.
+        Name/value pairs for the status report: the checks' counters and
+        the engine's state, then the user source's.
         """
         counts = self.stats_dict()
-        pairs = [("verify", self.verify), ("cache_interval", self.cache_interval),
-                 ("probe_deadline", self.deadline)]
+        settings = self.settings
+        pairs = [("verify", settings.verify), ("cache_interval", settings.cache_interval),
+                 ("probe_deadline", settings.deadline)]
         pairs += [(f"cache_{name}", counts[name]) for name in ("hits", "misses")]
         pairs += [
             ("probes_started", counts["started"]),
@@ -88,20 +130,24 @@ class ResolverViews:
             ("probes_late", counts["late"]),
             ("fallbacks", counts["fallbacks"]),
             ("pool_exhausted", counts["exhausted"]),
-            ("pool_threads", self.pool.threads if self.pool is not None else 0),
-            ("pool_busy", self.pool.busy() if self.pool is not None else 0),
-            *self._checker_pairs(),
+            *self._engine_pairs(),
         ]
         return pairs + self.user_source()
 
-    def _checker_pairs(self):
-        checkers = getattr(self.pool, "checkers", None)
-        if checkers is None:
+    def _engine_pairs(self):
+        engine = self.engine
+        if engine is None:
             return []
         return [
-            ("check_processes", checkers.processes()),
-            ("check_processes_started", checkers.started),
-            ("checks_moved", checkers.moved),
+            ("check_processes_max", engine.size),
+            ("check_processes", len(engine.processes.alive)),
+            ("check_processes_busy", engine.busy()),
+            ("check_processes_stuck", engine.stuck()),
+            ("check_processes_started", engine.processes.started),
+            ("checks_queued", engine.queued()),
+            ("checks_expired_queued", engine.expired_count),
+            ("checks_refused_queue_full", engine.queue_full_count),
+            ("checks_lost", engine.lost_count),
         ]
 
     def user_source(self):
@@ -110,20 +156,21 @@ class ResolverViews:
         size and source, and the per-user lookups' counters.
         """
         if self.lookups is not None:
-            return self.lookups.status(self.table, self._learned.unconfirmed())
+            return self.lookups.status(self.known.table, self.known.learned.unconfirmed())
         # A password file: the table is every user; the same names, so
         # that reports read alike whatever the source.
-        return user_source_pairs(self.table, self.user_stats)
+        return user_source_pairs(self.known.table, self.user_stats)
 
     def stats_dict(self):
         """
-        Return every counter by name: cache hits and misses, probes
-        started, fallbacks to the alternate spool, probes refused because
-        the pool was exhausted, failed probes, probes that finished after
-        their deadline.
+        Return every counter by name: cache hits and misses, checks
+        started, fallbacks to the alternate spool, checks refused because
+        every process was stuck, failed checks, checks that finished
+        after their deadline.
         """
         counts = self.stats.as_dict()
-        counts["started"] = self.pool.started_count if self.pool is not None else 0
-        counts["exhausted"] = self.pool.exhausted_count if self.pool is not None else 0
-        counts["in_flight"] = self.pool.count() if self.pool is not None else 0
+        engine = self.engine
+        counts["started"] = engine.started_count if engine is not None else 0
+        counts["exhausted"] = engine.exhausted_count if engine is not None else 0
+        counts["in_flight"] = engine.count() if engine is not None else 0
         return counts

@@ -78,6 +78,14 @@ class Dispatcher:
         self.failures = LogThrottle(clock, log=self.log)
         self.chatter = LogThrottle(clock, log=self.log, burst=self.VERBOSE_LINES)
 
+    def stop(self):
+        """
+        The server stops: the counts of its throttled log lines are
+        logged now, and their timers cancelled.
+        """
+        self.failures.stop()
+        self.chatter.stop()
+
     def dispatch(self, data, peer):
         """
         Return the reply to the call in C{data} from C{peer} (a C{(host,

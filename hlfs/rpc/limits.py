@@ -111,6 +111,7 @@ class LogThrottle:
         self.log = log or Logger()
         self.burst = burst
         self._pending = {}
+        self._timers = {}
 
     def warn(self, kind, format, **kwargs):
         self._event(kind, self.log.warn, self.log.warn, format, kwargs)
@@ -148,7 +149,7 @@ class LogThrottle:
         if pending is None:
             # [lines logged, events counted, last arguments, format, summary]
             pending = self._pending[kind] = [0, 0, kwargs, format, summary]
-            self.clock.callLater(self.interval, self._flush, kind)
+            self._timers[kind] = self.clock.callLater(self.interval, self._flush, kind)
         if pending[0] < self.burst:
             pending[0] += 1
             emit(format, **kwargs)
@@ -158,18 +159,33 @@ class LogThrottle:
 
     def _flush(self, kind):
         pending = self._pending[kind]
-        _, count, kwargs, format, summary = pending
-        if not count:
-            del self._pending[kind]
+        if not self._summarise(pending):
+            del self._pending[kind], self._timers[kind]
             return
-        summary(
-            "{count} more in the last {interval:g} s, the last: " + format,
-            count=count, interval=self.interval, **kwargs,
-        )
         # While they go on, only counts: the next line at once comes after
         # an interval without any.
-        pending[1] = 0
-        self.clock.callLater(self.interval, self._flush, kind)
+        self._timers[kind] = self.clock.callLater(self.interval, self._flush, kind)
+
+    def _summarise(self, pending):
+        _, count, kwargs, format, summary = pending
+        if count:
+            summary(
+                "{count} more in the last {interval:g} s, the last: " + format,
+                count=count, interval=self.interval, **kwargs,
+            )
+            pending[1] = 0
+        return count
+
+    def stop(self):
+        """
+        Log the counts not yet logged and cancel the timers: the service
+        whose events these are has stopped.
+        """
+        pending, self._pending = self._pending, {}
+        timers, self._timers = self._timers, {}
+        for kind, timer in timers.items():
+            timer.cancel()
+            self._summarise(pending[kind])
 
 
 class SharedBudget:

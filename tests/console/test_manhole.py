@@ -1,7 +1,7 @@
 """
 The SSH manhole, through its real boundary: keys made by ssh-keygen, a
 daemon process running the real manhole service (tests/support/manhole_server.py)
-around the real probing resolver and probe pool, whose home checks and
+around the real resolver and its home-check engine, whose checks and
 clock the test drives (see there), and Debian's OpenSSH client driven
 through a pty by pexpect.
 """
@@ -23,7 +23,7 @@ from hlfs.console.values import NotAvailable, Text
 from hlfs.console.namespace import build_namespace
 from hlfs.console.access import ManholeConfigError, listen_description
 from hlfs.console.manhole import check_manhole_options
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
 
@@ -185,7 +185,7 @@ def test_help_lists_the_helpers_with_their_docstrings(daemon, keys):
     listing = console.before
     for name in ("resolve", "flush", "reload", "hung"):
         assert re.search(rf"^\s+{name}\(\)\s+\S.*$", listing, re.M), (name, listing)
-    for name in ("service", "users", "cache", "pool", "stats", "config"):
+    for name in ("service", "users", "cache", "checks", "stats", "config"):
         assert re.search(rf"^\s+{name}\s+\S", listing, re.M), (name, listing)
     assert "reactor thread" in listing
     # help(obj) documents an object without a pager.
@@ -650,12 +650,12 @@ def test_namespace_of_a_service_with_nothing_says_not_available():
 
 class NoVerifyService:
     """
-    A service whose resolver is the real no-verify L{ProbingResolver}: it
-    answers synchronously and has no pool.
+    A service whose resolver is the real no-verify L{HomeResolver}: it
+    answers synchronously and has no home-check engine.
     """
 
     def __init__(self, table):
-        self.resolver = ProbingResolver(
+        self.resolver = HomeResolver(
             table, SpoolRules(b".mailspool", b"/var/alt_mail"), _Clock(), None, verify=False
         )
         self.stats = {}

@@ -14,7 +14,7 @@ from hlfs.core.hidden import HiddenNames
 from hlfs.core.linkfs import EXCLUSIVE, GUARDED, UNCHECKED, HomeLinkFS, LinkConfig
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 from tests.core.test_locks import HLFS_GID, PASSWD, STAT, FakeLocks, result, status_of
 
 LOCK = b"/users/ezk/.mailspool/ezk.lock"
@@ -23,7 +23,7 @@ HIDDEN = b".nfs" + b"0123456789abcdef" + b"00000001"
 
 @pytest.fixture(params=[False, True], ids=["now", "later"])
 def world(request):
-    resolver = ProbingResolver(
+    resolver = HomeResolver(
         UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt", uid_min=1000),
         Clock(), None, verify=False,
     )

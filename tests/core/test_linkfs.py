@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from hlfs.core import linkfs
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig, NFSError
 from hlfs.core.handles import HandleCodec
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
 
@@ -33,7 +33,7 @@ def clock():
 
 @pytest.fixture
 def fs(clock):
-    resolver = ProbingResolver(
+    resolver = HomeResolver(
         UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/var/alt_mail"),
         clock, None, verify=False,
     )
@@ -82,7 +82,7 @@ def test_root_rule_without_group(clock):
     """
     If the HLFS_GID feature is off, then root still gets Table 2.
     """
-    resolver = ProbingResolver(
+    resolver = HomeResolver(
         UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt"),
         clock, None, verify=False,
     )
@@ -101,7 +101,7 @@ def test_system_accounts(clock):
     its mailbox link are the alternate spool's, whatever its home.
     """
     table = UserTable.from_passwd_bytes(PASSWD + b"postfix:x:105:110::/var/spool/postfix:/bin/false\n")
-    resolver = ProbingResolver(
+    resolver = HomeResolver(
         table, SpoolRules(b".mailspool", b"/alt", uid_min=1000), clock, None, verify=False,
     )
     fs = HomeLinkFS(LinkConfig(b"/mail", b"home", HLFS_GID), resolver, 1)
@@ -109,7 +109,7 @@ def test_system_accounts(clock):
     assert readlink_as(fs, 0, 0, b"postfix") == b"/alt/postfix"
     assert readlink_as(fs, 1001, 100) == b"/users/ezk/.mailspool"
     assert readlink_as(fs, 0, 0, b"root") == b"/root/.mailspool/root"
-    lowered = ProbingResolver(
+    lowered = HomeResolver(
         table, SpoolRules(b".mailspool", b"/alt", uid_min=100), clock, None, verify=False,
     )
     fs = HomeLinkFS(LinkConfig(b"/mail", b"home", HLFS_GID), lowered, 1)
@@ -117,7 +117,7 @@ def test_system_accounts(clock):
 
 
 def test_group_feature_off(clock):
-    resolver = ProbingResolver(
+    resolver = HomeResolver(
         UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt"),
         clock, None, verify=False,
     )

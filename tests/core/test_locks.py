@@ -16,7 +16,7 @@ from hlfs.core.linkfs import HomeLinkFS, LinkConfig, NFSError
 from hlfs.core.locks import ISpoolLocks, LockFailed, LockStat
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 
 PASSWD = b"""\
 root:x:0:0:root:/root:/bin/bash
@@ -69,7 +69,7 @@ class FakeLocks:
 @pytest.fixture(params=[False, True], ids=["now", "later"])
 def world(request):
     clock = Clock()
-    resolver = ProbingResolver(
+    resolver = HomeResolver(
         UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt", uid_min=1000),
         clock, None, verify=False,
     )
@@ -224,7 +224,7 @@ def test_no_locks_without_a_lock_maker():
     """
     Without an L{ISpoolLocks}, NAME.lock does not exist and cannot be made.
     """
-    resolver = ProbingResolver(
+    resolver = HomeResolver(
         UserTable.from_passwd_bytes(PASSWD), SpoolRules(b".mailspool", b"/alt"), Clock(), None,
         verify=False,
     )

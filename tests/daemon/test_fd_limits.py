@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from tests.support.probes import wait_for
 from tests.support.server import BIN, RunningServer, make_base
 
 pytestmark = [pytest.mark.root(reason="the servers check homes as their users")]
@@ -83,17 +84,25 @@ def test_a_reserve_leaving_nothing_is_refused(tmp_path_factory):
 
 def test_accept_failures_are_counted_and_logged_once(start):
     """
-    If the daemon is at its descriptor limit (lowered with prlimit to what
-    it has open) and 200 connections arrive, then each is refused, counted
-    in refused.accept_failed, and the log gets one line for them all, not
+    If the daemon is at its descriptor limit (lowered with prlimit to just
+    past its highest descriptor, and the numbers below it that its check
+    processes' closed pipe ends left free taken by idle connections) and
+    200 connections arrive, then each is refused, counted in
+    refused.accept_failed, and the log gets one line for them all, not
     Twisted's three per connection.
     """
     server, _ = start(4096, 4096)
     pid = server.proc.pid
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    open_fds = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    limit = max(open_fds) + 1
     before = server.log.stat().st_size
-    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={fds}:4096"], check=True)
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={limit}:4096"], check=True)
+    held = []
     try:
+        # The kernel gives the lowest free number: fill those first.
+        for _ in range(limit - len(open_fds)):
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=2))
+        wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) == limit, timeout=10)
         for _ in range(200):
             with socket.socket() as s:
                 s.settimeout(2)
@@ -104,6 +113,8 @@ def test_accept_failures_are_counted_and_logged_once(start):
                     pass
     finally:
         subprocess.run(["prlimit", f"--pid={pid}", "--nofile=4096:4096"], check=True)
+        for connection in held:
+            connection.close()
     status = status_of(server)
     assert int(status["refused.accept_failed"]) >= 100, status
     log = server.logtext()[before:]

@@ -72,7 +72,7 @@ def test_prometheus_scrapes_the_daemons_counters(watched):
     assert prometheus.value('hlfs_rpc_requests_total{outcome="prog_unavail"}') == 1
     assert prometheus.value("hlfs_rpc_reply_cache_hits_total") == READLINKS - 1
     assert prometheus.value("hlfs_mounted") is None  # --no-mount: no mount to watch
-    assert prometheus.value("hlfs_home_check_threads_busy") == 0
+    assert prometheus.value("hlfs_home_check_processes_busy") == 0
     assert prometheus.value("hlfs_reloads_total") == 0
     assert prometheus.value('hlfs_build_info{version!=""}') == 1
 
@@ -107,12 +107,21 @@ def test_prometheus_scrapes_the_daemons_counters(watched):
         int(pairs["user_lookups_late"])
     assert prometheus.value('hlfs_user_lookups_total{result="backed_off"}') == \
         int(pairs["user_lookups_backed_off"])
-    # The checks ran in home-check processes: at least the one that ran
-    # them and the spare.
-    assert prometheus.value("hlfs_home_check_processes") == int(pairs["check_processes"]) >= 2
+    # The checks ran in the home-check processes, all started before the
+    # daemon served; none is stuck, the pool is not exhausted.
+    size = int(pairs["check_processes_max"])
+    assert prometheus.value("hlfs_home_check_processes_max") == size == 8
+    assert prometheus.value("hlfs_home_check_processes") == int(pairs["check_processes"]) == size
     assert prometheus.value("hlfs_home_check_processes_started_total") == \
-        int(pairs["check_processes_started"])
-    assert prometheus.value("hlfs_home_checks_moved_total") == int(pairs["checks_moved"])
+        int(pairs["check_processes_started"]) == size
+    assert prometheus.value("hlfs_home_check_processes_stuck") == \
+        int(pairs["check_processes_stuck"]) == 0
+    assert prometheus.value("hlfs_home_checks_queued") == int(pairs["checks_queued"]) == 0
+    for name, key in (("hlfs_home_checks_expired_queued_total", "checks_expired_queued"),
+                      ("hlfs_home_checks_refused_queue_full_total", "checks_refused_queue_full"),
+                      ("hlfs_home_checks_lost_total", "checks_lost"),
+                      ("hlfs_home_check_pool_exhausted_total", "pool_exhausted")):
+        assert prometheus.value(name) == int(pairs[key]) == 0, name
 
 
 def test_metrics_text_has_no_user_names_or_uids(watched):

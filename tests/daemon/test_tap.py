@@ -80,6 +80,19 @@ def test_options_load_the_users_before_the_service(passwd):
     assert options.metrics_endpoint is None and options.manhole is None
 
 
+def test_home_checks_sizes_the_check_processes_under_either_name(passwd):
+    """
+    C{--home-checks} is how many home-check processes run; the older
+    C{--probe-threads} still says the same; the default is 8.
+    """
+    assert parsed(passwd).config.home_checks == 8
+    assert parsed(passwd, "--home-checks", "3").config.home_checks == 3
+    assert parsed(passwd, "--probe-threads", "5").config.home_checks == 5
+    service = HLFSService(parsed(passwd, "--home-checks", "3").config, MemoryReactorClock(),
+                          table=parsed(passwd).table)
+    assert service.checks.size == 3 and service.resolver.engine is service.checks
+
+
 def test_make_service_only_composes(passwd, monkeypatch):
     """
     The service gets the table the options loaded: nothing is read again.
@@ -263,7 +276,9 @@ def test_hlfs_service_puts_server_and_registration_under_the_mount(passwd, tmp_p
     assert service.mount_service.parent is service
     assert service.server.parent is service.mount_service
     assert service.registration.parent is service.mount_service
-    assert service.mount_service.prepare == service.registration.register
+    # It registers, then mounts, once the home-check processes have started.
+    assert service.mount_service.prepare == service._prepare_mount
+    assert not service.mount_service.prepare().called
 
 
 # -- subprocesses, each in a process of its own whose reactor reaps children

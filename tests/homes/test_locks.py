@@ -1,20 +1,21 @@
 """
 L{hlfs.homes.locks.SpoolLocks}: lock files made, looked at and removed
-as their users, in the probe pool with the deadline.
+as their users, as jobs of the home-check processes, with the deadline.
 """
 
 import errno
 import os
-import threading
+import shutil
 
 import pytest
 from twisted.internet import task
 
 from hlfs.core.locks import TRYLATER, LockFailed
 from hlfs.core.resolver import SpoolRules
-from hlfs.homes.cache import ProbingResolver
-from hlfs.homes.locks import SpoolLocks, lock_operation
-from hlfs.homes.pool import ProbePool
+from hlfs.homes.locks import SpoolLocks
+from hlfs.homes.resolver import HomeResolver
+from tests.support.checks import started_engine, stop_engine
+from tests.support.filesystems import frozen_mount
 from tests.support.probes import wait_for
 
 pytestmark = [
@@ -25,22 +26,21 @@ pytestmark = [
 
 @pytest.fixture
 def made(rt, homes):
-    pools = []
+    engines = []
 
-    def make(operation=lock_operation, deadline=5.0):
+    def make(deadline=5.0):
         clock = task.Clock()
-        pool = ProbePool(threads=2, reactor=rt.reactor, clock=clock)
-        resolver = ProbingResolver(
-            homes.table(), SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock, pool,
+        engine = started_engine(rt, 2, clock=clock, stuck_after=deadline)
+        engines.append(engine)
+        resolver = HomeResolver(
+            homes.table(), SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock, engine,
             deadline=deadline, reactor=rt.reactor,
         )
-        pool.start()
-        pools.append(pool)
-        return SpoolLocks(resolver, operation), clock
+        return SpoolLocks(resolver), clock
 
     yield make
-    for pool in pools:
-        rt.call(pool.stop)
+    for engine in engines:
+        stop_engine(rt, engine)
 
 
 def test_made_and_removed_as_the_user(rt, homes, made):
@@ -95,34 +95,30 @@ def test_nothing_the_user_could_not_do(rt, homes, made):
     assert e.value.errno == errno.ENOENT
 
 
+@pytest.mark.skipif(shutil.which("bindfs") is None, reason="bindfs (Debian package bindfs) is missing")
 def test_late_lock_is_removed(rt, homes, made):
     """
-    If making a lock outlasts the deadline, then its caller is told to come
-    back (TRYLATER) and the lock, made after all, is removed at once:
-    nobody holds it.
+    If making a lock outlasts the deadline (its spool on a frozen FUSE
+    mount), then its caller is told to come back (TRYLATER) and the lock,
+    made after all, is removed at once: nobody holds it.
     """
     uid = homes.add("carol")
     spool = homes.spool("carol")
+    src = os.path.join(homes.base, "spool-src")
     os.mkdir(spool, 0o700)
-    os.chown(spool, uid, uid)
+    os.mkdir(src, 0o700)
+    for path in (spool, src):
+        os.chown(path, uid, uid)
     path = spool + b"/carol.lock"
-    release = threading.Event()
-    ran = []
-
-    def slow(op, *args):
-        if op == "create":
-            release.wait(30)
-        ran.append(op)
-        return lock_operation(op, *args)
-
-    locks, clock = made(slow, deadline=1.0)
-    answers = []
-    rt.call(lambda: locks.create(b"carol", path, 0).addBoth(answers.append) and None)
-    rt.call(clock.advance, 1.5)
-    wait_for(lambda: answers)
-    assert isinstance(answers[0].value, LockFailed) and answers[0].value.status == TRYLATER
-    release.set()
-    wait_for(lambda: ran == ["create", "remove"])
-    wait_for(lambda: not os.path.exists(path))
-    assert locks.late == 1 and locks.made == 1
-    wait_for(lambda: locks.removed == 1)
+    locks, clock = made(deadline=1.0)
+    with frozen_mount(src, os.fsdecode(spool)) as mount:
+        mount.freeze()
+        answers = []
+        rt.call(lambda: locks.create(b"carol", path, 0).addBoth(answers.append) and None)
+        rt.call(clock.advance, 1.5)
+        wait_for(lambda: answers)
+        assert isinstance(answers[0].value, LockFailed) and answers[0].value.status == TRYLATER
+        assert locks.late == 1 and locks.made == 0
+        mount.thaw()
+        wait_for(lambda: locks.made == 1 and locks.removed == 1)
+        assert not os.path.exists(os.path.join(src, "carol.lock"))

@@ -1,7 +1,7 @@
 """
 L{hlfs.core.lookups}: per-user lookups (their kept answers, bounds and
 deadline) and the reload guard, on a test clock with the lookups in a
-real L{hlfs.homes.pool.LookupPool}'s threads.
+real L{hlfs.homes.threads.LookupThreads}.
 
 The name service here is a Python function (a dictionary, a gate that
 holds it, an error it raises): the rules are what is tested.  The real
@@ -18,7 +18,8 @@ from twisted.internet import task
 from hlfs.core.lookups import UserLookups, guard_reload
 from hlfs.core.resolver import Resolution
 from hlfs.core.users import Account, User, UserTable
-from hlfs.homes.pool import LookupPool
+from hlfs.homes.threads import LookupThreads
+from tests.support.checks import started_engine, stop_engine
 from tests.support.probes import LogCapture, wait_for
 
 
@@ -54,8 +55,8 @@ class Setup:
     def __init__(self, rt, directory, threads=2, max_in_flight=4, max_cached=1000):
         self.rt = rt
         self.clock = task.Clock()
-        self.pool = LookupPool(threads=threads, reactor=rt.reactor, clock=self.clock,
-                              max_flights=max_in_flight)
+        self.pool = LookupThreads(threads, rt.reactor, clock=self.clock,
+                                  max_flights=max_in_flight)
         self.lookups = UserLookups(self.pool, directory.by_uid, directory.by_name, self.clock,
                                    deadline=1.0, negative_ttl=60.0, max_cached=max_cached)
         self.pool.start()
@@ -314,7 +315,7 @@ def test_local_users_take_their_groups_from_the_files(tmp_path, monkeypatch):
     lookup thread) and then only read by the probe; a lookup that failed
     gives the home's group once, and is asked again.
     """
-    from hlfs.homes import probe
+    from hlfs.homes import credentials as module
     from hlfs.homes.nss import FilesAccounts
 
     (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\nalice:x:1001:100::/h/a:/bin/sh\n")
@@ -327,23 +328,30 @@ def test_local_users_take_their_groups_from_the_files(tmp_path, monkeypatch):
             raise OSError(errno.ENOENT, "getpwnam_r: No such file or directory")
         return uid, 20000, (20000, 20500)
 
-    monkeypatch.setattr(probe, "_nss_credentials", nss_credentials)
-    credentials = probe.Credentials(files=FilesAccounts(str(tmp_path / "passwd"),
-                                                        str(tmp_path / "group")))
+    monkeypatch.setattr(module, "_nss_credentials", nss_credentials)
+    credentials = module.Credentials(files=FilesAccounts(str(tmp_path / "passwd"),
+                                                         str(tmp_path / "group")))
+
+    def settled(user, home):
+        return module.settle(credentials.plan(user, home))[0]
+
+    def lookup(user):
+        credentials.looked_up(user, credentials.lookup(user))
+
     alice, root = User(b"alice", 1001, b"/h/a"), User(b"root", 0, b"/root")
     assert not credentials.needs_lookup(alice) and not credentials.needs_lookup(root)
-    assert credentials(alice, b"/h/a") == (1001, 100, (100, 50, 10))
-    assert credentials(root, b"/root") == (0, 0, (0, 10))
+    assert settled(alice, b"/h/a") == (1001, 100, (100, 50, 10))
+    assert settled(root, b"/root") == (0, 0, (0, 10))
     luser = User(b"luser", 20001, b"/h/l")
     assert credentials.needs_lookup(luser)
-    credentials.lookup(luser)
+    lookup(luser)
     assert not credentials.needs_lookup(luser)
-    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    assert settled(luser, b"/h/l") == (20001, 20000, (20000, 20500))
     home = os.fsencode(tmp_path)
     down = User(b"down", 20002, home)
-    credentials.lookup(down)
+    lookup(down)
     assert not credentials.needs_lookup(down)
-    assert credentials(down, home) == (20002, os.stat(home).st_gid, ())
+    assert settled(down, home) == (20002, os.stat(home).st_gid, ())
     assert credentials.needs_lookup(down)
     assert asked == [b"luser", b"down"]
 
@@ -355,7 +363,7 @@ def test_groups_found_before_a_reload_stand_in_until_asked_again(tmp_path, monke
     asked for again (L{lookup}): through failures of the name service and
     further reloads, until an answer replaces them.
     """
-    from hlfs.homes import probe
+    from hlfs.homes import credentials as module
     from hlfs.homes.nss import FilesAccounts
 
     (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
@@ -370,25 +378,32 @@ def test_groups_found_before_a_reload_stand_in_until_asked_again(tmp_path, monke
             raise OSError(errno.ENOENT, "getpwnam_r: No such file or directory")
         return found
 
-    monkeypatch.setattr(probe, "_nss_credentials", nss_credentials)
-    credentials = probe.Credentials(files=FilesAccounts(str(tmp_path / "passwd"),
-                                                        str(tmp_path / "group")))
+    monkeypatch.setattr(module, "_nss_credentials", nss_credentials)
+    credentials = module.Credentials(files=FilesAccounts(str(tmp_path / "passwd"),
+                                                         str(tmp_path / "group")))
+
+    def settled(user, home):
+        return module.settle(credentials.plan(user, home))[0]
+
+    def lookup(user):
+        credentials.looked_up(user, credentials.lookup(user))
+
     luser, other = User(b"luser", 20001, b"/h/l"), User(b"other", 20001, b"/h/l")
-    credentials.lookup(luser)
+    lookup(luser)
     credentials.forget()
     assert credentials.needs_lookup(luser)
     assert credentials.known_before(luser) and not credentials.known_before(other)
-    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    assert settled(luser, b"/h/l") == (20001, 20000, (20000, 20500))
     groups[b"luser"] = None  # the directory is down
-    credentials.lookup(luser)
+    lookup(luser)
     credentials.forget()
-    assert credentials(luser, b"/h/l") == (20001, 20000, (20000, 20500))
+    assert settled(luser, b"/h/l") == (20001, 20000, (20000, 20500))
     assert credentials.needs_lookup(luser)
     assert asked == [b"luser", b"luser"]
     groups[b"luser"] = (20001, 20000, (20000,))
-    credentials.lookup(luser)
+    lookup(luser)
     assert not credentials.needs_lookup(luser)
-    assert credentials(luser, b"/h/l") == (20001, 20000, (20000,))
+    assert settled(luser, b"/h/l") == (20001, 20000, (20000,))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities")
@@ -399,8 +414,7 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
     a reload its guard refuses keeps the table and says so in the status.
     """
     from hlfs.core.resolver import SpoolRules
-    from hlfs.homes.cache import ProbingResolver
-    from hlfs.homes.pool import ProbePool
+    from hlfs.homes.resolver import HomeResolver
 
     local = homes.add("local")
     extra = homes.add("extra")
@@ -416,8 +430,8 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
         return next((a for a in found.values() if a.name == name), None)
 
     clock = task.Clock()
-    pool = ProbePool(threads=2, reactor=rt.reactor, clock=clock)
-    lookup_pool = LookupPool(threads=2, reactor=rt.reactor, clock=clock)
+    engine = started_engine(rt, 2, clock=clock, stuck_after=5.0)
+    lookup_pool = LookupThreads(2, rt.reactor, clock=clock)
     lookups = UserLookups(lookup_pool, by_uid, by_name, clock, deadline=5.0)
     verdicts = iter([(None, "refused: the name service listed 0 users")])
 
@@ -425,10 +439,9 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
         table, verdict = next(verdicts)
         return (old if table is None else table), verdict
 
-    resolver = ProbingResolver(listed, SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock,
-                               pool, deadline=5.0, lookups=lookups, reload_guard=guard,
-                               reactor=rt.reactor)
-    pool.start()
+    resolver = HomeResolver(listed, SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock,
+                            engine, deadline=5.0, lookups=lookups, reload_guard=guard,
+                            reactor=rt.reactor)
     lookup_pool.start()
     try:
         assert rt.call(resolver.resolve, extra).target == homes.spool("extra")
@@ -445,7 +458,7 @@ def test_resolver_asks_for_users_the_table_lacks(rt, homes):
         assert pairs["reloads_kept_previous"] == 1
         assert pairs["users_looked_up"] == 1
     finally:
-        rt.call(pool.stop)
+        stop_engine(rt, engine)
         rt.call(lookup_pool.stop)
 
 
@@ -484,8 +497,7 @@ class Reloading:
 
     def __init__(self, rt, homes, directory):
         from hlfs.core.resolver import SpoolRules
-        from hlfs.homes.cache import ProbingResolver
-        from hlfs.homes.pool import ProbePool
+        from hlfs.homes.resolver import HomeResolver
 
         self.rt = rt
         self.homes = homes
@@ -495,15 +507,14 @@ class Reloading:
         directory.users = {self.uid: self.account(homes.spool("luser"))}
         self.directory = directory
         self.clock = task.Clock()
-        self.pool = ProbePool(threads=2, reactor=rt.reactor, clock=self.clock)
-        self.lookup_pool = LookupPool(threads=2, reactor=rt.reactor, clock=self.clock)
+        self.engine = started_engine(rt, 2, clock=self.clock, stuck_after=5.0)
+        self.lookup_pool = LookupThreads(2, rt.reactor, clock=self.clock)
         self.lookups = UserLookups(self.lookup_pool, directory.by_uid, directory.by_name,
                                    self.clock, deadline=5.0)
-        self.resolver = ProbingResolver(
+        self.resolver = HomeResolver(
             UserTable(self.listed), SpoolRules(b".mailspool", os.fsencode(homes.alt)),
-            self.clock, self.pool, deadline=5.0, lookups=self.lookups, reactor=rt.reactor,
+            self.clock, self.engine, deadline=5.0, lookups=self.lookups, reactor=rt.reactor,
         )
-        self.pool.start()
         self.lookup_pool.start()
 
     def account(self, spool):
@@ -528,7 +539,7 @@ class Reloading:
         return dict(self.rt.call(self.resolver.user_source))
 
     def stop(self):
-        self.rt.call(self.pool.stop)
+        stop_engine(self.rt, self.engine)
         self.rt.call(self.lookup_pool.stop)
 
 
@@ -563,7 +574,7 @@ def test_a_reload_keeps_a_found_user_while_the_name_service_cannot_answer(reload
     home = s.homes.spool("luser")
     first = rt.result(rt.begin(s.resolver.resolve, s.uid))
     assert first.target == home
-    probes = s.pool.started_count
+    probes = s.engine.started_count
     s.reload()
     d.down = True
     with LogCapture("hlfs.users") as logs:
@@ -595,7 +606,7 @@ def test_a_reload_keeps_a_found_user_while_the_name_service_cannot_answer(reload
     assert s.lookups.stats.late == 1
     assert s.source()["users_to_confirm"] == 0
     assert s.resolve() == first
-    assert s.pool.started_count == probes
+    assert s.engine.started_count == probes
     assert len(d.asked) == 4
 
 
@@ -638,7 +649,7 @@ def test_a_reload_takes_the_changed_home_of_a_found_user(reloading, rt):
     os.makedirs(moved)
     os.chown(moved, s.uid, s.uid)
     d.users[s.uid] = s.account(os.fsencode(moved) + b"/.mailspool")
-    probes = s.pool.started_count
+    probes = s.engine.started_count
     with LogCapture("hlfs.probe") as logs:
         assert s.resolve() == first
         s.settled()
@@ -646,7 +657,7 @@ def test_a_reload_takes_the_changed_home_of_a_found_user(reloading, rt):
     now = rt.result(rt.begin(s.resolver.resolve, s.uid))
     assert now.target == os.fsencode(moved) + b"/.mailspool"
     assert now.changed > first.changed
-    assert s.pool.started_count == probes + 1
+    assert s.engine.started_count == probes + 1
     assert [u.home for u in rt.call(s.resolver.learned_users)] == [os.fsencode(moved)]
     assert rt.call(s.resolver.find_mailbox, b"luser").target == \
         os.fsencode(moved) + b"/.mailspool/luser"

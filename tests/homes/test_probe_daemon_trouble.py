@@ -4,11 +4,12 @@ ENFILE, ENOMEM, EAGAIN, EINTR) say nothing about the home: the caller
 gets the alternate spool, which is safe, and the home is checked again
 after the retry interval instead of the whole cache interval.
 
-The failing probe here is a stand-in that answers as the real probe does
-when its open(2) meets the errno, then hands over to the real probe: the
-daemon's descriptor limit cannot be lowered inside the test process
-without breaking its reactor.  tests/daemon/test_attacks.py forces a real
-EMFILE in a real daemon with prlimit.
+The failing check is a stand-in check process (L{STANDIN}, mode
+C{marker}): a home holding a marker file fails its next check with the
+marker's errno, as the real check reports the OSError it meets, and the
+next check is the real one.  Such errnos cannot be made to happen to one
+check on demand; tests/daemon/test_attacks.py forces a real EMFILE in a
+real daemon with prlimit.
 """
 
 import errno
@@ -18,13 +19,13 @@ import pytest
 from twisted.internet import task
 
 from hlfs.core.resolver import SpoolRules
-from hlfs.homes.cache import DAEMON_ERRNOS, ProbingResolver
-from hlfs.homes.pool import ProbePool
-from hlfs.homes.probe import HomeProbe, ProbeResult
+from hlfs.homes.checks import DAEMON_ERRNOS
+from hlfs.homes.resolver import HomeResolver
+from tests.support.checks import STANDIN, started_engine, stop_engine
 from tests.support.probes import LogCapture, wait_for
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="checks take other users' identities"),
     pytest.mark.timeout(60),
 ]
 
@@ -32,43 +33,37 @@ CACHE_INTERVAL = 300
 RETRY = 5
 
 
-class FailingFirst:
+def fail_next_check(homes, name, code):
     """
-    The real probe, except that the first C{failures} checks fail with
-    C{errno} as the real one reports an OSError.
+    Make user C{name}'s next check fail with C{code}.
     """
+    home = os.fsdecode(homes.spool(name)).rpartition("/")[0]
+    with open(os.path.join(home, ".hlfs-test-errno"), "w") as f:
+        f.write(str(code))
 
-    def __init__(self, code, failures=1):
-        self.code = code
-        self.failures = failures
-        self.real = HomeProbe()
-        self.calls = 0
 
-    def __call__(self, user, spool):
-        self.calls += 1
-        if self.calls <= self.failures:
-            return ProbeResult(False, self.code, spool, os.strerror(self.code))
-        return self.real(user, spool)
+def checks(resolver):
+    return resolver.engine.started_count
 
 
 @pytest.fixture
-def make(rt, homes):
-    pools = []
+def make(rt, homes, monkeypatch):
+    monkeypatch.setenv("HLFS_STANDIN", "marker")
+    engines = []
 
-    def make(probe):
+    def make():
         clock = task.Clock()
-        pool = ProbePool(threads=2, reactor=rt.reactor, clock=clock)
-        resolver = ProbingResolver(
-            homes.table(), SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock, pool,
-            cache_interval=CACHE_INTERVAL, deadline=5.0, probe=probe, retry_interval=RETRY,
+        engine = started_engine(rt, 2, clock=clock, stuck_after=5.0, argv=STANDIN)
+        engines.append(engine)
+        resolver = HomeResolver(
+            homes.table(), SpoolRules(b".mailspool", os.fsencode(homes.alt)), clock, engine,
+            cache_interval=CACHE_INTERVAL, deadline=5.0, retry_interval=RETRY,
         )
-        pool.start()
-        pools.append(pool)
         return resolver, clock
 
     yield make
-    for pool in pools:
-        rt.call(pool.stop)
+    for engine in engines:
+        stop_engine(rt, engine)
 
 
 @pytest.mark.parametrize("code", sorted(DAEMON_ERRNOS), ids=errno.errorcode.get)
@@ -80,8 +75,8 @@ def test_the_daemons_trouble_is_retried_soon(rt, homes, make, code):
     the home.
     """
     uid = homes.add("alice")
-    probe = FailingFirst(code)
-    resolver, clock = make(probe)
+    fail_next_check(homes, "alice", code)
+    resolver, clock = make()
     with LogCapture() as logs:
         first = rt.call(resolver.resolve, uid)
     assert first.target == os.fsencode(homes.alt)
@@ -91,10 +86,10 @@ def test_the_daemons_trouble_is_retried_soon(rt, homes, make, code):
     # Within the retry interval the failure is kept: no new check.
     rt.call(clock.advance, RETRY - 1)
     assert rt.call(resolver.resolve, uid).target == os.fsencode(homes.alt)
-    assert probe.calls == 1
+    assert checks(resolver) == 1
     rt.call(clock.advance, 1.5)
     assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
-    assert probe.calls == 2
+    assert checks(resolver) == 2
 
 
 def test_a_homes_own_failure_is_kept_for_the_cache_interval(rt, homes, make):
@@ -103,12 +98,12 @@ def test_a_homes_own_failure_is_kept_for_the_cache_interval(rt, homes, make):
     kept for the whole cache interval, as before.
     """
     uid = homes.add("alice")
-    probe = FailingFirst(errno.EACCES)
-    resolver, clock = make(probe)
+    fail_next_check(homes, "alice", errno.EACCES)
+    resolver, clock = make()
     assert rt.call(resolver.resolve, uid).target == os.fsencode(homes.alt)
     rt.call(clock.advance, RETRY * 2)
     assert rt.call(resolver.resolve, uid).target == os.fsencode(homes.alt)
-    assert probe.calls == 1
+    assert checks(resolver) == 1
     assert resolver.stats.failures == 1 and resolver.stats.daemon_errors == 0
 
 
@@ -118,7 +113,9 @@ def test_the_daemons_trouble_is_logged_once_per_interval(rt, homes, make):
     one more with their count at the end of the interval, not one each.
     """
     uids = [homes.add(f"user{n}") for n in range(20)]
-    resolver, clock = make(FailingFirst(errno.EMFILE, failures=len(uids)))
+    for n in range(len(uids)):
+        fail_next_check(homes, f"user{n}", errno.EMFILE)
+    resolver, clock = make()
     with LogCapture() as logs:
         for uid in uids:
             rt.call(resolver.resolve, uid)

@@ -1,7 +1,8 @@
 """
-The blocking home check (L{hlfs.homes.probe.HomeProbe}) and per-thread
-credentials (L{hlfs.homes.creds}), on real directories, tmpfs mounts and real
-uids.  Runs as root: the probe takes the identity of each test user.
+The blocking home check (L{hlfs.homes.probe.HomeProbe}, what a check
+process runs) and per-thread credentials (L{hlfs.homes.creds}), on real
+directories, tmpfs mounts and real uids.  Runs as root: the check takes
+the identity of each test user.
 """
 
 import errno
@@ -13,7 +14,9 @@ import threading
 import pytest
 
 from hlfs.homes import creds
+from hlfs.homes.credentials import Credentials, settle
 from hlfs.homes.probe import HomeProbe
+from hlfs.homes.records import CheckHome
 from hlfs.core.users import User
 from tests.support.filesystems import fill, tmpfs
 from tests.support.probes import thread_ids
@@ -24,12 +27,15 @@ pytestmark = [
 ]
 
 
-def probe_in_thread(probe, user, spool):
+def probe_in_thread(probe, user, spool, fsync=False):
     """
-    Run a probe in a thread of its own, as the daemon does.
+    Run a check in a thread of its own (its identity is the thread's
+    alone, as in a check process), planned as the daemon plans it.
     """
+    identity = Credentials().plan(user, spool.rpartition(b"/")[0])
+    job = CheckHome(**identity._asdict(), spool=spool, fsync=fsync)
     out = []
-    t = threading.Thread(target=lambda: out.append(probe(user, spool)))
+    t = threading.Thread(target=lambda: out.append(probe.check(job)[0]))
     t.start()
     t.join(30)
     assert out, "probe did not return"
@@ -174,7 +180,7 @@ def test_success_with_an_existing_spool_leaves_it_as_it_was(homes):
         f.write(b"From x\n\nmail\n")
     before = snapshot(homes.base + "/home")
     for _ in range(3):
-        result = probe_in_thread(HomeProbe(fsync=True), user_of(homes, "alice"), os.fsencode(spool))
+        result = probe_in_thread(HomeProbe(), user_of(homes, "alice"), os.fsencode(spool), fsync=True)
         assert result.ok, result
     after = snapshot(homes.base + "/home")
     # The directory's times move (a file came and went); nothing else.
@@ -304,16 +310,19 @@ def test_credentials_from_nss_and_from_the_home():
     import pwd
 
     from hlfs.homes import nss
-    from hlfs.homes.probe import Credentials
+
+    def settled(credentials, user, home):
+        return settle(credentials.plan(user, home))[0]
 
     entry = pwd.getpwnam("daemon")
     user = User(b"daemon", entry.pw_uid, os.fsencode(entry.pw_dir))
     expected = sorted(os.getgrouplist("daemon", entry.pw_gid))
-    uid, gid, groups = Credentials()(user, user.home)
+    uid, gid, groups = settled(Credentials(), user, user.home)
     assert (uid, gid, sorted(groups)) == (entry.pw_uid, entry.pw_gid, expected)
     assert nss.account_by_name(b"no-such-user-here") is None
     # Without NSS, or for a user NSS does not know: the home's group.
-    assert Credentials(nss=False)(user, b"/tmp") == (entry.pw_uid, os.stat("/tmp").st_gid, ())
+    home_group = (entry.pw_uid, os.stat("/tmp").st_gid, ())
+    assert settled(Credentials(nss=False), user, b"/tmp") == home_group
     stranger = User(b"no-such-user-here", 43210, b"/tmp")
-    assert Credentials()(stranger, b"/tmp") == (43210, os.stat("/tmp").st_gid, ())
+    assert settled(Credentials(), stranger, b"/tmp") == (43210, os.stat("/tmp").st_gid, ())
     assert grp.getgrgid(entry.pw_gid)

@@ -1,6 +1,7 @@
 """
-L{hlfs.homes.cache.ProbingResolver}: caching, link times, fallback and
-reloads, with probes on real filesystems in the pool's real threads.
+L{hlfs.homes.resolver.HomeResolver}: caching, link times, fallback and
+reloads, with checks of real filesystems in the engine's real check
+processes.
 
 The cache interval and link times run on a L{task.Clock} the test
 advances (in the reactor thread); probe results come back through the
@@ -13,13 +14,13 @@ import time
 import pytest
 from twisted.internet import task
 
-from hlfs.homes.pool import ProbePool
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 from hlfs.core.resolver import Resolution, SpoolRules
 from hlfs.homes.tableload import TableLoadError, load_in_subprocess
 from hlfs.core.users import UserTable
+from tests.support.checks import started_engine, stop_engine
 from tests.support.probes import LogCapture, reload_while_serving, wait_for
-from tests.support.filesystems import fill, tmpfs
+from tests.support.filesystems import fill, frozen_mount, tmpfs
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="probes take other users' identities"),
@@ -31,20 +32,20 @@ INTERVAL = 300
 
 class Setup:
     """
-    A resolver over C{homes} on a test clock, its pool on the real reactor.
+    A resolver over C{homes} on a test clock, its engine's processes on the
+    real reactor.
     """
 
-    def __init__(self, rt, homes, threads=4, deadline=5.0, verify=True, interval=INTERVAL):
+    def __init__(self, rt, homes, size=4, deadline=5.0, verify=True, interval=INTERVAL):
         self.rt = rt
         self.homes = homes
         self.clock = task.Clock()
-        self.pool = ProbePool(threads=threads, reactor=rt.reactor, clock=self.clock)
+        self.engine = started_engine(rt, size, clock=self.clock, stuck_after=deadline)
         self.rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
-        self.resolver = ProbingResolver(
-            homes.table(), self.rules, self.clock, self.pool,
+        self.resolver = HomeResolver(
+            homes.table(), self.rules, self.clock, self.engine,
             cache_interval=interval, deadline=deadline, verify=verify, reactor=rt.reactor,
         )
-        self.pool.start()
 
     def resolve(self, uid):
         return self.rt.call(self.resolver.resolve, uid)
@@ -53,7 +54,7 @@ class Setup:
         self.rt.call(self.clock.advance, seconds)
 
     def stop(self):
-        self.rt.call(self.pool.stop)
+        stop_engine(self.rt, self.engine)
 
 
 @pytest.fixture
@@ -105,9 +106,9 @@ def test_disk_full_falls_back_and_comes_home(setup, homes):
 
         # The same answer again after a new probe: the same link time.
         s.advance(INTERVAL + 1)
-        started = s.pool.started_count
+        started = s.engine.started_count
         assert s.resolve(uid) == back
-        assert s.pool.started_count == started + 1
+        assert s.engine.started_count == started + 1
 
 
 def test_cache_hits_do_not_probe(setup, homes):
@@ -116,7 +117,7 @@ def test_cache_hits_do_not_probe(setup, homes):
     s.resolve(uid)
     for _ in range(5):
         s.resolve(uid)
-    assert s.pool.started_count == 1
+    assert s.engine.started_count == 1
     stats = s.resolver.stats_dict()
     assert stats["hits"] == 5 and stats["misses"] == 1 and stats["started"] == 1
 
@@ -127,10 +128,10 @@ def test_flush_probes_again(setup, homes):
     s.resolve(a), s.resolve(b)
     s.rt.call(s.resolver.flush, a)
     s.resolve(a), s.resolve(b)
-    assert s.pool.started_count == 3
+    assert s.engine.started_count == 3
     s.rt.call(s.resolver.flush)
     s.resolve(a), s.resolve(b)
-    assert s.pool.started_count == 5
+    assert s.engine.started_count == 5
 
 
 def test_unknown_and_unusable_homes_never_probe(setup, homes):
@@ -141,7 +142,7 @@ def test_unknown_and_unusable_homes_never_probe(setup, homes):
     assert s.resolve(slash).target == alt
     assert s.resolve(relative).target == alt
     assert s.resolve(12345).target == alt
-    assert s.pool.started_count == 0
+    assert s.engine.started_count == 0
 
 
 def test_no_verify(setup, homes):
@@ -151,7 +152,7 @@ def test_no_verify(setup, homes):
     uid = homes.add("ghost", make=False)
     s = setup(verify=False)
     assert s.resolve(uid).target == homes.spool("ghost")
-    assert s.pool.started_count == 0
+    assert s.engine.started_count == 0
 
 
 def test_permission_failures_are_logged_and_cached(setup, homes):
@@ -165,7 +166,7 @@ def test_permission_failures_are_logged_and_cached(setup, homes):
         s.resolve(uid)
     [line] = logs.lines
     assert "alice" in line and os.fsdecode(spool) in line and "symbolic link" in line
-    assert s.pool.started_count == 1
+    assert s.engine.started_count == 1
 
 
 def test_link_times(setup, homes):
@@ -195,11 +196,11 @@ def test_link_times(setup, homes):
 
     # A reload that changes nothing keeps times and cached results.
     bob = s.resolve(other)
-    started = s.pool.started_count
+    started = s.engine.started_count
     s.rt.call(s.resolver.set_table, homes.table())
     assert s.resolve(uid) == r3
     assert s.resolve(other) == bob
-    assert s.pool.started_count == started
+    assert s.engine.started_count == started
 
     # A new home: a new value, a new time, a new probe; bob untouched.
     moved = home + "-moved"
@@ -209,7 +210,7 @@ def test_link_times(setup, homes):
     r4 = s.resolve(uid)
     assert r4.target == os.fsencode(moved) + b"/.mailspool"
     assert r4.changed > r3.changed
-    assert s.pool.started_count == started + 1
+    assert s.engine.started_count == started + 1
     assert s.resolve(other) == bob
 
     # Gone from the table: the alternate spool, at a new time.
@@ -251,18 +252,18 @@ def test_mailbox_checks_the_home_like_the_link(setup, homes):
     locked = os.path.dirname(os.fsdecode(homes.spool("locked")))
     os.chown(locked, 0, 0)
     os.chmod(locked, 0o755)
-    started = s.pool.started_count
+    started = s.engine.started_count
     mailbox = s.rt.call(s.resolver.mailbox, b"alice")
     assert mailbox.target == homes.spool("alice") + b"/alice"
-    assert s.pool.started_count == started + 1
+    assert s.engine.started_count == started + 1
     assert s.resolve(alice) == Resolution(homes.spool("alice"), mailbox.changed)
     assert s.rt.call(s.resolver.mailbox, b"alice") == mailbox
-    assert s.pool.started_count == started + 1
+    assert s.engine.started_count == started + 1
     with LogCapture() as logs:
         refused = s.rt.call(s.resolver.mailbox, b"locked")
     assert refused.target == os.fsencode(homes.alt) + b"/locked"
     assert logs.matching("locked", "EACCES")
-    assert s.pool.started_count == started + 2
+    assert s.engine.started_count == started + 2
 
 
 def test_mailbox_of_a_full_home(setup, homes):
@@ -297,7 +298,7 @@ def test_reload_under_load(setup, homes, rt, monkeypatch):
     s = setup()
     for uid in uids:
         s.resolve(uid)
-    started = s.pool.started_count
+    started = s.engine.started_count
     answers = []
 
     def tick():
@@ -314,7 +315,7 @@ def test_reload_under_load(setup, homes, rt, monkeypatch):
     assert rt.tid not in held_in
     assert all(isinstance(a, Resolution) and a.target.endswith(b"/.mailspool") for a in answers)
     # Cached results survived the reload: no new probes.
-    assert s.pool.started_count == started
+    assert s.engine.started_count == started
     # The new users resolve.
     assert s.resolve(100_005).target == os.fsencode(homes.alt)  # no such home: probe fails
     # A mailbox link checks its home like the user's own link: none here.
@@ -365,53 +366,43 @@ def test_footprint_is_small(setup, homes):
     assert s.resolver.footprint() - table.footprint() == 17 * 10_000
 
 
-def test_waiters_wait_on_the_test_clock_deadline(rt, homes):
+def test_waiters_wait_on_the_test_clock_deadline(setup, homes):
     """
-    A probe slower than the deadline: the caller gets the alternate spool
-    when the clock passes the deadline, the probe's late answer updates
-    the cache, and the link time moves both ways.
+    A check slower than the deadline (its spool on a frozen FUSE mount):
+    the caller gets the alternate spool when the clock passes the
+    deadline, the check's late answer updates the cache, and the link
+    time moves both ways.
     """
-    import threading
-
     uid = homes.add("alice")
-    gate = threading.Event()
-    from hlfs.homes.probe import HomeProbe
-
-    real = HomeProbe()
-
-    def slow_probe(user, spool):
-        gate.wait(30)
-        return real(user, spool)
-
-    clock = task.Clock()
-    pool = ProbePool(threads=2, reactor=rt.reactor, clock=clock)
-    rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
-    resolver = ProbingResolver(homes.table(), rules, clock, pool, deadline=1.0, probe=slow_probe)
-    pool.start()
-    try:
+    spool = os.fsdecode(homes.spool("alice"))
+    src = os.path.join(homes.base, "spool-src")
+    os.mkdir(spool)
+    os.mkdir(src, 0o700)
+    os.chown(src, uid, uid)
+    s = setup(deadline=1.0)
+    rt, resolver = s.rt, s.resolver
+    with frozen_mount(src, spool) as mount:
+        mount.freeze()
         before = rt.call(resolver.peek, uid)
         got = []
         rt.call(lambda: resolver.resolve(uid).addCallback(got.append) and None)
-        rt.call(clock.advance, 0.5)
+        rt.call(s.clock.advance, 0.5)
         assert got == []
-        assert len(rt.call(pool.in_flight)) == 1
+        assert len(rt.call(resolver.in_flight)) == 1
         with LogCapture() as logs:
-            rt.call(clock.advance, 0.6)
+            rt.call(s.clock.advance, 0.6)
         assert got[0].target == os.fsencode(homes.alt)
         assert got[0].changed > before.changed
         assert logs.matching("still running after 1.0 s")
-        # Later callers: the probe is past its deadline: no wait at all.
+        # Later callers: the check is past its deadline: no wait at all.
         assert rt.call(resolver.resolve, uid).target == os.fsencode(homes.alt)
-        assert pool.started_count == 1
-        gate.set()
-        wait_for(lambda: rt.call(pool.count) == 0)
+        assert s.engine.started_count == 1
+        mount.thaw()
+        wait_for(lambda: rt.call(s.engine.count) == 0)
         home = rt.call(resolver.resolve, uid)
         assert home.target == homes.spool("alice")
         assert home.changed > got[0].changed
         assert resolver.stats.late == 1
-    finally:
-        gate.set()
-        rt.call(pool.stop)
 
 
 def test_answers_given_during_a_reload_survive_it(setup, homes):
@@ -447,13 +438,13 @@ def test_answers_given_during_a_reload_survive_it(setup, homes):
     alt = s.resolve(a)  # probed during the reload: a failure now
     assert alt.target == os.fsencode(homes.alt) and alt.changed > ra.changed
     rb = s.resolve(b)  # first seen during the reload
-    started = s.pool.started_count
+    started = s.engine.started_count
     gate.set()
     wait_for(lambda: bool(done))
     assert len(s.resolver.table) == 3
     assert s.resolve(a) == alt
     assert s.resolve(b) == rb
-    assert s.pool.started_count == started
+    assert s.engine.started_count == started
 
     # flush() during a reload applies to the table swapped in.
     gate.clear()
@@ -466,7 +457,7 @@ def test_answers_given_during_a_reload_survive_it(setup, homes):
     gate.set()
     wait_for(lambda: bool(done))
     s.resolve(b)
-    assert s.pool.started_count == started + 1
+    assert s.engine.started_count == started + 1
 
 
 def test_child_loader_errors_are_one_line(setup, homes):
@@ -521,34 +512,36 @@ def test_operator_views(setup, homes):
     assert s.rt.call(r.describe, b) == ("unverified", "-")
     status = dict(s.rt.call(r.status))
     assert status["cache_misses"] == 1 and status["probes_started"] == 1
-    assert status["pool_threads"] == 4 and status["probes_in_flight"] == 0
+    assert status["check_processes_max"] == 4 and status["probes_in_flight"] == 0
+    assert (status["check_processes"], status["check_processes_stuck"]) == (4, 0)
 
 
 def test_resolver_for_the_daemon_config(rt, homes):
     """
-    The daemon builds its resolver and pool from its Config: -c, -n,
-    --probe-deadline, --probe-threads, and NSS or a password file.
+    The daemon builds its resolver and engine from its Config: -c, -n,
+    --probe-deadline, --home-checks, and NSS or a password file.
     """
     from hlfs.daemon.config import Config
-    from hlfs.homes.cache import resolver_for
+    from hlfs.homes.resolver import resolver_for
 
     uid = homes.add("alice")
     rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
-    config = Config(cache_interval=42.0, probe_deadline=0.25, probe_threads=3,
+    config = Config(cache_interval=42.0, probe_deadline=0.25, home_checks=3,
                     password_file="/etc/passwd-like")
-    resolver, pool = resolver_for(config, homes.table(), rules, rt.reactor)
+    resolver, engine = resolver_for(config, homes.table(), rules, rt.reactor)
     assert (resolver.cache_interval, resolver.deadline, resolver.verify) == (42.0, 0.25, True)
-    assert (pool.threads, pool.stuck_after) == (3, 0.25)
-    assert resolver.probe.credentials.nss is False
-    pool.start()
+    assert (engine.size, engine.stuck_after) == (3, 0.25) and resolver.engine is engine
+    assert resolver.credentials.nss is False and resolver.lookups is None
+    rt.result(rt.begin(engine.start), timeout=30)
     try:
         assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
     finally:
-        rt.call(pool.stop)
-    resolver, pool = resolver_for(Config(verify=False), homes.table(), rules, rt.reactor)
-    assert not resolver.verify and resolver.probe.credentials.nss is True
+        stop_engine(rt, engine)
+    resolver, engine = resolver_for(Config(verify=False), homes.table(), rules, rt.reactor)
+    assert not resolver.verify and resolver.credentials.nss is True
+    assert resolver.lookups.pool.size == Config.lookup_threads
     assert rt.call(resolver.resolve, uid).target == homes.spool("alice")
-    assert pool.started_count == 0
+    assert engine.started_count == 0
 
 
 def _snapshot(path):
@@ -618,14 +611,14 @@ def test_child_loader_that_hangs_is_killed(homes):
     assert not os.path.exists(f"/proc/{pid}")
 
 
-def test_reload_without_a_pool(rt, homes):
+def test_reload_without_an_engine(rt, homes):
     """
-    A resolver that does not verify homes has no pool: its reloads run in
-    the injected reactor's threads all the same.
+    A resolver that does not verify homes needs no engine: its reloads run
+    in the injected reactor's threads all the same.
     """
     a = homes.add("alice")
     rules = SpoolRules(b".mailspool", os.fsencode(homes.alt))
-    resolver = ProbingResolver(homes.table(), rules, rt.reactor, None, verify=False)
+    resolver = HomeResolver(homes.table(), rules, rt.reactor, None, verify=False)
     b = homes.add("bob")
     table = rt.call(resolver.reload, homes.table)
     assert len(table) == 2 and resolver.table is table
@@ -664,8 +657,40 @@ def test_a_user_changed_during_a_reload_and_in_the_new_table(setup, homes):
     os.chown(spool, 0, 0)
     s.rt.call(s.resolver.flush, a)
     assert s.resolve(a).target == os.fsencode(homes.alt)  # dirty during the reload
-    started = s.pool.started_count
+    started = s.engine.started_count
     gate.set()
     wait_for(lambda: bool(done))
     assert s.resolve(a).target == os.fsencode(moved) + b"/.mailspool"
-    assert s.pool.started_count == started + 1
+    assert s.engine.started_count == started + 1
+
+
+def test_an_unusable_home_logs_when_it_changes_and_a_count_meanwhile(setup, homes):
+    """
+    A home that stays unusable logs one line when it becomes so and one
+    when it is usable again, not one per check: checked again every cache
+    interval, it is only counted, and one line every report interval
+    counts the homes still unusable.
+    """
+    uid = homes.add("alice")
+    homes.add("bob")
+    s = setup(interval=60)
+    spool = os.fsdecode(homes.spool("alice"))
+    os.mkdir(spool, 0o000)
+    with LogCapture() as logs:
+        for _ in range(12):  # twelve checks, an hour
+            assert s.resolve(uid).target == os.fsencode(homes.alt)
+            s.advance(61)
+        bob = homes.users[1][1]
+        assert s.resolve(bob).target == homes.spool("bob")
+        os.chown(spool, uid, uid)
+        os.chmod(spool, 0o700)
+        assert s.resolve(uid).target == os.fsencode(spool)
+        for _ in range(3):
+            s.advance(61)
+            assert s.resolve(uid).target == os.fsencode(spool)
+    assert len(logs.matching("unusable, mail goes to", "alice")) == 1
+    counts = logs.matching("home(s) still unusable")
+    assert len(counts) == 1 and "1 home(s) still unusable" in counts[0] and "alice" in counts[0]
+    assert len(logs.matching("usable again", "alice")) == 1
+    assert len(logs.lines) == 3, logs.lines
+    assert s.engine.started_count == 12 + 1 + 4

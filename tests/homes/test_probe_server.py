@@ -3,7 +3,7 @@ The deadline through the real server: NFS calls over a real loopback
 socket, from the project's own RPC client and from the C{hlfs resolve}
 command, while one home hangs on a frozen FUSE mount.
 
-The resolver and its pool run on a L{task.Clock} the test advances: an
+The resolver and its engine run on a L{task.Clock} the test advances: an
 answer waits for the deadline (pending just before it) or comes with the
 clock standing still; no test measures how long an answer took.
 """
@@ -20,13 +20,13 @@ import pytest
 from twisted.internet import defer, task
 
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
-from hlfs.homes.pool import ProbePool
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 from hlfs.cli.query import HomeLinkClient, credential
 from hlfs.core.resolver import SpoolRules
 from hlfs.rpc.client import RPCClient
 from hlfs.rpc.dispatch import Dispatcher
 from hlfs.daemon.server import RPCServerService, build_programs
+from tests.support.checks import started_engine, stop_engine
 from tests.support.probes import ReactorThread, reload_while_serving, wait_for
 from tests.support.filesystems import frozen_mount
 
@@ -44,32 +44,31 @@ REPO = Path(__file__).resolve().parents[2]
 @contextmanager
 def serving(rt, homes, alt):
     """
-    Serve C{homes} through a probing resolver and the real RPC server on
-    a loopback port; yield C{(server, pool, resolver, client, clock)}, the
+    Serve C{homes} through a resolver and the real RPC server on a
+    loopback port; yield C{(server, engine, resolver, client, clock)}, the
     client a L{HomeLinkClient} over UDP, the clock the resolver's and the
-    pool's.
+    engine's.
     """
     clock = task.Clock()
-    pool = ProbePool(threads=4, reactor=rt.reactor, clock=clock)
-    resolver = ProbingResolver(
-        homes.table(), SpoolRules(b".mailspool", alt), clock, pool, deadline=DEADLINE,
+    engine = started_engine(rt, 4, clock=clock, stuck_after=DEADLINE)
+    resolver = HomeResolver(
+        homes.table(), SpoolRules(b".mailspool", alt), clock, engine, deadline=DEADLINE,
         reactor=rt.reactor,
     )
     fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), resolver, time.time_ns())
     server = RPCServerService(
         Dispatcher(build_programs(fs), insecure=True), 0, "127.0.0.1", rt.reactor
     )
-    pool.start()
     rt.call(server.startService)
     rpc = None
     try:
         rpc = rt.call(RPCClient.connect, rt.reactor, "127.0.0.1", server.port, "udp", timeout=5.0)
-        yield server, pool, resolver, HomeLinkClient(rpc), clock
+        yield server, engine, resolver, HomeLinkClient(rpc), clock
     finally:
         if rpc is not None:
             rt.call(rpc.close)
         rt.call(server.stopService)
-        rt.call(pool.stop)
+        stop_engine(rt, engine)
 
 
 def test_readlink_of_a_hung_home_through_the_server(homes):
@@ -82,7 +81,7 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
     ok = homes.add("ok")
     alt = os.fsencode(homes.alt)
 
-    with serving(rt, homes, alt) as (server, pool, resolver, client, clock):
+    with serving(rt, homes, alt) as (server, engine, resolver, client, clock):
         with frozen_mount(src, mnt) as mount:
             target = rt.result(rt.begin(client.resolve, hung, hung))
             assert target == homes.spool("hung")
@@ -92,11 +91,11 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
             # MOUNT, LOOKUP (waits for the probe: the deadline), READLINK
             # (the probe is past its deadline: at once).
             d = rt.begin(client.resolve, hung, hung)
-            wait_for(lambda: rt.call(pool.busy) == 1, timeout=10)
+            wait_for(lambda: rt.call(engine.busy) == 1, timeout=10)
             rt.call(clock.advance, JUST_BEFORE)
             # The LOOKUP still waits for the probe (its answer would go out
             # at once: the server's side is what shows it).
-            assert rt.call(lambda: len(pool.find(hung).waiters)) == 1
+            assert rt.call(lambda: len(engine.find(hung).waiters)) == 1
             assert rt.pending(d)
             rt.call(clock.advance, DEADLINE - JUST_BEFORE)
             assert rt.result(d) == alt
@@ -116,10 +115,10 @@ def test_readlink_of_a_hung_home_through_the_server(homes):
                 )
                 assert out.returncode == 0, out.stderr
                 assert out.stdout == alt + b"\n"
-            assert pool.started_count == 3  # hung (twice) and ok: no more
+            assert engine.started_count == 3  # hung (twice) and ok: no more
 
             mount.thaw()
-            wait_for(lambda: rt.call(pool.count) == 0, timeout=10)
+            wait_for(lambda: rt.call(engine.count) == 0, timeout=10)
             assert rt.result(rt.begin(client.resolve, hung, hung)) == homes.spool("hung")
 
 
@@ -136,7 +135,7 @@ def test_reload_under_readlink_load_through_the_server(homes, monkeypatch):
     passwd = os.path.join(homes.base, "passwd")
     homes.write_passwd(passwd, 200_000)
     alt = os.fsencode(homes.alt)
-    with serving(rt, homes, alt) as (server, pool, resolver, client, clock):
+    with serving(rt, homes, alt) as (server, engine, resolver, client, clock):
 
         @defer.inlineCallbacks
         def handles():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig
-from hlfs.homes.cache import ProbingResolver
+from hlfs.homes.resolver import HomeResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.rpc import message
 from hlfs.rpc.dispatch import Dispatcher, Program
@@ -156,7 +156,7 @@ def test_xdr_roundtrip(items):
 
 def memory_dispatcher():
     table = UserTable.from_passwd_bytes(b"alice:x:1001:1001::/home/alice:/bin/sh\n")
-    resolver = ProbingResolver(table, SpoolRules(b".mailspool", b"/var/alt_mail"), Clock(), None, verify=False)
+    resolver = HomeResolver(table, SpoolRules(b".mailspool", b"/var/alt_mail"), Clock(), None, verify=False)
     fs = HomeLinkFS(LinkConfig(b"/mail", b"home", 50), resolver, 1)
     return Dispatcher(build_programs(fs), insecure=True), fs
 

@@ -4,15 +4,16 @@ real manhole service (real SSH, real keys, real console) around the
 daemon's real policy objects.
 
 The service object is not the daemon's service, but what the console
-reaches through it is real: the L{hlfs.homes.cache.ProbingResolver} and
-its L{hlfs.homes.pool.ProbePool} (real threads), over a
+reaches through it is real: the L{hlfs.homes.resolver.HomeResolver} and
+its L{hlfs.homes.engine.CheckEngine} (real check processes), over a
 L{hlfs.core.users.UserTable} and a L{hlfs.core.linkfs.HomeLinkFS}.  Two
 things are injected where the code takes them:
 
-  - the home check is a L{GatedCheck}: each check blocks its probe
-    thread until the test releases it with the outcome it wants (as a
-    home on a dead filesystem would, then recovers);
-  - the resolver's and the pool's clock is a L{task.Clock} the test
+  - the check processes are stand-ins (L{tests.support.standin_checker},
+    mode C{gated}): each check blocks its process until the test releases
+    it with the outcome it wants (as a home on a dead filesystem would,
+    then recovers), and touches no home;
+  - the resolver's and the engine's clock is a L{task.Clock} the test
     advances, so deadlines, ages and the "stuck" threshold move only
     when the test says so.
 
@@ -21,7 +22,7 @@ also shows that the reactor keeps serving while console sessions run:
 
     ping                 -> the number of datagrams seen so far
     advance SECONDS      -> ok (after clock.advance(SECONDS))
-    entered UID          -> how many checks for UID have begun in a thread
+    entered UID          -> how many checks for UID have begun in a process
     release UID OUTCOME  -> ok; the next (or running) check for UID ends
                             with OUTCOME: "ok" or an errno name (EACCES)
 
@@ -34,79 +35,50 @@ the daemon does.
 """
 
 import argparse
-import collections
-import errno
 import json
 import os
 import sys
-import threading
+import tempfile
 import time
 
 from twisted.internet import reactor, task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
-from hlfs.core.linkfs import HomeLinkFS, LinkConfig
-from hlfs.console.access import ManholeConfigError
-from hlfs.console.namespace import build_namespace
-from hlfs.console.manhole import makeManholeService
-from hlfs.homes.cache import ProbingResolver
-from hlfs.homes.pool import ProbePool
-from hlfs.homes.probe import ProbeResult
-from hlfs.core.resolver import SpoolRules
-from hlfs.core.users import UserTable
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir))
 
-# The probe deadline (and so the pool's "stuck" threshold), in seconds of
-# the test's clock.
+from hlfs.core.linkfs import HomeLinkFS, LinkConfig  # noqa: E402
+from hlfs.console.access import ManholeConfigError  # noqa: E402
+from hlfs.console.namespace import build_namespace  # noqa: E402
+from hlfs.console.manhole import makeManholeService  # noqa: E402
+from hlfs.homes.engine import CheckEngine  # noqa: E402
+from hlfs.homes.resolver import HomeResolver  # noqa: E402
+from hlfs.core.resolver import SpoolRules  # noqa: E402
+from hlfs.core.users import UserTable  # noqa: E402
+from tests.support.standin_checker import gated_entered, gated_release  # noqa: E402
+
+# The probe deadline (and so the engine's "stuck" threshold), in seconds
+# of the test's clock.
 DEADLINE = 2.0
 CACHE_INTERVAL = 300.0
 EPOCH = 1.7e9
 
 
-class GatedCheck:
-    """
-    A home check that waits, in its probe thread, until the test
-    releases it with an outcome.
-    """
-
-    def __init__(self):
-        self._lock = threading.Condition()
-        self._outcomes = collections.defaultdict(collections.deque)
-        self.entered = collections.Counter()
-
-    def __call__(self, user, spool):
-        with self._lock:
-            self.entered[user.uid] += 1
-            self._lock.notify_all()
-            while not self._outcomes[user.uid]:
-                self._lock.wait()
-            outcome = self._outcomes[user.uid].popleft()
-        if outcome == "ok":
-            return ProbeResult(True, 0, spool, "")
-        return ProbeResult(False, getattr(errno, outcome), spool, "the test said so")
-
-    def release(self, uid, outcome):
-        if outcome != "ok" and not isinstance(getattr(errno, outcome, None), int):
-            raise ValueError(f"not an errno name: {outcome!r}")
-        with self._lock:
-            self._outcomes[uid].append(outcome)
-            self._lock.notify_all()
-
-
 class ConsoleTestService:
     """
     The attributes the console expects of the hlfs service, over the real
-    probing resolver.
+    resolver and engine.
     """
 
-    def __init__(self, passwd_path, clock, check):
+    def __init__(self, passwd_path, clock):
         self.passwd_path = passwd_path
         table = UserTable.from_passwd_file(passwd_path)
         rules = SpoolRules(b".mailspool", b"/var/alt_mail")
-        self.pool = ProbePool(threads=4, reactor=reactor, clock=clock)
-        self.resolver = ProbingResolver(
-            table, rules, clock, self.pool, cache_interval=CACHE_INTERVAL, deadline=DEADLINE,
-            probe=check, reactor=reactor,
+        self.checks = CheckEngine(4, reactor, clock=clock, stuck_after=DEADLINE,
+                                  argv=[sys.executable, "-m", "tests.support.standin_checker"])
+        self.resolver = HomeResolver(
+            table, rules, clock, self.checks, cache_interval=CACHE_INTERVAL, deadline=DEADLINE,
+            reactor=reactor,
         )
         self.fs = HomeLinkFS(LinkConfig(b"/mail", b"home", None), self.resolver, time.time_ns())
         self.stats = {"READLINK": 0, "GETATTR": 0}
@@ -123,9 +95,9 @@ class Control(DatagramProtocol):
 
     count = 0
 
-    def __init__(self, clock, check):
+    def __init__(self, clock, gates):
         self.clock = clock
-        self.check = check
+        self.gates = gates
 
     def datagramReceived(self, data, addr):
         self.count += 1
@@ -137,9 +109,9 @@ class Control(DatagramProtocol):
                 self.clock.advance(float(words[1]))
                 answer = b"ok"
             elif words[0] == "entered":
-                answer = b"%d" % self.check.entered[int(words[1])]
+                answer = b"%d" % gated_entered(self.gates, int(words[1]))
             elif words[0] == "release":
-                self.check.release(int(words[1]), words[2])
+                gated_release(self.gates, int(words[1]), words[2])
                 answer = b"ok"
             else:
                 answer = b"error: unknown command"
@@ -156,8 +128,9 @@ def main(argv):
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     clock = task.Clock()
     clock.advance(EPOCH)
-    check = GatedCheck()
-    service = ConsoleTestService(args.passwd, clock, check)
+    gates = tempfile.mkdtemp(prefix="hlfs-console-gates-")
+    os.environ.update(HLFS_STANDIN="gated", HLFS_STANDIN_DIR=gates)
+    service = ConsoleTestService(args.passwd, clock)
     try:
         manhole = makeManholeService(
             args.manhole, args.keys, args.host_key, build_namespace(service, reactor), reactor
@@ -165,9 +138,7 @@ def main(argv):
     except ManholeConfigError as e:
         sys.stderr.write(f"manhole_server: {e}\n")
         return 2
-    udp = reactor.listenUDP(0, Control(clock, check), interface="127.0.0.1")
-    service.pool.start()
-    manhole.startService()
+    udp = reactor.listenUDP(0, Control(clock, gates), interface="127.0.0.1")
 
     def ready(port):
         with open(args.ready + ".tmp", "w") as f:
@@ -175,11 +146,16 @@ def main(argv):
         os.rename(args.ready + ".tmp", args.ready)
 
     def failed(reason):
-        sys.stderr.write(f"manhole_server: cannot listen: {reason.getErrorMessage()}\n")
+        sys.stderr.write(f"manhole_server: cannot start: {reason.getErrorMessage()}\n")
         reactor.stop()
 
-    manhole.whenListening().addCallbacks(ready, failed)
-    reactor.addSystemEventTrigger("before", "shutdown", service.pool.stop)
+    def serve(_):
+        manhole.startService()
+        return manhole.whenListening()
+
+    reactor.callWhenRunning(
+        lambda: service.checks.start().addCallback(serve).addCallbacks(ready, failed))
+    reactor.addSystemEventTrigger("before", "shutdown", service.checks.stop)
     reactor.run()
     return 0
 

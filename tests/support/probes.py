@@ -19,7 +19,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from hlfs.core.users import UserTable
-from hlfs.homes import cache
+from hlfs.homes import reload as reloads
 from hlfs.homes.tableload import load_in_subprocess
 
 FIRST_UID = 42001
@@ -217,7 +217,7 @@ def reload_while_serving(rt, resolver, passwd, served, monkeypatch, at_least=10)
         was held in.
     """
     loaded, remapping = Gate(), Gate()
-    monkeypatch.setattr(cache, "remap", remapping.guarding(cache.remap))
+    monkeypatch.setattr(reloads, "remap", remapping.guarding(reloads.remap))
 
     def load():
         table = load_in_subprocess(passwd)
