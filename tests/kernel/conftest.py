@@ -21,6 +21,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import debcache  # noqa: E402
 import initramfs  # noqa: E402
 import kernelcache  # noqa: E402
 import vm  # noqa: E402
@@ -162,3 +163,40 @@ def run_dir(kernel_workdir, request):
     path = kernel_workdir / f"{request.node.name.replace('/', '_')}-run"
     path.mkdir()
     return path
+
+
+def _package_sets(*names):
+    """
+    The unpacked package sets C{names} (L{debcache}), by name, fetched the
+    first time.  A set apt cannot fetch fails the test: the tier's mail
+    scenarios are never skipped.
+    """
+    log = lambda line: sys.stderr.write(line + "\n")  # noqa: E731
+    try:
+        return {name: debcache.fetch_set(name, log=log) for name in names}
+    except debcache.PackageFetchError as e:
+        pytest.fail(f"the packages of {', '.join(names)} could not be fetched: {e}")
+
+
+@pytest.fixture(scope="module")
+def postfix_tree():
+    """
+    Debian 12's Postfix, unpacked (never installed).
+    """
+    return _package_sets("postfix")["postfix"]
+
+
+@pytest.fixture(scope="module")
+def exim_tree():
+    """
+    Debian 12's Exim, unpacked (never installed).
+    """
+    return _package_sets("exim")["exim"]
+
+
+@pytest.fixture(scope="session")
+def package_sets():
+    """
+    @return: a callable giving the unpacked package sets named, by name.
+    """
+    return _package_sets

@@ -32,12 +32,10 @@ left anywhere, every mailbox parsing.
 """
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-import debcache
 import guestscript as gs
 from agents_scenario import PHASE_2, ROOT_AGENTS, ROOT_RECIPIENTS, expected, make_world, scenario, subject
 from hlfsserver import HlfsServer
@@ -45,12 +43,8 @@ from tests.support.mail import parse_mbox
 from world import SUBDIR
 
 @pytest.fixture(scope="module")
-def trees():
-    log = lambda line: sys.stderr.write(line + "\n")  # noqa: E731
-    try:
-        return {name: debcache.fetch_set(name, log=log) for name in ("postfix", "agents", "opensmtpd", "sendmail")}
-    except debcache.PackageFetchError as e:
-        pytest.fail(f"the agents' packages could not be fetched: {e}")
+def trees(package_sets):
+    return package_sets("postfix", "agents", "opensmtpd", "sendmail")
 
 
 @pytest.fixture(scope="module")

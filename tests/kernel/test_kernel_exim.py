@@ -36,13 +36,6 @@ def subject(way, name):
     return f"hlfs-exim-{way}-{name}"
 
 
-@pytest.fixture(scope="module")
-def exim_tree():
-    try:
-        return debcache.fetch_set("exim", log=lambda line: sys.stderr.write(line + "\n"))
-    except debcache.PackageFetchError as e:
-        pytest.fail(f"the Exim packages could not be fetched: {e}")
-
 
 def scenario(world, probe, tree, port):
     users = [world.users[n] for n in RECIPIENTS]

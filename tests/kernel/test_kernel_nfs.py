@@ -36,7 +36,6 @@ from hlfs.mail import mbox
 import guestscript as gs
 import test_kernel_postfix as postfix
 from hlfsserver import venv_bin
-from test_kernel_postfix import postfix_tree  # noqa: F401 (a fixture)
 from tests.support import ganesha
 from tests.support.mail import LOCKING_READER, message
 from world import SUBDIR, User

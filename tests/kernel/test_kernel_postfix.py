@@ -75,13 +75,6 @@ def subject(phase, way, name):
     return f"hlfs-postfix-{phase}-{way}-{name}"
 
 
-@pytest.fixture(scope="module")
-def postfix_tree():
-    try:
-        return debcache.fetch_set("postfix", log=lambda line: sys.stderr.write(line + "\n"))
-    except debcache.PackageFetchError as e:
-        pytest.fail(f"the Postfix packages could not be fetched: {e}")
-
 
 def make_world(base, more_users=()):
     """

@@ -43,12 +43,10 @@ would be.  Then, from a unit without any sandbox, outside the daemons':
 
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
-import debcache
 import guestscript as gs
 import mta
 import vm
@@ -347,13 +345,6 @@ R active-left $(systemctl list-units 'hlfs*' --no-legend --state=active 2>/dev/n
     lines.append("journalctl -b -u hlfs -u 'hlfs@*' -u rpcbind --no-pager | tail -n 80")
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
-
-@pytest.fixture(scope="module")
-def postfix_tree():
-    try:
-        return debcache.fetch_set("postfix", log=lambda line: sys.stderr.write(line + "\n"))
-    except debcache.PackageFetchError as e:
-        pytest.fail(f"the Postfix packages could not be fetched: {e}")
 
 
 @pytest.fixture(scope="module")
