@@ -128,6 +128,13 @@ class PrivilegedClient(threading.Thread):
     LOOKUP+READLINK every 100 ms over UDP, and a new TCP connection with
     the same two calls every second; every call's latency and every
     failure recorded.
+
+    A TCP call's latency runs from its connection's establishment: a flood
+    of connections overflows the listening socket's accept queue, which is
+    the kernel's and shared with the attacker, and the kernel then drops
+    the privileged client's SYN too and resends it 1 s and 3 s later.  Such
+    a wait is the kernel's, not the daemon's: it is kept apart, and
+    bounded by the connect timeout.
     """
 
     def __init__(self, port, root, uid, expected):
@@ -136,6 +143,7 @@ class PrivilegedClient(threading.Thread):
         self.latencies, self.failures = [], []
         self.resent = 0  # UDP calls answered only after a resend
         self.slowest = {"udp": 0.0, "tcp": 0.0}
+        self.slowest_connect = 0.0  # seconds, the SYN's resends included
         self.tcp = threading.Event()
         self.tcp.set()
         self.tcp_busy = threading.Lock()
@@ -153,7 +161,7 @@ class PrivilegedClient(threading.Thread):
                     with self.tcp_busy:
                         if self.tcp.is_set():
                             last_tcp = time.monotonic()
-                            self._timed("tcp", self._tcp_calls)
+                            self._tcp_calls()
         finally:
             udp.close()
 
@@ -181,15 +189,26 @@ class PrivilegedClient(threading.Thread):
     def _tcp_calls(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.settimeout(2.0)
         with s:
             bind_privileged(s)
-            s.connect(("127.0.0.1", self.port))
-            xid = next(_xids) & 0xFFFFFFFF
-            data = encode_call(xid, NFS, 3, 3, cred(self.uid), lookup_args(self.root))
-            s.sendall(struct.pack(">I", 0x80000000 | len(data)) + data)
-            reply = decode_reply(recv_record(s))
-            assert reply.xid == xid and nfs_status(reply) == 0
+            # Two resends of a dropped SYN (at 1 s and 3 s) fit.
+            s.settimeout(4.5)
+            started = time.monotonic()
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except Exception as e:  # every kind of failure counts
+                self.failures.append(f"tcp connect: {e!r}")
+                return
+            self.slowest_connect = max(self.slowest_connect, time.monotonic() - started)
+            s.settimeout(2.0)
+            self._timed("tcp", lambda: self._tcp_call(s))
+
+    def _tcp_call(self, s):
+        xid = next(_xids) & 0xFFFFFFFF
+        data = encode_call(xid, NFS, 3, 3, cred(self.uid), lookup_args(self.root))
+        s.sendall(struct.pack(">I", 0x80000000 | len(data)) + data)
+        reply = decode_reply(recv_record(s))
+        assert reply.xid == xid and nfs_status(reply) == 0
 
     def stop(self):
         self._done.set()
@@ -309,6 +328,7 @@ class Target:
             "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
             "max_ms": {what: round(1000 * t, 2) for what, t in client.slowest.items()},
+            "slowest_tcp_connect_s": round(client.slowest_connect, 2),
             "fresh_user_during": fresh_during,
             "fresh_user_after": fresh_after,
             "rss_growth_mb": round((sampler.peak_rss - base_rss) / 2**20, 1),
