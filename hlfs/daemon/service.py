@@ -106,7 +106,7 @@ class HLFSService(MultiService):
         programs = build_programs(self.fs, replies=self.replies) + [
             Program(
                 status.PROGRAM, "hlfs-status",
-                {status.VERSION: status.StatusProgram(self.status_report).procedures},
+                {status.VERSION: status.StatusProgram(self.status_report, reactor).procedures},
                 secure=False,
             )
         ]
