@@ -19,6 +19,16 @@ from hlfs.homes.records import VERSION, FrameError, Hello, Unchunker, decode
 
 log = Logger(namespace="hlfs.probe")
 
+#: The most bytes of answers the daemon reads in one reactor turn: about
+#: two answers (a check's is 100-150 bytes).  The rest waits in the pipe
+#: for the next turn, after the calls that came meanwhile.  Each answer
+#: taken costs the reactor about 0.1 ms (its callers' replies, the next
+#: job's write, and the calls those replies bring); a turn that took all N
+#: answers waiting took a millisecond or more, and every call that came
+#: meanwhile, a cached user's too, waited for it (cached users' p99 in a
+#: storm: 6-9 ms; BENCHMARKS.md).
+ANSWER_BYTES_PER_TURN = 256
+
 
 class CheckProcess:
     """
@@ -157,9 +167,12 @@ class _Writer:
 class AnswerPipe:
     """
     The read end of the pipe every check process writes its answers to,
-    read straight from the reactor.  The daemon keeps a write end open
-    (each new process gets a copy of it), so it never ends.
+    read straight from the reactor, L{ANSWER_BYTES_PER_TURN} at a time
+    (C{read_size}).  The daemon keeps a write end open (each new process
+    gets a copy of it), so it never ends.
     """
+
+    read_size = ANSWER_BYTES_PER_TURN
 
     def __init__(self, owner):
         self.owner = owner
@@ -175,7 +188,7 @@ class AnswerPipe:
 
     def doRead(self):
         try:
-            data = os.read(self.read, 1 << 16)
+            data = os.read(self.read, self.read_size)
         except BlockingIOError:
             return None
         processes = self.owner.numbered

@@ -137,10 +137,6 @@ class CheckEngine:
         if self.flights.find(key) is not None:
             raise ValueError(f"a job for {key!r} is already in flight")
         idle = self._idle
-        if not idle:
-            # Answers already written free their processes now, not at the
-            # reactor's next turn.
-            self.processes.drain()
         home_busy = home is not None and home in self._homes
         if not idle or home_busy:
             if not idle and self.exhausted():

@@ -7,10 +7,11 @@ forked again.  What runs in them, and when, is the engine's
 
 Each check process reads its jobs from a pipe of its own, and writes its
 answers to the pipe all of them share, in chunks a pipe keeps whole,
-tagged with the number the daemon gave it (L{hlfs.homes.records.chunks}):
-in a storm, one read takes every answer waiting, and L{drain} takes them
-between two calls, so that a process does not wait for the reactor's
-next turn for its next job.  The forker reports each process that ends.
+tagged with the number the daemon gave it (L{hlfs.homes.records.chunks}).
+The daemon takes a few answers a turn (L{AnswerPipe}), and only when the
+reactor turns to that pipe, never in the middle of a call: the calls that
+come meanwhile, cached users' among them, are answered in between.  The
+forker reports each process that ends.
 
 Each side's first record is a L{Hello}: a forker or a check process of
 another protocol version (hlfs upgraded under a running daemon) is
@@ -161,14 +162,6 @@ class CheckProcesses:
             self.reactor.removeReader(self._answers)
             self._answers.close()
             self._answers = None
-
-    def drain(self):
-        """
-        Take the answers already written, now, rather than at the
-        reactor's next turn.
-        """
-        if self._answers is not None:
-            self._answers.doRead()
 
     def _start_forker(self):
         self._restart_call = None

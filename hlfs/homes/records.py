@@ -7,7 +7,7 @@ A frame is a 4-byte big-endian length and a C{marshal}ed dict: the
 record's C{kind} and its fields by name.  The check processes write their
 frames to one pipe they share, cut in chunks a pipe keeps whole, each
 tagged with the writer's number (L{chunks}, L{Unchunker}): the daemon
-reads every answer waiting with one read.  L{decode} gives back the
+reads the answers of several processes with one read.  L{decode} gives back the
 record's class, checking that the fields are exactly the declared ones,
 each of a declared type, so that a process of another version, or a
 confused one, is told apart from a slow one.  Each side's first record

@@ -10,6 +10,7 @@ whole daemon is in test_checks_daemon.py.
 
 import errno
 import os
+import select
 import shutil
 import signal
 
@@ -17,6 +18,7 @@ import pytest
 from twisted.internet import task
 
 from hlfs.homes import records
+from hlfs.homes.checkprocess import ANSWER_BYTES_PER_TURN
 from hlfs.homes.credentials import Credentials
 from hlfs.homes.engine import CheckEngine
 from hlfs.homes.records import CheckHome, FrameError, LockFile
@@ -63,12 +65,17 @@ class Jobs:
         """
         Submit C{job} for C{key}; return its flight, or None if refused.
         """
+        return self.rt.call(self.submit_here, key, job, home)
+
+    def submit_here(self, key, job, home=None):
+        """
+        L{submit}, called in the reactor thread.
+        """
         def finish(flight, answer):
             self.answers[key] = answer
             return answer
 
-        return self.rt.call(self.engine.submit, key, getattr(job, "spool", b"/"), job, finish,
-                            home)
+        return self.engine.submit(key, getattr(job, "spool", b"/"), job, finish, home)
 
     def answer(self, key, timeout=20):
         wait_for(lambda: key in self.answers, timeout=timeout)
@@ -227,6 +234,73 @@ def test_checks_run_as_each_user_in_processes(rt, homes, jobs):
     done = j.answer("missing")
     assert (done.ok, done.errno) == (False, errno.ENOENT)
     assert done.path == homes.spool("missing")[: -len(b"/.mailspool")]
+
+
+def answers_written(pipe, count, timeout=10):
+    """
+    Wait, blocking the reactor thread, until C{count} whole answers are
+    in the answer pipe; read them out of it and return their bytes.
+    """
+    unchunker, frames, got, data = records.Unchunker(), {}, 0, b""
+    while got < count:
+        if not select.select([pipe.read], [], [], timeout)[0]:
+            raise TimeoutError(f"{got} of {count} answers written")
+        more = os.read(pipe.read, 1 << 16)
+        data += more
+        for number, piece in unchunker.feed(more):
+            done, frames[number] = records.decode(frames.get(number, b"") + piece)
+            got += len(done)
+    assert unchunker.buffer == b"" and not any(frames.values())
+    return data
+
+
+def test_a_job_submitted_takes_no_answer_waiting(rt, homes, jobs):
+    """
+    Submitting a job takes none of the answers waiting in the pipe: they
+    are taken when the reactor turns to the pipe.  A call that submits a
+    job does not answer other callers, nor write their next jobs, in its
+    own turn, while the calls behind it wait.
+    """
+    j = jobs(size=1)
+    first, second = homes.add("first"), homes.add("second")
+    pipe = j.engine.processes._answers
+
+    def submit_with_an_answer_waiting():
+        j.submit_here("first", check_job(User(b"first", first), homes.spool("first")))
+        if not select.select([pipe.read], [], [], 10)[0]:
+            raise TimeoutError("no answer written")
+        flight = j.submit_here("second", check_job(User(b"second", second),
+                                                   homes.spool("second")))
+        return flight.state, sorted(j.answers)
+
+    assert rt.call(submit_with_an_answer_waiting) == ("queued", [])
+    assert j.answer("first").ok and j.answer("second").ok
+
+
+def test_a_turn_takes_a_few_answers_and_leaves_the_rest(rt, homes, jobs):
+    """
+    One turn of the reactor on the answer pipe takes a few answers
+    (L{ANSWER_BYTES_PER_TURN} bytes), not every one waiting: the calls
+    that came meanwhile are answered before the rest, which the next turns
+    take.
+    """
+    j = jobs(size=4)
+    names = [f"user{n}" for n in range(4)]
+    uids = [homes.add(name) for name in names]
+    pipe = j.engine.processes._answers
+
+    def one_turn_with_four_answers_waiting():
+        for name, uid in zip(names, uids):
+            j.submit_here(name, check_job(User(name.encode(), uid), homes.spool(name)))
+        waiting = answers_written(pipe, len(names))
+        assert len(waiting) > ANSWER_BYTES_PER_TURN
+        os.write(pipe.write, waiting)  # back in the pipe, for the reactor
+        pipe.doRead()
+        return len(j.answers)
+
+    assert 1 <= rt.call(one_turn_with_four_answers_waiting) < len(names)
+    for name in names:
+        assert j.answer(name).ok
 
 
 @root_only
