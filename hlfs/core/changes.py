@@ -16,7 +16,8 @@ Linux VFS and the servers built on it do:
   - C{.} and C{..} are the directory itself (ISDIR, NOTEMPTY, INVAL);
   - then the change is refused (ROFS; NOTDIR for RMDIR of what is no
     directory), unless it is root's lock: made, removed, or hidden by the
-    client's silly rename (L{hlfs.core.hidden}).
+    client's silly rename (L{hlfs.core.hidden}), or root's CREATE of a
+    user's mailbox in its view of real mailboxes (L{hlfs.core.mailfiles}).
 
 Which names are there is what LOOKUP says for the same caller: the link,
 and for the callers of Table 2 the users' names and the locks present.
@@ -26,10 +27,15 @@ docs/conformance.md compares every answer with a real server's.
 from hlfs.core import handles, hidden, locks
 from hlfs.core.nodes import (
     EXIST, GUARDED, INVAL, ISDIR, MAX_NAME, NAMETOOLONG, NOENT, NOTDIR, NOTEMPTY, ROFS, NFSError, after,
+    unless,
 )
 
 #: The names of the directory itself.
 DOTS = (b".", b"..")
+
+
+def _read_only():
+    raise NFSError(ROFS)
 
 
 class DirectoryChanges:
@@ -108,6 +114,10 @@ class DirectoryChanges:
         owner = self._lock_name(name, caller)
         if owner is not None:
             return self._lock_create(owner, caller, privileged, mode, how, size)
+        if handles.sees_root_files(caller) and name != self.config.linkname:
+            # A user's real mailbox (L{hlfs.core.mailfiles}): made as its
+            # user; nobody's name is not there, and is not made.
+            return unless(lambda: self._file_create(name, mode, how, size), NOENT, _read_only)
         return self._refused(dirfh, name, caller, EXIST, ROFS)
 
     def make(self, dirfh, name, caller):

@@ -93,6 +93,16 @@ REASONS = (
         lambda c: c.procedure == "ACCESS" and c.hlfs.startswith("OK") and c.reference.startswith("OK"),
     ),
     Reason(
+        "mailbox owner and mode",
+        "Root's view of a user's real mailbox changes its size, but its owner, group or mode only "
+        "to what they already are (a delivery agent's `fchown` to the recipient): hlfs writes the "
+        "file as its user, and root gets nothing there the user could not do, nor a way to give "
+        "the user's mailbox away or open it to others (PERM, as for a caller who does not own the "
+        "file).",
+        lambda c: c.caller == "root" and c.entry == "NAME" and c.procedure == "SETATTR mode"
+        and c.hlfs == "PERM" and c.reference == "OK",
+    ),
+    Reason(
         "lock contents",
         "hlfs serves no file's contents: a lock file is made and removed, never read (ACCES) or "
         "written through hlfs.",
