@@ -27,15 +27,10 @@ docs/conformance.md compares every answer with a real server's.
 from hlfs.core import handles, hidden, locks
 from hlfs.core.nodes import (
     EXIST, GUARDED, INVAL, ISDIR, MAX_NAME, NAMETOOLONG, NOENT, NOTDIR, NOTEMPTY, ROFS, NFSError, after,
-    unless,
 )
 
 #: The names of the directory itself.
 DOTS = (b".", b"..")
-
-
-def _read_only():
-    raise NFSError(ROFS)
 
 
 class DirectoryChanges:
@@ -111,13 +106,14 @@ class DirectoryChanges:
         self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(ISDIR)
+        if handles.sees_root_files(caller) and name != self.config.linkname:
+            # A user's real mailbox or lock, made as its user
+            # (L{hlfs.core.mailfiles}), or else a scratch file
+            # (L{hlfs.core.scratch}).
+            return self._root_create(name, caller, privileged, mode, how, size)
         owner = self._lock_name(name, caller)
         if owner is not None:
             return self._lock_create(owner, caller, privileged, mode, how, size)
-        if handles.sees_root_files(caller) and name != self.config.linkname:
-            # A user's real mailbox (L{hlfs.core.mailfiles}): made as its
-            # user; nobody's name is not there, and is not made.
-            return unless(lambda: self._file_create(name, mode, how, size), NOENT, _read_only)
         return self._refused(dirfh, name, caller, EXIST, ROFS)
 
     def make(self, dirfh, name, caller):
@@ -131,9 +127,10 @@ class DirectoryChanges:
 
     def link(self, fh, dirfh, name, caller, privileged):
         """
-        LINK C{fh} as C{name}: never.  Only a caller who may write the
-        directory (root, for its locks) learns that a name is there
-        (EXIST), as a server checks the directory's permission first.
+        LINK C{fh} as C{name}: never, but for root's scratch files
+        (L{hlfs.core.scratch}): the file's L{Attr}.  Only a caller who may
+        write the directory (root, for its locks) learns that a name is
+        there (EXIST), as a server checks the directory's permission first.
         """
         self.attr_for_update(fh, caller)
         self._directory(dirfh, name, caller)
@@ -141,6 +138,9 @@ class DirectoryChanges:
             raise NFSError(ROFS)
         if name in DOTS:
             raise NFSError(EXIST)
+        handle = self.decode(fh, caller)
+        if handle.kind == handles.SCRATCH:
+            return self._scratch_link(self._scratch_of(handle), name, caller, privileged)
         return self._refused(dirfh, name, caller, EXIST, ROFS)
 
     def remove(self, dirfh, name, caller, privileged, client=b""):
@@ -155,6 +155,8 @@ class DirectoryChanges:
         self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(ISDIR)
+        if handles.sees_root_files(caller) and self._root_remove(name) is not None:
+            return ()
         owner = self._lock_name(name, caller)
         if owner is not None:
             return self._lock_remove(owner, caller, privileged)

@@ -51,6 +51,14 @@ class NodeContents:
         attr = self.attr_for_update(fh, caller)
         return self.decode(fh, caller).kind, attr
 
+    def _scratch_handle(self, fh, caller):
+        """
+        The L{hlfs.core.scratch.ScratchFile} of C{fh}, or L{None} for any
+        other handle (STALE for one C{caller} may not hold).
+        """
+        handle = self.decode(fh, caller)
+        return self._scratch_of(handle) if handle.kind == handles.SCRATCH else None
+
     @staticmethod
     def _not_a_file(kind):
         if kind == handles.ROOT:
@@ -60,11 +68,15 @@ class NodeContents:
 
     def read(self, fh, caller, privileged, offset=0, count=0):
         """
-        READ: C{(Attr, data, eof)} of a mailbox file; never anything else.
+        READ: C{(Attr, data, eof)} of a mailbox or scratch file; never
+        anything else.
         """
         name = self._file_handle(fh, caller)
         if name is not None:
             return self._file_read(name, offset, count)
+        scratch = self._scratch_handle(fh, caller)
+        if scratch is not None:
+            return self._scratch_read(scratch, offset, count)
         kind, _ = self._node(fh, caller)
         self._not_a_file(kind)
         raise NFSError(ACCES)
@@ -76,6 +88,9 @@ class NodeContents:
         name = self._file_handle(fh, caller)
         if name is not None:
             return self._file_write(name, offset, count, data)
+        scratch = self._scratch_handle(fh, caller)
+        if scratch is not None:
+            return self._scratch_write(scratch, offset, count, data)
         kind, _ = self._node(fh, caller)
         self._not_a_file(kind)
         raise NFSError(ROFS)
@@ -88,6 +103,9 @@ class NodeContents:
         name = self._file_handle(fh, caller)
         if name is not None:
             return self._file_sync(name)
+        scratch = self._scratch_handle(fh, caller)
+        if scratch is not None:
+            return self._scratch_attr(scratch)
         kind, attr = self._node(fh, caller)
         self._not_a_file(kind)
         return attr
@@ -101,6 +119,9 @@ class NodeContents:
         name = self._file_handle(fh, caller)
         if name is not None:
             return self._file_setattr(name, changes or FileChanges())
+        scratch = self._scratch_handle(fh, caller)
+        if scratch is not None:
+            return self._scratch_setattr(scratch, changes or FileChanges())
         self._node(fh, caller)
         raise NFSError(ROFS)
 
@@ -116,7 +137,7 @@ class NodeContents:
                 granted |= _WRITE_DIRECTORY
         elif kind == handles.LOCK:
             granted = 0
-        elif kind == handles.FILE:
+        elif kind in (handles.FILE, handles.SCRATCH):
             # Root: what the file's owner may do, hlfs does for it.
             granted = ACCESS_READ | ACCESS_MODIFY | ACCESS_EXTEND
         else:

@@ -13,7 +13,8 @@ caller's gid was HLFS_GID): the Linux client caches a symlink's body per
 inode, so each caller must see an inode of its own.  A mailbox link names
 the user whose mailbox it points at, a lock file the user whose mailbox
 it locks (L{hlfs.core.locks}), a mailbox file the user whose real
-mailbox root sees (L{hlfs.core.mailfiles}).  Handles hold no time or
+mailbox root sees (L{hlfs.core.mailfiles}), a scratch file its number
+(L{hlfs.core.scratch}).  Handles hold no time or
 counter, so a restarted server with the same configuration accepts the
 old ones.
 
@@ -48,6 +49,7 @@ LINK = 2
 MAILBOX = 3
 LOCK = 4
 FILE = 5
+SCRATCH = 6
 #: The kind bit of a handle whose user's name is a digest (L{LongNames}).
 LONG = 0x80
 
@@ -110,7 +112,7 @@ def may_use(handle, caller):
         return handle.uid == caller.uid and handle.flags == caller.flags
     if kind == ROOT:
         return True
-    if kind == FILE:
+    if kind in (FILE, SCRATCH):
         return sees_root_files(caller)
     return sees_table2(caller)
 
@@ -243,13 +245,13 @@ class HandleCodec:
             return Handle(LINK, uid, flags)
         if kind == ROOT:
             return Handle(ROOT) if fh == self.root else None
-        if kind & LONG and kind & ~LONG in (MAILBOX, LOCK, FILE):
+        if kind & LONG and kind & ~LONG in (MAILBOX, LOCK, FILE, SCRATCH):
             key = fh[_HEAD.size : _HEAD.size + DIGEST]
             name = self.long_names.find(key)
             if name is None or fh[_HEAD.size + DIGEST :].strip(b"\0"):
                 return None
             return Handle(kind & ~LONG, name=name)
-        if kind in (MAILBOX, LOCK, FILE):
+        if kind in (MAILBOX, LOCK, FILE, SCRATCH):
             n = fh[_HEAD.size]
             name = fh[_HEAD.size + 1 : _HEAD.size + 1 + n]
             if not 0 < n <= MAX_NAME or fh[_HEAD.size + 1 + n :].strip(b"\0"):

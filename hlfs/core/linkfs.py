@@ -29,6 +29,8 @@ from hlfs.core.hidden import HiddenNames
 from hlfs.core.lockfs import LockFiles
 from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, ROOT_FILES, HandleCodec
 from hlfs.core.mailfiles import MailboxFiles
+from hlfs.core.resolver import ChangeClock
+from hlfs.core.scratch import ScratchFiles, ScratchNodes
 from hlfs.core.resolver import Resolution
 
 from hlfs.core.nodes import (  # noqa: F401  (the core's names, as they always were)
@@ -43,7 +45,7 @@ _DOT = Resolution(b".", 0)
 _NOTHING = Resolution(b"", 0)
 
 
-class HomeLinkFS(LockFiles, MailboxFiles, DirectoryChanges, NodeContents):
+class HomeLinkFS(LockFiles, MailboxFiles, ScratchNodes, DirectoryChanges, NodeContents):
     """
     The Home-Link filesystem for one configuration.
 
@@ -63,6 +65,8 @@ class HomeLinkFS(LockFiles, MailboxFiles, DirectoryChanges, NodeContents):
         self.files = files
         self._locks_seen = {}
         self._files_seen = {}
+        if files is not None:
+            self.scratch = ScratchFiles(resolver.clock, ChangeClock(resolver.clock).now)
         self.hidden = HiddenNames()
         self.handles = HandleCodec(config.export_path, config.linkname)
         self.root_handle = self.handles.root
@@ -167,6 +171,8 @@ class HomeLinkFS(LockFiles, MailboxFiles, DirectoryChanges, NodeContents):
             return self._lock_getattr(handle.name)
         if handle.kind == handles.FILE:
             return self._file_attr(handle.name, STALE)
+        if handle.kind == handles.SCRATCH:
+            return self._scratch_attr(self._scratch_of(handle))
         return _then(self._mailbox(handle.name), lambda r: self._mailbox_attr(handle.name, r))
 
     def lookup(self, dirfh, name, caller):
@@ -188,11 +194,11 @@ class HomeLinkFS(LockFiles, MailboxFiles, DirectoryChanges, NodeContents):
             )
         if not handles.sees_table2(caller):
             raise NFSError(NOENT)
+        if handles.sees_root_files(caller):
+            return self._root_lookup(name)
         owner = locks.lock_owner(name)
         if owner is not None and self.locks is not None:
             return self._lock_lookup(owner)
-        if handles.sees_root_files(caller):
-            return self._file_lookup(name)
         if not handles.nameable(name):
             raise NFSError(NOENT)
         return _then_found(
@@ -215,7 +221,7 @@ class HomeLinkFS(LockFiles, MailboxFiles, DirectoryChanges, NodeContents):
                 self._resolve_link(caller),
                 lambda r: (r.target, self._link_attr(caller.uid, caller.flags, r)),
             )
-        if handle.kind in (handles.LOCK, handles.FILE):
+        if handle.kind in (handles.LOCK, handles.FILE, handles.SCRATCH):
             raise NFSError(INVAL)
         return _then(
             self._mailbox(handle.name),
@@ -261,4 +267,6 @@ class HomeLinkFS(LockFiles, MailboxFiles, DirectoryChanges, NodeContents):
         if handle.kind == handles.FILE:
             # Not known without asking the home: L{None}, no attributes.
             return self._files_seen.get(handle.name)
+        if handle.kind == handles.SCRATCH:
+            return self._scratch_attr(self._scratch_of(handle))
         return self._mailbox_attr(handle.name, self._mailbox(handle.name, wait=False))

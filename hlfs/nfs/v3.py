@@ -275,7 +275,7 @@ class NFSv3:
         caller = caller_of(self.fs, call)
         return answer(
             lambda: self.fs.link(fh, dirfh, filename, caller, call.privileged),
-            None,
+            lambda attr: _OK + self.enc.post_op(attr) + self.enc.wcc(self.fs.root_attr),
             lambda code: status(code) + self._post_op_of(fh, caller) + self._wcc_of(dirfh, caller),
         )
 

@@ -218,7 +218,6 @@ def delivered_once(world, agent, name):
     return path.read_bytes().count(f"Subject: {subject(agent, name)}\n".encode()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=PHASE_2)
 def test_postfix_with_setuid_procmail(agents_run):
     """
     Debian's Postfix with procmail setuid root as its C{mailbox_command}
@@ -230,7 +229,6 @@ def test_postfix_with_setuid_procmail(agents_run):
         assert delivered_once(world, "postfix-procmail", name), record
 
 
-@pytest.mark.xfail(strict=True, reason=PHASE_2)
 @pytest.mark.parametrize("agent", ROOT_AGENTS[1:])
 def test_agent_as_root(agents_run, agent):
     """

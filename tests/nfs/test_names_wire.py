@@ -52,7 +52,8 @@ def test_v3_existing_names_answer_exist(server, transport):
     view holds each user's real mailbox, a mailbox that is there
     (OpenSMTPD's root opens C{/var/mail/NAME} with C{O_CREAT|O_EXCL} and
     delivers on EEXIST only), but UNCHECKED opens it, as RFC 1813 says.
-    A name that is not there stays ROFS.
+    A name that is not there stays ROFS (for root, a scratch file is
+    made: L{hlfs.core.scratch}).
     """
     nfs = V3(server, transport)
     with alice_mailbox(server):
@@ -61,7 +62,7 @@ def test_v3_existing_names_answer_exist(server, transport):
                 want = OK if (credential, name, how) == (ROOT, b"alice", UNCHECKED) else EXIST
                 assert nfs.create(name, how=how, credential=credential)[0] == want, (credential, name, how)
     assert nfs.create(b"alice", credential=ALICE)[0] == ROFS
-    assert nfs.create(b"nobody-here")[0] == ROFS
+    assert nfs.create(b"nobody-here", credential=FINGER)[0] == ROFS
 
 
 def test_v2_existing_names_answer_exist(server):

@@ -255,6 +255,8 @@ class Cell(NamedTuple):
 
 NO_HANDLE = "(no handle)"
 
+_REMOVE = next(procedure for procedure in nfscalls.V3 if procedure.label == "REMOVE")
+
 
 class Matrix:
     """
@@ -274,6 +276,11 @@ class Matrix:
     def _prepare(self, caller, entry):
         set_lock(self.hlfs_lock, entry.held)
         reset_mailbox(self.hlfs_lock.with_name(NAME.decode()), ALICE_UID)
+        # Root's scratch files live in hlfs's memory: a name an earlier
+        # call made is removed, as the reference's directory is restored.
+        if caller.view == "root" and entry.name not in (b".", b"..", b"home", NAME, LOCK):
+            self.hlfs.call(_REMOVE, Target(self.hlfs.roots["root"], entry.name, None, None, b""),
+                           caller.credential)
         self.dirs.restore(caller.view, entry.held)
 
     def _ask(self, side, procedures, caller, entry, procedure):

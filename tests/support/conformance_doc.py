@@ -75,8 +75,10 @@ REASONS = (
         "EXCLUSIVE (verifier) creates of a lock that is not there answer NOTSUPP: the Linux client "
         "asks again GUARDED, which makes the lock. Verifier semantics would need the verifier "
         "kept in the lock's times and a SETATTR from the client afterwards, which hlfs refuses. "
-        "A lock that is there answers EXIST, as on the real server.",
-        lambda c: c.procedure == "CREATE/E" and c.entry == "NAME.lock free" and c.hlfs == "NOTSUPP",
+        "A lock that is there answers EXIST, as on the real server. Root's other files (a "
+        "mailbox not there yet, a scratch file of an NFS-safe locker) are made likewise.",
+        lambda c: c.procedure == "CREATE/E" and c.hlfs == "NOTSUPP" and c.reference == "OK REG"
+        and (c.entry == "NAME.lock free" or c.caller == "root"),
     ),
     Reason(
         "no such user",
