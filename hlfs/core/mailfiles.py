@@ -46,7 +46,7 @@ from zope.interface import Interface
 from hlfs.core import handles
 from hlfs.core.nodes import (
     EXCLUSIVE, EXIST, INVAL, NOENT, NOTSUPP, PERM, REG, STALE, UNCHECKED, Attr, NFSError,
-    locking, then_found,
+    after, locking, then_found,
 )
 
 #: The most bytes a READ or WRITE moves: NFSv3's FSINFO rtmax and wtmax,
@@ -168,12 +168,6 @@ class MailboxFiles:
             lambda r: locking(operation, name, r.target, *args),
         )
 
-    @staticmethod
-    def _then_file(result, f):
-        if result is None or isinstance(result, tuple):
-            return f(result)
-        return result.addCallback(f)
-
     def _file_attr(self, name, missing):
         """
         The L{Attr} of C{name}'s mailbox, now or later; the NFS status
@@ -186,13 +180,13 @@ class MailboxFiles:
                 raise NFSError(missing)
             return attr
 
-        return self._then_file(self._on_file(name, self.files.stat), found)
+        return after(self._on_file(name, self.files.stat), found)
 
     def _file_lookup(self, name):
         fh = self.handles.file(name)
         if fh is None:
             raise NFSError(NOENT)
-        return self._then_file(self._file_attr(name, NOENT), lambda attr: (fh, attr))
+        return after(self._file_attr(name, NOENT), lambda attr: (fh, attr))
 
     def _file_create(self, name, mode, how, size):
         """
@@ -208,14 +202,14 @@ class MailboxFiles:
                 if how != UNCHECKED:
                     raise NFSError(EXIST)
                 if size is not None and size != attr.size:
-                    return self._then_file(self._file_truncate(name, attr, size), lambda a: (fh, a))
+                    return after(self._file_truncate(name, attr, size), lambda a: (fh, a))
                 return fh, attr
             if how == EXCLUSIVE:
                 raise NFSError(NOTSUPP)
             made = self._on_file(name, self.files.create, 0o600 if mode is None else mode & 0o7777)
-            return self._then_file(made, lambda st: (fh, self._file_seen(name, st)))
+            return after(made, lambda st: (fh, self._file_seen(name, st)))
 
-        return self._then_file(self._on_file(name, self.files.stat), there)
+        return after(self._on_file(name, self.files.stat), there)
 
     def _file_handle(self, fh, caller):
         """
@@ -238,7 +232,7 @@ class MailboxFiles:
             attr = self._file_seen(name, st)
             return attr, data, offset + len(data) >= attr.size
 
-        return self._then_file(self._on_file(name, self.files.read, offset, count), done)
+        return after(self._on_file(name, self.files.read, offset, count), done)
 
     def _file_write(self, name, offset, count, data):
         """
@@ -250,7 +244,7 @@ class MailboxFiles:
             raise NFSError(FBIG)
         if not data:
             return self._file_attr(name, STALE)
-        return self._then_file(
+        return after(
             self._on_file(name, self.files.write, offset, data),
             lambda st: self._file_seen(name, st),
         )
@@ -258,12 +252,12 @@ class MailboxFiles:
     def _file_truncate(self, name, attr, size):
         if size > MAX_FILE_SIZE:
             raise NFSError(FBIG)
-        return self._then_file(
+        return after(
             self._on_file(name, self.files.truncate, size), lambda st: self._file_seen(name, st)
         )
 
     def _file_sync(self, name):
-        return self._then_file(
+        return after(
             self._on_file(name, self.files.sync), lambda st: self._file_seen(name, st)
         )
 
@@ -284,5 +278,5 @@ class MailboxFiles:
                 return attr
             return self._file_truncate(name, attr, changes.size)
 
-        return self._then_file(self._file_attr(name, STALE), check)
+        return after(self._file_attr(name, STALE), check)
 

@@ -13,14 +13,15 @@ it is safe, is L{hlfs.homes.mailboxio}.
   - Past the deadline the caller is told to come back (NFSv3 JUKEBOX):
     the job may still finish; a write done then is done again, at the
     same offset, when the client sends it again.
-  - The write data waiting for a process is bounded
-    (L{MailboxFiles.max_pending}): past it a write is told at once to
-    come back, and nothing more is held.
+  - The write data waiting for a process is bounded, for each user's
+    mailbox and in all (L{MailboxFiles.max_pending_per_user},
+    L{MailboxFiles.max_pending}): past it a write is told at once to come
+    back, and nothing more is held.  Its caller answered, a job still
+    waiting for a process is dropped at the same deadline, and one
+    running (at most one per process) holds its data until it ends.
 """
 
 import errno as errnos
-import itertools
-import os
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -28,115 +29,98 @@ from zope.interface import implementer
 from hlfs.core.locks import TRYLATER, LockFailed
 from hlfs.core.mailfiles import MAX_GAP, FileStat, IMailboxFiles
 from hlfs.homes.records import MailboxFile
+from hlfs.homes.userjobs import UserJobs
 
 log = Logger(namespace="hlfs.mailboxes")
 
 
 @implementer(IMailboxFiles)
-class MailboxFiles:
+class MailboxFiles(UserJobs):
     """
     Users' real mailboxes, for root's view (L{hlfs.core.mailfiles}).
 
-    @ivar resolver: the L{hlfs.homes.resolver.HomeResolver} whose users,
-        credentials, engine and deadline are used.
-    @ivar max_pending: the most bytes of write data held for jobs not
-        answered yet.
-    @ivar pending: those bytes now.
-    @ivar counts: jobs answered, by operation; C{"late"}: jobs whose
-        caller was told to come back; C{"busy"}: writes refused at once
-        for L{max_pending}.
+    @ivar max_pending: the most bytes of write data held for jobs whose
+        callers were not answered yet.
+    @ivar max_pending_per_user: the same for the writes to one user's
+        mailbox: a hung home holds no more, and never another user's
+        writes.
+    @ivar pending: those bytes now; C{pending_by_user}, by user's name.
+    @ivar counts: jobs done, by operation; C{"busy"}: writes refused at
+        once for L{max_pending}.
     @ivar written: bytes written.
     """
 
-    def __init__(self, resolver, max_pending=1 << 20):
-        self.resolver = resolver
+    kind = "mailbox"
+
+    def __init__(self, resolver, max_pending=1 << 22, max_pending_per_user=1 << 18):
+        UserJobs.__init__(self, resolver, log)
         self.max_pending = max_pending
+        self.max_pending_per_user = max_pending_per_user
         self.pending = 0
+        self.pending_by_user = {}
         self.written = 0
-        self.counts = dict.fromkeys(
-            ("stat", "create", "read", "write", "truncate", "sync", "late", "busy"), 0)
-        self._keys = itertools.count()
+        self.counts = dict.fromkeys(_VALUES, 0)
+        self.counts["busy"] = 0
 
     def stat(self, name, path):
-        return self._run(name, "stat", path, lambda done: None if done.stat is None else _stat(done))
+        return self._run(name, "stat", path)
 
     def create(self, name, path, mode):
-        return self._run(name, "create", path, _stat, mode=mode)
+        return self._run(name, "create", path, mode=mode)
 
     def read(self, name, path, offset, count):
-        return self._run(name, "read", path, lambda done: (_stat(done), done.data),
-                         offset=offset, count=count)
+        return self._run(name, "read", path, offset=offset, count=count)
 
     def write(self, name, path, offset, data):
-        if self.pending + len(data) > self.max_pending:
+        held = len(data)
+        mine = self.pending_by_user.get(name, 0)
+        if mine + held > self.max_pending_per_user or self.pending + held > self.max_pending:
             self.counts["busy"] += 1
             raise LockFailed(errnos.EAGAIN, TRYLATER)
-        return self._run(name, "write", path, _stat, offset=offset, data=data)
-
-    def truncate(self, name, path, size):
-        return self._run(name, "truncate", path, _stat, size=size)
-
-    def sync(self, name, path):
-        return self._run(name, "sync", path, _stat)
-
-    def _run(self, name, op, path, value, offset=0, count=0, mode=0, size=0, data=b""):
-        resolver = self.resolver
-        user = resolver.user_named(name)
-        if user is None:
-            raise LockFailed(errnos.ENOENT)
-        home = user.home.rstrip(b"/") or b"/"
-        identity = resolver.credentials.plan(user, home)
-        job = MailboxFile(**identity._asdict(), op=op, path=path, alt_dir=resolver.rules.alt_dir,
-                          offset=offset, count=count, mode=mode, size=size, data=data, gap=MAX_GAP)
-
-        def finished(flight, done):
-            return self._finished(flight, done, value)
-
-        engine = resolver.engine
-        flight = engine.submit(("mailbox", name, next(self._keys)), path, job, finished,
-                               home=user.uid)
-        if flight is None:
-            raise LockFailed(errnos.EAGAIN, TRYLATER)
-        held = len(data)
+        d = self._run(name, "write", path, offset=offset, data=data)
         self.pending += held
-        d = engine.wait(flight, resolver.deadline, self._too_late)
+        self.pending_by_user[name] = mine + held
 
         def answered(result):
             self.pending -= held
-            return _answer(result)
+            left = self.pending_by_user[name] - held
+            if left:
+                self.pending_by_user[name] = left
+            else:
+                del self.pending_by_user[name]
+            return result
 
-        return d.addCallback(answered)
+        return d.addBoth(answered)
 
-    def _too_late(self, flight):
-        flight.late = True
-        self.counts["late"] += 1
-        log.warn(
-            "mailbox {path} ({op}) not done within {deadline} s; the caller is told to try again",
-            path=os.fsdecode(flight.path), op=flight.job.op, deadline=self.resolver.deadline,
-        )
-        return False, None
+    def truncate(self, name, path, size):
+        return self._run(name, "truncate", path, size=size)
 
-    def _finished(self, flight, done, value):
+    def sync(self, name, path):
+        return self._run(name, "sync", path)
+
+    def _run(self, name, op, path, offset=0, count=0, mode=0, size=0, data=b""):
+        return self._submit(name, path, lambda identity: MailboxFile(
+            **identity, op=op, path=path, alt_dir=self.resolver.rules.alt_dir, offset=offset,
+            count=count, mode=mode, size=size, data=data, gap=MAX_GAP))
+
+    def _succeeded(self, flight, done):
         job = flight.job
-        if done is None:
-            return False, errnos.EIO
-        self.resolver.credentials.finished(job, job.home, done.kept)
-        if not done.ok:
-            return False, done.errno
         self.counts[job.op] += 1
         if job.op == "write":
             self.written += len(job.data)
-        return True, value(done)
+        return _VALUES[job.op](done)
 
 
 def _stat(done):
     return FileStat(*done.stat)
 
 
-def _answer(result):
-    ok, value = result
-    if ok:
-        return value
-    if value is None:
-        raise LockFailed(errnos.EAGAIN, TRYLATER)
-    raise LockFailed(value)
+#: What each operation answers, from its L{MailboxDone}.
+_VALUES = {
+    "stat": lambda done: None if done.stat is None else _stat(done),
+    "create": _stat,
+    "read": lambda done: (_stat(done), done.data),
+    "write": _stat,
+    "truncate": _stat,
+    "sync": _stat,
+}
