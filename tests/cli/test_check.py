@@ -15,6 +15,7 @@ from tests.support.mail import make_dir, needs_root, run_hlfs
 from tests.support.filesystems import tmpfs
 
 from tests.support.proc_mounts import DEFAULT_NFS4_LINE, HLFS_LINE
+from tests.support.server import HLFS_GID
 
 
 @pytest.fixture
@@ -296,7 +297,9 @@ def test_check_agrees_with_the_daemon(make_server):
     text = result.stdout.decode()
     for name, uid, _ in AGREEMENT_USERS:
         if uid == 0:
-            asked = ["--uid", "0", "--name", name]
+            # Root's link by name: with gid HLFS_GID (from a privileged
+            # port, gid 0 would find the real mailbox, a regular file).
+            asked = ["--uid", "0", "--gid", str(HLFS_GID), "--name", name]
         else:
             asked = ["--uid", str(uid)]
         link = run_hlfs("resolve", "--server", f"127.0.0.1:{srv.port}", *asked)
