@@ -14,10 +14,13 @@ seen by root alone, that exists only to be linked:
     one (GUARDED; EXCLUSIVE is NOTSUPP, as for locks, so that the client
     asks again GUARDED); it holds at most L{MAX_DATA} bytes (a pid);
   - LINK of one to C{NAME.lock} makes NAME's real lock, as NAME, with
-    its mode (EXIST while there is one), and to C{NAME} NAME's mailbox;
-    from then on, LOOKUP of that name gives the scratch file's handle
-    and attributes (one inode, two links), for as long as the real lock
-    or mailbox is there;
+    its mode (EXIST while there is one); from then on, LOOKUP of that
+    name gives the scratch file's handle and attributes (one inode, two
+    links: liblockfile's proof that it holds the lock), for as long as
+    the real lock is there;
+  - LINK of one to C{NAME} makes NAME's mailbox, as NAME (procmail's way
+    of making a mailbox that is not there); C{NAME} stays the real
+    mailbox, where what is written goes;
   - REMOVE of its name forgets the name; the file goes with its last
     name.
 
@@ -282,16 +285,17 @@ class ScratchNodes:
             raise NFSError(EXIST)
         mode = scratch.mode & 0o777
         owner = locks.lock_owner(name)
-        if owner is not None and self.locks is not None:
-            made = self._lock_create(owner, caller, privileged, mode, GUARDED, None)
-        else:
+        if owner is None or self.locks is None:
+            # A mailbox: made, and from then on the real one, never the
+            # scratch file (whatever is written goes to the mailbox).
             made = unless(lambda: self._file_create(name, mode, GUARDED, None), NOENT, _no_such_user)
+            return after(made, lambda _: self._scratch_attr(scratch))
 
         def linked(_):
             self.scratch.link(scratch, name)
             return self._scratch_attr(scratch)
 
-        return after(made, linked)
+        return after(self._lock_create(owner, caller, privileged, mode, GUARDED, None), linked)
 
     def _scratch_read(self, scratch, offset, count):
         data = scratch.data[offset:offset + count]

@@ -199,7 +199,8 @@ def test_liblockfile_and_procmail_link_a_scratch_file(world):
     two links) while the lock is there; removing the unique name leaves
     the lock, removing NAME.lock removes the real lock.  Linking another
     one while the lock is there is EXIST.  procmail's unique file linked
-    to a mailbox that is not there makes the mailbox.
+    to a mailbox that is not there makes the mailbox, which stays the
+    real one.
     """
     fs, locks, files, callers, _ = world
     top = fs.root_handle
@@ -221,8 +222,11 @@ def test_liblockfile_and_procmail_link_a_scratch_file(world):
     assert result(fs.remove(top, b"ezk.lock", root, True)) == ()
     assert LOCK not in locks.files
     assert status_of(lambda: fs.getattr(tmp_fh, root)) == linkfs.STALE
-    assert result(fs.link(other, top, b"ezk", root, True)).nlink == 2
+    assert result(fs.link(other, top, b"ezk", root, True)).type == linkfs.REG
     assert MAILBOX in files.files
+    # The mailbox is the real one, never the scratch file.
+    mailbox_fh, attr = result(fs.lookup(top, b"ezk", root))
+    assert mailbox_fh != other and fs.handles.decode(mailbox_fh).kind == handles.FILE
     assert status_of(lambda: fs.link(other, top, b"ghost", root, True)) == linkfs.ROFS
     assert fs.remove(top, b"_AbC.guest", root, True) == ()
     for who in ("finger", "ezk"):
