@@ -250,6 +250,11 @@ def check_mount(mount_point, entry, require_noac=False):
             f"{mount_point} is mounted with client caches on; "
             f"remount with {','.join(missing)} or users may get each other's link"
         ], []
+    if "ro" in entry.options:
+        return [
+            f"{mount_point} is mounted read-only: delivery agents running as root write the "
+            "real mailboxes they find there, and get EROFS; remount it rw (hlfs's own mount is)"
+        ], []
     if mounts.attribute_cache_off(entry.options):
         notes.append(f"{mount_point}: {show(entry.device)} mounted with the lookup and attribute caches off")
     else:

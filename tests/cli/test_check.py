@@ -216,7 +216,7 @@ def test_attribute_cache_on_is_a_note_unless_required(system):
     The daemon's own default mount (lookup cache off, attribute cache on)
     passes; with --require-noac it does not.
     """
-    line = f"127.0.0.1:/mail {system['mount_point']} nfs ro,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs rw,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
     with open(system["mounts"], "w") as f:
         f.write(line)
     result = check(system)
@@ -226,6 +226,21 @@ def test_attribute_cache_on_is_a_note_unless_required(system):
     assert result.returncode == 1
     [warning] = warnings_of(result)
     assert "remount with noac or users" in warning
+
+
+@needs_root
+def test_read_only_mount(system):
+    """
+    hlfs mounted read-only (as am-utils mounted hlfsd) is a warning: root's
+    delivery agents write the real mailboxes they find there.
+    """
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs ro,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    with open(system["mounts"], "w") as f:
+        f.write(line)
+    result = check(system)
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "mounted read-only" in warning and "remount it rw" in warning
 
 
 @needs_root

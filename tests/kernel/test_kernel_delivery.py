@@ -55,7 +55,10 @@ def message(kind, name, n=0):
 def scenario(world, probe, port):
     users = world.users
     deliver = f"{venv_bin('hlfs')} deliver --password-file {world.password_file} -f sender@example.org"
-    lines = [gs.preamble(probe), gs.mount("$P", "/mail", port, 3, gs.daemon_cache_options()), gs.spool_link()]
+    # Read-write, as the daemon's own mount: root delivers into its view
+    # of real mailboxes (root's own, here), through hlfs.
+    lines = [gs.preamble(probe), gs.mount("$P", "/mail", port, 3, gs.daemon_cache_options() + ("rw",)),
+             gs.spool_link()]
     # Scenario 4: one message per recipient, delivered as an MTA does (as
     # root, message on stdin), then read back by the recipient.
     for name in RECIPIENTS:

@@ -80,7 +80,13 @@ def homes_server(kernel_workdir):
         pytest.skip(reason)
     base = kernel_workdir / "nfs"
     world = postfix.make_world(base, [User("dave", DAVE, DAVE, str(base / "home" / "dave"))])
-    server = ganesha.Ganesha(world.homes, kernel_workdir / "nfs-ganesha").start()
+    # hlfs, on the host, reads and writes the homes themselves, behind
+    # ganesha's back (a mail host would reach them through its own NFS
+    # client, coherent by close-to-open): ganesha must not keep their
+    # attributes, or the guest's writers through it would append at a
+    # stale end of a mailbox hlfs has written since.
+    export = ganesha.Export(world.homes, attr_expiration=0)
+    server = ganesha.Ganesha(export, kernel_workdir / "nfs-ganesha").start()
     try:
         yield world, server
     finally:
