@@ -20,7 +20,7 @@ import pytest
 from hlfs.rpc.message import AUTH_NONE, Credential, encode_call
 from hlfs.xdr import pack_opaque
 from tests.nfs.test_lock_wire import (
-    ALICE, EXCLUSIVE, EXIST, FINGER, GUARDED, NOENT, OK, ROOT, STALE, UNCHECKED, V3, fattr3, rpc,
+    ALICE, EXCLUSIVE, EXIST, FINGER, NOENT, OK, ROOT, STALE, UNCHECKED, V3, fattr3, rpc,
     skip_wcc, spool,
 )
 from tests.support.filesystems import fill, frozen_mount, tmpfs
