@@ -86,7 +86,7 @@ def homes_server(kernel_workdir):
     # attributes, or the guest's writers through it would append at a
     # stale end of a mailbox hlfs has written since.
     export = ganesha.Export(world.homes, attr_expiration=0)
-    server = ganesha.Ganesha(export, kernel_workdir / "nfs-ganesha").start()
+    server = ganesha.Ganesha([export], kernel_workdir / "nfs-ganesha").start()
     try:
         yield world, server
     finally:
