@@ -106,8 +106,8 @@ REASONS = (
     ),
     Reason(
         "lock contents",
-        "hlfs serves no file's contents: a lock file is made and removed, never read (ACCES) or "
-        "written through hlfs.",
+        "A lock file is made and removed, never read (ACCES) or written through hlfs; the one "
+        "kind of file whose contents hlfs serves is root's view of a user's real mailbox.",
         lambda c: c.procedure == "READ" and c.entry == "NAME.lock held" and c.hlfs == "ACCES",
     ),
 )
