@@ -14,8 +14,8 @@ C{hlfs check}: find the configuration problems hlfs cannot fix itself.
   - a missing HLFS group (its members see every user's mailbox link);
   - a mount point that is not world readable and searchable (C{getwd()}
     fails under it) and an alternate spool that is not mode 1777;
-  - delivery agents known to fail as root on the mailbox link
-    (L{hlfs.cli.agentcheck}: setuid procmail, sendmail's local mailer);
+  - delivery agents known to fail as root (L{hlfs.cli.agentcheck}:
+    sendmail's mail.local as its local mailer);
   - when hlfs is mounted, client caches left on: with lookup caching
     (and, for a server without per-caller link handles, attribute
     caching), the kernel may hand one user's link to the next user.
@@ -249,6 +249,11 @@ def check_mount(mount_point, entry, require_noac=False):
         return [
             f"{mount_point} is mounted with client caches on; "
             f"remount with {','.join(missing)} or users may get each other's link"
+        ], []
+    if "ro" in entry.options:
+        return [
+            f"{mount_point} is mounted read-only: delivery agents running as root write the "
+            "real mailboxes they find there, and get EROFS; remount it rw (hlfs's own mount is)"
         ], []
     if mounts.attribute_cache_off(entry.options):
         notes.append(f"{mount_point}: {show(entry.device)} mounted with the lookup and attribute caches off")

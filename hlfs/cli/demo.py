@@ -113,7 +113,7 @@ def _show(prog, args, base, server):
         ("uid 9999 (no such user)", "home", ["--uid", "9999"]),
         (f"uid {SYSTEM_UID} (system account)", "home", ["--uid", str(SYSTEM_UID)]),
         ("uid 0 (root)", "home", ["--uid", "0"]),
-        ("uid 0 (root)", "alice", ["--uid", "0", "--name", "alice"]),
+        ("uid 0 (root), gid HLFS_GID", "alice", ["--uid", "0", "--gid", str(HLFS_GID), "--name", "alice"]),
         ("uid 2001, gid HLFS_GID", "home", ["--uid", "2001", "--gid", str(HLFS_GID)]),
         ("uid 2001, gid HLFS_GID", "bob", ["--uid", "2001", "--gid", str(HLFS_GID), "--name", "bob"]),
     ]
@@ -123,7 +123,9 @@ def _show(prog, args, base, server):
             capture_output=True, text=True, timeout=30,
         )
         value = out.stdout.strip() or out.stderr.strip()
-        print(f"  {label:<26} {link} -> {value}")
+        print(f"  {label:<28} {link} -> {value}")
+    print("\n  (root with another gid, from a privileged port as the Linux client calls, finds in\n"
+          "  NAME not a link but NAME's real mailbox, a regular file hlfs reads and writes as NAME)")
     if shutil.which("nfs-ls"):
         print("\nThe same export listed by libnfs's nfs-ls as two uids (owner and length differ):\n")
         for name, uid in USERS[:2]:

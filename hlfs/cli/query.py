@@ -17,6 +17,7 @@ from hlfs.rpc.portmap import getport
 from hlfs.xdr import pack_opaque
 
 NFS3_OK = 0
+NFS3ERR_INVAL = 22
 
 
 class NFSCallError(Exception):
@@ -84,6 +85,10 @@ class HomeLinkClient:
             (yield self.rpc.call(v3.PROGRAM, 3, 5, pack_opaque(fh), cred)), "NFS READLINK"
         )
         status = body.uint()
+        if status == NFS3ERR_INVAL:
+            raise NFSCallError(
+                "not a link: root from a privileged port sees each user's real mailbox as a "
+                "regular file; give --gid HLFS_GID to read Table 2's link")
         if status != NFS3_OK:
             raise NFSCallError(f"NFS READLINK: status {status}")
         if body.bool():

@@ -16,7 +16,8 @@ Linux VFS and the servers built on it do:
   - C{.} and C{..} are the directory itself (ISDIR, NOTEMPTY, INVAL);
   - then the change is refused (ROFS; NOTDIR for RMDIR of what is no
     directory), unless it is root's lock: made, removed, or hidden by the
-    client's silly rename (L{hlfs.core.hidden}).
+    client's silly rename (L{hlfs.core.hidden}), or root's CREATE of a
+    user's mailbox in its view of real mailboxes (L{hlfs.core.mailfiles}).
 
 Which names are there is what LOOKUP says for the same caller: the link,
 and for the callers of Table 2 the users' names and the locks present.
@@ -105,6 +106,11 @@ class DirectoryChanges:
         self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(ISDIR)
+        if handles.sees_root_files(caller) and name != self.config.linkname:
+            # A user's real mailbox or lock, made as its user
+            # (L{hlfs.core.mailfiles}), or else a scratch file
+            # (L{hlfs.core.scratch}).
+            return self._root_create(name, caller, privileged, mode, how, size)
         owner = self._lock_name(name, caller)
         if owner is not None:
             return self._lock_create(owner, caller, privileged, mode, how, size)
@@ -121,9 +127,10 @@ class DirectoryChanges:
 
     def link(self, fh, dirfh, name, caller, privileged):
         """
-        LINK C{fh} as C{name}: never.  Only a caller who may write the
-        directory (root, for its locks) learns that a name is there
-        (EXIST), as a server checks the directory's permission first.
+        LINK C{fh} as C{name}: never, but for root's scratch files
+        (L{hlfs.core.scratch}): the file's L{Attr}.  Only a caller who may
+        write the directory (root, for its locks) learns that a name is
+        there (EXIST), as a server checks the directory's permission first.
         """
         self.attr_for_update(fh, caller)
         self._directory(dirfh, name, caller)
@@ -131,6 +138,9 @@ class DirectoryChanges:
             raise NFSError(ROFS)
         if name in DOTS:
             raise NFSError(EXIST)
+        handle = self.decode(fh, caller)
+        if handle.kind == handles.SCRATCH:
+            return self._scratch_link(self._scratch_of(handle), name, caller, privileged)
         return self._refused(dirfh, name, caller, EXIST, ROFS)
 
     def remove(self, dirfh, name, caller, privileged, client=b""):
@@ -145,6 +155,8 @@ class DirectoryChanges:
         self._directory(dirfh, name, caller)
         if name in DOTS:
             raise NFSError(ISDIR)
+        if handles.sees_root_files(caller) and self._root_remove(name) is not None:
+            return ()
         owner = self._lock_name(name, caller)
         if owner is not None:
             return self._lock_remove(owner, caller, privileged)

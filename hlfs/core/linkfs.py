@@ -9,7 +9,10 @@ whose value depends on the caller:
   - any other caller gets its home's spool directory, or the alternate
     spool when the home is unknown or unusable (Tables 1 and 3);
   - C{NAME.lock}, for the callers of Table 2, is the dotlock next to
-    NAME's mailbox, which root may make and remove (L{hlfs.core.locks}).
+    NAME's mailbox, which root may make and remove (L{hlfs.core.locks});
+  - root from a privileged port (its gid not HLFS_GID) finds in C{NAME}
+    not a link but NAME's real mailbox, a regular file that hlfs reads
+    and writes as NAME (L{hlfs.core.mailfiles}).
 
 What it answers to changes of the directory is L{hlfs.core.changes}, to
 the calls on a node's contents L{hlfs.core.contents}.
@@ -24,7 +27,10 @@ from hlfs.core.changes import DirectoryChanges
 from hlfs.core.contents import NodeContents
 from hlfs.core.hidden import HiddenNames
 from hlfs.core.lockfs import LockFiles
-from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, HandleCodec
+from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, ROOT_FILES, HandleCodec
+from hlfs.core.mailfiles import MailboxFiles
+from hlfs.core.resolver import ChangeClock
+from hlfs.core.scratch import ScratchFiles, ScratchNodes
 from hlfs.core.resolver import Resolution
 
 from hlfs.core.nodes import (  # noqa: F401  (the core's names, as they always were)
@@ -39,7 +45,7 @@ _DOT = Resolution(b".", 0)
 _NOTHING = Resolution(b"", 0)
 
 
-class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
+class HomeLinkFS(LockFiles, MailboxFiles, ScratchNodes, DirectoryChanges, NodeContents):
     """
     The Home-Link filesystem for one configuration.
 
@@ -47,14 +53,20 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
     @ivar start: the server's start time (ns): the directory's times.
     @ivar locks: the L{locks.ISpoolLocks} that makes lock files, or
         L{None}: then there are none.
+    @ivar files: the L{hlfs.core.mailfiles.IMailboxFiles} that serves
+        root's mailbox files, or L{None}: then root sees Table 2's links.
     """
 
-    def __init__(self, config, resolver, start, locks=None):
+    def __init__(self, config, resolver, start, locks=None, files=None):
         self.config = config
         self.resolver = resolver
         self.start = start
         self.locks = locks
+        self.files = files
         self._locks_seen = {}
+        self._files_seen = {}
+        if files is not None:
+            self.scratch = ScratchFiles(resolver.clock, ChangeClock(resolver.clock).now)
         self.hidden = HiddenNames()
         self.handles = HandleCodec(config.export_path, config.linkname)
         self.root_handle = self.handles.root
@@ -62,20 +74,24 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
 
     # -- callers and handles
 
-    def caller(self, flavor, uid, gid):
+    def caller(self, flavor, uid, gid, privileged=False):
         """
-        Return the L{Caller} for an RPC credential.  Anything but AUTH_UNIX
-        is anonymous: it may look, but the link does not resolve for it.
+        Return the L{Caller} for an RPC credential, from a privileged port
+        or not.  Anything but AUTH_UNIX is anonymous: it may look, but the
+        link does not resolve for it.
         """
         if flavor != AUTH_UNIX:
             return Caller(0xFFFFFFFE, ANONYMOUS)
+        hlfs_gid = self.config.hlfs_gid
         if uid == 0:
             # A process running as root delivers for everybody (local(8)
             # over a spool it cannot write as the mail owner, mail.local):
             # its own spool would take every user's mail.  It gets the
-            # view that names each user's mailbox (Table 2).
+            # view that names each user's mailbox (Table 2), and from a
+            # privileged port, the mailboxes themselves.
+            if privileged and self.files is not None and gid != hlfs_gid:
+                return Caller(0, HLFS_CALLER | ROOT_FILES)
             return Caller(0, HLFS_CALLER)
-        hlfs_gid = self.config.hlfs_gid
         return Caller(uid, HLFS_CALLER if hlfs_gid is not None and gid == hlfs_gid else 0)
 
     def decode(self, fh, caller):
@@ -153,6 +169,10 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
             )
         if handle.kind == handles.LOCK:
             return self._lock_getattr(handle.name)
+        if handle.kind == handles.FILE:
+            return self._file_attr(handle.name, STALE)
+        if handle.kind == handles.SCRATCH:
+            return self._scratch_attr(self._scratch_of(handle))
         return _then(self._mailbox(handle.name), lambda r: self._mailbox_attr(handle.name, r))
 
     def lookup(self, dirfh, name, caller):
@@ -174,15 +194,16 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
             )
         if not handles.sees_table2(caller):
             raise NFSError(NOENT)
+        if handles.sees_root_files(caller):
+            return self._root_lookup(name)
         owner = locks.lock_owner(name)
         if owner is not None and self.locks is not None:
             return self._lock_lookup(owner)
-        fh = self.handles.mailbox(name)
-        if fh is None:
+        if not handles.nameable(name):
             raise NFSError(NOENT)
         return _then_found(
             self.resolver.find_mailbox(name),
-            lambda resolution: (fh, self._mailbox_attr(name, resolution)),
+            lambda resolution: (self.handles.mailbox(name), self._mailbox_attr(name, resolution)),
         )
 
     def readlink(self, fh, caller):
@@ -200,7 +221,7 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
                 self._resolve_link(caller),
                 lambda r: (r.target, self._link_attr(caller.uid, caller.flags, r)),
             )
-        if handle.kind == handles.LOCK:
+        if handle.kind in (handles.LOCK, handles.FILE, handles.SCRATCH):
             raise NFSError(INVAL)
         return _then(
             self._mailbox(handle.name),
@@ -243,4 +264,9 @@ class HomeLinkFS(LockFiles, DirectoryChanges, NodeContents):
             if seen is None:
                 raise NFSError(STALE)
             return seen
+        if handle.kind == handles.FILE:
+            # Not known without asking the home: L{None}, no attributes.
+            return self._files_seen.get(handle.name)
+        if handle.kind == handles.SCRATCH:
+            return self._scratch_attr(self._scratch_of(handle))
         return self._mailbox_attr(handle.name, self._mailbox(handle.name, wait=False))

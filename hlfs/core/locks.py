@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from zope.interface import Interface
 
-from hlfs.core.handles import HLFS_CALLER, sees_table2
+from hlfs.core.handles import ANONYMOUS, HLFS_CALLER, sees_table2
 
 SUFFIX = b".lock"
 
@@ -153,4 +153,4 @@ def may_lock(caller, privileged):
     AUTH_UNIX (anonymous callers never get uid 0 with these flags), from
     a privileged port.
     """
-    return caller.uid == 0 and caller.flags == HLFS_CALLER and privileged
+    return caller.uid == 0 and caller.flags & (HLFS_CALLER | ANONYMOUS) == HLFS_CALLER and privileged

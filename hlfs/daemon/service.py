@@ -27,6 +27,7 @@ from hlfs.rpc.registration import PortmapRegistration
 from hlfs.rpc.replycache import ReplyCache
 from hlfs.daemon.server import RPCServerService, build_programs
 from hlfs.homes.locks import SpoolLocks
+from hlfs.homes.mailboxes import MailboxFiles
 from hlfs.homes.resolver import resolver_for
 from hlfs.homes.tableload import TableLoadError, load_in_subprocess
 
@@ -99,6 +100,7 @@ class HLFSService(MultiService):
             self.resolver,
             int(reactor.seconds() * 1e9),
             SpoolLocks(self.resolver),
+            MailboxFiles(self.resolver),
         )
         self.replies = ReplyCache(
             self.resolver, reactor, size=config.reply_cache_entries, max_bytes=config.reply_cache_bytes

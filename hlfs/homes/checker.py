@@ -38,10 +38,11 @@ import sys
 import time
 
 from hlfs.homes.lockfiles import run_lock
+from hlfs.homes.mailboxio import run_mailbox
 from hlfs.homes.probe import HomeProbe
 from hlfs.homes.records import (
-    VERSION, CheckHome, Ended, Fork, ForkFailed, FrameError, Hello, LockFile, Refused, chunks,
-    decode, encode,
+    VERSION, CheckHome, Ended, Fork, ForkFailed, FrameError, Hello, LockFile, MailboxFile, Refused,
+    chunks, decode, encode,
 )
 
 #: How much lower the check processes' priority is than the daemon's.
@@ -55,7 +56,7 @@ def handlers():
     fork: the home check names its test files for its own pid.
     """
     probe = HomeProbe()
-    return {CheckHome: probe.run, LockFile: run_lock}
+    return {CheckHome: probe.run, LockFile: run_lock, MailboxFile: run_mailbox}
 
 
 def _write_all(fd, data):

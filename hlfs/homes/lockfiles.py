@@ -52,6 +52,24 @@ def _on_lock_file(op, dfd, base, mode):
     raise OSError(errnos.EINVAL, f"no lock operation {op!r}")
 
 
+def open_spool(path, alt_dir, ids):
+    """
+    Open the spool directory of C{path} (a lock file or a mailbox) with
+    the filesystem identity C{ids}, without following a link in its last
+    component unless it is the alternate spool C{alt_dir} (whose path is
+    the daemon's own).
+
+    @return: C{(descriptor, the name in it, whether it is the alternate
+        spool)}.
+    """
+    spool, _, base = path.rpartition(b"/")
+    spool = spool or b"/"
+    in_alt = spool == alt_dir
+    uid, gid, groups = ids
+    dfd = creds.run_as(uid, gid, groups, os.open, spool, _DIR if in_alt else _DIR | os.O_NOFOLLOW)
+    return dfd, base, in_alt
+
+
 def lock_operation(op, path, mode, alt_dir, ids):
     """
     Do C{op} (C{"stat"}, C{"create"} or C{"remove"}) on the lock file
@@ -64,11 +82,8 @@ def lock_operation(op, path, mode, alt_dir, ids):
         from the place of the lock, or L{None}.
     @raise OSError: as the operation failed.
     """
-    spool, _, base = path.rpartition(b"/")
-    spool = spool or b"/"
-    in_alt = spool == alt_dir
+    dfd, base, in_alt = open_spool(path, alt_dir, ids)
     uid, gid, groups = ids
-    dfd = creds.run_as(uid, gid, groups, os.open, spool, _DIR if in_alt else _DIR | os.O_NOFOLLOW)
     try:
         try:
             found = creds.run_as(uid, gid, groups, _on_lock_file, op, dfd, base, mode)

@@ -14,21 +14,20 @@ the alternate spool, another user's file in the place of NAME's lock is
 removed by the check process as root, and logged here.
 """
 
-import errno as errnos
-import itertools
 import os
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from hlfs.core.locks import TRYLATER, ISpoolLocks, LockFailed, LockStat
+from hlfs.core.locks import ISpoolLocks, LockFailed, LockStat
 from hlfs.homes.records import LockFile
+from hlfs.homes.userjobs import UserJobs
 
 log = Logger(namespace="hlfs.locks")
 
 
 @implementer(ISpoolLocks)
-class SpoolLocks:
+class SpoolLocks(UserJobs):
     """
     Lock files in users' spools, for root's view (L{hlfs.core.locks}).
 
@@ -36,10 +35,12 @@ class SpoolLocks:
         credentials, engine and deadline are used.
     """
 
+    kind = "lock"
+    late_line = "lock file {path} not done within {deadline} s; the caller is told to try again"
+
     def __init__(self, resolver):
-        self.resolver = resolver
-        self._keys = itertools.count()
-        self.made = self.removed = self.late = 0
+        UserJobs.__init__(self, resolver, log)
+        self.made = self.removed = 0
 
     def stat(self, name, path):
         return self._run(name, "stat", path)
@@ -51,43 +52,12 @@ class SpoolLocks:
         return self._run(name, "remove", path)
 
     def _run(self, name, op, path, mode=0):
-        resolver = self.resolver
-        user = resolver.user_named(name)
-        if user is None:
-            raise LockFailed(errnos.ENOENT)
-        home = user.home.rstrip(b"/") or b"/"
-        identity = resolver.credentials.plan(user, home)
-        job = LockFile(**identity._asdict(), op=op, path=path, mode=mode,
-                       alt_dir=resolver.rules.alt_dir)
+        return self._submit(name, path, lambda identity: LockFile(
+            **identity, op=op, path=path, mode=mode, alt_dir=self.resolver.rules.alt_dir))
 
-        def finished(flight, done):
-            return self._finished(flight, done, name)
-
-        engine = resolver.engine
-        flight = engine.submit(("lock", name, next(self._keys)), path, job, finished,
-                               home=user.uid)
-        if flight is None:
-            raise LockFailed(errnos.EAGAIN, TRYLATER)
-        d = engine.wait(flight, resolver.deadline, self._too_late)
-        d.addCallback(self._answer)
-        return d
-
-    def _too_late(self, flight):
-        flight.late = True
-        self.late += 1
-        log.warn(
-            "lock file {path} not done within {deadline} s; the caller is told to try again",
-            path=os.fsdecode(flight.path), deadline=self.resolver.deadline,
-        )
-        return False, None
-
-    def _finished(self, flight, done, name):
+    def _succeeded(self, flight, done):
         job = flight.job
-        if done is None:
-            return False, errnos.EIO
-        self.resolver.credentials.finished(job, job.home, done.kept)
-        if not done.ok:
-            return False, done.errno
+        name = job.name
         if done.squatter is not None:
             log.warn(
                 "removed {path}, owned by uid {owner}: another user's file in the place "
@@ -106,13 +76,4 @@ class SpoolLocks:
                     log.error("cannot remove the late lock {path}", path=os.fsdecode(job.path))
         elif job.op == "remove":
             self.removed += 1
-        return True, None if done.stat is None else LockStat(*done.stat)
-
-    @staticmethod
-    def _answer(result):
-        ok, value = result
-        if ok:
-            return value
-        if value is None:
-            raise LockFailed(errnos.EAGAIN, TRYLATER)
-        raise LockFailed(value)
+        return None if done.stat is None else LockStat(*done.stat)

@@ -15,7 +15,8 @@ is a L{Hello} with L{VERSION}; a peer of another version is refused (see
 L{hlfs.homes.processes} and L{hlfs.homes.checker}).
 
 A job is one record and its answer another (L{CheckHome} and
-L{CheckDone}, L{LockFile} and L{LockDone}); a process runs one job at a
+L{CheckDone}, L{LockFile} and L{LockDone}, L{MailboxFile} and
+L{MailboxDone}); a process runs one job at a
 time, so an answer needs no id.  To add a kind of job: declare its job
 and answer records here with L{record}, give the check process a handler
 for it (L{hlfs.homes.checker.HANDLERS}), and move L{VERSION} on.
@@ -29,12 +30,12 @@ import struct
 from typing import NamedTuple
 
 #: The protocol version: both sides must speak the same one.
-VERSION = 1
+VERSION = 2
 
 _LENGTH = struct.Struct(">I")
 
 #: The longest frame either side accepts: a path is at most PATH_MAX, and
-#: a job's data (root's mailbox writes, to come) at most an NFS transfer.
+#: a job's data (root's mailbox reads and writes) at most an NFS transfer.
 MAX_FRAME = 1 << 22
 
 #: kind -> record class, filled by L{record}.
@@ -320,6 +321,52 @@ class LockFile(NamedTuple):
     path: bytes
     mode: int
     alt_dir: bytes
+
+
+@record("mailbox-done")
+class MailboxDone(NamedTuple):
+    """
+    A L{MailboxFile}'s answer: C{ok} with the mailbox's C{stat} after the
+    operation (the fields of L{hlfs.core.mailfiles.FileStat}, L{None}
+    when there is no mailbox) and, for a read, its C{data}; or not, with
+    C{errno}.  C{kept} as for L{CheckDone}.
+    """
+
+    ok: bool
+    errno: int
+    stat: tuple | None
+    data: bytes
+    kept: tuple | None
+
+
+@record("mailbox-file", answer=MailboxDone)
+class MailboxFile(NamedTuple):
+    """
+    Root's view of user NAME's real mailbox C{path}, as NAME
+    (L{hlfs.homes.mailboxio}): C{op} is C{"stat"}, C{"create"} (with
+    C{mode}), C{"read"} (C{count} bytes at C{offset}), C{"write"}
+    (C{data} at C{offset}), C{"truncate"} (to C{size}) or C{"sync"}.
+    Nothing may start or end more than C{gap} bytes past the mailbox's
+    end.  C{alt_dir}, the alternate spool, is the one spool whose own
+    link is followed.
+    """
+
+    uid: int
+    name: bytes
+    home: bytes
+    groups_from: str
+    gid: int
+    groups: tuple
+    keep: bool
+    op: str
+    path: bytes
+    alt_dir: bytes
+    offset: int
+    count: int
+    mode: int
+    size: int
+    data: bytes
+    gap: int
 
 
 @record("refused")

@@ -60,15 +60,29 @@ class AttrEncoder:
         )
 
     def post_op(self, a):
-        return TRUE + self.fattr3(a)
+        """
+        Return post_op_attr: none for L{None} (not known at once).
+        """
+        return FALSE if a is None else TRUE + self.fattr3(a)
 
     def wcc(self, a):
         """
-        Return wcc_data for an operation that changed nothing.
+        Return wcc_data for an operation that changed nothing (none for
+        L{None}).
         """
+        if a is None:
+            return NO_WCC
         msec, mnsec = _split(a.mtime)
         csec, cnsec = _split(a.ctime)
         return _WCC_ATTR.pack(1, a.size, msec, mnsec, csec, cnsec) + self.post_op(a)
+
+    def wcc_after(self, a):
+        """
+        Return wcc_data for an operation that changed the node: its
+        attributes after, none from before (the client revalidates what
+        it cached).
+        """
+        return FALSE + self.post_op(a)
 
     def fattr2(self, a):
         msec, mnsec = _split(a.mtime)

@@ -41,7 +41,7 @@ def remember(replies, fs, call, caller, body, attr=None):
 
 def caller_of(fs, call):
     cred = call.cred
-    return fs.caller(cred.flavor, cred.uid, cred.gid)
+    return fs.caller(cred.flavor, cred.uid, cred.gid, call.privileged)
 
 
 def client_of(call):

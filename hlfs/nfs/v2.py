@@ -7,6 +7,7 @@ import struct
 from hlfs.core.linkfs import IO, NFSError
 from hlfs.nfs.attrs import FALSE, TRUE
 from hlfs.nfs.common import answer, caller_of, client_of, name, path, remember
+from hlfs.nfs.passthrough import FileCalls2, sattr2
 from hlfs.xdr import UINT, pack_opaque
 
 PROGRAM = 100003
@@ -30,15 +31,6 @@ def fhandle(args):
     return args.fixed(FHSIZE)
 
 
-def _sattr(args):
-    """
-    Decode a sattr; return its mode, or L{None} when it sets none (-1).
-    """
-    mode = args.uint()
-    args.skip(28)
-    return None if mode == 0xFFFFFFFF else mode
-
-
 class NFSv2:
     """
     The procedure table of NFS version 2 for one L{HomeLinkFS}.
@@ -48,22 +40,14 @@ class NFSv2:
         self.fs = fs
         self.enc = encoder
         self.replies = replies
+        files = FileCalls2(self, status)
+        self.read, self.write, self.setattr = files.read, files.write, files.setattr
         self.procedures = (
             self.null, self.getattr, self.setattr, self.null, self.lookup,
             self.readlink, self.read, self.null, self.write, self.create,
             self.remove, self.rename, self.link, self.symlink, self.mkdir,
             self.rmdir, self.readdir, self.statfs,
         )
-
-    def _refused(self, compute):
-        """
-        The status of a call the core answers with an error only.
-        """
-        try:
-            compute()
-        except NFSError as e:
-            return status(e.status)
-        raise AssertionError("the call was answered")
 
     def _status(self, compute, ok=lambda r: _OK):
         """
@@ -82,12 +66,6 @@ class NFSv2:
             lambda a: remember(self.replies, self.fs, call, caller, _OK + self.enc.fattr2(a), a),
             status,
         )
-
-    def setattr(self, args, call):
-        fh = fhandle(args)
-        _sattr(args)
-        caller = caller_of(self.fs, call)
-        return self._refused(lambda: self.fs.setattr(fh, caller, call.privileged))
 
     def lookup(self, args, call):
         dirfh = fhandle(args)
@@ -108,19 +86,6 @@ class NFSv2:
             status,
         )
 
-    def read(self, args, call):
-        fh = fhandle(args)
-        args.skip(12)  # offset, count, totalcount
-        caller = caller_of(self.fs, call)
-        return self._refused(lambda: self.fs.read(fh, caller, call.privileged))
-
-    def write(self, args, call):
-        fh = fhandle(args)
-        args.skip(12)  # beginoffset, offset, totalcount
-        args.opaque(8192)
-        caller = caller_of(self.fs, call)
-        return self._refused(lambda: self.fs.write(fh, caller, call.privileged))
-
     def create(self, args, call):
         """
         CREATE: root's lock file (L{hlfs.core.lockfs}), always exclusive
@@ -129,7 +94,7 @@ class NFSv2:
         """
         dirfh = fhandle(args)
         filename = name(args)
-        mode = _sattr(args)
+        mode = sattr2(args).mode
         caller = caller_of(self.fs, call)
         return self._status(
             lambda: self.fs.create(dirfh, filename, caller, call.privileged, mode),
@@ -139,7 +104,7 @@ class NFSv2:
     def mkdir(self, args, call):
         dirfh = fhandle(args)
         filename = name(args)
-        _sattr(args)
+        sattr2(args)
         caller = caller_of(self.fs, call)
         return self._status(lambda: self.fs.make(dirfh, filename, caller))
 
@@ -187,7 +152,7 @@ class NFSv2:
         dirfh = fhandle(args)
         filename = name(args)
         path(args)
-        _sattr(args)
+        sattr2(args)
         caller = caller_of(self.fs, call)
         return self._status(lambda: self.fs.make(dirfh, filename, caller))
 

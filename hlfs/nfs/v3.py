@@ -4,14 +4,19 @@ NFS version 3 (RFC 1813): every procedure, over the L{HomeLinkFS} core.
 Write-type procedures decode their arguments and answer what the core
 says (L{hlfs.core.changes}, L{hlfs.core.contents}: mostly EXIST, NOENT or
 ROFS) with the object's (or directory's) weak cache consistency data.
+The calls on a file's contents (READ, WRITE, COMMIT, SETATTR) are
+L{hlfs.nfs.passthrough}'s: root's view of real mailboxes reads and
+writes them.
 """
 
 import struct
 
 from hlfs.core import linkfs
 from hlfs.core.linkfs import EXCLUSIVE, ISDIR, INVAL, NFSError, ROFS
+from hlfs.core.mailfiles import MAX_COUNT, MAX_FILE_SIZE
 from hlfs.nfs.attrs import FALSE, NO_WCC, TRUE
 from hlfs.nfs.common import answer, caller_of, client_of, name, path, remember
+from hlfs.nfs.passthrough import FileCalls3, sattr3
 from hlfs.xdr import UHYPER, UINT, XDRError, pack_opaque
 
 PROGRAM = 100003
@@ -29,7 +34,7 @@ _FSSTAT = struct.Struct(">6QI").pack(0, 0, 0, 0, 0, 0, 0)
 # rtmax rtpref rtmult wtmax wtpref wtmult dtpref maxfilesize time_delta properties
 # FSF3_SYMLINK | FSF3_HOMOGENEOUS: symlinks, and pathconf holds everywhere.
 _FSINFO = struct.Struct(">7IQIII").pack(
-    8192, 8192, 4096, 8192, 8192, 4096, 8192, 1 << 31, 0, 1, 0x0002 | 0x0008
+    MAX_COUNT, MAX_COUNT, 4096, MAX_COUNT, MAX_COUNT, 4096, 8192, MAX_FILE_SIZE, 0, 1, 0x0002 | 0x0008
 )
 _PATHCONF = struct.Struct(">6I").pack(1, linkfs.MAX_NAME, 1, 1, 0, 1)
 COOKIE_VERIFIER = bytes(8)
@@ -48,25 +53,6 @@ def fh3(args):
     return args.opaque(FHSIZE3)
 
 
-def _sattr3(args):
-    """
-    Decode a sattr3; return the mode and size it sets (L{None} for one it
-    does not set).
-    """
-    mode = args.uint() if args.bool() else None
-    for _ in range(2):  # uid, gid
-        if args.bool():
-            args.uint()
-    size = args.uhyper() if args.bool() else None
-    for _ in range(2):  # atime, mtime
-        how = args.uint()
-        if how == 2:
-            args.skip(8)
-        elif how > 2:
-            raise XDRError(f"invalid time_how {how}")
-    return mode, size
-
-
 def _diropargs(args):
     return fh3(args), name(args)
 
@@ -83,6 +69,10 @@ class NFSv3:
         # The write verifier of COMMIT: the same for as long as this
         # server runs.
         self.verifier = UHYPER.pack(fs.start & 0xFFFFFFFFFFFFFFFF)
+        self.status = status
+        files = FileCalls3(self)
+        self.read, self.write, self.commit, self.setattr = (
+            files.read, files.write, files.commit, files.setattr)
         self.procedures = (
             self.null, self.getattr, self.setattr, self.lookup, self.access,
             self.readlink, self.read, self.write, self.create, self.mkdir,
@@ -144,18 +134,6 @@ class NFSv3:
             status,
         )
 
-    def setattr(self, args, call):
-        fh = fh3(args)
-        _sattr3(args)
-        if args.bool():  # guard
-            args.skip(8)
-        caller = caller_of(self.fs, call)
-        return answer(
-            lambda: self.fs.setattr(fh, caller, call.privileged),
-            lambda attr: _OK + self.enc.wcc(attr),
-            lambda code: self._refuse_write(fh, caller, code=code),
-        )
-
     def lookup(self, args, call):
         dirfh, filename = _diropargs(args)
         caller = caller_of(self.fs, call)
@@ -194,31 +172,6 @@ class NFSv3:
             fail,
         )
 
-    def read(self, args, call):
-        fh = fh3(args)
-        args.uhyper()
-        args.uint()
-        caller = caller_of(self.fs, call)
-        return answer(
-            lambda: self.fs.read(fh, caller, call.privileged),
-            None,
-            lambda code: status(code) + self._post_op_of(fh, caller),
-        )
-
-    def write(self, args, call):
-        fh = fh3(args)
-        args.uhyper()  # offset
-        args.uint()  # count
-        if args.uint() > 2:
-            raise XDRError("invalid stable_how")
-        args.opaque()
-        caller = caller_of(self.fs, call)
-        return answer(
-            lambda: self.fs.write(fh, caller, call.privileged),
-            None,
-            lambda code: self._refuse_write(fh, caller, code=code),
-        )
-
     def create(self, args, call):
         """
         CREATE: root's lock file (L{hlfs.core.lockfs}); EXIST for another
@@ -229,7 +182,8 @@ class NFSv3:
         how = args.uint()
         mode = size = None
         if how in (0, 1):
-            mode, size = _sattr3(args)
+            changes = sattr3(args)
+            mode, size = changes.mode, changes.size
         elif how == EXCLUSIVE:
             args.skip(8)
         else:
@@ -251,12 +205,12 @@ class NFSv3:
 
     def mkdir(self, args, call):
         dirfh, filename = _diropargs(args)
-        _sattr3(args)
+        sattr3(args)
         return self._make(call, dirfh, filename)
 
     def symlink(self, args, call):
         dirfh, filename = _diropargs(args)
-        _sattr3(args)
+        sattr3(args)
         path(args)
         return self._make(call, dirfh, filename)
 
@@ -264,10 +218,10 @@ class NFSv3:
         dirfh, filename = _diropargs(args)
         ftype = args.uint()
         if ftype in (3, 4):  # CHR, BLK
-            _sattr3(args)
+            sattr3(args)
             args.skip(8)
         elif ftype in (6, 7):  # SOCK, FIFO
-            _sattr3(args)
+            sattr3(args)
         elif not 1 <= ftype <= 7:
             raise XDRError(f"invalid ftype3 {ftype}")
         return self._make(call, dirfh, filename)
@@ -321,7 +275,7 @@ class NFSv3:
         caller = caller_of(self.fs, call)
         return answer(
             lambda: self.fs.link(fh, dirfh, filename, caller, call.privileged),
-            None,
+            lambda attr: _OK + self.enc.post_op(attr) + self.enc.wcc(self.fs.root_attr),
             lambda code: status(code) + self._post_op_of(fh, caller) + self._wcc_of(dirfh, caller),
         )
 
@@ -382,14 +336,3 @@ class NFSv3:
 
     def pathconf(self, args, call):
         return self._fs_info(args, call, _PATHCONF)
-
-    def commit(self, args, call):
-        fh = fh3(args)
-        args.uhyper()
-        args.uint()
-        caller = caller_of(self.fs, call)
-        return answer(
-            lambda: self.fs.commit(fh, caller, call.privileged),
-            lambda attr: _OK + self.enc.wcc(attr) + self.verifier,
-            lambda code: self._refuse_write(fh, caller, code=code),
-        )

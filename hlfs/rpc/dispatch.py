@@ -90,7 +90,8 @@ class Dispatcher:
         """
         Return the reply to the call in C{data} from C{peer} (a C{(host,
         port)} pair): C{bytes}, a Deferred firing with C{bytes}, or L{None}
-        when nothing is to be sent.
+        when nothing is to be sent (a procedure, too, may answer L{None},
+        now or later: the client sends its call again).
         """
         replies = self.replies
         # Whether the call counts as from a privileged port: it does, or
@@ -139,8 +140,10 @@ class Dispatcher:
         except Exception:
             return self._failed(call, peer, Failure())
         if type(result) is not bytes:
+            if result is None:
+                return None  # the procedure sends no reply: the client retries
             return result.addCallbacks(
-                lambda body: success_header(call.xid) + body,
+                lambda body: None if body is None else success_header(call.xid) + body,
                 lambda f: self._late_failure(f, call, peer),
             )
         return success_header(call.xid) + result

@@ -15,6 +15,7 @@ from tests.support.mail import make_dir, needs_root, run_hlfs
 from tests.support.filesystems import tmpfs
 
 from tests.support.proc_mounts import DEFAULT_NFS4_LINE, HLFS_LINE
+from tests.support.server import HLFS_GID
 
 
 @pytest.fixture
@@ -215,7 +216,7 @@ def test_attribute_cache_on_is_a_note_unless_required(system):
     The daemon's own default mount (lookup cache off, attribute cache on)
     passes; with --require-noac it does not.
     """
-    line = f"127.0.0.1:/mail {system['mount_point']} nfs ro,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs rw,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
     with open(system["mounts"], "w") as f:
         f.write(line)
     result = check(system)
@@ -225,6 +226,21 @@ def test_attribute_cache_on_is_a_note_unless_required(system):
     assert result.returncode == 1
     [warning] = warnings_of(result)
     assert "remount with noac or users" in warning
+
+
+@needs_root
+def test_read_only_mount(system):
+    """
+    hlfs mounted read-only (as am-utils mounted hlfsd) is a warning: root's
+    delivery agents write the real mailboxes they find there.
+    """
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs ro,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    with open(system["mounts"], "w") as f:
+        f.write(line)
+    result = check(system)
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "mounted read-only" in warning and "remount it rw" in warning
 
 
 @needs_root
@@ -296,7 +312,9 @@ def test_check_agrees_with_the_daemon(make_server):
     text = result.stdout.decode()
     for name, uid, _ in AGREEMENT_USERS:
         if uid == 0:
-            asked = ["--uid", "0", "--name", name]
+            # Root's link by name: with gid HLFS_GID (from a privileged
+            # port, gid 0 would find the real mailbox, a regular file).
+            asked = ["--uid", "0", "--gid", str(HLFS_GID), "--name", name]
         else:
             asked = ["--uid", str(uid)]
         link = run_hlfs("resolve", "--server", f"127.0.0.1:{srv.port}", *asked)

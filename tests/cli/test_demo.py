@@ -20,4 +20,4 @@ def test_demo_shows_per_uid_targets():
     # A system account gets the alternate spool; root sees every mailbox.
     assert targets["120"].endswith("/alt_mail")
     assert targets["0"] == "."
-    assert re.search(r"uid 0 \(root\)\s+alice -> \S+/home/alice/\.mailspool/alice$", out.stdout, re.M)
+    assert re.search(r"uid 0 \(root\), gid HLFS_GID\s+alice -> \S+/home/alice/\.mailspool/alice$", out.stdout, re.M)

@@ -60,10 +60,12 @@ def link(srv, uid, gid=None, name=b"home"):
 
 def own_link(srv, uid):
     """
-    A user's own link; for root, which sees every user's mailbox (Table
-    2), root's own mailbox link.
+    A user's own link; for root with gid HLFS_GID, which sees every
+    user's mailbox link (Table 2), root's own mailbox link.
     """
-    return link(srv, uid, name=b"root" if uid == 0 else b"home")
+    if uid == 0:
+        return link(srv, 0, HLFS_GID, name=b"root")
+    return link(srv, uid)
 
 
 def counters(srv, *names):
@@ -148,7 +150,7 @@ def test_enumeration_on(enumerating, serve):
     assert link(srv, directory_uid(1000)) == home_of(world, 1000)
     assert link(srv, 1001) == local_home(world, "alice")
     assert link(srv, 0) == "."
-    assert link(srv, 0, name=b"root") == local_home(world, "root") + "/root"
+    assert link(srv, 0, HLFS_GID, name=b"root") == local_home(world, "root") + "/root"
     assert srv.resolve(31000) == str(world.alt)
     pairs = status(srv)
     assert pairs["users_table"] == "1005"

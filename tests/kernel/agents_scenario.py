@@ -27,10 +27,12 @@ WORKING = (
 ROOT_AGENTS = ("postfix-procmail", "procmail-d", "opensmtpd-mail.local", "sendmail-mail.local")
 ROOT_RECIPIENTS = ("alice", "dora")
 
-#: Why those fail today.
-PHASE_2 = (
-    "issue 26's second part: root's /var/mail/NAME is a symbolic link to the mailbox, which an "
-    "agent running as root refuses; it must be a regular file that hlfs writes as NAME"
+#: Why sendmail's mail.local, run as root, still cannot deliver.
+SENDMAIL_MAIL_LOCAL = (
+    "sendmail's mail.local lstat()s /var/mail/NAME as root (root's view: hlfs's regular file), then "
+    "setreuid()s to the recipient and opens it (the recipient's view: its home's file) and demands "
+    "the same st_dev and st_ino: one file seen through two mounts, never equal; it exits EX_TEMPFAIL "
+    "(\"fstat: file changed after open\"), and the message stays queued"
 )
 
 

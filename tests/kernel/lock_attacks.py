@@ -131,7 +131,7 @@ def main():
     before = digest(bob_box)
     alice = spool("alice")
     # Her home is checked (and cached) before the attacks, as in use.
-    result("alice.link", root("readlink", b"alice"))
+    result("alice.link", root("stat", b"alice"))
 
     planted_lock("symlink", lambda lock: as_user(ALICE, "ln", "-s", bob_box, lock))
     planted_lock("hardlink", lambda lock: as_user(ALICE, "ln", bob_box, lock))
@@ -149,7 +149,7 @@ def main():
     # Her spool swapped for a link to bob's, after her home was checked.
     as_user(ALICE, "sh", "-c", f'mv "{alice}" "{alice}.real" && ln -s "{spool("bob")}" "{alice}"')
     result("swapped", f"create={root('create', b'alice.lock')}",
-           f"remove={root('remove', b'alice.lock')}", f"link={root('readlink', b'alice')}")
+           f"remove={root('remove', b'alice.lock')}", f"link={root('stat', b'alice')}")
     as_user(ALICE, "sh", "-c", f'rm "{alice}" && mv "{alice}.real" "{alice}"')
 
     # The same swap over and over while root makes and removes the lock.
@@ -181,7 +181,7 @@ def main():
         own = subprocess.run([PROBE, "as", str(uid), str(uid), str(uid), "readlink", "/mail/home"],
                              capture_output=True, text=True, timeout=60).stdout.strip()
         signal.alarm(0)
-        result(f"home.{name}", f"own={own}", f"root={root('readlink', name.encode())}",
+        result(f"home.{name}", f"own={own}", f"root={root('stat', name.encode())}",
                f"create={root('create', f'{name}.lock'.encode())}",
                f"remove={root('remove', f'{name}.lock'.encode())}")
 

@@ -157,9 +157,12 @@ def expected(world):
     for label, uid, _, egid in callers(world):
         want[f"link.{label}"] = world.link_value(uid, egid)
         want[f"relink.{label}"] = world.link_value(uid, egid)
-        if label in ("hlfsgid", "root"):
-            # Table 2: the per-user link to the mailbox (root sees it too).
-            want[f"path.{label}"] = world.mailbox_link("bob" if label == "hlfsgid" else "root")
+        if label == "hlfsgid":
+            # Table 2: the per-user link to the mailbox.
+            want[f"path.{label}"] = world.mailbox_link("bob")
+        elif label == "root":
+            # Root sees the real mailbox itself, a regular file: no link.
+            want[f"path.{label}"] = "/mail/root"
         else:
             want[f"path.{label}"] = f"{world.link_value(uid)}/{label}"
     return want

@@ -73,13 +73,16 @@ def expected(world):
         for mountpoint, _, _ in MOUNTS:
             want[f"link{mountpoint}.{label}"] = world.link_value(uid, egid)
             want[f"owner{mountpoint}.{label}"] = str(uid)
-        if label in ("hlfsgid", "root"):
-            # Table 2: home -> ".", then the per-user link to the mailbox
-            # (bob's for the HLFS_GID caller, root's own for root).
-            name = "bob" if label == "hlfsgid" else "root"
-            want[f"path.{label}"] = world.mailbox_link(name)
+        if label == "hlfsgid":
+            # Table 2: home -> ".", then the per-user link to bob's mailbox.
+            want[f"path.{label}"] = world.mailbox_link("bob")
             want[f"spool.{label}"] = "cat: /var/spool/mail/.owner: No such file or directory"
             want[f"userlink.{label}"] = "yes"
+        elif label == "root":
+            # home -> ".", and each name the real mailbox, not a link.
+            want[f"path.{label}"] = "/mail/root"
+            want[f"spool.{label}"] = "cat: /var/spool/mail/.owner: No such file or directory"
+            want[f"userlink.{label}"] = "no"
         else:
             want[f"path.{label}"] = f"{world.link_value(uid)}/{label}"
             want[f"spool.{label}"] = world.owner(uid)
@@ -103,7 +106,8 @@ def server(world, kernel_workdir, request):
 def test_tables(guest, probe, world, server, run_dir, measure):
     """
     Every kind of caller resolves C{/var/spool/mail/NAME} and reads C{home}
-    exactly as Tables 1-3 say (root, like an HLFS_GID caller, gets Table 2),
+    exactly as Tables 1-3 say (root, like an HLFS_GID caller, gets Table 2's
+    C{home -> .}, and in each name the real mailbox rather than a link),
     on NFSv3 with C{noac,lookupcache=none} and
     with the daemon's default cache options, and on NFSv2; C{home}'s owner
     is the caller; the directory lists only the link.

@@ -5,6 +5,7 @@ the project's own `hlfs resolve`, against a real `twistd hlfs`.
 
 import re
 import shutil
+import os
 import subprocess
 
 import pytest
@@ -67,12 +68,19 @@ def test_table3_alternate_spool(server):
 def test_uid0_sees_every_mailbox(server):
     """
     If uid 0 reads the link, then it gets Table 2 (C{home -> .}), as an
-    HLFS_GID caller does, whatever its gid; and for a duplicated uid the
-    first entry wins.
+    HLFS_GID caller does, whatever its gid; from a privileged port with
+    another gid, a user's name is that user's real mailbox, a regular
+    file, not a link (C{hlfs resolve} says so); and for a duplicated uid
+    the first entry wins.
     """
     assert resolve(server, 0)[1] == "."
-    assert resolve(server, 0, 0, "--name", "alice")[1] == f"{server.base}/home/alice/.mailspool/alice"
-    assert resolve(server, 0, 0, "--name", "root")[1] == "/root/.mailspool/root"
+    assert "status 2" in resolve(server, 0, 0, "--name", "alice")[2]  # no mailbox yet
+    mailbox = server.base / "home" / "alice" / ".mailspool" / "alice"
+    mailbox.touch()
+    os.chown(mailbox, 1001, 1001)
+    status, out, err = resolve(server, 0, 0, "--name", "alice")
+    assert (status, out) == (1, "") and "regular file" in err and err.count("\n") == 0
+    assert resolve(server, 0, HLFS_GID, "--name", "root")[1] == "/root/.mailspool/root"
     assert resolve(server, 1001)[1] == f"{server.base}/home/alice/.mailspool"
 
 

@@ -6,6 +6,9 @@ hidden name's later REMOVE answered as done; nobody else can do either.
 Against a real C{twistd hlfs}, as in L{tests.nfs.test_lock_wire}.
 """
 
+import contextlib
+import os
+
 import pytest
 
 from hlfs.xdr import pack_opaque
@@ -26,20 +29,40 @@ def hidden_name(n):
     return b".nfs%016x%08x" % (0x6000000000000000 + n, n)
 
 
+@contextlib.contextmanager
+def alice_mailbox(server):
+    """
+    alice's mailbox, there while the block runs.
+    """
+    V3(server, "udp").lookup(b"alice", credential=FINGER)  # her home check makes her spool
+    mailbox = spool(server, "alice") / "alice"
+    mailbox.touch()
+    os.chown(mailbox, 1001, 1001)
+    try:
+        yield mailbox
+    finally:
+        mailbox.unlink()
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_v3_existing_names_answer_exist(server, transport):
     """
     If a caller creates a name that is there, then EXIST in every create
-    mode: C{home} for anyone, a user's name for root (OpenSMTPD's root
-    opens C{/var/mail/NAME} with C{O_CREAT|O_EXCL} and delivers on EEXIST
-    only).  A name that is not there stays ROFS.
+    mode: C{home} for anyone, a user's name for HLFS_GID; for root, whose
+    view holds each user's real mailbox, a mailbox that is there
+    (OpenSMTPD's root opens C{/var/mail/NAME} with C{O_CREAT|O_EXCL} and
+    delivers on EEXIST only), but UNCHECKED opens it, as RFC 1813 says.
+    A name that is not there stays ROFS (for root, a scratch file is
+    made: L{hlfs.core.scratch}).
     """
     nfs = V3(server, transport)
-    for credential, name in ((ALICE, b"home"), (ROOT, b"home"), (ROOT, b"alice"), (FINGER, b"bob")):
-        for how in (UNCHECKED, GUARDED, EXCLUSIVE):
-            assert nfs.create(name, how=how, credential=credential)[0] == EXIST, (credential, name, how)
+    with alice_mailbox(server):
+        for credential, name in ((ALICE, b"home"), (ROOT, b"home"), (ROOT, b"alice"), (FINGER, b"bob")):
+            for how in (UNCHECKED, GUARDED, EXCLUSIVE):
+                want = OK if (credential, name, how) == (ROOT, b"alice", UNCHECKED) else EXIST
+                assert nfs.create(name, how=how, credential=credential)[0] == want, (credential, name, how)
     assert nfs.create(b"alice", credential=ALICE)[0] == ROFS
-    assert nfs.create(b"nobody-here")[0] == ROFS
+    assert nfs.create(b"nobody-here", credential=FINGER)[0] == ROFS
 
 
 def test_v2_existing_names_answer_exist(server):
@@ -47,9 +70,10 @@ def test_v2_existing_names_answer_exist(server):
     NFSv2 likewise (its CREATE has no modes and is always exclusive).
     """
     root = mount_root(server.port, ALICE, vers=1)
-    for credential, name in ((ALICE, b"home"), (ROOT, b"alice")):
-        status, _ = rpc(server.port, 2, CREATE2, root + pack_opaque(name) + sattr2(0o600), credential)
-        assert status == EXIST, (credential, name)
+    with alice_mailbox(server):
+        for credential, name in ((ALICE, b"home"), (ROOT, b"alice")):
+            status, _ = rpc(server.port, 2, CREATE2, root + pack_opaque(name) + sattr2(0o600), credential)
+            assert status == EXIST, (credential, name)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

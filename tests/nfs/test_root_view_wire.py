@@ -60,7 +60,7 @@ def bob_lock(server):
     bob's lock file, made in his spool as bob would make it; removed after.
     """
     root = mount_root(server.port, ALICE)
-    assert lookup3(server.port, root, b"bob", ROOT)[0] == OK  # checks bob's home
+    assert lookup3(server.port, root, b"bob", FINGER)[0] == OK  # checks bob's home
     path = server.base / "home" / "bob" / ".mailspool" / "bob.lock"
     path.touch()
     if os.geteuid() == 0:
@@ -79,9 +79,9 @@ def test_mailbox_and_lock_handles_only_for_table2_callers(server, bob_lock):
     names up, may use them.
     """
     root = mount_root(server.port, ALICE)
-    status, minted, _ = lookup3(server.port, root, b"bob", ROOT)
+    status, minted, _ = lookup3(server.port, root, b"bob", FINGER)
     assert status == OK and minted == forged(3, b"bob")
-    status, minted_lock, _ = lookup3(server.port, root, b"bob.lock", ROOT)
+    status, minted_lock, _ = lookup3(server.port, root, b"bob.lock", FINGER)
     assert status == OK and minted_lock == forged(4, b"bob.lock"[:-5])
     mailbox = f"{server.base}/home/bob/.mailspool/bob".encode()
     for fh in (forged(3, b"bob"), forged(4, b"bob")):
@@ -183,7 +183,7 @@ def test_another_users_file_in_the_place_of_a_lock(server):
     """
     nfs = V3(server, "udp")
     lock = server.alt / "slash.lock"
-    assert nfs.lookup(b"slash")[0] == OK
+    assert nfs.lookup(b"slash", credential=FINGER)[0] == OK
     squat(lock, 1001)
     log_size = len(server.logtext())
     assert nfs.lookup(b"slash.lock")[0] == NOENT

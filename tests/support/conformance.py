@@ -11,9 +11,13 @@ caller sees (L{views}):
   - an ordinary user (alice): C{home -> ~alice/.mailspool};
   - a user whose home cannot take mail (slash, home C{/}):
     C{home -> /var/alt_mail};
-  - an HLFS_GID caller and root (Table 2): C{home -> .} and a link per
-    user to that user's mailbox, and C{alice.lock}, alice's 0600 dotlock,
-    while it is held.
+  - an HLFS_GID caller (Table 2): C{home -> .} and a link per user to
+    that user's mailbox, and C{alice.lock}, alice's 0600 dotlock, while
+    it is held;
+  - root from a privileged port: the same, but each user's name is that
+    user's mailbox itself, a regular file of the user's, 0600 (root sees
+    real mailboxes, L{hlfs.core.mailfiles}); alice's is emptied before
+    each call, on both servers.
 
 The real server exports them read-write, root not squashed: the writes
 hlfs takes (root's dotlocks) must be possible there, and everything hlfs
@@ -37,6 +41,8 @@ from tests.support.server import HLFS_GID
 NAME = b"alice"
 LOCK = NAME + b".lock"
 ALICE_UID = 1001
+#: In a view, a name that is a regular file of its user's, not a link.
+MAILBOX_FILE = None
 
 
 class Caller(NamedTuple):
@@ -49,7 +55,7 @@ CALLERS = (
     Caller("user", cred(ALICE_UID), "user"),
     Caller("no usable home", cred(1004), "nohome"),
     Caller("HLFS_GID", cred(1002, HLFS_GID), "table2"),
-    Caller("root", cred(0), "table2"),
+    Caller("root", cred(0), "root"),
 )
 
 
@@ -111,7 +117,24 @@ def views(mirror):
             "alice": f"{spool}/alice",
             "bob": f"{mirror}/home/bob/.mailspool/bob",
         },
+        "root": {"home": ".", "alice": MAILBOX_FILE, "bob": MAILBOX_FILE},
     }
+
+
+#: The views that hold alice's dotlock while it is held.
+LOCK_VIEWS = ("table2", "root")
+
+
+def reset_mailbox(path, uid):
+    """
+    Make C{path} an empty regular file of C{uid}'s, 0600.
+    """
+    path = Path(path)
+    if path.is_symlink() or path.is_dir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.write_bytes(b"")
+    os.chown(path, uid, uid)
+    os.chmod(path, 0o600)
 
 
 def set_lock(path, held):
@@ -168,18 +191,22 @@ class Reference:
         want = self.views[view]
         for entry in os.scandir(directory):
             name = entry.name
+            if name in want and want[name] is MAILBOX_FILE and entry.is_file(follow_symlinks=False):
+                continue
             if name in want and entry.is_symlink() and os.readlink(entry.path) == want[name]:
                 continue
-            if name == LOCK.decode() and view == "table2" and held and entry.is_file(follow_symlinks=False):
+            if name == LOCK.decode() and view in LOCK_VIEWS and held and entry.is_file(follow_symlinks=False):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)
         for name, value in want.items():
-            if not os.path.lexists(directory / name):
+            if value is MAILBOX_FILE:
+                reset_mailbox(directory / name, ALICE_UID if name == NAME.decode() else 1002)
+            elif not os.path.lexists(directory / name):
                 os.symlink(value, directory / name)
-        if view == "table2":
+        if view in LOCK_VIEWS:
             set_lock(directory / LOCK.decode(), held)
 
 
@@ -228,6 +255,8 @@ class Cell(NamedTuple):
 
 NO_HANDLE = "(no handle)"
 
+_REMOVE = next(procedure for procedure in nfscalls.V3 if procedure.label == "REMOVE")
+
 
 class Matrix:
     """
@@ -246,6 +275,12 @@ class Matrix:
 
     def _prepare(self, caller, entry):
         set_lock(self.hlfs_lock, entry.held)
+        reset_mailbox(self.hlfs_lock.with_name(NAME.decode()), ALICE_UID)
+        # Root's scratch files live in hlfs's memory: a name an earlier
+        # call made is removed, as the reference's directory is restored.
+        if caller.view == "root" and entry.name not in (b".", b"..", b"home", NAME, LOCK):
+            self.hlfs.call(_REMOVE, Target(self.hlfs.roots["root"], entry.name, None, None, b""),
+                           caller.credential)
         self.dirs.restore(caller.view, entry.held)
 
     def _ask(self, side, procedures, caller, entry, procedure):

@@ -75,8 +75,10 @@ REASONS = (
         "EXCLUSIVE (verifier) creates of a lock that is not there answer NOTSUPP: the Linux client "
         "asks again GUARDED, which makes the lock. Verifier semantics would need the verifier "
         "kept in the lock's times and a SETATTR from the client afterwards, which hlfs refuses. "
-        "A lock that is there answers EXIST, as on the real server.",
-        lambda c: c.procedure == "CREATE/E" and c.entry == "NAME.lock free" and c.hlfs == "NOTSUPP",
+        "A lock that is there answers EXIST, as on the real server. Root's other files (a "
+        "mailbox not there yet, a scratch file of an NFS-safe locker) are made likewise.",
+        lambda c: c.procedure == "CREATE/E" and c.hlfs == "NOTSUPP" and c.reference == "OK REG"
+        and (c.entry == "NAME.lock free" or c.caller == "root"),
     ),
     Reason(
         "no such user",
@@ -93,9 +95,19 @@ REASONS = (
         lambda c: c.procedure == "ACCESS" and c.hlfs.startswith("OK") and c.reference.startswith("OK"),
     ),
     Reason(
+        "mailbox owner and mode",
+        "Root's view of a user's real mailbox changes its size, but its owner, group or mode only "
+        "to what they already are (a delivery agent's `fchown` to the recipient): hlfs writes the "
+        "file as its user, and root gets nothing there the user could not do, nor a way to give "
+        "the user's mailbox away or open it to others (PERM, as for a caller who does not own the "
+        "file).",
+        lambda c: c.caller == "root" and c.entry == "NAME" and c.procedure == "SETATTR mode"
+        and c.hlfs == "PERM" and c.reference == "OK",
+    ),
+    Reason(
         "lock contents",
-        "hlfs serves no file's contents: a lock file is made and removed, never read (ACCES) or "
-        "written through hlfs.",
+        "A lock file is made and removed, never read (ACCES) or written through hlfs; the one "
+        "kind of file whose contents hlfs serves is root's view of a user's real mailbox.",
         lambda c: c.procedure == "READ" and c.entry == "NAME.lock held" and c.hlfs == "ACCES",
     ),
 )
