@@ -8,7 +8,10 @@ The spool directory is opened as the lock files' is
 component, but for the alternate spool), and the mailbox relative to
 it, C{O_NOFOLLOW|O_NONBLOCK}: a link, a FIFO or a device in the place of
 the mailbox is never followed, opened for long or written; anything but
-a regular file is refused (EACCES).  Every call runs with NAME's
+a regular file is refused (EACCES), and so is a file NAME does not own:
+in the alternate spool (mode 1777) another user may have made the file
+of NAME's name, readable by them, before NAME's first mail.  Every call
+runs with NAME's
 filesystem identity, so root's call can do nothing NAME could not: a
 root-squashed home takes it, a full home or NAME's quota answers ENOSPC
 or EDQUOT, a file NAME may not write answers EACCES.
@@ -39,18 +42,22 @@ def _fields(st):
 
 
 def _not_a_mailbox():
-    return OSError(errnos.EACCES, "not a regular file")
+    return OSError(errnos.EACCES, "not a regular file that the user owns")
 
 
-def _open(base, dfd, flags, mode=0o600):
+def _is_mailbox(st, uid):
+    return stat.S_ISREG(st.st_mode) and st.st_uid == uid
+
+
+def _open(base, dfd, flags, uid, mode=0o600):
     """
     Open the mailbox C{base} in C{dfd}; return the descriptor and its
-    stat, refusing anything but a regular file.
+    stat, refusing anything but a regular file that C{uid} owns.
     """
     fd = os.open(base, flags | _FLAGS, mode, dir_fd=dfd)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not _is_mailbox(st, uid):
             raise _not_a_mailbox()
     except BaseException:
         os.close(fd)
@@ -73,25 +80,25 @@ def _operate(job, dfd, base):
             st = os.stat(base, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
             return None, b""
-        if not stat.S_ISREG(st.st_mode):
+        if not _is_mailbox(st, job.uid):
             raise _not_a_mailbox()
         return _fields(st), b""
     if op == "create":
         mode = job.mode & 0o7777
-        fd, _ = _open(base, dfd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        fd, _ = _open(base, dfd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, job.uid, mode)
         try:
             os.fchmod(fd, mode)  # whatever the process's umask
             return _fields(os.fstat(fd)), b""
         finally:
             os.close(fd)
     if op == "read":
-        fd, st = _open(base, dfd, os.O_RDONLY)
+        fd, st = _open(base, dfd, os.O_RDONLY, job.uid)
         try:
             return _fields(st), os.pread(fd, job.count, job.offset)
         finally:
             os.close(fd)
     if op in ("write", "truncate", "sync"):
-        fd, st = _open(base, dfd, os.O_RDONLY if op == "sync" else os.O_WRONLY)
+        fd, st = _open(base, dfd, os.O_RDONLY if op == "sync" else os.O_WRONLY, job.uid)
         try:
             if op == "write":
                 _past_end(st, job.offset, job.gap)

@@ -29,7 +29,7 @@ from tests.support.server import USERS
 
 pytestmark = [pytest.mark.root(reason="hlfs works in the homes as their users: setfsuid needs root")]
 
-PERM, INVAL, FBIG, NOSPC, JUKEBOX = 1, 22, 27, 28, 10008
+PERM, ACCES, INVAL, FBIG, NOSPC, JUKEBOX = 1, 13, 22, 27, 28, 10008
 REG, LNK = 1, 5
 GETATTR3, SETATTR3, LOOKUP3, ACCESS3, READ3, WRITE3, COMMIT3 = 1, 2, 3, 4, 6, 7, 21
 GETATTR2, LOOKUP2, READ2, WRITE2 = 1, 4, 6, 8
@@ -165,6 +165,27 @@ def test_writes_beyond_bounds_are_refused(server):
         assert path.stat().st_size == 0 and path.stat().st_blocks == 0
         assert nfs.write(fh, 4096, b"x")[0] == OK  # a gap the client's writes may leave
         assert path.stat().st_size == 4097
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_another_users_file_in_the_alternate_spool_is_refused(server):
+    """
+    If bob makes the file of slash's name in the mode-1777 alternate spool
+    (slash's mailbox is there: his home is /), readable and writable by
+    all, then root's LOOKUP, CREATE and WRITE of slash answer ACCES, and
+    nothing root is given for slash lands in bob's file.
+    """
+    path = server.alt / "slash"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        os.fchmod(fd, 0o666)
+        os.fchown(fd, 1002, 1002)
+        os.close(fd)
+        nfs = Files(server, "tcp")
+        assert nfs.lookup(b"slash")[0] == ACCES
+        assert nfs.create(b"slash", how=UNCHECKED, mode=0o600)[0] == ACCES
+        assert path.read_bytes() == b"" and path.stat().st_uid == 1002
     finally:
         path.unlink(missing_ok=True)
 
