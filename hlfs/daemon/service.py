@@ -108,7 +108,8 @@ class HLFSService(MultiService):
         programs = build_programs(self.fs, replies=self.replies) + [
             Program(
                 status.PROGRAM, "hlfs-status",
-                {status.VERSION: status.StatusProgram(self.status_report, reactor).procedures},
+                {status.VERSION: status.StatusProgram(
+                    self.status_report, reactor, self._calls_but_status).procedures},
                 secure=False,
             )
         ]
@@ -464,6 +465,11 @@ class HLFSService(MultiService):
         if self.mount_service is None or not self.mount_service.mounted:
             return False
         return self.spool_watch is None or self.spool_watch.mount_present is not False
+
+    def _calls_but_status(self):
+        # Every call counted but the status program's STATUS itself.
+        stats = self.dispatcher.stats
+        return sum(stats.values()) - stats.get((status.PROGRAM, status.VERSION, 1), 0)
 
     def status_report(self):
         """

@@ -93,25 +93,32 @@ class StatusProgram:
 
     The program is open to every caller, and its reply is the dearest the
     daemon makes (tens of pairs, and a count of the open descriptors), so
-    it is built at most once per reactor turn: calls pipelined by the
-    hundred cost one report per turn, not one each, and the turn's other
-    callers do not wait behind them.  A reply is never older than the turn
-    that answers it.
+    a reply is made again only when something may have changed: in a new
+    reactor turn, or after a call to anything but this procedure
+    (C{calls}, a callable, counts those).  Calls pipelined by the hundred
+    then cost one report a turn, and the turn's other callers do not wait
+    behind them; a client that asks, calls, and asks again, even within
+    one turn, sees its call in the second report.
     """
 
-    def __init__(self, report, clock):
+    def __init__(self, report, clock, calls):
         self.report = report
         self.clock = clock
+        self.calls = calls
         self.procedures = (self.null, self.status)
         self._reply = None
+        self._made_after = None
 
     def null(self, args, call):
         return b""
 
     def status(self, args, call):
-        if self._reply is None:
+        calls = self.calls()
+        if self._reply is None or calls != self._made_after:
+            if self._reply is None:
+                self.clock.callLater(0, self._turn_over)
             self._reply = encode_pairs(self.report())
-            self.clock.callLater(0, self._turn_over)
+            self._made_after = calls
         return self._reply
 
     def _turn_over(self):

@@ -31,9 +31,23 @@ def test_calls_in_one_turn_share_one_report():
     report is made once and each gets it; the next turn makes it anew.
     """
     clock, report = Clock(), CountingReport()
-    program = StatusProgram(report, clock)
+    program = StatusProgram(report, clock, lambda: 7)
     replies = [status(program) for _ in range(100)]
     assert report.made == 1 and replies == [[("made", "1")]] * 100
     clock.advance(0)
     assert status(program) == [("made", "2")] and report.made == 2
     assert not [c for c in clock.getDelayedCalls() if c.getTime() > clock.seconds()]
+
+
+def test_another_call_between_makes_the_report_again():
+    """
+    If a client asks for the status, makes another call, and asks again,
+    all within one reactor turn (a UDP port reads on while datagrams keep
+    coming), then the second report is made anew, after that call.
+    """
+    clock, report, calls = Clock(), CountingReport(), [0]
+    program = StatusProgram(report, clock, lambda: calls[0])
+    assert status(program) == [("made", "1")]
+    calls[0] += 1
+    assert status(program) == [("made", "2")]
+    assert status(program) == [("made", "2")]
