@@ -245,6 +245,23 @@ class RPCStreamProtocol(Protocol, TimeoutMixin):
             self._next_turn = self.callLater(0, self._turn)
         else:
             self._unpause("turn")
+        if replies:
+            self._flush()
+
+    def _flush(self):
+        """
+        Send what the transport holds now, in this turn.  Twisted writes at
+        the reactor's next turn, after every other ready descriptor: a
+        call answered at once (a cached one) then waited for two turns,
+        the one that read it and the one that wrote its reply.  An error
+        is left for that next turn, where the reactor meets it again and
+        closes the connection as it does for any write.
+        """
+        transport = self.transport
+        if self._open and not transport.disconnecting:
+            do_write = getattr(transport, "doWrite", None)
+            if do_write is not None:
+                do_write()
 
     def _send(self, reply):
         """
