@@ -100,7 +100,8 @@ class HomeChecks:
         flight = engine.find(uid)
         if flight is None:
             identity = self.credentials.plan(user, split_spool(spool)[0])
-            job = CheckHome(**identity._asdict(), spool=spool, fsync=self.fsync)
+            # A job record's first fields are the Identity's, in order.
+            job = CheckHome(*identity, spool, self.fsync)
             flight = engine.submit(uid, spool, job, self._checked, home=uid)
             if flight is None:
                 self.stats.fallbacks += 1
