@@ -90,7 +90,7 @@ class RPCServerService(Service):
         for attempt in range(tries):
             udp = self.reactor.listenUDP(
                 self.requested_port,
-                RPCDatagramProtocol(self.dispatcher),
+                RPCDatagramProtocol(self.dispatcher, self.reactor),
                 interface=self.interface,
                 maxPacketSize=65536,
             )
