@@ -149,12 +149,12 @@ class HomeChecks:
         known = self.known
         state, i = known.locate(uid)
         user = state.table.at(i) if i >= 0 else None
-        name = "?" if user is None else os.fsdecode(user.name)
         if flight.late:
             self.stats.late += 1
             log.info(
                 "home check of {path} for {user} (uid {uid}) finished after {age:.1f} s: {outcome}",
-                path=os.fsdecode(spool), user=name, uid=uid,
+                path=os.fsdecode(spool), user="?" if user is None else os.fsdecode(user.name),
+                uid=uid,
                 age=self.clock.seconds() - flight.submitted,
                 outcome="ok" if result.ok else errno_name(result.errno),
             )
@@ -171,7 +171,7 @@ class HomeChecks:
                 "cannot check the home of {user} (uid {uid}): hlfs itself is short of "
                 "resources ({failure}), not the home's fault; mail goes to {alt} until "
                 "a new check in {retry:g} s",
-                user=name, uid=uid, alt=os.fsdecode(known.rules.alt_dir),
+                user=os.fsdecode(user.name), uid=uid, alt=os.fsdecode(known.rules.alt_dir),
                 failure=result.describe(), retry=keep,
             )
         elif not result.ok:
