@@ -90,7 +90,7 @@ class RPCServerService(Service):
         for attempt in range(tries):
             udp = self.reactor.listenUDP(
                 self.requested_port,
-                RPCDatagramProtocol(self.dispatcher, self.reactor),
+                RPCDatagramProtocol(self.dispatcher),
                 interface=self.interface,
                 maxPacketSize=65536,
             )

@@ -40,35 +40,18 @@ def frame(reply):
 class RPCDatagramProtocol(DatagramProtocol):
     """
     Each datagram is one call; each reply goes back to its sender.
-
-    A reply made at once leaves at once.  The replies made later in one
-    reactor turn (the answers of home checks, a few a turn) leave
-    together at the end of that turn: sent one by one, between the work
-    of the next answer, each one woke its client again (a wake-up of
-    another CPU, which the sender pays for).
     """
 
     noisy = False
 
-    def __init__(self, dispatcher, clock=None):
-        if clock is None:
-            from twisted.internet import reactor as clock
+    def __init__(self, dispatcher):
         self.dispatcher = dispatcher
-        self.clock = clock
         self._sendto = None
-        self._later = []  # (reply, addr) made in this turn, to send at its end
-        self._flush_call = None
 
     def startProtocol(self):
         # Write on the socket itself: the port's write checks the address
         # of every datagram, and ours come straight from recvfrom.
         self._sendto = self.transport.socket.sendto
-
-    def stopProtocol(self):
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
-        self._later = []
 
     def datagramReceived(self, data, addr):
         reply = self.dispatcher.dispatch(data, addr)
@@ -77,22 +60,7 @@ class RPCDatagramProtocol(DatagramProtocol):
         if type(reply) is bytes:
             self._send(reply, addr)
         else:
-            reply.addCallback(self._send_at_turn_end, addr)
-
-    def _send_at_turn_end(self, reply, addr):
-        if reply is None or self.transport is None:
-            return
-        if not self._later:
-            # callLater(0) runs once the reactor has served every
-            # descriptor ready in this turn, before it polls again.
-            self._flush_call = self.clock.callLater(0, self._flush)
-        self._later.append((reply, addr))
-
-    def _flush(self):
-        self._flush_call = None
-        later, self._later = self._later, []
-        for reply, addr in later:
-            self._send(reply, addr)
+            reply.addCallback(self._send, addr)
 
     def _send(self, reply, addr):
         if reply is None or self.transport is None:

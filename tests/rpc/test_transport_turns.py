@@ -1,20 +1,16 @@
 """
-When a reply leaves: over real loopback sockets (TCP and UDP), served by
-a reactor of the test's own (not the session's), turned one iteration at
-a time, so that what each turn sends is seen on the client's socket.
+When a TCP reply leaves: over a real loopback connection, served by a
+reactor of the test's own (not the session's), turned one iteration at a
+time, so that what each turn sends is seen on the client's socket.
 """
 
 import socket
-import struct
 
 import pytest
 from twisted.internet.epollreactor import EPollReactor
 
-from hlfs.rpc.message import NO_CREDENTIAL, encode_call
-from hlfs.rpc.transport import RPCDatagramProtocol, RPCStreamFactory
-from tests.rpc.test_transport_answers import (
-    BIG, BIG_REPLY, LATER, PROGRAM, Program2, calls, replies,
-)
+from hlfs.rpc.transport import RPCStreamFactory
+from tests.rpc.test_transport_answers import BIG, BIG_REPLY, Program2, calls, replies
 
 
 class Served:
@@ -103,80 +99,3 @@ def test_reply_larger_than_the_socket_takes_still_leaves(served):
         if len(data) >= 20 * (BIG_REPLY + 28):
             break
     assert replies(_Value(data)) == list(range(1, 21))
-
-
-class UDPServed:
-    """
-    A private reactor serving L{Program2} over UDP on loopback, and a
-    client socket.
-    """
-
-    def __init__(self):
-        self.reactor = EPollReactor()
-        self.dispatcher = Program2()
-        self.protocol = RPCDatagramProtocol(self.dispatcher, self.reactor)
-        self.port = self.reactor.listenUDP(0, self.protocol, interface="127.0.0.1")
-        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.client.connect(("127.0.0.1", self.port.getHost().port))
-
-    def received(self):
-        xids = []
-        while True:
-            try:
-                xids.append(struct.unpack_from(">I", self.client.recv(65536, socket.MSG_DONTWAIT))[0])
-            except BlockingIOError:
-                return xids
-
-    def close(self):
-        self.client.close()
-        self.port.stopListening()
-        self.reactor.iterate(0)
-        self.reactor.removeAll()
-        self.reactor.waker.connectionLost(None)
-
-
-@pytest.fixture
-def udp():
-    s = UDPServed()
-    yield s
-    s.close()
-
-
-def test_udp_replies_made_later_leave_together_at_the_turns_end(udp):
-    """
-    If several calls are answered later in the same reactor turn (home
-    checks' answers), then none of their replies leaves before that turn
-    ends, and all of them, in order, leave once it has: one wake-up of
-    their client, not one each.
-    """
-    for xid in (1, 2, 3):
-        udp.client.send(encode_call(xid, PROGRAM, 1, LATER, NO_CREDENTIAL, b""))
-    for _ in range(100):
-        if udp.dispatcher.records == 3:
-            break
-        udp.reactor.iterate(0.02)
-    assert len(udp.dispatcher.later) == 3
-
-    def answer_all():
-        for d in udp.dispatcher.later:
-            d.callback(b"")
-        return udp.received()
-
-    udp.reactor.callLater(0, lambda: sent_during.extend(answer_all()))
-    sent_during = []
-    udp.reactor.iterate(0)  # the turn in which all three are answered
-    assert sent_during == []
-    udp.reactor.iterate(0)
-    assert udp.received() == [1, 2, 3]
-
-
-def test_udp_reply_made_at_once_leaves_at_once(udp):
-    """
-    A call answered at once (a cached one) is not held for the turn's end.
-    """
-    udp.client.send(encode_call(7, PROGRAM, 1, BIG, NO_CREDENTIAL, b""))
-    for _ in range(100):
-        if udp.dispatcher.records == 1:
-            break
-        udp.reactor.iterate(0.02)
-    assert udp.received() == [7]
