@@ -10,6 +10,7 @@ from pathlib import Path
 import agents
 import guestscript as gs
 import mta
+import rootwrites
 from world import SUBDIR, User, World
 
 SENDER = "sender@example.org"
@@ -36,6 +37,11 @@ SENDMAIL_MAIL_LOCAL = (
 )
 
 
+#: The user whose dotlock is fought over (L{rootwrites.reader_holds},
+#: L{rootwrites.root_holds}).
+LOCKED = "alice"
+
+
 def subject(tag, name=None):
     return f"hlfs-agents-{tag}" + (f"-{name}" if name else "")
 
@@ -51,7 +57,8 @@ def expected():
             found += [(name, subject(tag)) for name in names]
         else:
             found += [(name, subject(tag, name)) for name in names]
-    return found
+    found += [(LOCKED, subject(f"held-{agent}", LOCKED)) for agent, _ in rootwrites.HELD_AGENTS]
+    return found + [(rootwrites.FULL, "hlfs-agents-full-before")]
 
 
 def postfix_part(world):
@@ -67,8 +74,11 @@ def postfix_part(world):
     ]
     for name in ROOT_RECIPIENTS:
         lines.append(mta.sendmail(SENDER, name, subject("postfix-procmail", name)))
+    full = subject("full-postfix-procmail", rootwrites.FULL)
     lines += [
-        mta.wait_deliveries(len(ROOT_RECIPIENTS), pattern="postfix/local\\[.*status="),
+        rootwrites.long_message("/tmp/msg.full-postfix", SENDER, rootwrites.FULL, full),
+        f"/usr/sbin/sendmail -f {SENDER} {rootwrites.FULL} < /tmp/msg.full-postfix; R sendmail.{full} $?\n",
+        mta.wait_deliveries(len(ROOT_RECIPIENTS) + 1, pattern="postfix/local\\[.*status="),
         agents.trace_stop("postfix-procmail"),
         "postfix stop >/dev/null 2>&1",
         "grep -E 'postfix/local\\[.*status=' /var/log/postfix.log | sed 's/^/LOG.postfix /'",
@@ -129,6 +139,18 @@ def sendmail_part(tree):
     return [mta.install(tree)] + as_root("sendmail-mail.local", f"{agents.SENDMAIL_MAIL_LOCAL} -f {SENDER} {{name}}")
 
 
+def edges_part(world):
+    """
+    Root's agents on a full home, and a dotlock held on either side
+    (L{rootwrites}); then the same agents on a full local disk.
+    """
+    erin, locked = world.users[rootwrites.FULL], world.users[LOCKED]
+    lines = rootwrites.full_runs("full", erin, SENDER, subject)
+    for agent, command in rootwrites.HELD_AGENTS:
+        lines.append(rootwrites.reader_holds(agent, command, locked, SENDER, subject))
+    return lines + [rootwrites.root_holds(locked)]
+
+
 def as_root(agent, command):
     """
     Shell lines running C{command} (C{{name}} the recipient) as root for
@@ -149,6 +171,8 @@ def make_world(base):
     """
     world = World(base)
     world.users["dora"] = dora = User("dora", 5005, 5005, str(Path(base) / "home" / "dora"), usable=False)
+    # erin's home is made by rootwrites.full_home, a tmpfs over this.
+    world.users[rootwrites.FULL] = rootwrites.full_user(base)
     world.create()
     home = Path(dora.home)
     home.mkdir()
@@ -160,7 +184,7 @@ def make_world(base):
 
 def scenario(world, probe, trees, port):
     python = sys.executable
-    users = [world.users[n] for n in ("alice", "bob", "dora")]
+    users = [world.users[n] for n in ("alice", "bob", "dora", rootwrites.FULL)]
     lines = [
         gs.preamble(probe),
         mta.install(trees["postfix"]),
@@ -173,6 +197,8 @@ def scenario(world, probe, trees, port):
         *dovecot_part(world, python),
         *opensmtpd_part(trees["opensmtpd"]),
         *sendmail_part(trees["sendmail"]),
+        *edges_part(world),
         'R root-listing "$(ls -a /var/mail/ | tr "\\n" " ")"',
+        *rootwrites.local_reference(world.users[rootwrites.FULL], SENDER, subject),
     ]
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
