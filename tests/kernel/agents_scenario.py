@@ -1,9 +1,11 @@
 """
 The script of scenario 12 (L{test_kernel_agents}): every other delivery
-agent and reader Debian ships, in one guest, and the world it runs in.
+agent and reader Debian ships, in one guest, the world it runs in, and
+the reading of what it printed.
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -202,3 +204,63 @@ def scenario(world, probe, trees, port):
         *rootwrites.local_reference(world.users[rootwrites.FULL], SENDER, subject),
     ]
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+# What the scenario printed, for its tests and the measurements.
+
+
+def trace(result, tag):
+    return [line.split(" ", 1)[1] for line in result.output.splitlines() if line.startswith(f"STRACE.{tag} ")]
+
+
+def failure_record(result, agent):
+    """
+    How a root agent fared for each recipient: exit status, message and
+    the failing calls of its trace (for Postfix's procmail, its log).
+    """
+    got = gs.results(result.output)
+    lines = []
+    if agent == "postfix-procmail":
+        log = [line[12:] for line in result.output.splitlines() if line.startswith("LOG.postfix ")]
+        lines += [f"{agent}: {line}" for line in log if "status=" in line]
+        traces = trace(result, agent)
+    else:
+        traces = []
+        for name in ROOT_RECIPIENTS:
+            lines.append(f"{agent} {name}: exit {got.get(f'{agent}.{name}', '?')}")
+            traces += trace(result, f"{agent}.{name}")
+    lines += [f"{agent} strace: {line}" for line in traces if "= -1 " in line]
+    return lines
+
+
+#: Which traced calls are about the mailbox or its dotlock.
+MAILBOX_CALL = re.compile(
+    r"^\d+ (lstat|stat|newfstatat|statx|access|open|openat|creat|link|linkat|rename|renameat2?|unlink|unlinkat|"
+    r"chown|fchown|chmod|fchmod|fstat|write|fsync|fdatasync|ftruncate|fcntl|flock|close)\(")
+
+
+def trace_record(result, agent, limit=80):
+    """
+    The traced calls of a root agent (failing or not) on each recipient's
+    mailbox, its dotlock and its unique lock files, with their results,
+    as they can be quoted: C{AGENT NAME strace: PID CALL = RESULT}.
+    """
+    lines = []
+    for name in ROOT_RECIPIENTS:
+        tag = agent if agent == "postfix-procmail" else f"{agent}.{name}"
+        about = re.compile(rf"/mail/{name}\b|/mail/_|alt_mail/{name}\b|\.mailspool/{name}\b")
+        kept = [line for line in trace(result, tag) if MAILBOX_CALL.match(line) and about.search(line)]
+        lines += [f"{agent} {name} strace: {line}" for line in kept[:limit]]
+        if len(kept) > limit:
+            lines.append(f"{agent} {name} strace: ({len(kept) - limit} more)")
+    return lines
+
+
+def edges_record(result):
+    """
+    How root's agents fared on erin's full home and on a full local disk,
+    and around a held dotlock: each result line, for the measurements.
+    """
+    got = gs.results(result.output)
+    prefixes = ("full.", "full-local.", "held.", "rootlock")
+    return [f"{key}: {value}" for key, value in got.items() if key.startswith(prefixes)]

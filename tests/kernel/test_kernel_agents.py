@@ -31,7 +31,15 @@ file seen through two mounts (L{SENDMAIL_MAIL_LOCAL}); its delivery is a
 strict expected failure, deferred (EX_TEMPFAIL), never misdelivered.
 Everything else is asserted: each message once in the right mailbox (the
 alternate spool's for dora, whose home cannot take mail), no lock file
-left anywhere, every mailbox parsing.
+left anywhere, every mailbox parsing.  Each root agent's traced calls on
+the mailbox and its dotlock, successful or not, go into the
+measurements.
+
+Root's writers at the edges (L{rootwrites}): erin's home fills while
+each root agent writes (it must meet ENOSPC, fail as on a full local
+disk, and leave her mailbox as it was); alice's dotlock, held through
+her own view, holds off root's agents, and root's, taken with
+procmail's C{lockfile}, holds off her own tools.
 """
 
 import re
@@ -42,7 +50,8 @@ import pytest
 import guestscript as gs
 import rootwrites
 from agents_scenario import (
-    LOCKED, ROOT_AGENTS, ROOT_RECIPIENTS, SENDMAIL_MAIL_LOCAL, expected, make_world, scenario, subject,
+    LOCKED, ROOT_AGENTS, ROOT_RECIPIENTS, SENDMAIL_MAIL_LOCAL, edges_record, expected, failure_record,
+    make_world, scenario, subject, trace, trace_record,
 )
 from hlfsserver import HlfsServer
 from tests.support.mail import parse_mbox
@@ -117,63 +126,6 @@ def found_subjects(world):
             for line in re.findall(rb"^Subject: (\S+)$", path.read_bytes(), re.M):
                 found.append((str(path), line.decode()))
     return found
-
-
-def trace(result, tag):
-    return [line.split(" ", 1)[1] for line in result.output.splitlines() if line.startswith(f"STRACE.{tag} ")]
-
-
-def failure_record(result, agent):
-    """
-    How a root agent fared for each recipient: exit status, message and
-    the failing calls of its trace (for Postfix's procmail, its log).
-    """
-    got = gs.results(result.output)
-    lines = []
-    if agent == "postfix-procmail":
-        log = [line[12:] for line in result.output.splitlines() if line.startswith("LOG.postfix ")]
-        lines += [f"{agent}: {line}" for line in log if "status=" in line]
-        traces = trace(result, agent)
-    else:
-        traces = []
-        for name in ROOT_RECIPIENTS:
-            lines.append(f"{agent} {name}: exit {got.get(f'{agent}.{name}', '?')}")
-            traces += trace(result, f"{agent}.{name}")
-    lines += [f"{agent} strace: {line}" for line in traces if "= -1 " in line]
-    return lines
-
-
-#: Which traced calls are about the mailbox or its dotlock.
-MAILBOX_CALL = re.compile(
-    r"^\d+ (lstat|stat|newfstatat|statx|access|open|openat|creat|link|linkat|rename|renameat2?|unlink|unlinkat|"
-    r"chown|fchown|chmod|fchmod|fstat|write|fsync|fdatasync|ftruncate|fcntl|flock|close)\(")
-
-
-def trace_record(result, agent, limit=80):
-    """
-    The traced calls of a root agent (failing or not) on each recipient's
-    mailbox, its dotlock and its unique lock files, with their results,
-    as they can be quoted: C{AGENT NAME strace: PID CALL = RESULT}.
-    """
-    lines = []
-    for name in ROOT_RECIPIENTS:
-        tag = agent if agent == "postfix-procmail" else f"{agent}.{name}"
-        about = re.compile(rf"/mail/{name}\b|/mail/_|alt_mail/{name}\b|\.mailspool/{name}\b")
-        kept = [line for line in trace(result, tag) if MAILBOX_CALL.match(line) and about.search(line)]
-        lines += [f"{agent} {name} strace: {line}" for line in kept[:limit]]
-        if len(kept) > limit:
-            lines.append(f"{agent} {name} strace: ({len(kept) - limit} more)")
-    return lines
-
-
-def edges_record(result):
-    """
-    How root's agents fared on erin's full home and on a full local disk,
-    and around a held dotlock: each result line, for the measurements.
-    """
-    got = gs.results(result.output)
-    prefixes = ("full.", "full-local.", "held.", "rootlock")
-    return [f"{key}: {value}" for key, value in got.items() if key.startswith(prefixes)]
 
 
 def test_each_message_once_in_its_mailbox(agents_run):
