@@ -141,7 +141,7 @@ def local_reference(user, sender, subject):
     """
     setup = f"""\
 rm -f /var/mail && mkdir /var/mail
-mount -t tmpfs -o size=256k,mode=2775,gid=8 tmpfs /var/mail || {{ echo "TMPFS FAILED"; exit 16; }}
+mount -t tmpfs -o size=256k,mode=1777 tmpfs /var/mail || {{ echo "TMPFS FAILED"; exit 16; }}
 printf %s {shlex.quote(BEFORE.decode())} > /var/mail/{FULL}
 chown {user.uid}:{user.gid} /var/mail/{FULL} && chmod 600 /var/mail/{FULL}
 dd if=/dev/zero of=/var/mail/.filler bs=4k 2>/dev/null; truncate -s -{FREE} /var/mail/.filler
