@@ -216,7 +216,7 @@ def test_attribute_cache_on_is_a_note_unless_required(system):
     The daemon's own default mount (lookup cache off, attribute cache on)
     passes; with --require-noac it does not.
     """
-    line = f"127.0.0.1:/mail {system['mount_point']} nfs rw,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs rw,sync,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
     with open(system["mounts"], "w") as f:
         f.write(line)
     result = check(system)
@@ -241,6 +241,24 @@ def test_read_only_mount(system):
     assert result.returncode == 1
     [warning] = warnings_of(result)
     assert "mounted read-only" in warning and "remount it rw" in warning
+
+
+@needs_root
+def test_asynchronous_mount(system):
+    """
+    hlfs mounted without sync (nor noac, which implies it) is a warning: a
+    full home would fail a root agent's write only at fsync or close.
+    """
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs rw,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    with open(system["mounts"], "w") as f:
+        f.write(line)
+    result = check(system)
+    assert result.returncode == 1
+    [warning] = warnings_of(result)
+    assert "mounted without sync" in warning and "remount it sync" in warning
+    with open(system["mounts"], "w") as f:
+        f.write(line.replace("lookupcache=none", "noac,lookupcache=none"))
+    assert check(system).returncode == 0
 
 
 @needs_root
