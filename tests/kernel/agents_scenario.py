@@ -248,7 +248,7 @@ def trace_record(result, agent, limit=80):
     lines = []
     for name in ROOT_RECIPIENTS:
         tag = agent if agent == "postfix-procmail" else f"{agent}.{name}"
-        about = re.compile(rf"/mail/{name}\b|/mail/_|alt_mail/{name}\b|\.mailspool/{name}\b")
+        about = re.compile(rf"(/mail/|\.mailspool/|alt_mail/)({name}\b|_)")
         kept = [line for line in trace(result, tag) if MAILBOX_CALL.match(line) and about.search(line)]
         lines += [f"{agent} {name} strace: {line}" for line in kept[:limit]]
         if len(kept) > limit:

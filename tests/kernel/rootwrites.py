@@ -9,8 +9,12 @@ side of hlfs while the other side tries to take it.
     runs as root on her mailbox (C{procmail -d}, procmail setuid as
     Postfix runs it, both C{mail.local}s, and Postfix itself) is handed
     a message larger than what is left.  Its first pages land, then
-    hlfs answers NOSPC; the agent must see ENOSPC, fail as it fails on
-    a full local disk, and take back what it wrote.  The same agents
+    the home answers ENOSPC; the agent must see it, fail as it fails on
+    a full local disk, and take back what it wrote.  The C{mail.local}s
+    write through root's view, where hlfs writes as erin and answers
+    NOSPC (at the C{write()} itself: hlfs's mount is synchronous);
+    procmail looks at the mailbox as root, then switches to the
+    recipient and writes through her own view.  The same agents
     then run, in the same guest, on a local tmpfs at C{/var/mail} filled
     the same way: the reference each one is held to.
   - B{A reader's lock}: alice takes her dotlock through her own view
