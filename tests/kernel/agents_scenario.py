@@ -243,13 +243,17 @@ def trace_record(result, agent, limit=80):
     """
     The traced calls of a root agent (failing or not) on each recipient's
     mailbox, its dotlock and its unique lock files, with their results,
-    as they can be quoted: C{AGENT NAME strace: PID CALL = RESULT}.
+    as they can be quoted: C{AGENT NAME strace: PID CALL = RESULT}.  Of
+    Postfix's trace, the processes that touched that recipient's mailbox.
     """
     lines = []
     for name in ROOT_RECIPIENTS:
         tag = agent if agent == "postfix-procmail" else f"{agent}.{name}"
+        mailbox = re.compile(rf"(/mail/|\.mailspool/|alt_mail/){name}\b")
         about = re.compile(rf"(/mail/|\.mailspool/|alt_mail/)({name}\b|_)")
-        kept = [line for line in trace(result, tag) if MAILBOX_CALL.match(line) and about.search(line)]
+        traced = [line for line in trace(result, tag) if MAILBOX_CALL.match(line)]
+        pids = {line.split(" ", 1)[0] for line in traced if mailbox.search(line)}
+        kept = [line for line in traced if line.split(" ", 1)[0] in pids and about.search(line)]
         lines += [f"{agent} {name} strace: {line}" for line in kept[:limit]]
         if len(kept) > limit:
             lines.append(f"{agent} {name} strace: ({len(kept) - limit} more)")
