@@ -233,6 +233,10 @@ def failure_record(result, agent):
     return lines
 
 
+#: The traces of a whole MTA and its delivery agents, one for every
+#: recipient: Postfix running setuid procmail, OpenSMTPD's mbox action.
+WHOLE_TRACES = ("postfix-procmail", "opensmtpd")
+
 #: Which traced calls are about the mailbox or its dotlock.
 MAILBOX_CALL = re.compile(
     r"^\d+ (lstat|stat|newfstatat|statx|access|open|openat|creat|link|linkat|rename|renameat2?|unlink|unlinkat|"
@@ -244,11 +248,12 @@ def trace_record(result, agent, limit=80):
     The traced calls of a root agent (failing or not) on each recipient's
     mailbox, its dotlock and its unique lock files, with their results,
     as they can be quoted: C{AGENT NAME strace: PID CALL = RESULT}.  Of
-    Postfix's trace, the processes that touched that recipient's mailbox.
+    an MTA's trace (L{WHOLE_TRACES}), the processes that touched that
+    recipient's mailbox.
     """
     lines = []
     for name in ROOT_RECIPIENTS:
-        tag = agent if agent == "postfix-procmail" else f"{agent}.{name}"
+        tag = agent if agent in WHOLE_TRACES else f"{agent}.{name}"
         mailbox = re.compile(rf"(/mail/|\.mailspool/|alt_mail/){name}\b")
         about = re.compile(rf"(/mail/|\.mailspool/|alt_mail/)({name}\b|_)")
         traced = [line for line in trace(result, tag) if MAILBOX_CALL.match(line)]

@@ -91,7 +91,7 @@ def agents_run(agents_world, guest, probe, kernel_workdir, precompiled, trees, m
             measure(f"scenario 12, {line}")
     for line in edges_record(result):
         measure(f"scenario 12, {line}")
-    for agent in ROOT_AGENTS:
+    for agent in (*ROOT_AGENTS, "opensmtpd"):
         for line in trace_record(result, agent):
             measure(f"scenario 12, {line}")
     return world, result
