@@ -255,6 +255,13 @@ def check_mount(mount_point, entry, require_noac=False):
             f"{mount_point} is mounted read-only: delivery agents running as root write the "
             "real mailboxes they find there, and get EROFS; remount it rw (hlfs's own mount is)"
         ], []
+    if "sync" not in entry.options and "noac" not in entry.options:
+        # noac makes the client's writes synchronous too (nfs(5)).
+        return [
+            f"{mount_point} is mounted without sync: a full home then fails a root delivery "
+            "agent's write only at fsync or close, which some ignore (OpenSMTPD's mail.local "
+            "reports the message delivered, half written); remount it sync (hlfs's own mount is)"
+        ], []
     if mounts.attribute_cache_off(entry.options):
         notes.append(f"{mount_point}: {show(entry.device)} mounted with the lookup and attribute caches off")
     else:

@@ -25,9 +25,14 @@ UMOUNT = "/bin/umount"
 # The caches that could hand one user's link to another.  With per-caller
 # link handles the one that matters is the dentry cache (lookupcache=none);
 # noac only doubles the RPCs per access.  Read-write, though hlfs refuses
-# every change but one: root's dotlocks, NAME.lock (hlfs.core.locks), which a
-# read-only mount would refuse in the client before hlfs is asked.
-DEFAULT_OPTIONS = "rw,lookupcache=none,nolock,vers=3,proto=tcp,mountproto=tcp,retry=0"
+# every change but root's: its dotlocks, NAME.lock (hlfs.core.locks), and its
+# writes to real mailboxes (hlfs.core.mailfiles), which a read-only mount
+# would refuse in the client before hlfs is asked.  Synchronous (sync): a
+# write() is on the server before it returns, so a full home or a quota
+# fails the write() itself, as on a local disk; on an asynchronous mount it
+# fails only at fsync() or close(), which some delivery agents ignore
+# (OpenSMTPD's mail.local then reports a half-written message delivered).
+DEFAULT_OPTIONS = "rw,sync,lookupcache=none,nolock,vers=3,proto=tcp,mountproto=tcp,retry=0"
 
 
 def read_mounts(path=PROC_MOUNTS):

@@ -65,7 +65,7 @@ START-UP, in this order, each step logged:
   2. load the users, serve NFS and MOUNT on UDP and TCP.
   3. register every program/version/transport with the portmapper
      (replacing a stale registration); no portmapper is only a warning.
-  4. mount:  mount -t nfs -o rw,lookupcache=none,nolock,vers=3,proto=tcp,
+  4. mount:  mount -t nfs -o rw,sync,lookupcache=none,nolock,vers=3,proto=tcp,
      mountproto=tcp,retry=0,port=P,mountport=P[,<-o options>] ADDR:DIR DIR
      then read /proc/mounts back: without lookupcache=none the kernel could
      hand one user's link to another, so hlfs unmounts and exits unless -C.

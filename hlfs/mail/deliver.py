@@ -174,39 +174,49 @@ def _check_mailbox(fd, path, uid):
 
 def append_message(fd, chunks):
     """
-    Append C{chunks} at the end of C{fd}; on any failure truncate back so
-    no partial message remains.
+    Append C{chunks} at the end of C{fd}; on a failure, truncate back so
+    no partial message remains, but only while every byte past the
+    start is one this delivery wrote.
+
+    If the size found after the write is not the one expected, another
+    writer changed the mailbox meanwhile (it ignored the locks, or this
+    client's idea of the size was stale): what is past the start is not
+    all ours, so the mailbox is left as it is, and the delivery is
+    deferred.  The message may then be delivered twice; no other mail
+    is erased, and a mailbox that shrank is never padded out again.
 
     @return: the number of bytes written.
     @raise DeliveryFailure: the write, fsync or size check failed.
     """
     start = os.fstat(fd).st_size
     tail = os.pread(fd, 2, max(start - 2, 0))
-    written = 0
+    written = attempted = 0
     try:
         separator = mbox.separator_needed(tail)
         batch = bytearray(separator)
         for chunk in chunks:
             batch += chunk
             if len(batch) >= WRITE_BATCH:
+                attempted = written + len(batch)
                 written += _pwrite_all(fd, bytes(batch), start + written)
                 batch.clear()
         if batch:
+            attempted = written + len(batch)
             written += _pwrite_all(fd, bytes(batch), start + written)
         os.fsync(fd)
         size = os.fstat(fd).st_size
-        if size != start + written:
-            raise DeliveryFailure(
-                EX_TEMPFAIL,
-                f"mailbox size is {size}, expected {start + written}; "
-                "another writer ignored the locks",
-            )
-        return written
     except BaseException as e:
-        _truncate_back(fd, start)
+        _truncate_back(fd, start, start + attempted)
         if isinstance(e, OSError):
             raise DeliveryFailure(_code_for(e), f"write failed: {_reason(e)}") from None
         raise
+    if size != start + written:
+        raise DeliveryFailure(
+            EX_TEMPFAIL,
+            f"mailbox size is {size}, expected {start + written}; "
+            "another writer changed it meanwhile; left as it is",
+        )
+    return written
 
 
 def _pwrite_all(fd, data, offset):
@@ -220,10 +230,17 @@ def _pwrite_all(fd, data, offset):
     return done
 
 
-def _truncate_back(fd, size):
+def _truncate_back(fd, start, end):
+    """
+    Truncate C{fd} back to C{start} if its size is between C{start} and
+    C{end} (what this delivery may have written): never past another
+    writer's bytes, and never out (a shorter file would be padded).
+    """
     try:
-        os.ftruncate(fd, size)
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        if start < size <= end:
+            os.ftruncate(fd, start)
+            os.fsync(fd)
     except OSError:
         pass
 

@@ -216,7 +216,7 @@ def test_attribute_cache_on_is_a_note_unless_required(system):
     The daemon's own default mount (lookup cache off, attribute cache on)
     passes; with --require-noac it does not.
     """
-    line = f"127.0.0.1:/mail {system['mount_point']} nfs rw,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
+    line = f"127.0.0.1:/mail {system['mount_point']} nfs rw,sync,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
     with open(system["mounts"], "w") as f:
         f.write(line)
     result = check(system)
@@ -228,19 +228,37 @@ def test_attribute_cache_on_is_a_note_unless_required(system):
     assert "remount with noac or users" in warning
 
 
-@needs_root
-def test_read_only_mount(system):
+def check_hlfs_mounted(system, options):
     """
-    hlfs mounted read-only (as am-utils mounted hlfsd) is a warning: root's
-    delivery agents write the real mailboxes they find there.
+    Run C{hlfs check} with hlfs mounted with C{options} in the mount table.
     """
-    line = f"127.0.0.1:/mail {system['mount_point']} nfs ro,relatime,vers=3,hard,nolock,lookupcache=none 0 0\n"
     with open(system["mounts"], "w") as f:
-        f.write(line)
-    result = check(system)
+        f.write(f"127.0.0.1:/mail {system['mount_point']} nfs {options} 0 0\n")
+    return check(system)
+
+
+@needs_root
+@pytest.mark.parametrize("options, expected", [
+    # As am-utils mounted hlfsd: root's delivery agents write the real
+    # mailboxes they find there.
+    ("ro,sync,relatime,vers=3,hard,nolock,lookupcache=none", ("mounted read-only", "remount it rw")),
+    # Without sync (nor noac, which implies it), a full home fails a root
+    # agent's write only at fsync or close.
+    ("rw,relatime,vers=3,hard,nolock,lookupcache=none", ("mounted without sync", "remount it sync")),
+])
+def test_mount_root_cannot_write_well(system, options, expected):
+    """
+    hlfs mounted read-only, or asynchronously, is a warning.
+    """
+    result = check_hlfs_mounted(system, options)
     assert result.returncode == 1
     [warning] = warnings_of(result)
-    assert "mounted read-only" in warning and "remount it rw" in warning
+    assert all(text in warning for text in expected), warning
+
+
+@needs_root
+def test_noac_mount_writes_synchronously(system):
+    assert check_hlfs_mounted(system, "rw,relatime,vers=3,hard,nolock,noac,lookupcache=none").returncode == 0
 
 
 @needs_root

@@ -88,7 +88,7 @@ OTHER = "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\ntmpfs /mail\\040sp
 def test_mount_command():
     assert kernel.mount_command("127.0.0.1", "/mail", "/mail", 40123, "soft") == [
         "/bin/mount", "-t", "nfs", "-o",
-        "rw,lookupcache=none,nolock,vers=3,proto=tcp,mountproto=tcp,retry=0,"
+        "rw,sync,lookupcache=none,nolock,vers=3,proto=tcp,mountproto=tcp,retry=0,"
         "port=40123,mountport=40123,soft",
         "127.0.0.1:/mail", "/mail",
     ]

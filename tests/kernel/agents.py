@@ -28,9 +28,11 @@ DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
 OPENSMTPD_MAIL_LOCAL = "/usr/libexec/opensmtpd/mail.local"
 SENDMAIL_MAIL_LOCAL = "/usr/libexec/sendmail/mail.local"
 
-#: The system calls C{strace} shows: every call on a path, and those on a
-#: descriptor that decide or change what a file is.
-TRACED = "%file,%fstat,fchown,fchmod,fcntl,flock,ftruncate"
+#: The system calls C{strace} shows: every call on a path, those on a
+#: descriptor that decide or change what a file is, and those that write
+#: it and report whether it is written (a full home answers at C{write},
+#: C{fsync} or C{close}).
+TRACED = "%file,%fstat,fchown,fchmod,fcntl,flock,ftruncate,write,fsync,fdatasync,close"
 
 #: Which of the traced lines a scenario keeps: those about the spool, a
 #: mailbox or a lock.

@@ -1,15 +1,18 @@
 """
 The script of scenario 12 (L{test_kernel_agents}): every other delivery
-agent and reader Debian ships, in one guest, and the world it runs in.
+agent and reader Debian ships, in one guest, the world it runs in, and
+the reading of what it printed.
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
 import agents
 import guestscript as gs
 import mta
+import rootwrites
 from world import SUBDIR, User, World
 
 SENDER = "sender@example.org"
@@ -36,6 +39,11 @@ SENDMAIL_MAIL_LOCAL = (
 )
 
 
+#: The user whose dotlock is fought over (L{rootwrites.reader_holds},
+#: L{rootwrites.root_holds}).
+LOCKED = "alice"
+
+
 def subject(tag, name=None):
     return f"hlfs-agents-{tag}" + (f"-{name}" if name else "")
 
@@ -51,7 +59,8 @@ def expected():
             found += [(name, subject(tag)) for name in names]
         else:
             found += [(name, subject(tag, name)) for name in names]
-    return found
+    found += [(LOCKED, subject(f"held-{agent}", LOCKED)) for agent, _ in rootwrites.HELD_AGENTS]
+    return found + [(rootwrites.FULL, "hlfs-agents-full-before")]
 
 
 def postfix_part(world):
@@ -67,8 +76,11 @@ def postfix_part(world):
     ]
     for name in ROOT_RECIPIENTS:
         lines.append(mta.sendmail(SENDER, name, subject("postfix-procmail", name)))
+    full = subject("full-postfix-procmail", rootwrites.FULL)
     lines += [
-        mta.wait_deliveries(len(ROOT_RECIPIENTS), pattern="postfix/local\\[.*status="),
+        rootwrites.long_message("/tmp/msg.full-postfix", SENDER, rootwrites.FULL, full),
+        f"/usr/sbin/sendmail -f {SENDER} {rootwrites.FULL} < /tmp/msg.full-postfix; R sendmail.{full} $?\n",
+        mta.wait_deliveries(len(ROOT_RECIPIENTS) + 1, pattern="postfix/local\\[.*status="),
         agents.trace_stop("postfix-procmail"),
         "postfix stop >/dev/null 2>&1",
         "grep -E 'postfix/local\\[.*status=' /var/log/postfix.log | sed 's/^/LOG.postfix /'",
@@ -129,6 +141,18 @@ def sendmail_part(tree):
     return [mta.install(tree)] + as_root("sendmail-mail.local", f"{agents.SENDMAIL_MAIL_LOCAL} -f {SENDER} {{name}}")
 
 
+def edges_part(world):
+    """
+    Root's agents on a full home, and a dotlock held on either side
+    (L{rootwrites}); then the same agents on a full local disk.
+    """
+    erin, locked = world.users[rootwrites.FULL], world.users[LOCKED]
+    lines = rootwrites.full_runs("full", erin, SENDER, subject)
+    for agent, command in rootwrites.HELD_AGENTS:
+        lines.append(rootwrites.reader_holds(agent, command, locked, SENDER, subject))
+    return lines + [rootwrites.root_holds(locked)]
+
+
 def as_root(agent, command):
     """
     Shell lines running C{command} (C{{name}} the recipient) as root for
@@ -149,6 +173,8 @@ def make_world(base):
     """
     world = World(base)
     world.users["dora"] = dora = User("dora", 5005, 5005, str(Path(base) / "home" / "dora"), usable=False)
+    # erin's home is made by rootwrites.full_home, a tmpfs over this.
+    world.users[rootwrites.FULL] = rootwrites.full_user(base)
     world.create()
     home = Path(dora.home)
     home.mkdir()
@@ -160,7 +186,7 @@ def make_world(base):
 
 def scenario(world, probe, trees, port):
     python = sys.executable
-    users = [world.users[n] for n in ("alice", "bob", "dora")]
+    users = [world.users[n] for n in ("alice", "bob", "dora", rootwrites.FULL)]
     lines = [
         gs.preamble(probe),
         mta.install(trees["postfix"]),
@@ -173,6 +199,77 @@ def scenario(world, probe, trees, port):
         *dovecot_part(world, python),
         *opensmtpd_part(trees["opensmtpd"]),
         *sendmail_part(trees["sendmail"]),
+        *edges_part(world),
         'R root-listing "$(ls -a /var/mail/ | tr "\\n" " ")"',
+        *rootwrites.local_reference(world.users[rootwrites.FULL], SENDER, subject),
     ]
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+# What the scenario printed, for its tests and the measurements.
+
+
+def trace(result, tag):
+    return [line.split(" ", 1)[1] for line in result.output.splitlines() if line.startswith(f"STRACE.{tag} ")]
+
+
+def failure_record(result, agent):
+    """
+    How a root agent fared for each recipient: exit status, message and
+    the failing calls of its trace (for Postfix's procmail, its log).
+    """
+    got = gs.results(result.output)
+    lines = []
+    if agent == "postfix-procmail":
+        log = [line[12:] for line in result.output.splitlines() if line.startswith("LOG.postfix ")]
+        lines += [f"{agent}: {line}" for line in log if "status=" in line]
+        traces = trace(result, agent)
+    else:
+        traces = []
+        for name in ROOT_RECIPIENTS:
+            lines.append(f"{agent} {name}: exit {got.get(f'{agent}.{name}', '?')}")
+            traces += trace(result, f"{agent}.{name}")
+    lines += [f"{agent} strace: {line}" for line in traces if "= -1 " in line]
+    return lines
+
+
+#: The traces of a whole MTA and its delivery agents, one for every
+#: recipient: Postfix running setuid procmail, OpenSMTPD's mbox action.
+WHOLE_TRACES = ("postfix-procmail", "opensmtpd")
+
+#: Which traced calls are about the mailbox or its dotlock.
+MAILBOX_CALL = re.compile(
+    r"^\d+ (lstat|stat|newfstatat|statx|access|open|openat|creat|link|linkat|rename|renameat2?|unlink|unlinkat|"
+    r"chown|fchown|chmod|fchmod|fstat|write|fsync|fdatasync|ftruncate|fcntl|flock|close)\(")
+
+
+def trace_record(result, agent, limit=80):
+    """
+    The traced calls of a root agent (failing or not) on each recipient's
+    mailbox, its dotlock and its unique lock files, with their results,
+    as they can be quoted: C{AGENT NAME strace: PID CALL = RESULT}.  Of
+    an MTA's trace (L{WHOLE_TRACES}), the processes that touched that
+    recipient's mailbox.
+    """
+    lines = []
+    for name in ROOT_RECIPIENTS:
+        tag = agent if agent in WHOLE_TRACES else f"{agent}.{name}"
+        mailbox = re.compile(rf"(/mail/|\.mailspool/|alt_mail/){name}\b")
+        about = re.compile(rf"(/mail/|\.mailspool/|alt_mail/)({name}\b|_)")
+        traced = [line for line in trace(result, tag) if MAILBOX_CALL.match(line)]
+        pids = {line.split(" ", 1)[0] for line in traced if mailbox.search(line)}
+        kept = [line for line in traced if line.split(" ", 1)[0] in pids and about.search(line)]
+        lines += [f"{agent} {name} strace: {line}" for line in kept[:limit]]
+        if len(kept) > limit:
+            lines.append(f"{agent} {name} strace: ({len(kept) - limit} more)")
+    return lines
+
+
+def edges_record(result):
+    """
+    How root's agents fared on erin's full home and on a full local disk,
+    and around a held dotlock: each result line, for the measurements.
+    """
+    got = gs.results(result.output)
+    prefixes = ("full.", "full-local.", "held.", "rootlock")
+    return [f"{key}: {value}" for key, value in got.items() if key.startswith(prefixes)]

@@ -44,8 +44,8 @@ def nfs_options(port, vers=3, extra=NO_CACHES, mountport=None):
 def daemon_cache_options():
     """
     The cache options of the mount the daemon makes of itself by default
-    (L{hlfs.daemon.kernel.DEFAULT_OPTIONS}), so the scenarios prove what hlfs
-    actually uses.  Options for C{mount.nfs} alone (C{retry=}) are left
+    (L{hlfs.daemon.kernel.DEFAULT_OPTIONS}), and whether it writes
+    synchronously, so the scenarios prove what hlfs actually uses.  Options for C{mount.nfs} alone (C{retry=}) are left
     out: the guest calls mount(2) directly.
     """
     from hlfs.daemon.kernel import DEFAULT_OPTIONS
@@ -53,7 +53,8 @@ def daemon_cache_options():
     return tuple(
         option
         for option in DEFAULT_OPTIONS.split(",")
-        if option.split("=")[0] in ("lookupcache", "noac", "actimeo", "acregmin", "acregmax", "acdirmin", "acdirmax", "ac", "nocto")
+        if option.split("=")[0] in ("lookupcache", "noac", "actimeo", "acregmin", "acregmax", "acdirmin", "acdirmax", "ac", "nocto",
+                                    "sync", "async")
     )
 
 

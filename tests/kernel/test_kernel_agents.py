@@ -31,7 +31,15 @@ file seen through two mounts (L{SENDMAIL_MAIL_LOCAL}); its delivery is a
 strict expected failure, deferred (EX_TEMPFAIL), never misdelivered.
 Everything else is asserted: each message once in the right mailbox (the
 alternate spool's for dora, whose home cannot take mail), no lock file
-left anywhere, every mailbox parsing.
+left anywhere, every mailbox parsing.  Each root agent's traced calls on
+the mailbox and its dotlock, successful or not, go into the
+measurements.
+
+Root's writers at the edges (L{rootwrites}): erin's home fills while
+each root agent writes (it must meet ENOSPC, fail as on a full local
+disk, and leave her mailbox as it was); alice's dotlock, held through
+her own view, holds off root's agents, and root's, taken with
+procmail's C{lockfile}, holds off her own tools.
 """
 
 import re
@@ -40,8 +48,10 @@ from pathlib import Path
 import pytest
 
 import guestscript as gs
+import rootwrites
 from agents_scenario import (
-    ROOT_AGENTS, ROOT_RECIPIENTS, SENDMAIL_MAIL_LOCAL, expected, make_world, scenario, subject,
+    LOCKED, ROOT_AGENTS, ROOT_RECIPIENTS, SENDMAIL_MAIL_LOCAL, edges_record, expected, failure_record,
+    make_world, scenario, subject, trace, trace_record,
 )
 from hlfsserver import HlfsServer
 from tests.support.mail import parse_mbox
@@ -53,8 +63,19 @@ def trees(package_sets):
 
 
 @pytest.fixture(scope="module")
-def agents_run(guest, probe, kernel_workdir, precompiled, trees, measure):
+def agents_world(kernel_workdir):
+    """
+    The scenario's world, erin's home a full tmpfs (L{rootwrites.full_home})
+    until the module's tests are done.
+    """
     world = make_world(kernel_workdir / "agents")
+    with rootwrites.full_home(world):
+        yield world
+
+
+@pytest.fixture(scope="module")
+def agents_run(agents_world, guest, probe, kernel_workdir, precompiled, trees, measure):
+    world = agents_world
     server = HlfsServer(world, kernel_workdir / "agents-server").start()
     try:
         result = guest.run(
@@ -68,6 +89,11 @@ def agents_run(guest, probe, kernel_workdir, precompiled, trees, measure):
     for agent in ROOT_AGENTS:
         for line in failure_record(result, agent):
             measure(f"scenario 12, {line}")
+    for line in edges_record(result):
+        measure(f"scenario 12, {line}")
+    for agent in (*ROOT_AGENTS, "opensmtpd"):
+        for line in trace_record(result, agent):
+            measure(f"scenario 12, {line}")
     return world, result
 
 
@@ -77,7 +103,8 @@ def spool_of(world, name):
 
 
 def spools(world):
-    return [world.homes / name / SUBDIR for name in ("alice", "bob", "root")] + [world.alt_dir]
+    names = ("alice", "bob", "root", rootwrites.FULL)
+    return [world.homes / name / SUBDIR for name in names] + [world.alt_dir]
 
 
 def dora_spool(world):
@@ -99,30 +126,6 @@ def found_subjects(world):
             for line in re.findall(rb"^Subject: (\S+)$", path.read_bytes(), re.M):
                 found.append((str(path), line.decode()))
     return found
-
-
-def trace(result, tag):
-    return [line.split(" ", 1)[1] for line in result.output.splitlines() if line.startswith(f"STRACE.{tag} ")]
-
-
-def failure_record(result, agent):
-    """
-    How a root agent fared for each recipient: exit status, message and
-    the failing calls of its trace (for Postfix's procmail, its log).
-    """
-    got = gs.results(result.output)
-    lines = []
-    if agent == "postfix-procmail":
-        log = [line[12:] for line in result.output.splitlines() if line.startswith("LOG.postfix ")]
-        lines += [f"{agent}: {line}" for line in log if "status=" in line]
-        traces = trace(result, agent)
-    else:
-        traces = []
-        for name in ROOT_RECIPIENTS:
-            lines.append(f"{agent} {name}: exit {got.get(f'{agent}.{name}', '?')}")
-            traces += trace(result, f"{agent}.{name}")
-    lines += [f"{agent} strace: {line}" for line in traces if "= -1 " in line]
-    return lines
 
 
 def test_each_message_once_in_its_mailbox(agents_run):
@@ -155,7 +158,7 @@ def test_no_lock_left_and_every_mailbox_parses(agents_run):
     for spool in spools(world):
         leftovers = [p.name for p in spool.glob("*") if p.name.endswith(".lock") or p.name.startswith(".nfs")]
         assert leftovers == [], (spool, leftovers, result.describe())
-    for name in ("alice", "bob", "dora"):
+    for name in ("alice", "bob", "dora", rootwrites.FULL):
         path = spool_of(world, name) / name
         for message in parse_mbox(path.read_bytes()):
             assert message["Subject"] and not message.defects, (name, message.items())
@@ -242,3 +245,90 @@ def test_agent_as_root(agents_run, agent):
     for name in ROOT_RECIPIENTS:
         assert got[f"{agent}.{name}"].split()[0] == "0", record
         assert delivered_once(world, agent, name), record
+
+
+def full_names():
+    return [agent for agent, _ in rootwrites.FULL_AGENTS]
+
+
+@pytest.mark.parametrize("agent", full_names())
+def test_full_home_fails_as_on_a_full_disk(agents_run, agent):
+    """
+    On erin's full home, each root agent is refused by hlfs as by a full
+    local disk: its trace shows ENOSPC on her mailbox (but for sendmail's
+    C{mail.local}, which fails before writing: L{SENDMAIL_MAIL_LOCAL}),
+    it exits with the status it gives on a local tmpfs filled the same
+    way in the same guest (procmail EX_CANTCREAT, OpenSMTPD's
+    C{mail.local} EX_OSERR, sendmail's EX_TEMPFAIL: the agents' own
+    choices), and it takes back what it wrote: her mailbox is as it was
+    after each try, and no dotlock is left.
+    """
+    world, result = agents_run
+    got = gs.results(result.output)
+    record = "\n".join(edges_record(result))
+    status, local = got[f"full.{agent}"].split()[0], got[f"full-local.{agent}"].split()[0]
+    assert local != "0" and status == local, record
+    for prefix in ("full", "full-local"):
+        assert got[f"{prefix}.{agent}.sum"] == got[f"{prefix}.before.sum"], record
+        assert got[f"{prefix}.{agent}.lock"] == "none", record
+    if agent != "sendmail-mail.local":
+        assert "No space left" in got[f"full.{agent}"], record
+        # On her mailbox: through root's view (/mail/erin) for the
+        # mail.locals; procmail writes as the recipient, through her own.
+        mailbox = re.compile(rf"(/mail/|\.mailspool/){rootwrites.FULL}>")
+        nospc = [line for line in trace(result, f"full.{agent}") if "= -1 ENOSPC" in line]
+        assert nospc and all(mailbox.search(line) for line in nospc), record
+
+
+def test_full_home_nothing_half_written(agents_run):
+    """
+    After every agent's try, Postfix's among them, erin's mailbox on the
+    host is byte for byte what it was, her spool holds nothing new, and
+    Postfix did not count her message delivered.
+    """
+    world, result = agents_run
+    spool = world.homes / rootwrites.FULL / SUBDIR
+    assert (spool / rootwrites.FULL).read_bytes() == rootwrites.BEFORE
+    assert sorted(p.name for p in spool.iterdir()) == [".owner", rootwrites.FULL]
+    log = [line for line in result.output.splitlines() if line.startswith("LOG.postfix ")]
+    erin = [line for line in log if f"to=<{rootwrites.FULL}@" in line]
+    assert len(erin) == 1 and "status=sent" not in erin[0], "\n".join(log)
+
+
+@pytest.mark.parametrize("agent", [agent for agent, _ in rootwrites.HELD_AGENTS])
+def test_reader_lock_holds_off_root_agent(agents_run, agent):
+    """
+    While alice holds her dotlock through her own view (C{mutt_dotlock}),
+    a root agent delivering to her through root's view is refused the
+    lock (EEXIST in its trace), keeps waiting and leaves her mailbox
+    untouched; once she lets go it delivers, exactly once.
+    """
+    world, result = agents_run
+    got = gs.results(result.output)
+    tag = f"held.{agent}"
+    record = "\n".join(edges_record(result))
+    assert got[f"{tag}.take"] == "0", record
+    assert int(got[f"{tag}.refused"]) >= 1, record
+    assert (got[f"{tag}.waiting"], got[f"{tag}.untouched"]) == ("yes", "yes"), record
+    assert got[f"{tag}.release"] == "0" and got[tag].split()[0] == "0", record
+    assert delivered_once(world, f"held-{agent}", LOCKED), record
+
+
+def test_root_lock_holds_off_reader(agents_run):
+    """
+    While root holds alice's dotlock, taken with procmail's C{lockfile}
+    through root's view (hlfs makes the real lock, as alice), alice's
+    own C{mutt_dotlock} and C{lockfile} are refused it (each trying
+    once) and leave it in place; once root removes it, hers takes it.
+    """
+    world, result = agents_run
+    got = gs.results(result.output)
+    record = "\n".join(edges_record(result))
+    assert got["rootlock.take"] == "0", record
+    assert got["rootlock.seen"].startswith(f"{world.users[LOCKED].uid} "), record
+    assert got["rootlock.mutt-dotlock"] == "3", record  # DL_EX_EXIST
+    assert got["rootlock.lockfile"] == "73", record  # EX_CANTCREAT: "giving up"
+    assert got["rootlock.still"] == "held", record
+    assert got["rootlock.release"] == "0", record
+    assert (got["rootlock.mutt-dotlock-after"], got["rootlock.mutt-dotlock-unlock"]) == ("0", "0"), record
+    assert got["rootlock.gone"] == "none", record

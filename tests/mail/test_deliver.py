@@ -16,6 +16,7 @@ import time
 import pytest
 
 from hlfs.mail import mbox
+from hlfs.mail.deliver import WRITE_BATCH, DeliveryFailure, append_message
 from tests.support.mail import (
     ALICE, BOB, LOCKING_READER, hlfs_command, make_dir, message, needs_root, run_hlfs, syslog_listener,
     write_passwd,
@@ -304,6 +305,70 @@ def test_full_file_system_leaves_mailbox_unchanged(world):
         assert result.returncode == EX_TEMPFAIL, result.stderr
         assert b"No space left on device" in result.stderr
         assert sorted(os.listdir(spool)) == ["alice", "filler"]
+
+
+def _deliver_while(path, meanwhile):
+    """
+    Append one message of exactly L{WRITE_BATCH} bytes to the
+    mailbox C{path} with L{append_message}, calling C{meanwhile}
+    once that batch is on disk, before the size is checked: another
+    writer, ignoring the locks, acting between the two.
+
+    @return: the L{DeliveryFailure}, or None.
+    """
+    def chunks():
+        yield b"x" * (WRITE_BATCH - 1) + b"\n"
+        meanwhile()
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        append_message(fd, chunks())
+    except DeliveryFailure as e:
+        return e
+    finally:
+        os.close(fd)
+
+
+def test_another_writers_mail_appended_meanwhile_is_kept(tmp_path):
+    """
+    If the mailbox grew by more than this delivery wrote (a writer that
+    ignored the locks appended meanwhile, or this client's idea of the
+    size was stale), nothing is truncated: the other writer's message
+    stays, and the delivery is deferred.  (It used to truncate back to
+    its start, erasing the other writer's mail with its own.)
+    """
+    path = tmp_path / "alice"
+    before = b"From a@example.org  Sat Dec  5 12:00:00 2026\nSubject: before\n\nbody\n\n"
+    theirs = b"From b@example.org  Sat Dec  5 12:00:01 2026\nSubject: theirs\n\nbody\n\n"
+    path.write_bytes(before)
+
+    def other_writer():
+        with open(path, "ab") as f:
+            f.write(theirs)
+
+    failure = _deliver_while(path, other_writer)
+    data = path.read_bytes()
+    assert data.startswith(before) and data.endswith(theirs)
+    assert len(data) == len(before) + WRITE_BATCH + len(theirs)
+    assert failure is not None and failure.code == EX_TEMPFAIL
+    assert "left as it is" in str(failure)
+
+
+def test_a_mailbox_that_shrank_meanwhile_is_not_padded(tmp_path):
+    """
+    If the mailbox shrank meanwhile (a reader that ignored the locks
+    rewrote it), it is not truncated "back" to the old size, which would
+    pad it out with NUL bytes.
+    """
+    path = tmp_path / "alice"
+    path.write_bytes(b"From a@example.org  Sat Dec  5 12:00:00 2026\nSubject: before\n\nbody\n\n")
+
+    def rewriting_reader():
+        os.truncate(path, 0)
+
+    failure = _deliver_while(path, rewriting_reader)
+    assert failure is not None and failure.code == EX_TEMPFAIL
+    assert b"\0" not in path.read_bytes()
 
 
 def test_lock_held_by_live_process_times_out(setup):
