@@ -20,7 +20,7 @@ import errno
 import os
 import sys
 
-from hlfs.rpc import dispatch, transport
+from hlfs.rpc import datagram, dispatch
 
 CHANGES = set(filter(None, os.environ.get("WHAT_IF", "").split(",")))
 
@@ -59,7 +59,7 @@ def main():
     if unknown:
         sys.exit(f"what_if.py: unknown change(s) {', '.join(sorted(unknown))}")
     if "rawsend" in CHANGES:
-        transport.RPCDatagramProtocol.datagramReceived = _raw_datagram_received
+        datagram.RPCDatagramProtocol.datagramReceived = _raw_datagram_received
     if "replycache" in CHANGES:
         dispatch.Dispatcher.dispatch = _with_reply_cache(dispatch.Dispatcher.dispatch)
     from twisted.scripts.twistd import run

@@ -14,7 +14,8 @@ from hlfs.nfs import mount, v2, v3
 from hlfs.nfs.attrs import AttrEncoder
 from hlfs.rpc.dispatch import Program
 from hlfs.rpc.limits import StreamLimits, TransportStats
-from hlfs.rpc.transport import RPCDatagramProtocol, RPCStreamFactory, listen_stream
+from hlfs.rpc.datagram import RPCDatagramProtocol
+from hlfs.rpc.transport import RPCStreamFactory, listen_stream
 
 
 def build_programs(fs, mount_state=None, replies=None):

@@ -1,6 +1,6 @@
 """
-RPC over UDP datagrams and over TCP with record marking (RFC 5531
-section 11), both feeding one L{hlfs.rpc.dispatch.Dispatcher}.
+RPC over TCP with record marking (RFC 5531 section 11), feeding one
+L{hlfs.rpc.dispatch.Dispatcher}; L{hlfs.rpc.datagram} is the UDP side.
 
 A TCP connection holds at most one record (L{StreamLimits.max_record},
 headers included), is not read while its client leaves replies unread or
@@ -14,7 +14,7 @@ large; L{ConnectionTable} bounds how many are open.
 import socket
 import struct
 
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, globalLogPublisher
 from twisted.protocols.policies import TimeoutMixin
 
@@ -35,42 +35,6 @@ def frame(reply):
     Return C{reply} as one last fragment of a record.
     """
     return _MARK.pack(LAST_FRAGMENT | len(reply)) + reply
-
-
-class RPCDatagramProtocol(DatagramProtocol):
-    """
-    Each datagram is one call; each reply goes back to its sender.
-    """
-
-    noisy = False
-
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self._sendto = None
-
-    def startProtocol(self):
-        # Write on the socket itself: the port's write checks the address
-        # of every datagram, and ours come straight from recvfrom.
-        self._sendto = self.transport.socket.sendto
-
-    def datagramReceived(self, data, addr):
-        reply = self.dispatcher.dispatch(data, addr)
-        if reply is None:
-            return
-        if type(reply) is bytes:
-            self._send(reply, addr)
-        else:
-            reply.addCallback(self._send, addr)
-
-    def _send(self, reply, addr):
-        if reply is None or self.transport is None:
-            return
-        try:
-            self._sendto(reply, addr)
-        except OSError:
-            # A full socket buffer or a client gone: the reply is lost as a
-            # datagram may be, and the client retransmits.
-            pass
 
 
 class RPCStreamProtocol(Protocol, TimeoutMixin):
