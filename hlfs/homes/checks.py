@@ -93,8 +93,7 @@ class HomeChecks:
         self._reported = None  # when the unusable homes were last counted
         self._failed_since = 0  # checks that found a home unusable since
 
-    def check(self, state, i, spool, now, budget):
-        user = state.table.at(i)
+    def check(self, state, i, user, spool, now, budget):
         uid = user.uid
         engine = self.engine
         flight = engine.find(uid)
@@ -106,6 +105,7 @@ class HomeChecks:
             if flight is None:
                 self.stats.fallbacks += 1
                 return self.known.serve(state, i, spool, True)
+            flight.origin = (state, i, user)
         remaining = min(budget, self.deadline - (now - flight.submitted))
         if remaining <= 0:
             self._overdue(flight)
@@ -147,8 +147,14 @@ class HomeChecks:
             result = ProbeResult(answer.ok, answer.errno, answer.path, answer.reason)
             self.credentials.finished(job, job.home, answer.kept)
         known = self.known
-        state, i = known.locate(uid)
-        user = state.table.at(i) if i >= 0 else None
+        state, i, user = flight.origin
+        # The same table's state: the same user at the same place.  After
+        # a reload, or for a learned user (whose place moves as others
+        # come and go), the user is found again and compared below.
+        moved = state is not known.state
+        if moved:
+            state, i = known.locate(uid)
+            user = state.table.at(i) if i >= 0 else None
         if flight.late:
             self.stats.late += 1
             log.info(
@@ -158,7 +164,7 @@ class HomeChecks:
                 age=self.clock.seconds() - flight.submitted,
                 outcome="ok" if result.ok else errno_name(result.errno),
             )
-        if user is None or known.rules.spool_of(user) != spool:
+        if user is None or (moved and known.rules.spool_of(user) != spool):
             # The table changed under the check: its result is not about
             # this user's home any more.
             return known.peek(uid)

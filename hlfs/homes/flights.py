@@ -45,10 +45,11 @@ class Flight:
         passed first).
     @ivar finish: C{finish(flight, result)}, whose return value is every
         waiter's answer; L{None} once called.
+    @ivar origin: whatever its submitter keeps with it for C{finish}.
     """
 
     __slots__ = ("key", "path", "submitted", "started", "waiters", "late", "finish", "job",
-                 "home", "state", "process", "expiry")
+                 "home", "state", "process", "expiry", "origin")
 
     def __init__(self, key, path, submitted, finish, job=None, home=None):
         self.key = key
@@ -63,6 +64,7 @@ class Flight:
         self.state = None  # the engine's: queued, blocked, running
         self.process = None  # the process running it
         self.expiry = None  # its heap entry while it waits to start
+        self.origin = None  # what its submitter keeps with it
 
 
 class Flights:

@@ -197,10 +197,11 @@ class IHomeChecks(Interface):
 
     stats = Attribute("The CheckStats.")
 
-    def check(state, i, spool, now, budget):
+    def check(state, i, user, spool, now, budget):
         """
-        Return the answer for position C{i} once its home is checked, or
-        a Deferred of it, never later than C{budget} seconds from C{now}.
+        Return the answer for position C{i} (C{user}, whose spool is
+        C{spool}) once its home is checked, or a Deferred of it, never
+        later than C{budget} seconds from C{now}.
         """
 
 

@@ -153,7 +153,7 @@ class HomeResolver:
                 self.stats.fallbacks += 1
                 return self.known.serve(state, i, spool, True)
             return d.addCallback(self._groups_known, user.uid, now, budget)
-        return self.checks.check(state, i, spool, now, budget)
+        return self.checks.check(state, i, user, spool, now, budget)
 
     def _groups_known(self, known_groups, uid, asked, budget):
         if not known_groups:
@@ -167,17 +167,20 @@ class HomeResolver:
 
     def valid_until(self, uid):
         state, i = self.known.locate(uid)
-        if i < 0 and self.directory is not None:
-            # The next call may find the user in the name service.
-            return 0.0
-        if i >= 0 and state.status[i] & UNCONFIRMED:
+        if i < 0:
+            # With a name service, the next call may find the user there.
+            return FOREVER if self.directory is None else 0.0
+        st = state.status[i]
+        if st & UNCONFIRMED:
             # The next call asks the name service to confirm the user.
             return 0.0
-        if i < 0 or not self.verify or self.rules.spool_of(state.table.at(i)) is None:
+        if not self.verify:
             return FOREVER
-        if state.status[i] & CHECKED:
+        if st & CHECKED:
+            # Only a user with a spool is checked, and a reload keeps a
+            # result only for an unchanged entry: no spool to look up.
             return state.expires[i]
-        return 0.0
+        return FOREVER if self.rules.spool_of(state.table.at(i)) is None else 0.0
 
     def peek(self, uid):
         return self.known.peek(uid, self.verify)
