@@ -694,3 +694,68 @@ def test_an_unusable_home_logs_when_it_changes_and_a_count_meanwhile(setup, home
     assert len(logs.matching("usable again", "alice")) == 1
     assert len(logs.lines) == 3, logs.lines
     assert s.engine.started_count == 12 + 1 + 4
+
+
+def _frozen_spool(homes, name, uid):
+    spool = os.fsdecode(homes.spool(name))
+    src = os.path.join(homes.base, f"{name}-spool-src")
+    os.mkdir(spool)
+    os.mkdir(src, 0o700)
+    os.chown(src, uid, uid)
+    return src, spool
+
+
+def test_a_check_answered_after_a_reload_is_kept_for_its_user_only(setup, homes):
+    """
+    A check in flight while the table is swapped for one where its user
+    sits at another place (a user with a smaller uid came in): its result
+    is kept for that user, at the new place, and for nobody else.
+    """
+    uid = homes.add("alice")
+    src, spool = _frozen_spool(homes, "alice", uid)
+    s = setup(deadline=1.0)
+    rt, resolver = s.rt, s.resolver
+    with frozen_mount(src, spool) as mount:
+        mount.freeze()
+        got = []
+        rt.call(lambda: resolver.resolve(uid).addCallback(got.append) and None)
+        wait_for(lambda: rt.call(s.engine.busy) == 1)
+        zed = homes.add("zed", uid=uid - 1)
+        rt.call(resolver.set_table, homes.table())
+        mount.thaw()
+        wait_for(lambda: bool(got))
+    assert got[0].target == homes.spool("alice")
+    started = s.engine.started_count
+    assert rt.call(resolver.valid_until, uid) == INTERVAL
+    assert rt.call(resolver.resolve, uid) == got[0]
+    assert s.engine.started_count == started
+    # Zed, now where alice was, was never checked.
+    assert rt.call(resolver.valid_until, zed) == 0.0
+
+
+def test_a_check_of_a_home_the_table_moved_is_not_kept(setup, homes):
+    """
+    A check in flight while a reload gives its user another home: its
+    late result is about the old home, so it is not kept; the next call
+    checks the new one.
+    """
+    uid = homes.add("alice")
+    src, spool = _frozen_spool(homes, "alice", uid)
+    s = setup(deadline=1.0)
+    rt, resolver = s.rt, s.resolver
+    new_home = os.path.join(homes.base, "elsewhere", "alice")
+    with frozen_mount(src, spool) as mount:
+        mount.freeze()
+        got = []
+        rt.call(lambda: resolver.resolve(uid).addCallback(got.append) and None)
+        wait_for(lambda: rt.call(s.engine.busy) == 1)
+        homes.users[0] = (b"alice", uid, os.fsencode(new_home))
+        os.makedirs(new_home)
+        os.chown(new_home, uid, uid)
+        rt.call(resolver.set_table, homes.table())
+        mount.thaw()
+        wait_for(lambda: bool(got))
+    assert rt.call(resolver.valid_until, uid) == 0.0
+    started = s.engine.started_count
+    assert rt.call(resolver.resolve, uid).target == os.fsencode(new_home) + b"/.mailspool"
+    assert s.engine.started_count == started + 1
