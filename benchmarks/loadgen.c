@@ -728,20 +728,23 @@ static int read_stat_ticks(int pid, uint64_t *own, uint64_t *reaped)
     return 0;
 }
 
-/* The server's CPU and its child processes' (hlfs's home checks run in
- * children): its own, its children's while they run, and theirs once
- * reaped, so that a child ending moves its time, not loses it. */
-static int read_cpu_ticks(int pid, uint64_t *ticks)
+/* Add the CPU of process PID and of every process under it: hlfs's home
+ * checks run in its grandchildren (forked by a forker child).  Each one's
+ * own time and its reaped children's, so that a process ending moves its
+ * time to its parent, not loses it. */
+static void add_tree_ticks(int pid, uint64_t *ticks, int depth)
 {
     uint64_t own, reaped;
     if (read_stat_ticks(pid, &own, &reaped) != 0)
-        return -1;
-    *ticks = own + reaped;
+        return;
+    *ticks += own + reaped;
+    if (depth >= 8)
+        return;
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", pid);
     DIR *tasks = opendir(path);
     if (!tasks)
-        return 0;
+        return;
     struct dirent *e;
     while ((e = readdir(tasks)) != NULL) {
         if (e->d_name[0] == '.')
@@ -752,14 +755,21 @@ static int read_cpu_ticks(int pid, uint64_t *ticks)
         if (!f)
             continue;
         int child;
-        while (fscanf(f, "%d", &child) == 1) {
-            uint64_t cown, creaped;
-            if (read_stat_ticks(child, &cown, &creaped) == 0)
-                *ticks += cown + creaped;
-        }
+        while (fscanf(f, "%d", &child) == 1)
+            add_tree_ticks(child, ticks, depth + 1);
         fclose(f);
     }
     closedir(tasks);
+}
+
+/* The server's CPU and that of every process under it. */
+static int read_cpu_ticks(int pid, uint64_t *ticks)
+{
+    uint64_t own, reaped;
+    if (read_stat_ticks(pid, &own, &reaped) != 0)
+        return -1;
+    *ticks = 0;
+    add_tree_ticks(pid, ticks, 0);
     return 0;
 }
 

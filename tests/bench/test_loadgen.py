@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -109,6 +110,24 @@ def test_duration_and_server_cpu(loadgen, rpcbind):
     r = run(loadgen, "--duration", 0.3, "--server-pid", rpcbind, "--window", 4)
     assert r["ok"] == r["sent"] > 0 and r["errors"] == 0
     assert r["server_pid"] == rpcbind and isinstance(r["server_cpu_s"], float)
+
+
+def test_server_cpu_counts_every_process_under_the_server(loadgen, rpcbind):
+    """
+    The server's CPU includes its grandchildren's: hlfs's check processes
+    are forked by a forker child of the daemon.  Here only a grandchild of
+    the given pid works, for the whole run.
+    """
+    busy = "import time\nend = time.monotonic() + 3\nwhile time.monotonic() < end: pass"
+    spawn = "import subprocess, sys; subprocess.run([sys.executable, '-c', *sys.argv[1:]])"
+    # The given pid runs a child that runs the busy grandchild.
+    tree = subprocess.Popen([sys.executable, "-c", spawn, spawn, busy])
+    try:
+        r = run(loadgen, "--duration", 1.0, "--server-pid", tree.pid, "--window", 4)
+    finally:
+        tree.wait(10)
+    assert r["server_pid"] == tree.pid
+    assert r["server_cpu_s"] >= 0.5
 
 
 def test_lost_calls_counted_as_timeouts(loadgen):
