@@ -728,23 +728,24 @@ static int read_stat_ticks(int pid, uint64_t *own, uint64_t *reaped)
     return 0;
 }
 
-/* Add the CPU of process PID and of every process under it: hlfs's home
- * checks run in its grandchildren (forked by a forker child).  Each one's
- * own time and its reaped children's, so that a process ending moves its
- * time to its parent, not loses it. */
-static void add_tree_ticks(int pid, uint64_t *ticks, int depth)
+/* Add the CPU of process PID and of every process under it (-1 if PID
+ * itself cannot be read): hlfs's home checks run in its grandchildren
+ * (forked by a forker child).  Each one's own time and its reaped
+ * children's, so that a process ending moves its time to its parent, not
+ * loses it. */
+static int add_tree_ticks(int pid, uint64_t *ticks, int depth)
 {
     uint64_t own, reaped;
     if (read_stat_ticks(pid, &own, &reaped) != 0)
-        return;
+        return -1;
     *ticks += own + reaped;
     if (depth >= 8)
-        return;
+        return 0;
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", pid);
     DIR *tasks = opendir(path);
     if (!tasks)
-        return;
+        return 0;
     struct dirent *e;
     while ((e = readdir(tasks)) != NULL) {
         if (e->d_name[0] == '.')
@@ -756,21 +757,19 @@ static void add_tree_ticks(int pid, uint64_t *ticks, int depth)
             continue;
         int child;
         while (fscanf(f, "%d", &child) == 1)
-            add_tree_ticks(child, ticks, depth + 1);
+            add_tree_ticks(child, ticks, depth + 1);  /* a child gone meanwhile adds nothing */
         fclose(f);
     }
     closedir(tasks);
+    return 0;
 }
 
-/* The server's CPU and that of every process under it. */
+/* The server's CPU and that of every process under it; -1 if the server
+ * itself cannot be read. */
 static int read_cpu_ticks(int pid, uint64_t *ticks)
 {
-    uint64_t own, reaped;
-    if (read_stat_ticks(pid, &own, &reaped) != 0)
-        return -1;
     *ticks = 0;
-    add_tree_ticks(pid, ticks, 0);
-    return 0;
+    return add_tree_ticks(pid, ticks, 0);
 }
 
 static double own_cpu_s(void)
