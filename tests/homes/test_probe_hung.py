@@ -261,11 +261,7 @@ def test_privilege_while_probes_hang(rt, homes):
     keeps root's ids, the reactor thread's as they were.
     """
     uid = homes.add("stuck")
-    spool = os.fsdecode(homes.spool("stuck"))
-    os.mkdir(spool)
-    src = os.path.join(homes.base, "spool-src")
-    os.mkdir(src, 0o700)
-    os.chown(src, uid, uid)
+    src, spool = homes.spool_to_freeze("stuck", uid)
     reactor_before = creds.thread_status(rt.tid)
     clock, engine, resolver = on_test_clock(rt, homes.table(), os.fsencode(homes.alt), 2)
     try:

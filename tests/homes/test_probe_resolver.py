@@ -374,11 +374,7 @@ def test_waiters_wait_on_the_test_clock_deadline(setup, homes):
     time moves both ways.
     """
     uid = homes.add("alice")
-    spool = os.fsdecode(homes.spool("alice"))
-    src = os.path.join(homes.base, "spool-src")
-    os.mkdir(spool)
-    os.mkdir(src, 0o700)
-    os.chown(src, uid, uid)
+    src, spool = homes.spool_to_freeze("alice", uid)
     s = setup(deadline=1.0)
     rt, resolver = s.rt, s.resolver
     with frozen_mount(src, spool) as mount:
@@ -696,15 +692,6 @@ def test_an_unusable_home_logs_when_it_changes_and_a_count_meanwhile(setup, home
     assert s.engine.started_count == 12 + 1 + 4
 
 
-def _frozen_spool(homes, name, uid):
-    spool = os.fsdecode(homes.spool(name))
-    src = os.path.join(homes.base, f"{name}-spool-src")
-    os.mkdir(spool)
-    os.mkdir(src, 0o700)
-    os.chown(src, uid, uid)
-    return src, spool
-
-
 def test_a_check_answered_after_a_reload_is_kept_for_its_user_only(setup, homes):
     """
     A check in flight while the table is swapped for one where its user
@@ -712,7 +699,7 @@ def test_a_check_answered_after_a_reload_is_kept_for_its_user_only(setup, homes)
     is kept for that user, at the new place, and for nobody else.
     """
     uid = homes.add("alice")
-    src, spool = _frozen_spool(homes, "alice", uid)
+    src, spool = homes.spool_to_freeze("alice", uid)
     s = setup(deadline=1.0)
     rt, resolver = s.rt, s.resolver
     with frozen_mount(src, spool) as mount:
@@ -740,7 +727,7 @@ def test_a_check_of_a_home_the_table_moved_is_not_kept(setup, homes):
     checks the new one.
     """
     uid = homes.add("alice")
-    src, spool = _frozen_spool(homes, "alice", uid)
+    src, spool = homes.spool_to_freeze("alice", uid)
     s = setup(deadline=1.0)
     rt, resolver = s.rt, s.resolver
     new_home = os.path.join(homes.base, "elsewhere", "alice")

@@ -134,6 +134,19 @@ class Homes:
                 return home + b"/.mailspool"
         raise KeyError(name)
 
+    def spool_to_freeze(self, name, uid):
+        """
+        Make the user C{name}'s spool directory and, beside it, a source
+        directory of the user's for a L{tests.support.filesystems.frozen_mount}
+        over that spool; return C{(source, spool)} as str.
+        """
+        spool = os.fsdecode(self.spool(name))
+        source = os.path.join(self.base, f"{name}-spool-src")
+        os.mkdir(spool)
+        os.mkdir(source, 0o700)
+        os.chown(source, uid, uid)
+        return source, spool
+
     def write_passwd(self, path, extra=0):
         """
         Write a password file of these users and C{extra} generated ones
