@@ -5,11 +5,10 @@ objects through the namespace it is handed; imports no other part of hlfs.
 
 import warnings
 
-from cryptography.utils import CryptographyDeprecationWarning
-
-# conch's SSH transport names the Blowfish and CAST5 ciphers as it is
-# imported, and the cryptography library of Debian 12 and later deprecates
-# them: four warning lines at every start of the daemon, manhole or not.
-warnings.filterwarnings(
-    "ignore", category=CryptographyDeprecationWarning, module=r"twisted\.conch\."
-)
+# conch's SSH code names ciphers and key types that the cryptography library
+# of Debian 12 and later deprecates: warning lines at every start of a
+# daemon with a manhole.  Those warnings are
+# UserWarnings (CryptographyDeprecationWarning), filtered by that base:
+# importing their own class would load the cryptography library into every
+# daemon, manhole or not.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"twisted\.conch\.")

@@ -9,7 +9,6 @@ accepted one, and the others within a bound a minute.
 import base64
 import hashlib
 import os
-import re
 import stat
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -24,36 +23,9 @@ from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
+from hlfs.console.options import ManholeConfigError
+
 log = Logger(namespace="hlfs.manhole")
-
-
-class ManholeConfigError(Exception):
-    """
-    The manhole cannot start as configured; the message says why, in one
-    line, for the operator.
-    """
-
-
-# Configuration: listening address and key files.
-
-
-def listen_description(portspec):
-    """
-    Turn C{--manhole PORTSPEC} into a server endpoint description: a bare
-    port number, or a TCP description without C{interface=}, listens on
-    loopback only.  Any other interface must be given explicitly.
-
-    @raise ManholeConfigError: for an empty or malformed spec.
-    """
-    spec = portspec.strip()
-    if not spec:
-        raise ManholeConfigError("--manhole needs a port number or an endpoint description")
-    if spec.isdigit():
-        return f"tcp:{int(spec)}:interface=127.0.0.1"
-    kind = spec.split(":", 1)[0]
-    if kind in ("tcp", "tcp6") and not re.search(r"(^|[^\\]):interface=", spec):
-        return spec + (":interface=127.0.0.1" if kind == "tcp" else r":interface=\:\:1")
-    return spec
 
 
 def check_not_writable_by_others(path, what):

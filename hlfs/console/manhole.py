@@ -25,21 +25,17 @@ from twisted.conch.ssh import factory
 from twisted.cred.portal import Portal
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
-from twisted.python import usage
 
 from hlfs.console.access import (
-    ATTEMPT_LINES, AuthorizedKeysChecker, LoggingUserAuth, ManholeConfigError,
-    check_not_writable_by_others, fingerprint, listen_description, load_or_create_host_key,
-    quiet_ssh_log, read_authorized_keys,
+    ATTEMPT_LINES, AuthorizedKeysChecker, LoggingUserAuth, check_not_writable_by_others,
+    fingerprint, load_or_create_host_key, quiet_ssh_log, read_authorized_keys,
 )
 from hlfs.console.namespace import build_namespace
+from hlfs.console.options import ManholeConfigError, listen_description
 from hlfs.rpc.limits import LogThrottle
 
 __all__ = [
-    "ManholeConfigError",
-    "ManholeOptions",
-    "build_namespace",
-    "check_manhole_options",
+    "ManholeService",
     "makeManholeService",
     "manhole_service_from_options",
 ]
@@ -255,73 +251,6 @@ def makeManholeService(portspec, authorized_keys_path, host_key_path, namespace,
         fingerprint=fingerprint(host_key.public().blob()),
     )
     return service
-
-
-# Command line.
-
-MANHOLE_HELP = (
-    "The manhole console runs in the daemon's reactor thread: an exception there "
-    "is harmless, but a call that blocks stops NFS service until it returns; use "
-    "the console's helpers (resolve, flush, reload, hung), which never block."
-)
-
-
-class ManholeOptions:
-    """
-    Options for the manhole, to mix into the daemon's
-    L{twisted.python.usage.Options} (list it before C{usage.Options} in
-    the bases, and call L{check_manhole_options} from C{postOptions}).
-    """
-
-    optParameters = [
-        [
-            "manhole",
-            None,
-            None,
-            "Serve an SSH Python console into the running daemon on PORTSPEC: a port "
-            "number (loopback only) or an endpoint such as tcp:2222:interface=127.0.0.1; "
-            "other interfaces only when given explicitly.  Off by default.  "
-            + MANHOLE_HELP,
-        ],
-        [
-            "manhole-keys",
-            None,
-            None,
-            "authorized_keys FILE for --manhole: its keys may log in under any name "
-            "(public-key authentication only; each login is logged with its key "
-            "fingerprint).  Must not be writable by group or others.",
-        ],
-        [
-            "manhole-host-key",
-            None,
-            None,
-            "SSH host key FILE for --manhole; an ed25519 key is generated there (mode "
-            "0600) if missing.  The file and its directory must not be writable by "
-            "group or others.",
-        ],
-    ]
-
-
-def check_manhole_options(options):
-    """
-    Check the manhole options together; call from C{postOptions}.
-
-    @raise usage.UsageError: if they are inconsistent.
-    """
-    portspec = options.get("manhole")
-    keys_file = options.get("manhole-keys")
-    host_key = options.get("manhole-host-key")
-    if portspec is None:
-        given = [f"--{name}" for name in ("manhole-keys", "manhole-host-key") if options.get(name)]
-        if given:
-            raise usage.UsageError(f"{' and '.join(given)} need --manhole PORTSPEC")
-        return
-    if not keys_file or not host_key:
-        raise usage.UsageError("--manhole needs --manhole-keys FILE and --manhole-host-key FILE")
-    try:
-        listen_description(portspec)
-    except ManholeConfigError as e:
-        raise usage.UsageError(str(e)) from None
 
 
 def manhole_service_from_options(options, service, reactor=None):

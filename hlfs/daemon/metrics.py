@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from hlfs import __version__
-from hlfs.console.access import listen_description
+from hlfs.console.options import listen_description
 from hlfs.daemon.config import ConfigError
 from hlfs.nfs.status import call_labels
 

@@ -23,13 +23,8 @@ from hlfs.daemon.config import (
     check_uid,
     login_defs_uid_min,
 )
-from hlfs.console.access import ManholeConfigError
-from hlfs.console.manhole import (
-    ManholeOptions,
-    build_namespace,
-    check_manhole_options,
-    makeManholeService,
-)
+from hlfs.console.namespace import build_namespace
+from hlfs.console.options import ManholeConfigError, ManholeOptions, check_manhole_options
 from hlfs.daemon import logs, startup
 from hlfs.daemon.logs import LOGGER, LogSettings
 
@@ -310,6 +305,9 @@ class Options(ManholeOptions, usage.Options):
             self.manhole_namespace = {}
             self.manhole = None
             if self["manhole"] is not None:
+                # Only now: the SSH code is most of a daemon's imports.
+                from hlfs.console.manhole import makeManholeService
+
                 # Filled in by makeService, once the service exists.
                 self.manhole = makeManholeService(
                     self["manhole"], self["manhole-keys"], self["manhole-host-key"],

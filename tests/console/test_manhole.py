@@ -21,8 +21,7 @@ import pytest
 
 from hlfs.console.values import NotAvailable, Text
 from hlfs.console.namespace import build_namespace
-from hlfs.console.access import ManholeConfigError, listen_description
-from hlfs.console.manhole import check_manhole_options
+from hlfs.console.options import ManholeConfigError, check_manhole_options, listen_description
 from hlfs.homes.resolver import HomeResolver
 from hlfs.core.resolver import SpoolRules
 from hlfs.core.users import UserTable
@@ -619,7 +618,7 @@ def test_manhole_options_go_together():
 def test_options_mixin_lists_the_three_options_in_help():
     from twisted.python import usage
 
-    from hlfs.console.manhole import ManholeOptions
+    from hlfs.console.options import ManholeOptions
 
     class Options(ManholeOptions, usage.Options):
         def postOptions(self):

@@ -237,3 +237,23 @@ def test_failed_logins_cannot_flood_the_log(daemon, manhole_files, tmp_path):
     assert len(lines[:login]) <= 25, "\n".join(lines)
     refused = [line for line in lines if "refused: key not authorized" in line]
     assert 1 <= len(refused) <= 10
+
+
+def _ssh_libraries(server):
+    """
+    The shared libraries of conch's cryptography that the daemon's process
+    has mapped, from C{/proc/PID/maps}.
+    """
+    with open(f"/proc/{server.proc.pid}/maps") as maps:
+        return {line.split()[-1] for line in maps
+                if re.search(r"/(cryptography|bcrypt)/[^/]*\.so$", line)}
+
+
+def test_only_a_daemon_with_a_manhole_loads_the_ssh_code(make_server, daemon):
+    """
+    conch and the cryptography library under it are most of what the
+    daemon would import: without C{--manhole}, they stay out of its memory.
+    """
+    plain = make_server("--insecure")
+    assert _ssh_libraries(plain) == set()
+    assert _ssh_libraries(daemon) != set()

@@ -48,7 +48,7 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir))
 
 from hlfs.core.linkfs import HomeLinkFS, LinkConfig  # noqa: E402
-from hlfs.console.access import ManholeConfigError  # noqa: E402
+from hlfs.console.options import ManholeConfigError  # noqa: E402
 from hlfs.console.namespace import build_namespace  # noqa: E402
 from hlfs.console.manhole import makeManholeService  # noqa: E402
 from hlfs.homes.engine import CheckEngine  # noqa: E402
