@@ -8,6 +8,7 @@ advances (in the reactor thread); probe results come back through the
 real reactor, which runs in a thread of its own (L{ReactorThread}).
 """
 
+import contextlib
 import os
 import time
 
@@ -366,6 +367,20 @@ def test_footprint_is_small(setup, homes):
     assert s.resolver.footprint() - table.footprint() == 17 * 10_000
 
 
+@contextlib.contextmanager
+def alice_on_a_frozen_spool(setup, homes):
+    """
+    Alice, whose spool is a FUSE mount frozen from the start, and the
+    resolver set up with a 1 s deadline: yields C{(s, uid, mount)}.
+    """
+    uid = homes.add("alice")
+    src, spool = homes.spool_to_freeze("alice", uid)
+    s = setup(deadline=1.0)
+    with frozen_mount(src, spool) as mount:
+        mount.freeze()
+        yield s, uid, mount
+
+
 def test_waiters_wait_on_the_test_clock_deadline(setup, homes):
     """
     A check slower than the deadline (its spool on a frozen FUSE mount):
@@ -373,12 +388,8 @@ def test_waiters_wait_on_the_test_clock_deadline(setup, homes):
     deadline, the check's late answer updates the cache, and the link
     time moves both ways.
     """
-    uid = homes.add("alice")
-    src, spool = homes.spool_to_freeze("alice", uid)
-    s = setup(deadline=1.0)
-    rt, resolver = s.rt, s.resolver
-    with frozen_mount(src, spool) as mount:
-        mount.freeze()
+    with alice_on_a_frozen_spool(setup, homes) as (s, uid, mount):
+        rt, resolver = s.rt, s.resolver
         before = rt.call(resolver.peek, uid)
         got = []
         rt.call(lambda: resolver.resolve(uid).addCallback(got.append) and None)
@@ -698,12 +709,8 @@ def test_a_check_answered_after_a_reload_is_kept_for_its_user_only(setup, homes)
     sits at another place (a user with a smaller uid came in): its result
     is kept for that user, at the new place, and for nobody else.
     """
-    uid = homes.add("alice")
-    src, spool = homes.spool_to_freeze("alice", uid)
-    s = setup(deadline=1.0)
-    rt, resolver = s.rt, s.resolver
-    with frozen_mount(src, spool) as mount:
-        mount.freeze()
+    with alice_on_a_frozen_spool(setup, homes) as (s, uid, mount):
+        rt, resolver = s.rt, s.resolver
         got = []
         rt.call(lambda: resolver.resolve(uid).addCallback(got.append) and None)
         wait_for(lambda: rt.call(s.engine.busy) == 1)
@@ -726,13 +733,9 @@ def test_a_check_of_a_home_the_table_moved_is_not_kept(setup, homes):
     late result is about the old home, so it is not kept; the next call
     checks the new one.
     """
-    uid = homes.add("alice")
-    src, spool = homes.spool_to_freeze("alice", uid)
-    s = setup(deadline=1.0)
-    rt, resolver = s.rt, s.resolver
     new_home = os.path.join(homes.base, "elsewhere", "alice")
-    with frozen_mount(src, spool) as mount:
-        mount.freeze()
+    with alice_on_a_frozen_spool(setup, homes) as (s, uid, mount):
+        rt, resolver = s.rt, s.resolver
         got = []
         rt.call(lambda: resolver.resolve(uid).addCallback(got.append) and None)
         wait_for(lambda: rt.call(s.engine.busy) == 1)
